@@ -1,0 +1,151 @@
+"""Data sets decoded once into tensors, with a seeded, stratified validation split."""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.model_selection import train_test_split
+
+from sweep.errors import UserError
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Train/val/test tensors: x is float32 in [0, 1] of shape (n, *image_shape), y int64."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    image_shape: tuple[int, ...]
+    n_classes: int
+
+    @property
+    def n_inputs(self) -> int:
+        return int(np.prod(self.image_shape))
+
+    def to(self, device: torch.device) -> Dataset:
+        moved = {k: getattr(self, k).to(device) for k in _TENSORS}
+        return Dataset(**moved, image_shape=self.image_shape, n_classes=self.n_classes)
+
+
+_TENSORS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+
+
+def split(
+    x: torch.Tensor, y: torch.Tensor, fraction: float, seed: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Stratified split: (x_keep, y_keep, x_held, y_held), the held part `fraction` of the rows."""
+    if not 0.0 < fraction < 1.0:
+        raise UserError(f"split fraction must be in (0, 1), got {fraction}")
+    keep, held = train_test_split(
+        np.arange(len(y)), test_size=fraction, random_state=seed, stratify=y.numpy()
+    )
+    keep, held = torch.from_numpy(np.sort(keep)), torch.from_numpy(np.sort(held))
+    return x[keep], y[keep], x[held], y[held]
+
+
+@functools.lru_cache(maxsize=4)
+def _digits() -> tuple[torch.Tensor, torch.Tensor]:
+    from sklearn.datasets import load_digits as sk_load_digits
+
+    bunch = sk_load_digits()
+    x = torch.tensor(bunch.images, dtype=torch.float32) / 16.0  # pixel values are 0..16
+    return x, torch.tensor(bunch.target, dtype=torch.int64)
+
+
+def load_digits(
+    seed: int, val_fraction: float, test_fraction: float, test_seed: int, **_: object
+) -> Dataset:
+    x, y = _digits()
+    x_rest, y_rest, x_test, y_test = split(x, y, test_fraction, test_seed)
+    x_train, y_train, x_val, y_val = split(x_rest, y_rest, val_fraction, seed)
+    return Dataset(x_train, y_train, x_val, y_val, x_test, y_test, (8, 8), 10)
+
+
+_IDX_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+
+
+def _unpack_fallback(raw: Path, fallback_dir: Path) -> None:
+    """Decompress Debian's recompressed .gz files into torchvision's raw/ layout.
+
+    torchvision's own extraction checks the MD5 of the .gz, which Debian's recompressed
+    files fail, so we write the decompressed IDX files that torchvision reads directly.
+    """
+    raw.mkdir(parents=True, exist_ok=True)
+    for name in _IDX_FILES:
+        src, dst = fallback_dir / f"{name}.gz", raw / name
+        if dst.exists() or not src.exists():
+            continue
+        tmp = dst.with_suffix(".part")
+        with gzip.open(src, "rb") as fin, open(tmp, "wb") as fout:
+            shutil.copyfileobj(fin, fout)
+        tmp.replace(dst)
+
+
+@functools.lru_cache(maxsize=4)
+def _torchvision(dataset: str, root: str, fallback_dir: str | None) -> tuple[torch.Tensor, ...]:
+    import torchvision
+
+    cls = getattr(torchvision.datasets, dataset)
+    raw = Path(root) / dataset / "raw"
+    if fallback_dir and Path(fallback_dir).is_dir():
+        _unpack_fallback(raw, Path(fallback_dir))
+    have_files = all((raw / name).exists() for name in _IDX_FILES)
+    try:
+        train = cls(root, train=True, download=not have_files)
+        test = cls(root, train=False, download=False)
+    except Exception as e:  # torchvision raises RuntimeError, URLError, AssertionError...
+        if have_files:
+            raise UserError(
+                f"{dataset}: the IDX files in {raw} are truncated or corrupt ({e}); "
+                f"delete them and copy fresh ones"
+            ) from e
+        raise UserError(
+            f"{dataset} not found in {raw} and could not be downloaded ({type(e).__name__}). "
+            f"Download the four IDX files elsewhere and copy them into {raw}, "
+            f"or use data=digits or data=fashion_mnist."
+        ) from e
+    # .data/.targets are the decoded uint8 tensors: no per-sample ToTensor in the hot loop.
+    return train.data, train.targets, test.data, test.targets
+
+
+def load_torchvision(
+    seed: int,
+    dataset: str,
+    root: str,
+    val_fraction: float,
+    fallback_dir: str | None = None,
+    **_: object,
+) -> Dataset:
+    if not Path(root).is_dir() and Path(root).exists():
+        raise UserError(f"data.root={root} is not a directory")
+    x, y, x_test, y_test = _torchvision(dataset, str(root), fallback_dir)
+    x_train, y_train, x_val, y_val = split(x, y, val_fraction, seed)
+    return Dataset(
+        _to_unit(x_train),
+        y_train.long(),
+        _to_unit(x_val),
+        y_val.long(),
+        _to_unit(x_test),
+        y_test.long(),
+        tuple(x.shape[1:]),
+        int(y.max()) + 1,
+    )
+
+
+def _to_unit(x: torch.Tensor) -> torch.Tensor:
+    return x.float().div(255.0)  # exactly what torchvision's ToTensor computes

@@ -1,0 +1,2 @@
+class UserError(Exception):
+    """Bad input from the user: reported as one line, never as a traceback."""

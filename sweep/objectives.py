@@ -1,0 +1,20 @@
+"""What the sweep optimizes: values computed from a run's metrics, per `objective` config."""
+
+from __future__ import annotations
+
+import math
+
+from omegaconf import DictConfig
+
+
+def values(metrics: dict, objective: DictConfig) -> list[float]:
+    """One value per entry of objective.direction; nan for a run that did not complete."""
+    if metrics["status"] != "complete":
+        return [math.nan] * len(objective.direction)
+    if "max_drop" in objective:
+        floor = objective.baseline_val_acc - objective.max_drop
+        if metrics["val_acc"] < floor:
+            # Infeasible runs score below every feasible one (>= 0) but still rank by how
+            # close they came, so the sampler is led back towards the accuracy floor.
+            return [metrics["val_acc"] - floor]
+    return [float(metrics[m]) for m in objective.metrics]

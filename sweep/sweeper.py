@@ -1,0 +1,317 @@
+"""The Optuna sweeper, one trial = one row.
+
+hydra-optuna-sweeper's loop has no per-trial hook, so this subclass keeps its options,
+sampler and search-space parsing but runs its own ask/launch/tell loop, which:
+- names each trial's directory after its Optuna trial number (trial_<n>), so a resumed
+  study never overwrites an earlier trial (Hydra's job numbering restarts at 0);
+- stores each trial's metrics in the study and rewrites results.csv from the study after
+  every trial, atomically, so the CSV always agrees with the storage;
+- refuses to continue a named study with a different configuration;
+- records diverged runs as failed trials and goes on;
+- turns bad input into one clear line and exit code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobReturn
+from hydra.utils import instantiate
+from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
+from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
+from omegaconf import DictConfig, OmegaConf
+
+from sweep import results
+from sweep.errors import UserError
+
+log = logging.getLogger(__name__)
+
+CONFIG_ATTR = "l1sweep_config"
+BASELINE_ATTR = "baseline_val_acc"
+
+
+class L1Sweeper(OptunaSweeper):
+    def sweep(self, arguments: list[str]) -> None:
+        try:
+            self._sweep(arguments)
+        except UserError as e:
+            log.error(f"error: {e}")
+            sys.exit(2)
+
+    def _sweep(self, arguments: list[str]) -> None:
+        impl = self.sweeper  # the stock OptunaSweeperImpl: config, launcher, sampler, options
+        cfg = impl.config
+        impl._process_searchspace_config()
+        space, fixed, fixed_overrides = create_params_from_overrides(
+            impl._parse_sweeper_params_config() + list(arguments)
+        )
+        for name in fixed:
+            space.pop(name, None)
+        _check_space(space)
+        _check_task_config(cfg)
+        directions = impl._get_directions()
+        sweep_dir = Path(cfg.hydra.sweep.dir)
+        csv_path = sweep_dir / "results.csv"
+        _check_writable(sweep_dir, csv_path)
+
+        study = _open_study(impl.study_name, impl.storage, directions)
+        _check_same_config(study, _fingerprint(cfg, space, directions))
+        # A resumed study must not replay the seeded sampler's first draws: offset the seed.
+        if study.trials and cfg.hydra.sweeper.sampler.get("seed") is not None:
+            study.sampler = instantiate(
+                cfg.hydra.sweeper.sampler,
+                seed=cfg.hydra.sweeper.sampler.seed + len(study.trials),
+                _execution_whitelist_=("hydra_plugins.hydra_optuna_sweeper.*", "optuna.samplers.*"),
+            )
+        resume = _resume_command(cfg, study.study_name, arguments)
+        log.info(f"study {study.study_name} in {impl.storage} ({len(study.trials)} trials so far)")
+        log.info(f"results: {csv_path}")
+        log.info(f"resume or extend with: {resume}")
+
+        extra = self._baseline(cfg, study, fixed_overrides, arguments)
+        n_done, start = 0, time.perf_counter()
+        while n_done < impl.n_trials:
+            batch = min(impl.n_jobs, impl.n_trials - n_done)
+            trials = [study.ask() for _ in range(batch)]
+            overrides = [
+                (*o, *extra, f"hydra.sweep.subdir=trial_{t.number}")
+                for t, o in zip(trials, impl._configure_trials(trials, space, fixed, fixed_overrides))
+            ]
+            try:
+                returns = impl.launcher.launch(overrides, initial_job_idx=impl.job_idx)
+            except BaseException:
+                for t in trials:  # interrupted: leave no trial RUNNING for ever
+                    study.tell(t, state=optuna.trial.TrialState.FAIL)
+                raise
+            impl.job_idx += len(returns)
+            errors = [self._tell(study, t, r, directions, csv_path) for t, r in zip(trials, returns)]
+            n_done += batch
+            self._log_progress(study, trials, n_done, directions)
+            failed = [e for e in errors if e is not None]
+            for e in failed:
+                if isinstance(e, UserError):
+                    raise e
+            if failed and len(failed) / batch > impl.max_failure_rate:
+                raise failed[0]  # a programming error: stop with its traceback
+        self._finish(study, directions, csv_path, resume, time.perf_counter() - start)
+
+    def _tell(
+        self,
+        study: optuna.Study,
+        trial: optuna.Trial,
+        ret: JobReturn,
+        directions: list[str],
+        csv_path: Path,
+    ) -> BaseException | None:
+        """Record one finished job in the study and in results.csv; return its exception."""
+        error: BaseException | None = None
+        try:
+            metrics = dict(ret.return_value)
+        except BaseException as e:  # the job raised: the row says 'failed'
+            error, metrics = e, {"status": "failed"}
+        task_overrides = [o for o in ret.overrides or [] if not o.startswith("hydra.")]
+        row = {
+            "trial": trial.number,
+            **{k: v for k, v in metrics.items() if k != "objective"},
+            "overrides": shlex.join(task_overrides),
+            "run_dir": str(ret.working_dir),
+        }
+        if len(directions) == 1:
+            row["objective"] = metrics.get("objective", [math.nan])[0]
+        trial.set_user_attr("row", row)
+        values = metrics.get("objective")
+        if metrics["status"] == "complete" and values and all(map(math.isfinite, values)):
+            study.tell(trial, values=values)
+        else:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        write_csv(study, csv_path)
+        return error
+
+    def _baseline(
+        self, cfg: DictConfig, study: optuna.Study, fixed_overrides: list[str], arguments: list[str]
+    ) -> list[str]:
+        """For objectives relative to the unregularized model, train it once per study."""
+        if "max_drop" not in cfg.objective:
+            return []
+        value = cfg.objective.baseline_val_acc
+        if value is None:
+            value = study.user_attrs.get(BASELINE_ATTR)
+        if value is None:
+            keep = [a for a in arguments if not a.split("=")[0].lstrip("+~") == "regularizer"]
+            log.info("training the unregularized baseline (regularizer=none) once for this study")
+            [ret] = self.sweeper.launcher.launch(
+                [(*keep, *fixed_overrides, "regularizer=none", "hydra.sweep.subdir=baseline")],
+                initial_job_idx=self.sweeper.job_idx,
+            )
+            self.sweeper.job_idx += 1
+            value = float(ret.return_value["val_acc"])
+            study.set_user_attr(BASELINE_ATTR, value)
+        log.info(f"baseline val_acc {value:.4f}; floor {value - cfg.objective.max_drop:.4f}")
+        return [f"objective.baseline_val_acc={value!r}"]
+
+    def _log_progress(
+        self, study: optuna.Study, trials: list[optuna.Trial], n_done: int, directions: list[str]
+    ) -> None:
+        for t in trials:
+            row = study._storage.get_trial_user_attrs(t._trial_id)["row"]
+            if len(directions) == 1:
+                complete = study.get_trials(states=[optuna.trial.TrialState.COMPLETE])
+                best = (
+                    f"best: trial {study.best_trial.number} {study.best_value:.4f}"
+                    if complete
+                    else "best: none yet"
+                )
+            else:
+                best = f"pareto front: {len(study.best_trials)} trials"
+            log.info(
+                f"trial {t.number} [{n_done}/{self.sweeper.n_trials}] {row['status']}"
+                f"  l1_lambda={row.get('l1_lambda', math.nan):.3g}"
+                f"  val_acc={row.get('val_acc', math.nan):.4f}"
+                f"  sparsity={row.get('sparsity', math.nan):.4f}"
+                f"  {row.get('train_seconds', math.nan):.1f}s  | {best}"
+            )
+
+    def _finish(
+        self, study: optuna.Study, directions: list[str], csv_path: Path, resume: str, seconds: float
+    ) -> None:
+        complete = study.get_trials(states=[optuna.trial.TrialState.COMPLETE])
+        if len(directions) == 1:
+            summary: dict[str, Any] = {"name": "optuna", "best_params": {}, "best_value": None}
+            if complete:
+                summary.update(best_params=study.best_trial.params, best_value=study.best_value)
+        else:
+            summary = {
+                "name": "optuna",
+                "solutions": [{"params": t.params, "values": t.values} for t in study.best_trials],
+            }
+        OmegaConf.save(OmegaConf.create(summary), csv_path.parent / "optimization_results.yaml")
+        log.info(f"study {study.study_name}: {len(complete)} complete of {len(study.trials)} trials")
+        log.info(f"sweep took {seconds:.1f}s; results: {csv_path}")
+        log.info(f"resume or extend with: {resume}")
+        print(csv_path)
+
+
+def write_csv(study: optuna.Study, csv_path: Path) -> None:
+    """Rewrite results.csv from the study: every finished trial once, keyed by trial number."""
+    with results.locked(csv_path):
+        trials = [t for t in study.get_trials(deepcopy=False) if "row" in t.user_attrs]
+        rows = [dict(t.user_attrs["row"]) for t in trials]
+        if len(study.directions) > 1:
+            front = {t.number for t in study.best_trials}
+            for row in rows:
+                row["pareto"] = row["trial"] in front
+        results.write_atomic(rows, csv_path)
+
+
+def _open_study(name: str, storage: Any, directions: list[str]) -> optuna.Study:
+    if isinstance(storage, str) and storage.startswith("sqlite:///"):
+        Path(storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(storage, DictConfig):
+        storage = instantiate(storage)
+    try:
+        study = optuna.create_study(
+            study_name=name, storage=storage, directions=directions, load_if_exists=True
+        )
+    except ValueError as e:
+        if "direction" in str(e).lower():
+            raise UserError(f"study {name!r} was created with other directions: {e}") from e
+        raise UserError(f"cannot open the Optuna storage {storage!r}: {e}") from e
+    except Exception as e:  # SQLAlchemy/driver errors: bad URL, server down, read-only file
+        reason = str(e).splitlines()[0]
+        raise UserError(
+            f"cannot open the Optuna storage {storage!r}: {reason}. "
+            "Check hydra.sweeper.storage (URL, server, file permissions)."
+        ) from e
+    return study
+
+
+def _check_space(space: dict) -> None:
+    for name, dist in space.items():
+        low = getattr(dist, "low", None)
+        if name.endswith("_lambda") and low is not None and not (low > 0 and dist.high < math.inf):
+            raise UserError(
+                f"search interval for {name} must lie in (0, inf), got [{low}, {dist.high}]"
+            )
+
+
+def _check_task_config(cfg: DictConfig) -> None:
+    """Validate and load once in the sweep process, before any trial (cached for the trials)."""
+    from sweep import train
+
+    task = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    train.check(task)
+    train.build(task.data, seed=task.seed)
+
+
+def _check_writable(sweep_dir: Path, csv_path: Path) -> None:
+    try:
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create the sweep directory {sweep_dir}: {e.strerror}") from e
+    if not os.access(sweep_dir, os.W_OK):
+        raise UserError(f"the sweep directory {sweep_dir} is read-only; make it writable")
+    if csv_path.exists() and not os.access(csv_path, os.W_OK):
+        raise UserError(f"{csv_path} is read-only; make it writable or use a new study_name")
+
+
+def _fingerprint(cfg: DictConfig, space: dict, directions: list[str]) -> dict:
+    """What must match for trials to be comparable: the task config minus searched keys."""
+    task = OmegaConf.to_container(
+        OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True
+    )
+    flat = _flatten(task)
+    for name in space:
+        flat.pop(name, None)
+    flat.pop("objective.baseline_val_acc", None)
+    flat["search_space"] = {k: repr(v) for k, v in space.items()}
+    flat["directions"] = directions
+    flat["choices"] = dict(HydraConfig.get().runtime.choices) if HydraConfig.initialized() else {}
+    flat["choices"] = {k: v for k, v in flat["choices"].items() if not k.startswith("hydra")}
+    return json.loads(json.dumps(flat, default=str))
+
+
+def _check_same_config(study: optuna.Study, fingerprint: dict) -> None:
+    old = study.user_attrs.get(CONFIG_ATTR)
+    if old is None:
+        study.set_user_attr(CONFIG_ATTR, fingerprint)
+        return
+    diff = sorted(k for k in old.keys() | fingerprint.keys() if old.get(k) != fingerprint.get(k))
+    if diff:
+        shown = "; ".join(f"{k}: {old.get(k)!r} -> {fingerprint.get(k)!r}" for k in diff[:4])
+        raise UserError(
+            f"study {study.study_name!r} was started with a different configuration ({shown}). "
+            "Its trials would not be comparable: use a new hydra.sweeper.study_name."
+        )
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _resume_command(cfg: DictConfig, study_name: str, arguments: list[str]) -> str:
+    hydra_args = [
+        o
+        for o in cfg.hydra.overrides.hydra
+        if not o.startswith(("hydra.sweeper.study_name=", "hydra.mode="))
+    ]
+    return shlex.join(
+        ["python", "-m", "sweep.run", "-m", *hydra_args,
+         f"hydra.sweeper.study_name={study_name}", *arguments]
+    )  # fmt: skip

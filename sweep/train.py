@@ -1,0 +1,186 @@
+"""One training run: data -> model -> fit -> measures -> files. The loop fits on one screen."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from sweep import sparsity
+from sweep.data import Dataset
+from sweep.errors import UserError
+from sweep.regularizers import Regularizer
+
+log = logging.getLogger(__name__)
+
+# What config `_target_`s may name (Hydra 1.4 refuses unlisted targets in 1.5).
+TARGETS = ("sweep.*", "torch.optim.*", "torch.nn.*")
+
+
+def build(node: DictConfig, **kwargs: object) -> object:
+    """hydra.utils.instantiate, but a UserError raised by the target stays a UserError."""
+    try:
+        return instantiate(node, **kwargs, _execution_whitelist_=TARGETS)
+    except InstantiationException as e:
+        if isinstance(e.__cause__, UserError):
+            raise e.__cause__ from None
+        raise
+
+
+def check(cfg: DictConfig) -> Regularizer:
+    """Reject bad input before any training; returns the regularizer it had to build."""
+    for key in ("train.epochs", "train.batch_size"):
+        value = OmegaConf.select(cfg, key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise UserError(f"{key} must be an integer >= 1, got {value!r}")
+    tol = cfg.sparsity.tol
+    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol >= 0:
+        raise UserError(f"sparsity.tol must be a number >= 0, got {tol!r}")
+    return build(cfg.regularizer)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as e:
+        raise UserError(f"device={name} is not usable here ({e}); use device=auto or cpu") from e
+    return device
+
+
+_threads_set = False
+
+
+def set_threads(threads: int | None) -> None:
+    """Set torch's CPU thread count once per process (changing it later is slow and racy)."""
+    global _threads_set
+    if not _threads_set:
+        torch.set_num_threads(threads or os.cpu_count() or 1)
+        _threads_set = True
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 8192) -> float:
+    model.eval()
+    correct = sum(
+        int((model(x[i : i + batch]).argmax(1) == y[i : i + batch]).sum())
+        for i in range(0, len(y), batch)
+    )
+    model.train()
+    return correct / len(y)
+
+
+def fit(
+    model: nn.Module,
+    data: Dataset,
+    reg: Regularizer,
+    optimizer: torch.optim.Optimizer,
+    epochs: int,
+    batch_size: int,
+    seed: int,
+    log_every: int = 1,
+) -> dict:
+    """Minibatch training; returns the last epoch's mean loss and whether it diverged."""
+    params = reg.select(model)
+    gen = torch.Generator().manual_seed(seed)
+    n = len(data.y_train)
+    loss_mean, status, epoch = math.nan, "complete", 0
+    for epoch in range(1, epochs + 1):
+        perm = torch.randperm(n, generator=gen).to(data.x_train.device)
+        total = torch.zeros((), device=data.x_train.device)
+        for i in range(0, n, batch_size):
+            idx = perm[i : i + batch_size]
+            loss = F.cross_entropy(model(data.x_train[idx]), data.y_train[idx])
+            total += loss.detach() + reg.penalty(params)  # the seed prints loss + penalty
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            reg.add_gradient_(params)
+            optimizer.step()
+            reg.prox_(params, optimizer.param_groups[0]["lr"])
+        loss_mean = float(total) / math.ceil(n / batch_size)
+        if not math.isfinite(loss_mean):
+            status = "diverged"
+        if epoch % log_every == 0 or epoch == epochs or status != "complete":
+            zeros = sum(int((p == 0).sum()) for p in params) / sum(p.numel() for p in params)
+            log.info(
+                f"epoch {epoch}/{epochs}  loss {loss_mean:.4f}  "
+                f"val_acc {accuracy(model, data.x_val, data.y_val):.4f}  sparsity {zeros:.4f}"
+            )
+        if status != "complete":
+            log.warning(f"training loss is {loss_mean} at epoch {epoch}: stopped (diverged)")
+            break
+    return {"train_loss": loss_mean, "status": status, "epochs_run": epoch}
+
+
+def measure(model: nn.Module, data: Dataset, counted: list[nn.Parameter], tol: float) -> dict:
+    """Accuracies (plain and pruned at tol) and sparsity figures of a trained model."""
+    layers = sparsity.layer_table(model, counted, tol)
+    small = sparsity.pruned(model, counted, tol)
+    return {
+        "val_acc": accuracy(model, data.x_val, data.y_val),
+        "test_acc": accuracy(model, data.x_test, data.y_test),
+        "pruned_val_acc": accuracy(small, data.x_val, data.y_val),
+        "pruned_test_acc": accuracy(small, data.x_test, data.y_test),
+        **sparsity.totals(layers),
+        "active_inputs": sparsity.active_inputs(model),
+        "n_inputs": data.n_inputs,
+        "layers": layers,
+    }
+
+
+def run(cfg: DictConfig, out_dir: Path, choices: dict[str, str]) -> dict:
+    """Train one configuration, write metrics.json, layers.csv and model.pt into out_dir."""
+    reg = check(cfg)
+    device = resolve_device(cfg.device)
+    set_threads(cfg.train.threads)
+    data = build(cfg.data, seed=cfg.seed).to(device)
+    torch.manual_seed(cfg.seed)
+    model = build(cfg.model, n_inputs=data.n_inputs, n_classes=data.n_classes).to(device)
+    optimizer = build(cfg.optimizer)(model.parameters())
+
+    start = time.perf_counter()
+    result = fit(
+        model, data, reg, optimizer, cfg.train.epochs, cfg.train.batch_size, cfg.seed,
+        cfg.train.log_every,
+    )
+    seconds = time.perf_counter() - start
+    measures = measure(model, data, reg.select(model), cfg.sparsity.tol)
+    layers = measures.pop("layers")
+    if result["status"] != "complete":  # a diverged model's measures would mean nothing
+        measures = {k: math.nan for k in measures}
+    metrics = {
+        "status": result["status"],
+        **{k: choices[k] for k in ("data", "model", "regularizer", "optimizer")},
+        "l1_lambda": reg.l1,
+        "l2_lambda": reg.l2,
+        "seed": cfg.seed,
+        "epochs": result["epochs_run"],
+        **measures,
+        "tol": cfg.sparsity.tol,
+        "sparsity_params": reg.params,
+        "train_loss": result["train_loss"],
+        "train_seconds": seconds,
+        "device": str(device),
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(layers).to_csv(out_dir / "layers.csv", index=False)
+    torch.save(model.state_dict(), out_dir / "model.pt")
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics
