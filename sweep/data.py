@@ -111,12 +111,13 @@ def _torchvision(dataset: str, root: str, fallback_dir: str | None) -> tuple[tor
     except Exception as e:  # torchvision raises RuntimeError, URLError, AssertionError...
         if have_files:
             raise UserError(
-                f"{dataset}: the IDX files in {raw} are truncated or corrupt ({e}); "
+                f"{dataset}: the IDX files in {raw.resolve()} are truncated or corrupt ({e}); "
                 f"delete them and copy fresh ones"
             ) from e
+        reason = (str(e).splitlines() or [type(e).__name__])[0]
         raise UserError(
-            f"{dataset} not found in {raw} and could not be downloaded ({type(e).__name__}). "
-            f"Download the four IDX files elsewhere and copy them into {raw}, "
+            f"{dataset} not found in {raw.resolve()} and could not be downloaded ({reason}). "
+            f"Download the four IDX files elsewhere and copy them into {raw.resolve()}, "
             f"or use data=digits or data=fashion_mnist."
         ) from e
     # .data/.targets are the decoded uint8 tensors: no per-sample ToTensor in the hot loop.

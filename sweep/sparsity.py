@@ -10,7 +10,7 @@ import torch.nn as nn
 
 @torch.no_grad()
 def layer_table(model: nn.Module, counted: list[nn.Parameter], tol: float) -> list[dict]:
-    """One row per counted parameter tensor: layer, shape, n, nnz, n_le_tol, sparsity, sparsity_tol."""
+    """One row per counted tensor: layer, shape, n, nnz, n_le_tol, sparsity, sparsity_tol."""
     rows = []
     ids = {id(p) for p in counted}
     for name, p in model.named_parameters():

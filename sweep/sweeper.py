@@ -85,7 +85,9 @@ class L1Sweeper(OptunaSweeper):
             trials = [study.ask() for _ in range(batch)]
             overrides = [
                 (*o, *extra, f"hydra.sweep.subdir=trial_{t.number}")
-                for t, o in zip(trials, impl._configure_trials(trials, space, fixed, fixed_overrides))
+                for t, o in zip(
+                    trials, impl._configure_trials(trials, space, fixed, fixed_overrides)
+                )
             ]
             try:
                 returns = impl.launcher.launch(overrides, initial_job_idx=impl.job_idx)
@@ -94,7 +96,9 @@ class L1Sweeper(OptunaSweeper):
                     study.tell(t, state=optuna.trial.TrialState.FAIL)
                 raise
             impl.job_idx += len(returns)
-            errors = [self._tell(study, t, r, directions, csv_path) for t, r in zip(trials, returns)]
+            errors = [
+                self._tell(study, t, r, directions, csv_path) for t, r in zip(trials, returns)
+            ]
             n_done += batch
             self._log_progress(study, trials, n_done, directions)
             failed = [e for e in errors if e is not None]
@@ -124,7 +128,7 @@ class L1Sweeper(OptunaSweeper):
             "trial": trial.number,
             **{k: v for k, v in metrics.items() if k != "objective"},
             "overrides": shlex.join(task_overrides),
-            "run_dir": str(ret.working_dir),
+            "run_dir": ret.hydra_cfg.hydra.runtime.output_dir if ret.hydra_cfg else None,
         }
         if len(directions) == 1:
             row["objective"] = metrics.get("objective", [math.nan])[0]
@@ -182,7 +186,12 @@ class L1Sweeper(OptunaSweeper):
             )
 
     def _finish(
-        self, study: optuna.Study, directions: list[str], csv_path: Path, resume: str, seconds: float
+        self,
+        study: optuna.Study,
+        directions: list[str],
+        csv_path: Path,
+        resume: str,
+        seconds: float,
     ) -> None:
         complete = study.get_trials(states=[optuna.trial.TrialState.COMPLETE])
         if len(directions) == 1:
@@ -195,7 +204,9 @@ class L1Sweeper(OptunaSweeper):
                 "solutions": [{"params": t.params, "values": t.values} for t in study.best_trials],
             }
         OmegaConf.save(OmegaConf.create(summary), csv_path.parent / "optimization_results.yaml")
-        log.info(f"study {study.study_name}: {len(complete)} complete of {len(study.trials)} trials")
+        log.info(
+            f"study {study.study_name}: {len(complete)} complete of {len(study.trials)} trials"
+        )
         log.info(f"sweep took {seconds:.1f}s; results: {csv_path}")
         log.info(f"resume or extend with: {resume}")
         print(csv_path)

@@ -157,7 +157,13 @@ def run(cfg: DictConfig, out_dir: Path, choices: dict[str, str]) -> dict:
 
     start = time.perf_counter()
     result = fit(
-        model, data, reg, optimizer, cfg.train.epochs, cfg.train.batch_size, cfg.seed,
+        model,
+        data,
+        reg,
+        optimizer,
+        cfg.train.epochs,
+        cfg.train.batch_size,
+        cfg.seed,
         cfg.train.log_every,
     )
     seconds = time.perf_counter() - start

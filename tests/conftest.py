@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import gzip
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_cli(cwd: Path, *args: str, check: bool = True, env: dict | None = None):
+    """Run `python -m sweep.run ARGS` in cwd, as a user would."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "sweep.run", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})},
+        timeout=600,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def write_idx(path: Path, array: np.ndarray, gz: bool = False) -> None:
+    """Write an IDX file (the MNIST format): magic, big-endian dims, raw uint8 data."""
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
+        int(d).to_bytes(4, "big") for d in array.shape
+    )
+    data = header + array.astype(np.uint8).tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if gz:
+        path = path.with_name(path.name + ".gz")
+        data = gzip.compress(data)
+    path.write_bytes(data)
+
+
+def write_mnist_like(folder: Path, n_train: int = 600, n_test: int = 200, gz: bool = False):
+    """Small IDX files whose images carry their label (learnable), from digits pixels."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    rng = np.random.default_rng(0)
+
+    def make(n):
+        idx = rng.integers(0, len(digits.target), n)
+        images = np.zeros((n, 28, 28), dtype=np.uint8)
+        small = (digits.images[idx] * 15).astype(np.uint8)  # 0..240
+        images[:, 10:18, 10:18] = small
+        return images, digits.target[idx].astype(np.uint8)
+
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        images, labels = make(n)
+        write_idx(folder / f"{prefix}-images-idx3-ubyte", images, gz)
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte", labels, gz)
+
+
+@pytest.fixture(scope="session")
+def small_sweep(tmp_path_factory) -> tuple[Path, pd.DataFrame, subprocess.CompletedProcess]:
+    """One real 3-trial sweep on digits, shared by the tests that read its outputs."""
+    cwd = tmp_path_factory.mktemp("sweep")
+    proc = run_cli(
+        cwd, "-m", "hydra.sweeper.n_trials=3", "hydra.sweeper.study_name=small",
+        "train.epochs=1",
+    )  # fmt: skip
+    csv = cwd / "outputs" / "sweeps" / "small" / "results.csv"
+    return cwd, pd.read_csv(csv), proc

@@ -1,0 +1,94 @@
+"""The user's path end to end: real processes, real Hydra, real Optuna, digits data."""
+
+import json
+import shlex
+
+import pandas as pd
+import pytest
+import torch
+
+from conftest import run_cli
+
+REQUIRED = [
+    "trial", "l1_lambda", "l2_lambda", "regularizer", "model", "data", "optimizer", "seed",
+    "epochs", "val_acc", "test_acc", "sparsity", "nnz", "n_params", "train_loss",
+    "train_seconds", "overrides", "run_dir",
+]  # fmt: skip
+
+
+def test_sweep_writes_one_row_per_trial_with_honest_values(small_sweep):
+    cwd, df, proc = small_sweep
+    assert list(df["trial"]) == [0, 1, 2]
+    assert set(REQUIRED) <= set(df.columns)
+    assert (df["status"] == "complete").all()
+    assert df["l1_lambda"].between(1e-5, 1e-3).all()
+    assert df["val_acc"].between(0, 1).all() and df["test_acc"].between(0, 1).all()
+    assert df["sparsity"].between(0, 1).all()
+    assert (df["sparsity"] == (df["n_params"] - df["nnz"]) / df["n_params"]).all()
+    assert (df["n_params"] == 64 * 128 + 128 + 128 * 10 + 10).all()
+    assert (df[["data", "model", "regularizer", "optimizer"]].iloc[0].tolist()
+            == ["digits", "simple_net", "l1_prox", "sgd"])  # fmt: skip
+    assert (df["epochs"] == 1).all() and (df["seed"] == 0).all()
+    for row in df.itertuples():
+        metrics = json.loads((cwd / row.run_dir / "metrics.json").read_text())
+        assert metrics["val_acc"] == row.val_acc and metrics["sparsity"] == row.sparsity
+        assert (cwd / row.run_dir / ".hydra" / "config.yaml").exists()
+        assert row.run_dir.endswith(f"trial_{row.trial}")
+        assert f"l1_lambda={row.l1_lambda!r}" in row.overrides
+    out = proc.stdout + proc.stderr
+    assert "trial 2 [3/3] complete" in out and "best: trial" in out
+    assert proc.stdout.strip().endswith("outputs/sweeps/small/results.csv")
+
+
+def test_a_row_is_reproduced_exactly_by_its_overrides(small_sweep):
+    cwd, df, _ = small_sweep
+    row = df.iloc[1]
+    run_cli(cwd, *shlex.split(row["overrides"]), "hydra.run.dir=outputs/repro")
+    metrics = json.loads((cwd / "outputs" / "repro" / "metrics.json").read_text())
+    for key in ("val_acc", "test_acc", "sparsity", "nnz", "train_loss"):
+        assert metrics[key] == row[key], key
+
+
+def test_single_run_writes_metrics_layers_and_weights(tmp_path):
+    proc = run_cli(tmp_path, "train.epochs=30", "l1_lambda=1e-3", "hydra.run.dir=outputs/one")
+    out = tmp_path / "outputs" / "one"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["status"] == "complete" and metrics["epochs"] == 30
+    assert metrics["val_acc"] > 0.5 and metrics["test_acc"] > 0.5  # chance is 0.1
+    layers = pd.read_csv(out / "layers.csv")
+    assert layers["n"].sum() == metrics["n_params"] and layers["nnz"].sum() == metrics["nnz"]
+    state = torch.load(out / "model.pt", weights_only=True)
+    assert state["fc1.weight"].shape == (128, 64)
+    assert (
+        int((state["fc1.weight"] != 0).sum()) == layers.set_index("layer").loc["fc1.weight", "nnz"]
+    )
+    epoch_lines = [
+        ln for ln in proc.stderr.splitlines() + proc.stdout.splitlines() if "epoch " in ln
+    ]
+    assert len(epoch_lines) == 30 and "val_acc" in epoch_lines[-1] and "sparsity" in epoch_lines[-1]
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["l1_lambda=-1e-4"], "l1_lambda must be >= 0"),
+        (["l2_lambda=-1", "regularizer=elastic_net"], "l2_lambda must be >= 0"),
+        (["l1_lambda=abc"], "l1_lambda must be a number"),
+        (["train.epochs=0"], "train.epochs must be an integer >= 1"),
+        (["train.batch_size=0"], "train.batch_size must be an integer >= 1"),
+        (["data=mnist", "data.root=nowhere"], "or use data=digits or data=fashion_mnist"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
+    proc = run_cli(tmp_path, *args, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out
+    assert message in out and "Traceback" not in out
+    assert not list((tmp_path / "outputs").glob("**/metrics.json"))
+
+
+def test_bad_input_stops_a_sweep_before_any_trial(tmp_path):
+    proc = run_cli(tmp_path, "-m", "train.epochs=0", "hydra.sweeper.study_name=bad", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2 and "train.epochs must be an integer >= 1" in out
+    assert "Traceback" not in out and "trial 0" not in out
