@@ -12,6 +12,8 @@ def values(metrics: dict, objective: DictConfig) -> list[float]:
     if metrics["status"] != "complete":
         return [math.nan] * len(objective.direction)
     if "max_drop" in objective:
+        if objective.baseline_val_acc is None:  # the baseline run itself: nothing to compare
+            return [math.nan]
         floor = objective.baseline_val_acc - objective.max_drop
         if metrics["val_acc"] < floor:
             # Infeasible runs score below every feasible one (>= 0) but still rank by how

@@ -13,6 +13,7 @@ sampler and search-space parsing but runs its own ask/launch/tell loop, which:
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -36,6 +37,7 @@ from sweep.errors import UserError
 
 log = logging.getLogger(__name__)
 
+SAMPLERS = ("hydra_plugins.hydra_optuna_sweeper.*", "optuna.samplers.*")
 CONFIG_ATTR = "l1sweep_config"
 BASELINE_ATTR = "baseline_val_acc"
 
@@ -64,14 +66,15 @@ class L1Sweeper(OptunaSweeper):
         csv_path = sweep_dir / "results.csv"
         _check_writable(sweep_dir, csv_path)
 
-        study = _open_study(impl.study_name, impl.storage, directions)
+        study = _open_study(impl.study_name, impl.storage, directions, self._sampler(space))
         _check_same_config(study, _fingerprint(cfg, space, directions))
         # A resumed study must not replay the seeded sampler's first draws: offset the seed.
-        if study.trials and cfg.hydra.sweeper.sampler.get("seed") is not None:
+        seed = cfg.hydra.sweeper.sampler.get("seed")
+        if study.trials and seed is not None and not isinstance(impl.sampler, functools.partial):
             study.sampler = instantiate(
                 cfg.hydra.sweeper.sampler,
-                seed=cfg.hydra.sweeper.sampler.seed + len(study.trials),
-                _execution_whitelist_=("hydra_plugins.hydra_optuna_sweeper.*", "optuna.samplers.*"),
+                seed=seed + len(study.trials),
+                _execution_whitelist_=SAMPLERS,
             )
         resume = _resume_command(cfg, study.study_name, arguments)
         log.info(f"study {study.study_name} in {impl.storage} ({len(study.trials)} trials so far)")
@@ -109,6 +112,15 @@ class L1Sweeper(OptunaSweeper):
                 raise failed[0]  # a programming error: stop with its traceback
         self._finish(study, directions, csv_path, resume, time.perf_counter() - start)
 
+    def _sampler(self, space: dict) -> optuna.samplers.BaseSampler:
+        """The configured sampler; GridSampler (a partial) gets its grid, as the stock loop does."""
+        impl = self.sweeper
+        if not isinstance(impl.sampler, functools.partial):
+            return impl.sampler
+        grid = {name: impl._to_grid_sampler_choices(d) for name, d in space.items()}
+        impl.n_trials = min(impl.n_trials, math.prod(len(v) for v in grid.values()))
+        return impl.sampler(grid)
+
     def _tell(
         self,
         study: optuna.Study,
@@ -134,10 +146,16 @@ class L1Sweeper(OptunaSweeper):
             row["objective"] = metrics.get("objective", [math.nan])[0]
         trial.set_user_attr("row", row)
         values = metrics.get("objective")
-        if metrics["status"] == "complete" and values and all(map(math.isfinite, values)):
-            study.tell(trial, values=values)
-        else:
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        try:
+            if metrics["status"] == "complete" and values and all(map(math.isfinite, values)):
+                study.tell(trial, values=values)
+            else:
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        except RuntimeError as e:
+            # GridSampler calls Study.stop() once its grid is done, which ask/tell does not
+            # allow; the trial is already recorded, as the stock sweeper also assumes.
+            if "Study.stop" not in str(e):
+                raise
         write_csv(study, csv_path)
         return error
 
@@ -224,14 +242,20 @@ def write_csv(study: optuna.Study, csv_path: Path) -> None:
         results.write_atomic(rows, csv_path)
 
 
-def _open_study(name: str, storage: Any, directions: list[str]) -> optuna.Study:
+def _open_study(
+    name: str, storage: Any, directions: list[str], sampler: optuna.samplers.BaseSampler
+) -> optuna.Study:
     if isinstance(storage, str) and storage.startswith("sqlite:///"):
         Path(storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     if isinstance(storage, DictConfig):
         storage = instantiate(storage)
     try:
         study = optuna.create_study(
-            study_name=name, storage=storage, directions=directions, load_if_exists=True
+            study_name=name,
+            storage=storage,
+            sampler=sampler,
+            directions=directions,
+            load_if_exists=True,
         )
     except ValueError as e:
         if "direction" in str(e).lower():
