@@ -33,9 +33,8 @@ def locked(path: Path) -> Iterator[None]:
 
 def write_atomic(rows: list[dict], path: Path) -> pd.DataFrame:
     """Write rows (sorted by trial) to path via a temporary file and an atomic rename."""
-    frame = pd.DataFrame(rows)
-    if len(frame):
-        frame = frame.sort_values("trial", kind="stable")
+    frame = pd.DataFrame(rows) if rows else pd.DataFrame(columns=COLUMNS)
+    frame = frame.sort_values("trial", kind="stable")
     ordered = [c for c in COLUMNS if c in frame.columns]
     frame = frame[ordered + [c for c in frame.columns if c not in ordered]]
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import shlex
+import stat
 import sys
 import time
 from pathlib import Path
@@ -54,9 +55,12 @@ class L1Sweeper(OptunaSweeper):
         impl = self.sweeper  # the stock OptunaSweeperImpl: config, launcher, sampler, options
         cfg = impl.config
         impl._process_searchspace_config()
-        space, fixed, fixed_overrides = create_params_from_overrides(
-            impl._parse_sweeper_params_config() + list(arguments)
-        )
+        try:
+            space, fixed, fixed_overrides = create_params_from_overrides(
+                impl._parse_sweeper_params_config() + list(arguments)
+            )
+        except ValueError as e:  # e.g. Optuna's "low must be larger than 0 for log"
+            raise UserError(f"bad search space in hydra.sweeper.params: {e}") from e
         for name in fixed:
             space.pop(name, None)
         _check_space(space)
@@ -81,7 +85,9 @@ class L1Sweeper(OptunaSweeper):
         log.info(f"results: {csv_path}")
         log.info(f"resume or extend with: {resume}")
 
-        extra = self._baseline(cfg, study, fixed_overrides, arguments)
+        write_csv(study, csv_path)  # catch up with trials told just before a crash
+        extra = _thread_override(cfg, impl.n_jobs)
+        extra += self._baseline(cfg, study, fixed_overrides, arguments)
         n_done, start = 0, time.perf_counter()
         while n_done < impl.n_trials:
             batch = min(impl.n_jobs, impl.n_trials - n_done)
@@ -117,7 +123,13 @@ class L1Sweeper(OptunaSweeper):
         impl = self.sweeper
         if not isinstance(impl.sampler, functools.partial):
             return impl.sampler
-        grid = {name: impl._to_grid_sampler_choices(d) for name, d in space.items()}
+        try:
+            grid = {name: impl._to_grid_sampler_choices(d) for name, d in space.items()}
+        except ValueError as e:
+            raise UserError(
+                f"{e} Every searched key needs choice(...) or range(...) with the grid sampler, "
+                f"e.g. 'l1_lambda=choice(1e-5,1e-4,1e-3)'; searched: {', '.join(space)}"
+            ) from e
         impl.n_trials = min(impl.n_trials, math.prod(len(v) for v in grid.values()))
         return impl.sampler(grid)
 
@@ -245,29 +257,37 @@ def write_csv(study: optuna.Study, csv_path: Path) -> None:
 def _open_study(
     name: str, storage: Any, directions: list[str], sampler: optuna.samplers.BaseSampler
 ) -> optuna.Study:
-    if isinstance(storage, str) and storage.startswith("sqlite:///"):
-        Path(storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(storage, DictConfig):
-        storage = instantiate(storage)
-    try:
-        study = optuna.create_study(
-            study_name=name,
-            storage=storage,
-            sampler=sampler,
-            directions=directions,
-            load_if_exists=True,
-        )
-    except ValueError as e:
-        if "direction" in str(e).lower():
-            raise UserError(f"study {name!r} was created with other directions: {e}") from e
-        raise UserError(f"cannot open the Optuna storage {storage!r}: {e}") from e
-    except Exception as e:  # SQLAlchemy/driver errors: bad URL, server down, read-only file
-        reason = str(e).splitlines()[0]
-        raise UserError(
-            f"cannot open the Optuna storage {storage!r}: {reason}. "
-            "Check hydra.sweeper.storage (URL, server, file permissions)."
-        ) from e
-    return study
+    shown = storage
+    for attempt in range(5):
+        try:
+            if isinstance(storage, str) and storage.startswith("sqlite:///"):
+                Path(storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(storage, DictConfig):
+                storage = instantiate(storage, _execution_whitelist_=("optuna.storages.*",))
+            return optuna.create_study(
+                study_name=name,
+                storage=storage,
+                sampler=sampler,
+                directions=directions,
+                load_if_exists=True,
+            )
+        except ValueError as e:
+            if "direction" in str(e).lower():
+                raise UserError(f"study {name!r} was created with other directions: {e}") from e
+            error: Exception = e
+        except Exception as e:  # SQLAlchemy/driver/OS errors: bad URL, server down, no such dir
+            # Optuna's RDB storage creates its tables on first connect; two processes starting
+            # on a fresh database race there (duplicate key). The loser retries and finds them.
+            error = e
+            if "duplicate key" in str(e) or "already exists" in str(e):
+                time.sleep(0.5 * (attempt + 1))
+                continue
+        break
+    reason = str(error).splitlines()[0]
+    raise UserError(
+        f"cannot open the Optuna storage {shown!r}: {reason}. "
+        "Check hydra.sweeper.storage (URL, server, file permissions)."
+    ) from error
 
 
 def _check_space(space: dict) -> None:
@@ -288,15 +308,29 @@ def _check_task_config(cfg: DictConfig) -> None:
     train.build(task.data, seed=task.seed)
 
 
+def _read_only(path: Path) -> bool:
+    # The mode bits count too: root may write anywhere, but a file marked read-only is a
+    # user's "do not touch", and replacing it by rename would ignore that.
+    return not os.access(path, os.W_OK) or not path.stat().st_mode & stat.S_IWUSR
+
+
 def _check_writable(sweep_dir: Path, csv_path: Path) -> None:
     try:
         sweep_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"cannot create the sweep directory {sweep_dir}: {e.strerror}") from e
-    if not os.access(sweep_dir, os.W_OK):
+    if _read_only(sweep_dir):
         raise UserError(f"the sweep directory {sweep_dir} is read-only; make it writable")
-    if csv_path.exists() and not os.access(csv_path, os.W_OK):
+    if csv_path.exists() and _read_only(csv_path):
         raise UserError(f"{csv_path} is read-only; make it writable or use a new study_name")
+
+
+def _thread_override(cfg: DictConfig, n_jobs: int) -> list[str]:
+    """Parallel local workers share the cores: give each its slice unless the user chose."""
+    local_parallel = any(k in cfg.hydra.launcher._target_ for k in ("joblib", "LocalLauncher"))
+    if n_jobs < 2 or not local_parallel or cfg.train.threads is not None:
+        return []
+    return [f"train.threads={max(1, len(os.sched_getaffinity(0)) // n_jobs)}"]
 
 
 def _fingerprint(cfg: DictConfig, space: dict, directions: list[str]) -> dict:
