@@ -105,12 +105,11 @@ class L1Sweeper(OptunaSweeper):
                     study.tell(t, state=optuna.trial.TrialState.FAIL)
                 raise
             impl.job_idx += len(returns)
-            errors = [
-                self._tell(study, t, r, directions, csv_path) for t, r in zip(trials, returns)
-            ]
-            n_done += batch
-            self._log_progress(study, trials, n_done, directions)
-            failed = [e for e in errors if e is not None]
+            told = [self._tell(study, t, r, directions, csv_path) for t, r in zip(trials, returns)]
+            for row, _ in told:
+                n_done += 1
+                self._log_progress(study, row, n_done, directions)
+            failed = [e for _, e in told if e is not None]
             for e in failed:
                 if isinstance(e, UserError):
                     raise e
@@ -140,8 +139,8 @@ class L1Sweeper(OptunaSweeper):
         ret: JobReturn,
         directions: list[str],
         csv_path: Path,
-    ) -> BaseException | None:
-        """Record one finished job in the study and in results.csv; return its exception."""
+    ) -> tuple[dict, BaseException | None]:
+        """Record one finished job in the study and in results.csv; return its row, exception."""
         error: BaseException | None = None
         try:
             metrics = dict(ret.return_value)
@@ -169,7 +168,7 @@ class L1Sweeper(OptunaSweeper):
             if "Study.stop" not in str(e):
                 raise
         write_csv(study, csv_path)
-        return error
+        return row, error
 
     def _baseline(
         self, cfg: DictConfig, study: optuna.Study, fixed_overrides: list[str], arguments: list[str]
@@ -194,26 +193,21 @@ class L1Sweeper(OptunaSweeper):
         return [f"objective.baseline_val_acc={value!r}"]
 
     def _log_progress(
-        self, study: optuna.Study, trials: list[optuna.Trial], n_done: int, directions: list[str]
+        self, study: optuna.Study, row: dict, n_done: int, directions: list[str]
     ) -> None:
-        for t in trials:
-            row = study._storage.get_trial_user_attrs(t._trial_id)["row"]
-            if len(directions) == 1:
-                complete = study.get_trials(states=[optuna.trial.TrialState.COMPLETE])
-                best = (
-                    f"best: trial {study.best_trial.number} {study.best_value:.4f}"
-                    if complete
-                    else "best: none yet"
-                )
-            else:
-                best = f"pareto front: {len(study.best_trials)} trials"
-            log.info(
-                f"trial {t.number} [{n_done}/{self.sweeper.n_trials}] {row['status']}"
-                f"  l1_lambda={row.get('l1_lambda', math.nan):.3g}"
-                f"  val_acc={row.get('val_acc', math.nan):.4f}"
-                f"  sparsity={row.get('sparsity', math.nan):.4f}"
-                f"  {row.get('train_seconds', math.nan):.1f}s  | {best}"
-            )
+        if len(directions) > 1:
+            best = f"pareto front: {len(study.best_trials)} trials"
+        elif study.get_trials(states=[optuna.trial.TrialState.COMPLETE]):
+            best = f"best: trial {study.best_trial.number} {study.best_value:.4f}"
+        else:
+            best = "best: none yet"
+        log.info(
+            f"trial {row['trial']} [{n_done}/{self.sweeper.n_trials}] {row['status']}"
+            f"  l1_lambda={row.get('l1_lambda', math.nan):.3g}"
+            f"  val_acc={row.get('val_acc', math.nan):.4f}"
+            f"  sparsity={row.get('sparsity', math.nan):.4f}"
+            f"  {row.get('train_seconds', math.nan):.1f}s  | {best}"
+        )
 
     def _finish(
         self,
