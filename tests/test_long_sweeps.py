@@ -20,7 +20,7 @@ import optuna
 import pandas as pd
 import pytest
 
-from conftest import run_cli
+from conftest import run_cli, write_mnist_like
 
 FAST = ["train.epochs=1", "train.log_every=1"]
 
@@ -291,3 +291,14 @@ def postgres_url():
 def test_two_processes_share_a_postgresql_study(tmp_path, postgres_url):
     _two_sweeps_at_once(tmp_path, f"hydra.sweeper.storage={postgres_url}")
     _check_shared(tmp_path, postgres_url)
+
+
+def test_corrupt_idx_files_stop_the_sweep_with_one_line(tmp_path):
+    raw = tmp_path / "data" / "MNIST" / "raw"
+    write_mnist_like(raw, n_train=100, n_test=50)
+    labels = raw / "train-labels-idx1-ubyte"
+    labels.write_bytes(labels.read_bytes()[:60])  # truncated
+    proc = run_cli(tmp_path, "-m", "data=mnist", "hydra.sweeper.study_name=idx", *FAST, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2 and "truncated or corrupt" in out and str(raw) in out
+    assert "Traceback" not in out and "trial 0" not in out
