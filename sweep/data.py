@@ -62,6 +62,7 @@ def _digits() -> tuple[torch.Tensor, torch.Tensor]:
     return x, torch.tensor(bunch.target, dtype=torch.int64)
 
 
+@functools.lru_cache(maxsize=2)  # a sweep's trials share one seed: split and decode once
 def load_digits(
     seed: int, val_fraction: float, test_fraction: float, test_seed: int, **_: object
 ) -> Dataset:
@@ -124,6 +125,7 @@ def _torchvision(dataset: str, root: str, fallback_dir: str | None) -> tuple[tor
     return train.data, train.targets, test.data, test.targets
 
 
+@functools.lru_cache(maxsize=2)  # a sweep's trials share one seed: split and decode once
 def load_torchvision(
     seed: int,
     dataset: str,

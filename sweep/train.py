@@ -104,17 +104,19 @@ def fit(
     loss_mean, status, epoch = math.nan, "complete", 0
     for epoch in range(1, epochs + 1):
         perm = torch.randperm(n, generator=gen).to(data.x_train.device)
-        total = torch.zeros((), device=data.x_train.device)
+        total, meter = torch.zeros((), device=data.x_train.device), reg.meter(params)
         for i in range(0, n, batch_size):
-            idx = perm[i : i + batch_size]
-            loss = F.cross_entropy(model(data.x_train[idx]), data.y_train[idx])
-            total += loss.detach() + reg.penalty(params)  # the seed prints loss + penalty
+            idx = perm[i : i + batch_size]  # index_select: the same rows as x[idx], 2x faster
+            x, y = data.x_train.index_select(0, idx), data.y_train.index_select(0, idx)
+            loss = F.cross_entropy(model(x), y)
+            total += loss.detach()  # summed on the device: no host sync per step
+            reg.measure_(meter, params)  # the seed prints loss + penalty at each step's weights
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             reg.add_gradient_(params)
             optimizer.step()
             reg.prox_(params, optimizer.param_groups[0]["lr"])
-        loss_mean = float(total) / math.ceil(n / batch_size)
+        loss_mean = (float(total) + reg.value(meter)) / math.ceil(n / batch_size)
         if not math.isfinite(loss_mean):
             status = "diverged"
         if epoch % log_every == 0 or epoch == epochs or status != "complete":

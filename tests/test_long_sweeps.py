@@ -147,10 +147,11 @@ def test_a_diverged_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
 
 def test_a_programming_error_stops_the_sweep_with_its_traceback(tmp_path):
     proc = run_cli(
-        tmp_path, "-m", "+model.bogus=1", "hydra.sweeper.study_name=bug", *FAST, check=False
-    )
+        tmp_path, "-m", "objective.metrics=[bogus]", "hydra.sweeper.study_name=bug", *FAST,
+        check=False,
+    )  # fmt: skip
     out = proc.stdout + proc.stderr
-    assert proc.returncode != 0 and "Traceback" in out and "bogus" in out
+    assert proc.returncode != 0 and "Traceback" in out and "KeyError: 'bogus'" in out
     df = csv_of(tmp_path, "bug")
     assert list(df["status"]) == ["failed"] and len(study_of(tmp_path, "bug").trials) == 1
 

@@ -13,11 +13,11 @@ def hand_params():
 def test_penalty_values_match_hand_computation():
     params = hand_params()
     # sum|w| = 0.5 + 2 + 0 + 1.5 + 0.25 + 3 = 7.25 ; sum w^2 = .25 + 4 + 0 + 2.25 + .0625 + 9
-    assert Regularizer(0.1, 0.0, False, "all").penalty(params).item() == pytest.approx(0.725)
-    assert Regularizer(0.0, 0.01, False, "all").penalty(params).item() == pytest.approx(0.155625)
-    both = Regularizer(0.1, 0.01, False, "all").penalty(params).item()
+    assert Regularizer(0.1, 0.0, False, "all").penalty(params) == pytest.approx(0.725)
+    assert Regularizer(0.0, 0.01, False, "all").penalty(params) == pytest.approx(0.155625)
+    both = Regularizer(0.1, 0.01, False, "all").penalty(params)
     assert both == pytest.approx(0.725 + 0.155625)
-    assert Regularizer(0.0, 0.0, False, "all").penalty(params).item() == 0.0
+    assert Regularizer(0.0, 0.0, False, "all").penalty(params) == 0.0
 
 
 def test_params_weights_excludes_biases():
