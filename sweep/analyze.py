@@ -1,0 +1,266 @@
+"""Read sweeps back: best trial, accuracy-vs-sparsity Pareto front, knee, plots.
+
+    python -m sweep.analyze outputs/sweeps/NAME [MORE ...] [--out DIR] [--trial N] [--no-mask]
+
+Works from results.csv alone (and the trials' model.pt for the input mask): no Hydra, no
+Optuna storage. In a notebook: `load(paths)`, `pareto_front(frame)`, `knee(frame)`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import shutil
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from sweep.errors import UserError
+
+REQUIRED = ["trial", "status", "l1_lambda", "val_acc", "test_acc", "sparsity", "overrides"]
+TYPES = {
+    "trial": "int64", "status": "string", "l1_lambda": "float64", "l2_lambda": "float64",
+    "regularizer": "string", "model": "string", "data": "string", "optimizer": "string",
+    "val_acc": "float64", "test_acc": "float64", "sparsity": "float64", "overrides": "string",
+    "run_dir": "string", "pareto": "boolean",
+}  # fmt: skip
+FRONT = ("val_acc", "sparsity")
+KNEE_RULE = "the front's point nearest the ideal (max val_acc, max sparsity), each axis min-max scaled over the front"  # noqa: E501
+SHOWN = ["trial", "l1_lambda", "val_acc", "test_acc", "sparsity", "sparsity_tol",
+         "pruned_test_acc", "overrides"]  # fmt: skip
+
+
+def _csv_path(path: Path) -> Path:
+    if not path.exists():
+        raise UserError(f"no such file or directory: {path}; pass a sweep directory or its CSV")
+    csv = path / "results.csv" if path.is_dir() else path
+    if not csv.is_file():
+        raise UserError(f"{path} has no results.csv; is it a sweep directory (outputs/sweeps/…)?")
+    return csv
+
+
+def load(paths: Sequence[str | Path]) -> pd.DataFrame:
+    """One typed frame of the trials of every sweep, with a `sweep` column (its directory name)."""
+    frames = []
+    for path in map(Path, paths):
+        csv = _csv_path(path)
+        try:
+            frame = pd.read_csv(csv)
+        except pd.errors.EmptyDataError:
+            frame = pd.DataFrame()
+        missing = [c for c in REQUIRED if c not in frame.columns]
+        if missing and len(frame.columns):
+            raise UserError(f"{csv} lacks columns {', '.join(missing)}; is it an l1sweep CSV?")
+        if frame.empty:
+            raise UserError(f"{csv} has no trials yet; wait for a trial to finish, or rerun")
+        frame = frame.astype({k: v for k, v in TYPES.items() if k in frame.columns})
+        frame.insert(0, "sweep", csv.parent.name)
+        frame["csv"] = str(csv)
+        frames.append(frame)
+    combined = pd.concat(frames, ignore_index=True)
+    if (
+        combined["sweep"].duplicated().any()
+        and combined.groupby("sweep")["csv"].nunique().gt(1).any()
+    ):
+        combined["sweep"] = combined["csv"].map(lambda c: str(Path(c).parent))  # same names
+    return combined
+
+
+def pareto_front(
+    frame: pd.DataFrame, cols: Sequence[str] = FRONT, maximize: Sequence[bool] = (True, True)
+) -> pd.Series:
+    """True for the non-dominated complete trials: no other trial is at least as good in every
+    column and strictly better in one. Exact duplicates of a front point are on the front too."""
+    ok = frame["status"].eq("complete").fillna(False) & frame[list(cols)].notna().all(axis=1)
+    signs = np.array([1.0 if m else -1.0 for m in maximize])
+    values = frame.loc[ok, list(cols)].to_numpy(dtype=float) * signs
+    geq = (values[:, None, :] >= values[None, :, :]).all(axis=2)
+    gt = (values[:, None, :] > values[None, :, :]).any(axis=2)
+    dominated = (geq & gt).any(axis=0)  # [i, j]: i dominates j
+    front = pd.Series(False, index=frame.index)
+    front[ok[ok].index] = ~dominated
+    return front
+
+
+def knee(frame: pd.DataFrame, cols: Sequence[str] = FRONT) -> int:
+    """Index label of the knee of the (val_acc, sparsity) front: see KNEE_RULE."""
+    front = frame[pareto_front(frame, cols)]
+    if front.empty:
+        raise UserError("no complete trials: nothing to pick a knee from")
+    vals = front[list(cols)].to_numpy(dtype=float)
+    span = vals.max(axis=0) - vals.min(axis=0)
+    scaled = (vals - vals.min(axis=0)) / np.where(span > 0, span, 1.0)
+    distance = np.sqrt(((1.0 - scaled) ** 2).sum(axis=1))
+    order = np.lexsort((-vals[:, 0], distance))  # ties: the more accurate one
+    return int(front.index[order[0]])
+
+
+def best(frame: pd.DataFrame) -> tuple[int, str]:
+    """The best trial by the study's objective, and how it was chosen."""
+    done = frame[frame["status"].eq("complete").fillna(False)]
+    if done.empty:
+        raise UserError(f"no complete trials in {frame['csv'].iloc[0]}")
+    if "objective" in done and done["objective"].notna().any():
+        return int(done["objective"].idxmax()), "max objective (the value the sweep maximized)"
+    return knee(done), "knee of the Pareto front (multi-objective sweep)"
+
+
+def _row_table(frame: pd.DataFrame, index: Sequence[int]) -> str:
+    rows = frame.loc[list(index), [c for c in SHOWN if c in frame.columns]]
+    return rows.to_markdown(index=False, floatfmt=".4g")
+
+
+def summarize(frame: pd.DataFrame) -> tuple[str, dict[str, int]]:
+    """Markdown summary of every sweep in the frame, and the knee trial index of each."""
+    parts, knees = [], {}
+    for name, sweep in frame.groupby("sweep", sort=False):
+        counts = sweep["status"].value_counts()
+        labels = [", ".join(sweep[c].dropna().unique()) if c in sweep else "?" for c in
+                  ("regularizer", "data")]  # fmt: skip
+        best_index, how = best(sweep)
+        front = sweep[pareto_front(sweep)].sort_values("sparsity")
+        knees[name] = knee(sweep)
+        parts += [
+            f"## {name} (regularizer {labels[0]}, data {labels[1]})",
+            f"trials: {len(sweep)}, complete {counts.get('complete', 0)}, "
+            f"failed {len(sweep) - counts.get('complete', 0)}",
+            f"\nbest trial, by {how}:\n",
+            _row_table(sweep, [best_index]),
+            f"\nPareto front, val_acc vs sparsity, both maximized ({len(front)} trials):\n",
+            _row_table(sweep, front.index),
+            f"\nknee ({KNEE_RULE}):\n",
+            _row_table(sweep, [knees[name]]),
+            "",
+        ]
+    return "\n".join(parts), knees
+
+
+def _first_layer_mask(frame: pd.DataFrame, index: int) -> tuple[np.ndarray, str]:
+    import torch
+
+    row = frame.loc[index]
+    run_dir = Path(str(row.get("run_dir", "")))
+    if not run_dir.is_dir():  # a sweep copied elsewhere: the trial dir sits beside the CSV
+        run_dir = Path(row["csv"]).parent / run_dir.name
+    weights = run_dir / "model.pt"
+    if not weights.is_file():
+        raise UserError(
+            f"trial {row['trial']} of {row['sweep']} has no saved weights ({weights}); "
+            f"rerun it with `python -m sweep.run {row['overrides']}`, or pass --no-mask"
+        )
+    state = torch.load(weights, weights_only=True, map_location="cpu")
+    first = next(v for v in state.values() if v.dim() == 2)
+    kept = (first != 0).sum(dim=0).numpy()
+    side = math.isqrt(kept.size)
+    shape = (side, side) if side * side == kept.size else (1, kept.size)
+    title = f"{row['sweep']} trial {row['trial']}: {(kept > 0).sum()}/{kept.size} inputs kept"
+    return kept.reshape(shape), title
+
+
+def plot(frame: pd.DataFrame, knees: dict[str, int], out: Path, mask_trials: dict | None) -> None:
+    """accuracy_vs_sparsity.png, lambda.png and one input_mask_<sweep>.png per sweep."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = frame[frame["status"].eq("complete").fillna(False)]
+    log_lam = np.log10(done["l1_lambda"].clip(lower=1e-12))
+    fig, ax = plt.subplots(figsize=(5.5, 4), dpi=100)
+    for marker, (name, sweep) in zip("osD^v<>p*", done.groupby("sweep", sort=False)):
+        points = ax.scatter(
+            sweep["sparsity"], sweep["val_acc"], c=log_lam[sweep.index], cmap="viridis",
+            vmin=log_lam.min(), vmax=log_lam.max(), marker=marker, edgecolor="k", lw=0.3,
+        )  # fmt: skip
+        front = sweep[pareto_front(sweep)].sort_values("sparsity")
+        ax.step(front["sparsity"], front["val_acc"], where="pre", label=f"{name} front")
+        k = sweep.loc[knees[name]]
+        ax.annotate(
+            "knee", (k["sparsity"], k["val_acc"]), xytext=(5, 5), textcoords="offset points"
+        )
+    fig.colorbar(points, ax=ax, label="log10 l1_lambda")
+    ax.set(xlabel="sparsity (exact zeros)", ylabel="validation accuracy",
+           title="accuracy vs sparsity")  # fmt: skip
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "accuracy_vs_sparsity.png")
+    plt.close(fig)
+
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(5.5, 5), dpi=100, sharex=True)
+    by = ["sweep", "regularizer"] if "regularizer" in done else ["sweep"]
+    for key, sweep in done.sort_values("l1_lambda").groupby(by, sort=False):
+        name = " ".join(map(str, key))
+        top.plot(sweep["l1_lambda"], sweep["val_acc"], "o-", ms=3, label=f"{name} val")
+        top.plot(sweep["l1_lambda"], sweep["test_acc"], "x--", ms=3, label=f"{name} test")
+        bottom.plot(sweep["l1_lambda"], sweep["sparsity"], "o-", ms=3, label=f"{name} exact")
+        if "sparsity_tol" in sweep:
+            bottom.plot(sweep["l1_lambda"], sweep["sparsity_tol"], "x--", ms=3,
+                        label=f"{name} |w|<=tol")  # fmt: skip
+    top.set(xscale="log", ylabel="accuracy")
+    bottom.set(xscale="log", xlabel="l1_lambda", ylabel="sparsity")
+    top.legend(fontsize=7)
+    bottom.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "lambda.png")
+    plt.close(fig)
+
+    for name, index in (mask_trials or {}).items():
+        kept, title = _first_layer_mask(frame, index)
+        fig, ax = plt.subplots(figsize=(4, 3.6), dpi=100)
+        image = ax.imshow(kept, cmap="magma")
+        fig.colorbar(image, ax=ax, label="non-zero outgoing weights")
+        ax.set_title(title, fontsize=8)
+        ax.set_axis_off()
+        fig.tight_layout()
+        fig.savefig(out / f"input_mask_{name}.png")
+        plt.close(fig)
+
+
+def analyze(paths: Sequence[str], out: Path | None, trial: int | None, mask: bool) -> str:
+    """Everything the command does; files appear in `out` only once all of them are made."""
+    frame = load(paths)
+    text, knees = summarize(frame)
+    out = out or _csv_path(Path(paths[0])).parent
+    mask_trials = None
+    if mask:
+        mask_trials = dict(knees)
+        if trial is not None:
+            first = frame["sweep"].iloc[0]
+            match = frame.index[(frame["sweep"] == first) & (frame["trial"] == trial)]
+            if match.empty:
+                raise UserError(f"no trial {trial} in {first}; see its results.csv")
+            mask_trials[first] = int(match[0])
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out, prefix=".analyze-") as tmp:
+        staging = Path(tmp)
+        on_front = pd.concat([pareto_front(g) for _, g in frame.groupby("sweep", sort=False)])
+        front = frame[on_front.reindex(frame.index)]
+        front.drop(columns="csv").to_csv(staging / "pareto.csv", index=False)
+        (staging / "summary.md").write_text(text + "\n")
+        plot(frame, knees, staging, mask_trials)
+        for made in staging.iterdir():
+            shutil.move(str(made), out / made.name)
+    return text + f"\nwrote pareto.csv, summary.md and plots to {out}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sweep.analyze", description=__doc__)
+    parser.add_argument("paths", nargs="+", help="sweep directories or results.csv files")
+    parser.add_argument("--out", type=Path, help="where to write (default: the first sweep)")
+    parser.add_argument("--trial", type=int, help="trial for the input mask (default: the knee)")
+    parser.add_argument("--no-mask", action="store_true", help="skip the input-mask image")
+    args = parser.parse_args(argv)
+    try:
+        print(analyze(args.paths, args.out, args.trial, not args.no_mask))
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
