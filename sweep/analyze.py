@@ -71,10 +71,17 @@ def load(paths: Sequence[str | Path]) -> pd.DataFrame:
 
 
 def pareto_front(
-    frame: pd.DataFrame, cols: Sequence[str] = FRONT, maximize: Sequence[bool] = (True, True)
+    frame: pd.DataFrame,
+    cols: Sequence[str] = FRONT,
+    maximize: Sequence[bool] = (True, True),
+    by: str | None = None,
 ) -> pd.Series:
     """True for the non-dominated complete trials: no other trial is at least as good in every
-    column and strictly better in one. Exact duplicates of a front point are on the front too."""
+    column and strictly better in one. Exact duplicates of a front point are on the front too.
+    by="sweep": one front per sweep of a combined frame."""
+    if by is not None:
+        parts = [pareto_front(g, cols, maximize) for _, g in frame.groupby(by, sort=False)]
+        return pd.concat(parts).reindex(frame.index)
     ok = frame["status"].eq("complete").fillna(False) & frame[list(cols)].notna().all(axis=1)
     signs = np.array([1.0 if m else -1.0 for m in maximize])
     values = frame.loc[ok, list(cols)].to_numpy(dtype=float) * signs
@@ -237,8 +244,7 @@ def analyze(paths: Sequence[str], out: Path | None, trial: int | None, mask: boo
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out, prefix=".analyze-") as tmp:
         staging = Path(tmp)
-        on_front = pd.concat([pareto_front(g) for _, g in frame.groupby("sweep", sort=False)])
-        front = frame[on_front.reindex(frame.index)]
+        front = frame[pareto_front(frame, by="sweep")]
         front.drop(columns="csv").to_csv(staging / "pareto.csv", index=False)
         (staging / "summary.md").write_text(text + "\n")
         plot(frame, knees, staging, mask_trials)

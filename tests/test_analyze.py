@@ -77,6 +77,10 @@ def test_several_sweeps_make_one_frame(two_sweeps, tmp_path):
     assert main([str(small), str(penalty), "--out", str(out)]) == 0
     front = pd.read_csv(out / "pareto.csv")
     assert set(front["sweep"]) == {"small", "penalty"}
+    per_sweep = pareto_front(df, by="sweep")
+    assert per_sweep.sum() == len(front)
+    for _, g in df.groupby("sweep"):
+        assert per_sweep[g.index].tolist() == pareto_front(g).tolist()
     assert {"input_mask_small.png", "input_mask_penalty.png"} <= {p.name for p in out.iterdir()}
 
 
