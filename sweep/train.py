@@ -72,7 +72,8 @@ def set_threads(threads: int | None) -> None:
     """Set torch's CPU thread count once per process (changing it later is slow and racy)."""
     global _threads_set
     if not _threads_set:
-        torch.set_num_threads(threads or os.cpu_count() or 1)
+        # The cores this process may use (a SLURM task's share), not all the node has.
+        torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
         _threads_set = True
 
 
