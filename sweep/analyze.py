@@ -62,11 +62,8 @@ def load(paths: Sequence[str | Path]) -> pd.DataFrame:
         frame["csv"] = str(csv)
         frames.append(frame)
     combined = pd.concat(frames, ignore_index=True)
-    if (
-        combined["sweep"].duplicated().any()
-        and combined.groupby("sweep")["csv"].nunique().gt(1).any()
-    ):
-        combined["sweep"] = combined["csv"].map(lambda c: str(Path(c).parent))  # same names
+    if combined.groupby("sweep")["csv"].nunique().gt(1).any():  # two sweeps, one name
+        combined["sweep"] = combined["csv"].map(lambda c: str(Path(c).parent))
     return combined
 
 
