@@ -13,15 +13,18 @@ sampler and search-space parsing but runs its own ask/launch/tell loop, which:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import math
 import os
 import shlex
+import signal
 import stat
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -91,21 +94,29 @@ class L1Sweeper(OptunaSweeper):
         n_done, start = 0, time.perf_counter()
         while n_done < impl.n_trials:
             batch = min(impl.n_jobs, impl.n_trials - n_done)
-            trials = [study.ask() for _ in range(batch)]
-            overrides = [
-                (*o, *extra, f"hydra.sweep.subdir=trial_{t.number}")
-                for t, o in zip(
-                    trials, impl._configure_trials(trials, space, fixed, fixed_overrides)
-                )
-            ]
+            pending: list[optuna.Trial] = []  # asked, not yet told
             try:
+                while len(pending) < batch:
+                    with _interrupts_deferred():  # a trial made but not yet returned is lost
+                        pending.append(study.ask())
+                trials = list(pending)
+                overrides = [
+                    (*o, *extra, f"hydra.sweep.subdir=trial_{t.number}")
+                    for t, o in zip(
+                        trials, impl._configure_trials(trials, space, fixed, fixed_overrides)
+                    )
+                ]
                 returns = impl.launcher.launch(overrides, initial_job_idx=impl.job_idx)
-            except BaseException:
-                for t in trials:  # interrupted: leave no trial RUNNING for ever
-                    study.tell(t, state=optuna.trial.TrialState.FAIL)
+                impl.job_idx += len(returns)
+                told = []
+                for t, r in zip(trials, returns):
+                    told.append(self._tell(study, t, r, directions, csv_path))
+                    pending.remove(t)
+            except BaseException:  # Ctrl-C or a launcher error: leave no trial RUNNING for ever
+                with _interrupts_deferred():
+                    for t in pending:
+                        study.tell(t, state=optuna.trial.TrialState.FAIL)
                 raise
-            impl.job_idx += len(returns)
-            told = [self._tell(study, t, r, directions, csv_path) for t, r in zip(trials, returns)]
             for row, _ in told:
                 n_done += 1
                 self._log_progress(study, row, n_done, directions)
@@ -234,6 +245,19 @@ class L1Sweeper(OptunaSweeper):
         log.info(f"sweep took {seconds:.1f}s; results: {csv_path}")
         log.info(f"resume or extend with: {resume}")
         print(csv_path)
+
+
+@contextlib.contextmanager
+def _interrupts_deferred() -> Iterator[None]:
+    """Hold Ctrl-C until the block is done, then raise it as usual."""
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
 
 
 def write_csv(study: optuna.Study, csv_path: Path) -> None:
