@@ -3,7 +3,8 @@
     python -m sweep.analyze outputs/sweeps/NAME [MORE ...] [--out DIR] [--trial N] [--no-mask]
 
 Works from results.csv alone (and the trials' model.pt for the input mask): no Hydra, no
-Optuna storage. In a notebook: `load(paths)`, `pareto_front(frame)`, `knee(frame)`.
+Optuna storage. In a notebook: `load(paths)`, `pareto_front(frame)`, `knee(frame)`,
+`input_mask(frame, index)`.
 """
 
 from __future__ import annotations
@@ -43,21 +44,41 @@ def _csv_path(path: Path) -> Path:
     return csv
 
 
-def load(paths: Sequence[str | Path]) -> pd.DataFrame:
-    """One typed frame of the trials of every sweep, with a `sweep` column (its directory name)."""
-    frames = []
-    for path in map(Path, paths):
-        csv = _csv_path(path)
+def _read(csv: Path) -> pd.DataFrame:
+    try:
+        frame = pd.read_csv(csv)
+    except pd.errors.EmptyDataError:
+        frame = pd.DataFrame()
+    except (UnicodeDecodeError, pd.errors.ParserError) as e:
+        reason = str(e).splitlines()[0]
+        raise UserError(
+            f"{csv} is not a readable CSV ({reason}); pass a sweep's results.csv"
+        ) from None
+    missing = [c for c in REQUIRED if c not in frame.columns]
+    if missing and len(frame.columns):
+        raise UserError(f"{csv} lacks columns {', '.join(missing)}; is it an l1sweep CSV?")
+    if frame.empty:
+        raise UserError(f"{csv} has no trials yet; wait for a trial to finish, or rerun")
+    for column, dtype in TYPES.items():
         try:
-            frame = pd.read_csv(csv)
-        except pd.errors.EmptyDataError:
-            frame = pd.DataFrame()
-        missing = [c for c in REQUIRED if c not in frame.columns]
-        if missing and len(frame.columns):
-            raise UserError(f"{csv} lacks columns {', '.join(missing)}; is it an l1sweep CSV?")
-        if frame.empty:
-            raise UserError(f"{csv} has no trials yet; wait for a trial to finish, or rerun")
-        frame = frame.astype({k: v for k, v in TYPES.items() if k in frame.columns})
+            if column in frame:
+                frame[column] = frame[column].astype(dtype)
+        except (TypeError, ValueError):  # pandas' own message is long and names no file
+            raise UserError(
+                f"{csv}: column {column} holds values that are not {dtype}; "
+                "is it an l1sweep CSV, edited by hand?"
+            ) from None
+    return frame
+
+
+def load(paths: Sequence[str | Path]) -> pd.DataFrame:
+    """One typed frame of the trials of every sweep, with a `sweep` column (its directory name,
+    or its path where two sweeps share a name) and a `csv` column (the file it came from).
+    A sweep named twice is read once."""
+    frames = []
+    csvs = dict.fromkeys(_csv_path(Path(p)).resolve() for p in paths)
+    for csv in csvs:
+        frame = _read(csv)
         frame.insert(0, "sweep", csv.parent.name)
         frame["csv"] = str(csv)
         frames.append(frame)
@@ -94,7 +115,7 @@ def knee(frame: pd.DataFrame, cols: Sequence[str] = FRONT) -> int:
     """Index label of the knee of the (val_acc, sparsity) front: see KNEE_RULE."""
     front = frame[pareto_front(frame, cols)]
     if front.empty:
-        raise UserError("no complete trials: nothing to pick a knee from")
+        raise UserError(f"no complete trial has {' and '.join(cols)}; nothing to pick a knee from")
     vals = front[list(cols)].to_numpy(dtype=float)
     span = vals.max(axis=0) - vals.min(axis=0)
     scaled = (vals - vals.min(axis=0)) / np.where(span > 0, span, 1.0)
@@ -107,7 +128,7 @@ def best(frame: pd.DataFrame) -> tuple[int, str]:
     """The best trial by the study's objective, and how it was chosen."""
     done = frame[frame["status"].eq("complete").fillna(False)]
     if done.empty:
-        raise UserError(f"no complete trials in {frame['csv'].iloc[0]}")
+        raise UserError(f"no complete trials in {frame['csv'].iloc[0]}; see their run.log")
     if "objective" in done and done["objective"].notna().any():
         return int(done["objective"].idxmax()), "max objective (the value the sweep maximized)"
     return knee(done), "knee of the Pareto front (multi-objective sweep)"
@@ -123,6 +144,13 @@ def summarize(frame: pd.DataFrame) -> tuple[str, dict[str, int]]:
     parts, knees = [], {}
     for name, sweep in frame.groupby("sweep", sort=False):
         counts = sweep["status"].value_counts()
+        complete, diverged = counts.get("complete", 0), counts.get("diverged", 0)
+        failed = len(sweep) - complete - diverged  # 'failed', or any status this code predates
+        if not complete:
+            raise UserError(
+                f"{name} has no complete trial ({diverged} diverged, {failed} failed); "
+                "see the trials' run.log, then rerun (diverged: lower optimizer.lr or l1_lambda)"
+            )
         labels = [", ".join(sweep[c].dropna().unique()) if c in sweep else "?" for c in
                   ("regularizer", "data")]  # fmt: skip
         best_index, how = best(sweep)
@@ -130,8 +158,7 @@ def summarize(frame: pd.DataFrame) -> tuple[str, dict[str, int]]:
         knees[name] = knee(sweep)
         parts += [
             f"## {name} (regularizer {labels[0]}, data {labels[1]})",
-            f"trials: {len(sweep)}, complete {counts.get('complete', 0)}, "
-            f"failed {len(sweep) - counts.get('complete', 0)}",
+            f"trials: {len(sweep)}, complete {complete}, diverged {diverged}, failed {failed}",
             f"\nbest trial, by {how}:\n",
             _row_table(sweep, [best_index]),
             f"\nPareto front, val_acc vs sparsity, both maximized ({len(front)} trials):\n",
@@ -143,7 +170,9 @@ def summarize(frame: pd.DataFrame) -> tuple[str, dict[str, int]]:
     return "\n".join(parts), knees
 
 
-def _first_layer_mask(frame: pd.DataFrame, index: int) -> tuple[np.ndarray, str]:
+def input_mask(frame: pd.DataFrame, index: int) -> np.ndarray:
+    """Non-zero outgoing weights of each input in the first layer of trial `frame.loc[index]`
+    (from its model.pt), in the image's shape: 8x8 for digits, 28x28 for MNIST."""
     import torch
 
     row = frame.loc[index]
@@ -157,16 +186,20 @@ def _first_layer_mask(frame: pd.DataFrame, index: int) -> tuple[np.ndarray, str]
             f"rerun it with `python -m sweep.run {row['overrides']}`, or pass --no-mask"
         )
     state = torch.load(weights, weights_only=True, map_location="cpu")
-    first = next(v for v in state.values() if v.dim() == 2)
+    first = state.get("fc1.weight", next(v for v in state.values() if v.dim() == 2))
     kept = (first != 0).sum(dim=0).numpy()
     side = math.isqrt(kept.size)
-    shape = (side, side) if side * side == kept.size else (1, kept.size)
-    title = f"{row['sweep']} trial {row['trial']}: {(kept > 0).sum()}/{kept.size} inputs kept"
-    return kept.reshape(shape), title
+    return kept.reshape((side, side) if side * side == kept.size else (1, kept.size))
 
 
-def plot(frame: pd.DataFrame, knees: dict[str, int], out: Path, mask_trials: dict | None) -> None:
-    """accuracy_vs_sparsity.png, lambda.png and one input_mask_<sweep>.png per sweep."""
+def plot(
+    frame: pd.DataFrame,
+    knees: dict[str, int],
+    out: Path,
+    masks: dict[str, tuple[int, np.ndarray]] | None = None,
+) -> None:
+    """accuracy_vs_sparsity.png, lambda.png, and input_mask_<sweep>.png for each sweep in
+    `masks` (sweep -> (index of the trial shown, its input_mask))."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -212,11 +245,12 @@ def plot(frame: pd.DataFrame, knees: dict[str, int], out: Path, mask_trials: dic
     fig.savefig(out / "lambda.png")
     plt.close(fig)
 
-    for name, index in (mask_trials or {}).items():
-        kept, title = _first_layer_mask(frame, index)
+    for name, (index, kept) in (masks or {}).items():
+        row = frame.loc[index]
         fig, ax = plt.subplots(figsize=(4, 3.6), dpi=100)
         image = ax.imshow(kept, cmap="magma")
         fig.colorbar(image, ax=ax, label="non-zero outgoing weights")
+        title = f"{name} trial {row['trial']}: {(kept > 0).sum()}/{kept.size} inputs kept"
         ax.set_title(title, fontsize=8)
         ax.set_axis_off()
         fig.tight_layout()
@@ -229,22 +263,24 @@ def analyze(paths: Sequence[str], out: Path | None, trial: int | None, mask: boo
     frame = load(paths)
     text, knees = summarize(frame)
     out = out or _csv_path(Path(paths[0])).parent
-    mask_trials = None
+    masks = {}
     if mask:
-        mask_trials = dict(knees)
+        shown = dict(knees)
         if trial is not None:
             first = frame["sweep"].iloc[0]
             match = frame.index[(frame["sweep"] == first) & (frame["trial"] == trial)]
             if match.empty:
                 raise UserError(f"no trial {trial} in {first}; see its results.csv")
-            mask_trials[first] = int(match[0])
+            shown[first] = int(match[0])
+        # Read the weights before anything is written: a missing model.pt must leave no trace.
+        masks = {name: (index, input_mask(frame, index)) for name, index in shown.items()}
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out, prefix=".analyze-") as tmp:
         staging = Path(tmp)
         front = frame[pareto_front(frame, by="sweep")]
         front.drop(columns="csv").to_csv(staging / "pareto.csv", index=False)
         (staging / "summary.md").write_text(text + "\n")
-        plot(frame, knees, staging, mask_trials)
+        plot(frame, knees, staging, masks)
         for made in staging.iterdir():
             shutil.move(str(made), out / made.name)
     return text + f"\nwrote pareto.csv, summary.md and plots to {out}"
@@ -254,7 +290,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sweep.analyze", description=__doc__)
     parser.add_argument("paths", nargs="+", help="sweep directories or results.csv files")
     parser.add_argument("--out", type=Path, help="where to write (default: the first sweep)")
-    parser.add_argument("--trial", type=int, help="trial for the input mask (default: the knee)")
+    parser.add_argument(
+        "--trial", type=int, help="the first sweep's trial for the input mask (default: the knee)"
+    )
     parser.add_argument("--no-mask", action="store_true", help="skip the input-mask image")
     args = parser.parse_args(argv)
     try:

@@ -1,10 +1,14 @@
 import json
+import shutil
 
+import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from conftest import run_cli
-from sweep.analyze import knee, load, main, pareto_front
+from sweep.analyze import input_mask, knee, load, main, pareto_front
+from sweep.errors import UserError
 
 
 def frame(points, status=None):
@@ -24,6 +28,8 @@ def test_pareto_front_ties_duplicates_single_point_and_failed_rows():
     assert pareto_front(frame([(0.5, 0.5)])).tolist() == [True]
     failed = frame([(0.99, 0.99), (0.5, 0.5)], status=["diverged", "complete"])
     assert pareto_front(failed).tolist() == [False, True]
+    # A complete row without a metric can neither be on the front nor dominate it.
+    assert pareto_front(frame([(np.nan, 0.9), (0.5, 0.5)])).tolist() == [False, True]
 
 
 def test_pareto_front_can_minimize_a_column():
@@ -35,44 +41,79 @@ def test_knee_is_the_front_point_nearest_the_scaled_ideal():
     df = frame([(0.95, 0.0), (0.94, 0.5), (0.80, 0.9), (0.70, 0.95), (0.6, 0.2)])
     assert knee(df) == 1  # (0.94, 0.5): near both best accuracy and good sparsity
     assert knee(frame([(0.9, 0.2)])) == 0
+    assert knee(frame([(0.7, 0.9), (0.9, 0.1)])) == 1  # equally far: the more accurate one
+    with pytest.raises(UserError, match="nothing to pick a knee from"):
+        knee(frame([(0.9, 0.2)], status=["failed"]))
 
 
 @pytest.fixture(scope="module")
-def two_sweeps(tmp_path_factory, small_sweep):
+def sweeps(small_sweep):
+    """Three real digits sweeps: l1_prox (conftest's), penalty l1, and a two-objective one."""
     cwd, _, _ = small_sweep
     run_cli(cwd, "-m", "regularizer=l1", "hydra.sweeper.n_trials=3",
             "hydra.sweeper.study_name=penalty", "train.epochs=2")  # fmt: skip
-    return cwd / "outputs" / "sweeps" / "small", cwd / "outputs" / "sweeps" / "penalty"
+    run_cli(cwd, "-m", "objective=pareto", "hydra.sweeper.n_trials=3",
+            "hydra.sweeper.study_name=two", "train.epochs=2")  # fmt: skip
+    return {name: cwd / "outputs" / "sweeps" / name for name in ("small", "penalty", "two")}
 
 
-def test_command_writes_table_files_and_plots(two_sweeps, capsys, tmp_path):
-    small, _ = two_sweeps
+def table_rows(printed: str, heading: str) -> list[list[str]]:
+    """The body cells of the first markdown table after `heading` in the printed summary."""
+    after = printed.split(heading, 1)[1].split("\n\n")[1]
+    return [[c.strip() for c in ln.strip("|").split("|")] for ln in after.splitlines()[2:]]
+
+
+def assert_png(path) -> None:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and 5_000 < len(data) < 60_000, path.name
+    with Image.open(path) as image:
+        assert 300 <= image.width <= 600 and 300 <= image.height <= 600, image.size
+        assert len(image.convert("RGB").getcolors(1 << 20)) > 50, "a blank image"
+
+
+def test_command_writes_table_files_and_plots(sweeps, capsys, tmp_path):
+    small = sweeps["small"]
     out = tmp_path / "analysis"
     assert main([str(small), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     csv = pd.read_csv(small / "results.csv")
     best = csv.loc[csv["objective"].idxmax()]
-    assert "best trial, by max objective" in printed
-    best_table = printed.split("best trial")[1].split("Pareto front")[0]
-    [row] = [
-        ln for ln in best_table.splitlines() if ln.startswith("|") and ln[1:].strip()[0].isdigit()
-    ]
-    cells = [c.strip() for c in row.strip("|").split("|")]
-    assert int(cells[0]) == best["trial"] and cells[-1] == best["overrides"]
+    assert "trials: 3, complete 3, diverged 0, failed 0" in printed
+    [row] = table_rows(printed, "best trial, by max objective")
+    assert int(row[0]) == best["trial"] and row[-1] == best["overrides"]
+    front_rows = table_rows(printed, "Pareto front")
+    assert {int(r[0]) for r in front_rows} == set(csv.loc[pareto_front(csv), "trial"])
+    [knee_row] = table_rows(printed, "knee (the front's point nearest the ideal")
+    assert int(knee_row[0]) == csv.loc[knee(csv), "trial"]
     for name in ("accuracy_vs_sparsity.png", "lambda.png", "input_mask_small.png"):
-        data = (out / name).read_bytes()
-        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, name
+        assert_png(out / name)
     front = pd.read_csv(out / "pareto.csv")
     assert set(front["trial"]) == set(csv.loc[pareto_front(csv), "trial"])
-    assert (out / "summary.md").read_text().startswith("## small")
+    assert "csv" not in front and (front["sweep"] == "small").all()
+    summary = (out / "summary.md").read_text()
+    assert summary.startswith("## small (regularizer l1_prox, data digits)")
+    assert summary.strip() in printed  # the file holds the printed tables
+    assert not list(out.glob(".analyze-*"))  # the staging directory is gone
 
 
-def test_several_sweeps_make_one_frame(two_sweeps, tmp_path):
-    small, penalty = two_sweeps
+def test_input_mask_has_the_image_shape_and_counts_the_first_layer(sweeps):
+    df = load([sweeps["small"], sweeps["penalty"]])
+    for index, row in df.iterrows():
+        kept = input_mask(df, index)
+        assert kept.shape == (8, 8)
+        assert (kept > 0).sum() == row["active_inputs"]
+        layers = pd.read_csv(f"{row['run_dir']}/layers.csv").set_index("layer")
+        assert kept.sum() == layers.loc["fc1.weight", "nnz"]
+
+
+def test_several_sweeps_make_one_frame(sweeps, tmp_path):
+    small, penalty = sweeps["small"], sweeps["penalty"]
     df = load([small, penalty / "results.csv"])
     assert df.groupby("sweep")["trial"].count().to_dict() == {"small": 3, "penalty": 3}
     assert df["trial"].dtype == "int64" and df["val_acc"].dtype == "float64"
-    assert set(df["regularizer"]) == {"l1_prox", "l1"}
+    assert df["regularizer"].dtype == "string"
+    assert set(df["regularizer"]) == {"l1_prox", "l1"} and set(df["data"]) == {"digits"}
+    assert len(load([small, small / "results.csv"])) == 3  # one sweep named twice: read once
     out = tmp_path / "both"
     assert main([str(small), str(penalty), "--out", str(out)]) == 0
     front = pd.read_csv(out / "pareto.csv")
@@ -81,13 +122,26 @@ def test_several_sweeps_make_one_frame(two_sweeps, tmp_path):
     assert per_sweep.sum() == len(front)
     for _, g in df.groupby("sweep"):
         assert per_sweep[g.index].tolist() == pareto_front(g).tolist()
-    assert {"input_mask_small.png", "input_mask_penalty.png"} <= {p.name for p in out.iterdir()}
+    summary = (out / "summary.md").read_text()
+    assert "## small (regularizer l1_prox" in summary and "## penalty (regularizer l1," in summary
+    for name in ("accuracy_vs_sparsity.png", "input_mask_small.png", "input_mask_penalty.png"):
+        assert_png(out / name)
 
 
-def test_a_copied_sweep_still_finds_its_weights(two_sweeps, tmp_path):
-    small, _ = two_sweeps
-    import shutil
+def test_a_two_objective_sweep_reports_its_knee_and_the_sweepers_front(sweeps, capsys, tmp_path):
+    two = sweeps["two"]
+    assert main([str(two), "--out", str(tmp_path / "o"), "--no-mask"]) == 0
+    printed = capsys.readouterr().out
+    df = load([two])
+    assert "objective" not in df and df["pareto"].dtype == "boolean"
+    [row] = table_rows(printed, "best trial, by knee of the Pareto front (multi-objective sweep)")
+    assert int(row[0]) == df.loc[knee(df), "trial"]
+    # Optuna's own front (the sweeper's `pareto` column) is the helper's front.
+    assert pareto_front(df).tolist() == df["pareto"].tolist()
 
+
+def test_a_copied_sweep_still_finds_its_weights(sweeps, tmp_path):
+    small = sweeps["small"]
     copy = tmp_path / "moved" / "small"
     shutil.copytree(small, copy)
     shutil.move(str(small), str(small) + ".away")
@@ -95,34 +149,66 @@ def test_a_copied_sweep_still_finds_its_weights(two_sweeps, tmp_path):
         assert main([str(copy), "--out", str(tmp_path / "o")]) == 0
     finally:
         shutil.move(str(small) + ".away", str(small))
+    assert_png(tmp_path / "o" / "input_mask_small.png")
+
+
+def test_diverged_and_failed_trials_are_counted_and_left_off_the_front(sweeps, tmp_path, capsys):
+    copy = tmp_path / "small"
+    shutil.copytree(sweeps["small"], copy)
+    rows = pd.read_csv(copy / "results.csv")
+    measured = ["val_acc", "test_acc", "pruned_val_acc", "pruned_test_acc", "sparsity",
+                "sparsity_tol", "nnz", "active_inputs", "train_loss", "objective"]  # fmt: skip
+    rows.loc[[0, 1], "status"] = ["diverged", "failed"]
+    rows.loc[[0, 1], measured] = np.nan
+    rows.to_csv(copy / "results.csv", index=False)
+    out = tmp_path / "o"
+    assert main([str(copy), "--out", str(out)]) == 0
+    assert "trials: 3, complete 1, diverged 1, failed 1" in capsys.readouterr().out
+    assert pd.read_csv(out / "pareto.csv")["trial"].tolist() == [rows.loc[2, "trial"]]
+
+    rows.loc[2, "status"] = "failed"
+    rows.to_csv(copy / "results.csv", index=False)
+    _fails(capsys, [str(copy)], "small has no complete trial (1 diverged, 2 failed); see", out)
 
 
 def _fails(capsys, args, message, out) -> None:
+    files = sorted(out.rglob("*")) if out.exists() else None
     assert main([*args, "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and message in err and len(err.splitlines()) == 1
-    assert not out.exists() or not any(out.iterdir())  # nothing written half-way
+    assert err.startswith("error: ") and message in err and len(err.splitlines()) == 1, err
+    assert "; " in err  # what was wrong; what to do
+    # Nothing written half-way: not even the output directory, nor a staging one.
+    assert (sorted(out.rglob("*")) if out.exists() else None) == files
 
 
-def test_bad_inputs_are_one_line_and_write_nothing(two_sweeps, tmp_path, capsys):
-    small, _ = two_sweeps
+def test_bad_inputs_are_one_line_and_write_nothing(sweeps, tmp_path, capsys):
+    small = sweeps["small"]
     out = tmp_path / "out"
     _fails(capsys, [str(tmp_path / "nope")], "no such file or directory", out)
+    _fails(capsys, [str(tmp_path)], "has no results.csv", out)
     (tmp_path / "empty.csv").write_text("")
     _fails(capsys, [str(tmp_path / "empty.csv")], "has no trials yet", out)
     (tmp_path / "header.csv").write_text(",".join(pd.read_csv(small / "results.csv").columns))
     _fails(capsys, [str(tmp_path / "header.csv")], "has no trials yet", out)
     pd.DataFrame({"trial": [0], "val_acc": [0.5]}).to_csv(tmp_path / "other.csv", index=False)
     _fails(capsys, [str(tmp_path / "other.csv")], "lacks columns status, l1_lambda", out)
+    (tmp_path / "image.csv").write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe")
+    _fails(capsys, [str(tmp_path / "image.csv")], "is not a readable CSV", out)
+    (tmp_path / "quote.csv").write_text('trial,status\n0,"complete\n')
+    _fails(capsys, [str(tmp_path / "quote.csv")], "is not a readable CSV", out)
+    edited = pd.read_csv(small / "results.csv").astype({"trial": str})
+    edited.loc[0, "trial"] = "first"
+    edited.to_csv(tmp_path / "edited.csv", index=False)
+    _fails(capsys, [str(tmp_path / "edited.csv")], "column trial holds values that are not", out)
     _fails(capsys, [str(small), "--trial", "99"], "no trial 99", out)
+    # One bad path among good ones spoils the lot: no partial comparison.
+    _fails(capsys, [str(small), str(tmp_path / "nope")], "no such file or directory", out)
+    assert not out.exists()
 
 
-def test_missing_weights_for_the_mask_are_reported(two_sweeps, tmp_path, capsys):
-    small, _ = two_sweeps
+def test_missing_weights_for_the_mask_are_reported(sweeps, tmp_path, capsys):
     copy = tmp_path / "small"
-    import shutil
-
-    shutil.copytree(small, copy)
+    shutil.copytree(sweeps["small"], copy)
     rows = pd.read_csv(copy / "results.csv")
     rows["run_dir"] = [str(copy / f"trial_{t}") for t in rows["trial"]]
     rows.to_csv(copy / "results.csv", index=False)
@@ -130,6 +216,12 @@ def test_missing_weights_for_the_mask_are_reported(two_sweeps, tmp_path, capsys)
         (copy / f"trial_{t}" / "model.pt").unlink()
     out = tmp_path / "o"
     _fails(capsys, [str(copy)], "has no saved weights", out)
+    assert not out.exists()
+    out.mkdir()
+    (out / "summary.md").write_text("an earlier analysis")
+    _fails(capsys, [str(copy)], "or pass --no-mask", out)  # an existing output is left alone
+    assert (out / "summary.md").read_text() == "an earlier analysis"
     assert main([str(copy), "--no-mask", "--out", str(out)]) == 0
     assert not list(out.glob("input_mask*"))
+    assert (out / "summary.md").read_text().startswith("## small")
     assert json.loads((copy / "trial_0" / "metrics.json").read_text())["status"] == "complete"
