@@ -111,10 +111,9 @@ def fit(
             x, y = data.x_train.index_select(0, idx), data.y_train.index_select(0, idx)
             loss = F.cross_entropy(model(x), y)
             total += loss.detach()  # summed on the device: no host sync per step
-            reg.measure_(meter, params)  # the seed prints loss + penalty at each step's weights
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            reg.add_gradient_(params)
+            reg.add_gradient_(params, meter)
             optimizer.step()
             reg.prox_(params, optimizer.param_groups[0]["lr"])
         loss_mean = (float(total) + reg.value(meter)) / math.ceil(n / batch_size)

@@ -20,6 +20,22 @@ def test_penalty_values_match_hand_computation():
     assert Regularizer(0.0, 0.0, False, "all").penalty(params) == 0.0
 
 
+def test_meter_sums_the_penalty_of_every_step_it_sees():
+    params = hand_params()
+    for p in params:
+        p.grad = torch.zeros_like(p)
+    reg = Regularizer(0.1, 0.01, False, "all")
+    meter = reg.meter(params)
+    reg.add_gradient_(params, meter)  # step 1 at these weights
+    with torch.no_grad():
+        params[1][1] = -1.0  # step 2: sum|w| 7.25 - 3 + 1 = 5.25; sum w^2 15.5625 - 9 + 1
+    reg.add_gradient_(params, meter)
+    assert reg.value(meter) == pytest.approx(0.1 * (7.25 + 5.25) + 0.01 * (15.5625 + 7.5625))
+    # params[0] did not change: two steps' gradients, each l1 * sign(w) + 2 * l2 * w
+    expected = 2 * (0.1 * torch.sign(params[0]) + 2 * 0.01 * params[0])
+    torch.testing.assert_close(params[0].grad, expected)
+
+
 def test_params_weights_excludes_biases():
     model = mlp(4, 2, [3])
     assert len(Regularizer(1e-3, 0, False, "all").select(model)) == 4
