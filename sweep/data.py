@@ -104,7 +104,13 @@ def _torchvision(dataset: str, root: str, fallback_dir: str | None) -> tuple[tor
     cls = getattr(torchvision.datasets, dataset)
     raw = Path(root) / dataset / "raw"
     if fallback_dir and Path(fallback_dir).is_dir():
-        _unpack_fallback(raw, Path(fallback_dir))
+        try:
+            _unpack_fallback(raw, Path(fallback_dir))
+        except OSError as e:
+            raise UserError(
+                f"{dataset}: cannot write its files under {raw} ({e.strerror}: {e.filename}); "
+                "set data.root to a writable directory"
+            ) from e
     have_files = all((raw / name).exists() for name in _IDX_FILES)
     try:
         train = cls(root, train=True, download=not have_files)

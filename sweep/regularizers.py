@@ -8,6 +8,15 @@ import torch.nn as nn
 from sweep.errors import UserError
 
 
+def check_lambda(key: str, value: object) -> float:
+    """`value` as a float, or a UserError naming `key` if it is not a number >= 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise UserError(f"{key} must be a number, got {value!r}")
+    if not value >= 0:  # also rejects nan
+        raise UserError(f"{key} must be >= 0, got {value}")
+    return float(value)
+
+
 class Regularizer:
     """`l1 * sum|w| + l2 * sum w^2` over the parameters chosen by `params`.
 
@@ -22,14 +31,10 @@ class Regularizer:
     """
 
     def __init__(self, l1: float, l2: float, proximal: bool, params: str) -> None:
-        for key, value in (("l1_lambda", l1), ("l2_lambda", l2)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise UserError(f"{key} must be a number, got {value!r}")
-            if not value >= 0:  # also rejects nan
-                raise UserError(f"{key} must be >= 0, got {value}")
+        l1, l2 = check_lambda("l1_lambda", l1), check_lambda("l2_lambda", l2)
         if params not in ("all", "weights"):
             raise UserError(f"regularizer.params must be 'all' or 'weights', got {params!r}")
-        self.l1, self.l2, self.proximal, self.params = float(l1), float(l2), proximal, params
+        self.l1, self.l2, self.proximal, self.params = l1, l2, proximal, params
 
     def select(self, model: nn.Module) -> list[nn.Parameter]:
         """The parameters the regularizer acts on; every sparsity figure counts these."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import json
 import logging
 import math
@@ -35,6 +36,7 @@ from hydra.utils import instantiate
 from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
 from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 from omegaconf import DictConfig, OmegaConf
+from optuna.trial import TrialState
 
 from sweep import results
 from sweep.errors import UserError
@@ -47,6 +49,8 @@ BASELINE_ATTR = "baseline_val_acc"
 
 
 class L1Sweeper(OptunaSweeper):
+    _grid: dict[str, list] | None = None
+
     def sweep(self, arguments: list[str]) -> None:
         try:
             self._sweep(arguments)
@@ -89,8 +93,13 @@ class L1Sweeper(OptunaSweeper):
         log.info(f"resume or extend with: {resume}")
 
         write_csv(study, csv_path)  # catch up with trials told just before a crash
+        if self._grid is not None:
+            left = self._grid_left(study)
+            if left < impl.n_trials:
+                log.info(f"grid: {left} of its points not yet run in this study; running those")
+            impl.n_trials = min(impl.n_trials, left)
         extra = _thread_override(cfg, impl.n_jobs)
-        extra += self._baseline(cfg, study, fixed_overrides, arguments)
+        extra += self._baseline(cfg, study, fixed, fixed_overrides)
         n_done, start = 0, time.perf_counter()
         while n_done < impl.n_trials:
             batch = min(impl.n_jobs, impl.n_trials - n_done)
@@ -115,7 +124,7 @@ class L1Sweeper(OptunaSweeper):
             except BaseException:  # Ctrl-C or a launcher error: leave no trial RUNNING for ever
                 with _interrupts_deferred():
                     for t in pending:
-                        study.tell(t, state=optuna.trial.TrialState.FAIL)
+                        study.tell(t, state=TrialState.FAIL)
                 raise
             for row, _ in told:
                 n_done += 1
@@ -140,8 +149,18 @@ class L1Sweeper(OptunaSweeper):
                 f"{e} Every searched key needs choice(...) or range(...) with the grid sampler, "
                 f"e.g. 'l1_lambda=choice(1e-5,1e-4,1e-3)'; searched: {', '.join(space)}"
             ) from e
-        impl.n_trials = min(impl.n_trials, math.prod(len(v) for v in grid.values()))
+        self._grid = grid
         return impl.sampler(grid)
+
+    def _grid_left(self, study: optuna.Study) -> int:
+        """Grid points no finished trial of the study has run. GridSampler re-runs a finished
+        point once none is left; a rerun of a finished grid study must run nothing instead."""
+        finished = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
+        done = {
+            tuple(t.params.get(k) for k in self._grid)
+            for t in study.get_trials(deepcopy=False, states=finished)
+        }
+        return len(set(itertools.product(*self._grid.values())) - done)
 
     def _tell(
         self,
@@ -166,13 +185,14 @@ class L1Sweeper(OptunaSweeper):
         }
         if len(directions) == 1:
             row["objective"] = metrics.get("objective", [math.nan])[0]
-        trial.set_user_attr("row", row)
         values = metrics.get("objective")
         try:
-            if metrics["status"] == "complete" and values and all(map(math.isfinite, values)):
-                study.tell(trial, values=values)
-            else:
-                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            with _interrupts_deferred():  # the row without its state would be a wrong row
+                trial.set_user_attr("row", row)
+                if metrics["status"] == "complete" and values and all(map(math.isfinite, values)):
+                    study.tell(trial, values=values)
+                else:
+                    study.tell(trial, state=TrialState.FAIL)
         except RuntimeError as e:
             # GridSampler calls Study.stop() once its grid is done, which ask/tell does not
             # allow; the trial is already recorded, as the stock sweeper also assumes.
@@ -182,16 +202,21 @@ class L1Sweeper(OptunaSweeper):
         return row, error
 
     def _baseline(
-        self, cfg: DictConfig, study: optuna.Study, fixed_overrides: list[str], arguments: list[str]
+        self,
+        cfg: DictConfig,
+        study: optuna.Study,
+        fixed: dict[str, Any],
+        fixed_overrides: list[str],
     ) -> list[str]:
-        """For objectives relative to the unregularized model, train it once per study."""
+        """For objectives relative to the unregularized model, train it once per study, with the
+        sweep's fixed overrides (as a trial gets them) and the searched keys at their defaults."""
         if "max_drop" not in cfg.objective:
             return []
         value = cfg.objective.baseline_val_acc
         if value is None:
             value = study.user_attrs.get(BASELINE_ATTR)
         if value is None:
-            keep = [a for a in arguments if not a.split("=")[0].lstrip("+~") == "regularizer"]
+            keep = [f"{k}={v}" for k, v in fixed.items() if k.lstrip("+~") != "regularizer"]
             log.info("training the unregularized baseline (regularizer=none) once for this study")
             [ret] = self.sweeper.launcher.launch(
                 [(*keep, *fixed_overrides, "regularizer=none", "hydra.sweep.subdir=baseline")],
@@ -208,7 +233,7 @@ class L1Sweeper(OptunaSweeper):
     ) -> None:
         if len(directions) > 1:
             best = f"pareto front: {len(study.best_trials)} trials"
-        elif study.get_trials(states=[optuna.trial.TrialState.COMPLETE]):
+        elif study.get_trials(states=[TrialState.COMPLETE]):
             best = f"best: trial {study.best_trial.number} {study.best_value:.4f}"
         else:
             best = "best: none yet"
@@ -228,7 +253,7 @@ class L1Sweeper(OptunaSweeper):
         resume: str,
         seconds: float,
     ) -> None:
-        complete = study.get_trials(states=[optuna.trial.TrialState.COMPLETE])
+        complete = study.get_trials(states=[TrialState.COMPLETE])
         if len(directions) == 1:
             summary: dict[str, Any] = {"name": "optuna", "best_params": {}, "best_value": None}
             if complete:
@@ -263,7 +288,10 @@ def _interrupts_deferred() -> Iterator[None]:
 def write_csv(study: optuna.Study, csv_path: Path) -> None:
     """Rewrite results.csv from the study: every finished trial once, keyed by trial number."""
     with results.locked(csv_path):
-        trials = [t for t in study.get_trials(deepcopy=False) if "row" in t.user_attrs]
+        # Finished trials only: another process's trial may hold its row a moment before its
+        # state, and a trial failed over by Ctrl-C keeps a row that no longer describes it.
+        told = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL))
+        trials = [t for t in told if "row" in t.user_attrs]
         rows = [dict(t.user_attrs["row"]) for t in trials]
         if len(study.directions) > 1:
             front = {t.number for t in study.best_trials}
@@ -329,7 +357,7 @@ def _check_task_config(cfg: DictConfig) -> None:
     train.check(task)
     data = train.build(task.data, seed=task.seed)
     model = train.build(task.model, n_inputs=data.n_inputs, n_classes=data.n_classes)
-    train.build(task.optimizer)(model.parameters())
+    train.make_optimizer(task.optimizer, model)
 
 
 def _read_only(path: Path) -> bool:
@@ -366,6 +394,7 @@ def _fingerprint(cfg: DictConfig, space: dict, directions: list[str]) -> dict:
     for name in space:
         flat.pop(name, None)
     flat.pop("objective.baseline_val_acc", None)
+    flat.pop("train.log_every", None)  # how often a trial logs changes none of its numbers
     flat["search_space"] = {k: repr(v) for k, v in space.items()}
     flat["directions"] = directions
     flat["choices"] = dict(HydraConfig.get().runtime.choices) if HydraConfig.initialized() else {}

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from sweep import sparsity
 from sweep.data import Dataset
 from sweep.errors import UserError
-from sweep.regularizers import Regularizer
+from sweep.regularizers import Regularizer, check_lambda
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,10 @@ def build(node: DictConfig, **kwargs: object) -> object:
 
 def check(cfg: DictConfig) -> Regularizer:
     """Reject bad input before any training; returns the regularizer it had to build."""
-    for key in ("train.epochs", "train.batch_size"):
+    # Checked here too: a regularizer that does not use a lambda never sees the key's value.
+    for key in ("l1_lambda", "l2_lambda"):
+        check_lambda(key, cfg[key])
+    for key in ("train.epochs", "train.batch_size", "train.log_every"):
         value = OmegaConf.select(cfg, key)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise UserError(f"{key} must be an integer >= 1, got {value!r}")
@@ -75,6 +78,13 @@ def set_threads(threads: int | None) -> None:
         # The cores this process may use (a SLURM task's share), not all the node has.
         torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
         _threads_set = True
+
+
+def make_optimizer(node: DictConfig, model: nn.Module) -> torch.optim.Optimizer:
+    try:
+        return build(node)(model.parameters())
+    except ValueError as e:  # torch's own check, e.g. "Invalid learning rate: -1"
+        raise UserError(f"optimizer: {e}; fix the optimizer.* overrides") from e
 
 
 @torch.no_grad()
@@ -155,7 +165,7 @@ def run(cfg: DictConfig, out_dir: Path, choices: dict[str, str]) -> dict:
     data = build(cfg.data, seed=cfg.seed).to(device)
     torch.manual_seed(cfg.seed)
     model = build(cfg.model, n_inputs=data.n_inputs, n_classes=data.n_classes).to(device)
-    optimizer = build(cfg.optimizer)(model.parameters())
+    optimizer = make_optimizer(cfg.optimizer, model)
 
     start = time.perf_counter()
     result = fit(

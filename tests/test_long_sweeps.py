@@ -145,6 +145,35 @@ def test_a_diverged_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
     assert states == ["COMPLETE", "FAIL"]
 
 
+def test_a_rerun_grid_study_runs_only_the_points_it_has_not_run(tmp_path):
+    grid = ["-m", "hydra/sweeper/sampler=grid", "l1_lambda=choice(1e-5,1e-4,1e-3)",
+            "hydra.sweeper.study_name=g", *FAST]  # fmt: skip
+    run_cli(tmp_path, *grid, "hydra.sweeper.n_trials=1")
+    second = run_cli(tmp_path, *grid, "train.log_every=2")  # logging is not the configuration
+    assert "grid: 2 of its points not yet run" in second.stdout + second.stderr
+    third = run_cli(tmp_path, *grid)
+    assert "grid: 0 of its points not yet run" in third.stdout + third.stderr
+    df = csv_of(tmp_path, "g")
+    assert sorted(df["l1_lambda"]) == [1e-5, 1e-4, 1e-3] and list(df["trial"]) == [0, 1, 2]
+    assert len(study_of(tmp_path, "g").trials) == 3
+
+
+def test_the_csv_holds_only_trials_the_study_has_finished(tmp_path):
+    from sweep.sweeper import write_csv
+
+    study = optuna.create_study()
+    running = study.ask()
+    running.set_user_attr("row", {"trial": 0, "status": "complete", "objective": 0.9})
+    csv = tmp_path / "results.csv"
+    write_csv(study, csv)  # another process may hold a row a moment before its state
+    assert len(pd.read_csv(csv)) == 0
+    study.tell(running, 0.9)
+    write_csv(study, csv)
+    assert pd.read_csv(csv).to_dict("records") == [
+        {"trial": 0, "status": "complete", "objective": 0.9}
+    ]
+
+
 def test_a_programming_error_stops_the_sweep_with_its_traceback(tmp_path):
     proc = run_cli(
         tmp_path, "-m", "objective.metrics=[bogus]", "hydra.sweeper.study_name=bug", *FAST,

@@ -66,3 +66,18 @@ def test_within_drop_trains_a_baseline_once_and_scores_against_it(tmp_path):
     run_cli(tmp_path, *args[:-2], "hydra.sweeper.n_trials=1", "hydra.sweeper.study_name=d")
     assert not (sweep_dir / "baseline" / "metrics.json").exists()
     assert len(pd.read_csv(sweep_dir / "results.csv")) == 4
+
+
+def test_within_drop_baseline_takes_the_fixed_overrides_and_leaves_the_searched_keys(tmp_path):
+    # Searched keys cannot be handed to the one baseline run (Hydra would ask for --multirun).
+    run_cli(tmp_path, "-m", "objective=within_drop", "train.epochs=3", "hydra.sweeper.n_trials=2",
+            "l1_lambda=tag(log, interval(1e-5, 1e-3))", "optimizer.lr=choice(0.01,0.05)",
+            "hydra.sweeper.study_name=ds")  # fmt: skip
+    sweep_dir = tmp_path / "outputs" / "sweeps" / "ds"
+    baseline = json.loads((sweep_dir / "baseline" / "metrics.json").read_text())
+    assert baseline["regularizer"] == "none" and baseline["epochs"] == 3
+    overrides = (sweep_dir / "baseline" / ".hydra" / "overrides.yaml").read_text()
+    assert "train.epochs=3" in overrides and "l1_lambda" not in overrides
+    df = pd.read_csv(sweep_dir / "results.csv")
+    assert len(df) == 2 and (df["status"] == "complete").all()
+    assert df["overrides"].str.contains("optimizer.lr=0.0[15]").all()
