@@ -33,11 +33,20 @@ class Dataset:
         return int(np.prod(self.image_shape))
 
     def to(self, device: torch.device) -> Dataset:
-        moved = {k: getattr(self, k).to(device) for k in _TENSORS}
-        return Dataset(**moved, image_shape=self.image_shape, n_classes=self.n_classes)
+        """This data on `device`. The copy is kept, so a sweep's trials copy it to a GPU once;
+        only the latest one, as device memory is what runs out first."""
+        key = (id(self), str(device))
+        if key not in _ON_DEVICE:
+            moved = {k: getattr(self, k).to(device) for k in _TENSORS}
+            _ON_DEVICE.clear()
+            # self is kept in the value too, so its id cannot be reused while the key lives
+            _ON_DEVICE[key] = (self, Dataset(**moved, image_shape=self.image_shape,
+                                             n_classes=self.n_classes))  # fmt: skip
+        return _ON_DEVICE[key][1]
 
 
 _TENSORS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+_ON_DEVICE: dict[tuple[int, str], tuple[Dataset, Dataset]] = {}
 
 
 def split(

@@ -26,6 +26,19 @@ def test_digits_split_is_disjoint_seeded_and_stratified():
     assert counts.min() >= 27 and counts.max() <= 30  # stratified: ~28.8 per class
 
 
+def test_a_sweeps_trials_share_one_copy_of_the_data_per_device():
+    a = data.load_digits(seed=0, val_fraction=0.2, test_fraction=0.2, test_seed=0)
+    c = data.load_digits(seed=1, val_fraction=0.2, test_fraction=0.2, test_seed=0)
+    cpu = torch.device("cpu")
+    on = a.to(cpu)
+    assert a.to(cpu) is on and torch.equal(on.x_train, a.x_train)
+    assert on.image_shape == (8, 8) and on.n_classes == 10
+    assert c.to(cpu) is not on and torch.equal(c.to(cpu).y_val, c.y_val)
+    if torch.cuda.is_available():  # the copy a GPU sweep makes once, not every trial
+        gpu = a.to(torch.device("cuda"))
+        assert gpu.x_train.is_cuda and a.to(torch.device("cuda")) is gpu
+
+
 def test_split_keeps_rows_disjoint():
     x = torch.arange(1000).reshape(100, 10).float()
     y = torch.arange(100) % 4
