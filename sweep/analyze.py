@@ -88,6 +88,11 @@ def load(paths: Sequence[str | Path]) -> pd.DataFrame:
     return combined
 
 
+def _complete(frame: pd.DataFrame) -> pd.Series:
+    """True for the rows of trials that completed (not diverged, not failed)."""
+    return frame["status"].eq("complete").fillna(False)
+
+
 def pareto_front(
     frame: pd.DataFrame,
     cols: Sequence[str] = FRONT,
@@ -100,7 +105,7 @@ def pareto_front(
     if by is not None:
         parts = [pareto_front(g, cols, maximize) for _, g in frame.groupby(by, sort=False)]
         return pd.concat(parts).reindex(frame.index)
-    ok = frame["status"].eq("complete").fillna(False) & frame[list(cols)].notna().all(axis=1)
+    ok = _complete(frame) & frame[list(cols)].notna().all(axis=1)
     signs = np.array([1.0 if m else -1.0 for m in maximize])
     values = frame.loc[ok, list(cols)].to_numpy(dtype=float) * signs
     geq = (values[:, None, :] >= values[None, :, :]).all(axis=2)
@@ -126,7 +131,7 @@ def knee(frame: pd.DataFrame, cols: Sequence[str] = FRONT) -> int:
 
 def best(frame: pd.DataFrame) -> tuple[int, str]:
     """The best trial by the study's objective, and how it was chosen."""
-    done = frame[frame["status"].eq("complete").fillna(False)]
+    done = frame[_complete(frame)]
     if done.empty:
         raise UserError(f"no complete trials in {frame['csv'].iloc[0]}; see their run.log")
     if "objective" in done and done["objective"].notna().any():
@@ -205,7 +210,7 @@ def plot(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    done = frame[frame["status"].eq("complete").fillna(False)]
+    done = frame[_complete(frame)]
     log_lam = np.log10(done["l1_lambda"].clip(lower=1e-12))
     fig, ax = plt.subplots(figsize=(5.5, 4), dpi=100)
     for marker, (name, sweep) in zip("osD^v<>p*", done.groupby("sweep", sort=False)):

@@ -8,7 +8,7 @@ import torch.nn as nn
 from sweep.errors import UserError
 
 
-def check_lambda(key: str, value: object) -> float:
+def check_nonnegative(key: str, value: object) -> float:
     """`value` as a float, or a UserError naming `key` if it is not a number >= 0."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise UserError(f"{key} must be a number, got {value!r}")
@@ -31,7 +31,7 @@ class Regularizer:
     """
 
     def __init__(self, l1: float, l2: float, proximal: bool, params: str) -> None:
-        l1, l2 = check_lambda("l1_lambda", l1), check_lambda("l2_lambda", l2)
+        l1, l2 = check_nonnegative("l1_lambda", l1), check_nonnegative("l2_lambda", l2)
         if params not in ("all", "weights"):
             raise UserError(f"regularizer.params must be 'all' or 'weights', got {params!r}")
         self.l1, self.l2, self.proximal, self.params = l1, l2, proximal, params

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from sweep import sparsity
 from sweep.data import Dataset
 from sweep.errors import UserError
-from sweep.regularizers import Regularizer, check_lambda
+from sweep.regularizers import Regularizer, check_nonnegative
 
 log = logging.getLogger(__name__)
 
@@ -40,16 +40,13 @@ def build(node: DictConfig, **kwargs: object) -> object:
 
 def check(cfg: DictConfig) -> Regularizer:
     """Reject bad input before any training; returns the regularizer it had to build."""
-    # Checked here too: a regularizer that does not use a lambda never sees the key's value.
-    for key in ("l1_lambda", "l2_lambda"):
-        check_lambda(key, cfg[key])
+    # Lambdas checked here too: a regularizer that ignores one never sees its value.
+    for key in ("l1_lambda", "l2_lambda", "sparsity.tol"):
+        check_nonnegative(key, OmegaConf.select(cfg, key))
     for key in ("train.epochs", "train.batch_size", "train.log_every"):
         value = OmegaConf.select(cfg, key)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise UserError(f"{key} must be an integer >= 1, got {value!r}")
-    tol = cfg.sparsity.tol
-    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol >= 0:
-        raise UserError(f"sparsity.tol must be a number >= 0, got {tol!r}")
     return build(cfg.regularizer)
 
 
