@@ -28,6 +28,10 @@ class Regularizer:
     lr * l1 for every weight, not scaled by Adam's per-weight step size, since no exact
     proximal form exists under Adam's preconditioner.
     The L2 term is always a gradient term: `2 * l2 * w`.
+
+    The methods take the regularized weights as one flat tensor `w` (and their gradient
+    as `g`), which `sweep.train.flatten_parameters` makes: each step is then a handful of
+    kernels over all weights at once instead of a handful per parameter tensor.
     """
 
     def __init__(self, l1: float, l2: float, proximal: bool, params: str) -> None:
@@ -40,65 +44,50 @@ class Regularizer:
         """The parameters the regularizer acts on; every sparsity figure counts these."""
         return [p for p in model.parameters() if self.params == "all" or p.dim() > 1]
 
-    def meter(self, params: list[torch.Tensor]) -> list[list[torch.Tensor]]:
-        """Running per-tensor sums of the norms the penalty's value needs: [l1 norms, l2 norms]."""
-        return [[p.new_zeros(()) for p in params] if lam else [] for lam in (self.l1, self.l2)]
+    def meter(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Running sums, on w's device, of the norms the penalty's value needs: (|w|_1, |w|_2^2)."""
+        return w.new_zeros(()), w.new_zeros(())
 
-    @torch.no_grad()
-    def measure_(
-        self,
-        meter: list[list[torch.Tensor]],
-        params: list[torch.Tensor],
-        signs: list[torch.Tensor] | None = None,
-    ) -> None:
-        """Add this step's |w|_1 and |w|_2^2 per tensor to the meter, as dot products:
-        |w|_1 = w . sign(w) reuses the signs the L1 gradient needs, and on the CPU a dot
-        costs a third of a norm kernel; forming the penalty's value every step would take
-        eight small kernels more."""
-        l1_sums, l2_sums = meter
-        if l1_sums:
-            signs = signs if signs is not None else torch._foreach_sign(params)
-            torch._foreach_add_(l1_sums, [p.view(-1) @ s.view(-1) for p, s in zip(params, signs)])
-        if l2_sums:
-            torch._foreach_add_(l2_sums, [p.view(-1) @ p.view(-1) for p in params])
-
-    def value(self, meter: list[list[torch.Tensor]]) -> float:
+    def value(self, meter: tuple[torch.Tensor, torch.Tensor]) -> float:
         """`l1 * sum|w| + l2 * sum w^2`, summed over the steps the meter has seen."""
-        l1_sums, l2_sums = meter
-        return self.l1 * float(sum(l1_sums, 0.0)) + self.l2 * float(sum(l2_sums, 0.0))
+        return self.l1 * float(meter[0]) + self.l2 * float(meter[1])
 
-    def penalty(self, params: list[torch.Tensor]) -> float:
+    def penalty(self, w: torch.Tensor) -> float:
         """The penalty's value at these weights."""
-        meter = self.meter(params)
-        self.measure_(meter, params)
+        meter = self.meter(w)
+        self.add_gradient_(w, None, meter)
         return self.value(meter)
 
     @torch.no_grad()
     def add_gradient_(
-        self, params: list[torch.Tensor], meter: list[list[torch.Tensor]] | None = None
+        self,
+        w: torch.Tensor,
+        g: torch.Tensor | None,
+        meter: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> None:
-        """Add the penalty's gradient to p.grad, as autograd would for loss + penalty; with a
-        meter, also this step's norms (the seed prints loss + penalty at each step's weights).
-        Call it between backward and the optimizer step, while p holds the step's weights.
+        """Add the penalty's gradient to g, as autograd would for loss + penalty; with a meter,
+        also this step's norms (the seed prints loss + penalty at each step's weights).
+        Call it between backward and the optimizer step, while w holds the step's weights.
 
         Done by hand rather than through autograd: the same values (sign(0) = 0 is the
-        subgradient torch's abs uses) in a few fused kernels instead of a graph per step.
+        subgradient torch's abs uses) in a few kernels instead of a graph per step.
         """
-        signs = torch._foreach_sign(params) if self.l1 else None
+        signs = torch.sign(w) if self.l1 else None
         if meter is not None:
-            self.measure_(meter, params, signs)
-        grads = [p.grad for p in params]
+            if self.l1:  # |w|_1 = w . sign(w): reuses the signs, cheaper than a norm kernel
+                meter[0].add_(w @ signs)
+            if self.l2:
+                meter[1].add_(w @ w)
+        if g is None:
+            return
         if self.l1 and not self.proximal:
-            torch._foreach_add_(grads, signs, alpha=self.l1)
+            g.add_(signs, alpha=self.l1)
         if self.l2:
-            torch._foreach_add_(grads, params, alpha=2.0 * self.l2)
+            g.add_(w, alpha=2.0 * self.l2)
 
     @torch.no_grad()
-    def prox_(self, params: list[torch.Tensor], lr: float) -> None:
+    def prox_(self, w: torch.Tensor, lr: float) -> None:
         """Soft-threshold in place: w - clamp(w, -t, t) == sign(w) * max(|w| - t, 0)."""
-        if not (self.proximal and self.l1):
-            return
-        t = lr * self.l1
-        clipped = torch._foreach_clamp_max(params, t)
-        torch._foreach_clamp_min_(clipped, -t)
-        torch._foreach_sub_(params, clipped)
+        if self.proximal and self.l1:
+            t = lr * self.l1
+            w.sub_(w.clamp(-t, t))
