@@ -229,6 +229,7 @@ def run(cfg: DictConfig, out_dir: Path, choices: dict[str, str]) -> dict:
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(layers).to_csv(out_dir / "layers.csv", index=False)
-    torch.save(model.state_dict(), out_dir / "model.pt")
+    # Cloned: the parameters are views of fit's flat buffer, which torch.save would keep shared.
+    torch.save({k: v.clone() for k, v in model.state_dict().items()}, out_dir / "model.pt")
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics

@@ -59,6 +59,8 @@ def test_single_run_writes_metrics_layers_and_weights(tmp_path):
     assert layers["n"].sum() == metrics["n_params"] and layers["nnz"].sum() == metrics["nnz"]
     state = torch.load(out / "model.pt", weights_only=True)
     assert state["fc1.weight"].shape == (128, 64)
+    # each tensor its own, not a view of the trainer's flat buffer
+    assert state["fc1.weight"].untyped_storage().nbytes() == 128 * 64 * 4
     assert (
         int((state["fc1.weight"] != 0).sum()) == layers.set_index("layer").loc["fc1.weight", "nnz"]
     )
