@@ -6,6 +6,8 @@ of the searched keys (and their output subdir), and Hydra applies such value ove
 the config only after composing it, so composing once and applying each trial's values to a
 copy gives the config Hydra would build (tests/test_compose.py checks it is equal, key for
 key). Anything else that differs, a config group choice say, is composed from scratch.
+The saving is the basic launcher's: joblib and submitit compose each job in its worker, from
+a copy of the cache as it was at launch.
 """
 
 from __future__ import annotations
@@ -26,12 +28,15 @@ SUBDIR = "hydra.sweep.subdir"
 
 def value_keys(space: dict[str, BaseDistribution]) -> frozenset[str]:
     """The keys whose trial values are plain numbers, which no config group choice can be;
-    the trial's output subdir too."""
+    the trial's output subdir too. Not `+key`: adding a key the template already has fails."""
     numeric = {
         name
         for name, dist in space.items()
-        if not isinstance(dist, CategoricalDistribution)
-        or all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in dist.choices)
+        if (name.startswith("++") or not name.startswith("+"))
+        and (
+            not isinstance(dist, CategoricalDistribution)
+            or all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in dist.choices)
+        )
     }
     return frozenset(numeric | {SUBDIR})
 

@@ -104,10 +104,12 @@ def flatten_parameters(
     One kernel then acts on all of `first` (the regularizer's step) or zeroes every gradient,
     where per-tensor code pays a dispatch per tensor. Autograd adds into an existing .grad in
     place, so the views stay; the Parameter objects stay too, so an optimizer made before this
-    call still holds them.
+    call still holds them. A parameter that gets no gradient has a zero one, not None.
     """
     ids = {id(p) for p in first}
     params = [*first, *(p for p in model.parameters() if id(p) not in ids)]
+    if len({(p.dtype, p.device) for p in params}) > 1:
+        raise ValueError("flatten_parameters needs all parameters on one device, of one dtype")
     flat = torch.cat([p.detach().reshape(-1) for p in params])
     grad = torch.zeros_like(flat)
     offset = 0

@@ -19,7 +19,7 @@ def test_benchmark_smoke_prints_its_figures_and_a_parsable_last_line(tmp_path):
     assert "data: synthetic" in proc.stdout and "seed's loop" in proc.stdout
     figures = dict(pair.split("=") for pair in lines[-1].split())
     assert set(figures) == {
-        "speedup_vs_seed", "speedup_training_alone", "trainer_over_flop_bound",
+        "speedup_vs_seed", "speedup_epoch_with_eval", "trainer_over_flop_bound",
         "overhead_per_trial_s", "overhead_pct", "startup_s", "peak_rss_mib",
     }  # fmt: skip
     assert all(float(v) > 0 for v in figures.values())

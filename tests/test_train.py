@@ -83,3 +83,11 @@ def test_flatten_parameters_keeps_values_and_puts_the_chosen_tensors_first():
     assert not model.fc1.weight.any() and torch.equal(model.fc1.bias, before["fc1.bias"])
     model(torch.rand(4, 6)).sum().backward()  # autograd adds into the flat gradient buffer
     assert grad[k:].abs().sum() > 0 and model.fc2.bias.grad.data_ptr() == grad[-3:].data_ptr()
+
+
+def test_flatten_parameters_refuses_mixed_dtypes():
+    model = mlp(6, 3, [5])
+    model.fc2.double()
+    with pytest.raises(ValueError, match="one device, of one dtype"):
+        flatten_parameters(model, list(model.parameters()))
+    assert model.fc1.weight.dtype == torch.float32 and model.fc2.weight.dtype == torch.float64
