@@ -1,6 +1,6 @@
 """Trial configs: composed by Hydra once per sweep, then derived by value for each trial.
 
-Hydra's launchers compose every job's config from the YAML files again: 60-75 ms a trial on
+Hydra's launchers compose every job's config from the YAML files again: 50-75 ms a trial on
 this project's machines, 3% of a default trial. A sweep's trials differ only in the values
 of the searched keys (and their output subdir), and Hydra applies such value overrides to
 the config only after composing it, so composing once and applying each trial's values to a
