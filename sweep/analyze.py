@@ -1,6 +1,12 @@
 """Read sweeps back: best trial, accuracy-vs-sparsity Pareto front, knee, plots.
 
-    python -m sweep.analyze outputs/sweeps/NAME [MORE ...] [--out DIR] [--trial N] [--no-mask]
+    python -m sweep.analyze outputs/sweeps/NAME [MORE ...] [--out DIR] [--by COLUMN[,COLUMN]]
+                            [--trial N] [--no-mask]
+
+Trials are split into methods, each with its own front, knee, table and plot markers: by
+default by the sweep (where several are read) and by whichever of model, regularizer and
+prune vary within a sweep; `--by` names the columns instead. The dense baseline (rows with
+no regularizer and no pruning, or a within_drop sweep's baseline run) is drawn for reference.
 
 Works from results.csv alone (and the trials' model.pt for the input mask): no Hydra, no
 Optuna storage. In a notebook: `load(paths)`, `pareto_front(frame)`, `knee(frame)`,
@@ -10,7 +16,9 @@ Optuna storage. In a notebook: `load(paths)`, `pareto_front(frame)`, `knee(frame
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import re
 import shutil
 import sys
 import tempfile
@@ -27,12 +35,13 @@ TYPES = {
     "trial": "int64", "status": "string", "l1_lambda": "float64", "l2_lambda": "float64",
     "regularizer": "string", "model": "string", "data": "string", "optimizer": "string",
     "val_acc": "float64", "test_acc": "float64", "sparsity": "float64", "overrides": "string",
-    "run_dir": "string", "pareto": "boolean",
+    "run_dir": "string", "pareto": "boolean", "prune": "string", "schedule": "string",
 }  # fmt: skip
 FRONT = ("val_acc", "sparsity")
 KNEE_RULE = "the front's point nearest the ideal (max val_acc, max sparsity), each axis min-max scaled over the front"  # noqa: E501
-SHOWN = ["trial", "l1_lambda", "val_acc", "test_acc", "sparsity", "sparsity_tol",
-         "pruned_test_acc", "overrides"]  # fmt: skip
+SHOWN = ["trial", "l1_lambda", "prune_sparsity", "val_acc", "test_acc", "trained_test_acc",
+         "sparsity", "sparsity_tol", "pruned_test_acc", "overrides"]  # fmt: skip
+METHOD_COLUMNS = ("model", "regularizer", "prune")
 
 
 def _csv_path(path: Path) -> Path:
@@ -93,6 +102,46 @@ def _complete(frame: pd.DataFrame) -> pd.Series:
     return frame["status"].eq("complete").fillna(False)
 
 
+def methods(frame: pd.DataFrame, by: Sequence[str] | None = None) -> pd.Series:
+    """Each row's method label: the values of the `by` columns, joined by ' / '. Default: the
+    sweep where the frame holds several, and each of model, regularizer, prune that varies
+    within a sweep (so one sweep per method is labelled by its name alone)."""
+    if by:
+        missing = [c for c in by if c not in frame.columns]
+        if missing:
+            raise UserError(
+                f"--by {','.join(missing)}: no such column; use one of "
+                f"{', '.join(c for c in frame.columns if c != 'csv')}"
+            )
+    else:
+        varies = [c for c in METHOD_COLUMNS if c in frame
+                  and frame.groupby("sweep")[c].nunique(dropna=False).gt(1).any()]  # fmt: skip
+        by = ["sweep"] * (frame["sweep"].nunique() > 1 or not varies) + varies
+    return frame[list(by)].astype("string").fillna("-").agg(" / ".join, axis=1)
+
+
+def _dense(frame: pd.DataFrame) -> pd.Series:
+    """True for complete trials with no regularizer and no pruning."""
+    dense = _complete(frame) & (frame["regularizer"].eq("none").fillna(False)
+                                if "regularizer" in frame else False)  # fmt: skip
+    return dense & (frame["prune"].fillna("none").eq("none") if "prune" in frame else True)
+
+
+def baselines(frame: pd.DataFrame) -> dict[str, float]:
+    """Validation accuracy of the dense models the frame knows of: its trials with no
+    regularizer and no pruning (their mean, per sweep), and the baseline run that an
+    objective=within_drop sweep trains (baseline/metrics.json beside its CSV)."""
+    known = {}
+    for sweep, rows in frame.groupby("sweep", sort=False):
+        dense = _dense(rows)
+        if dense.any():
+            known[f"{sweep}: dense trials"] = float(rows.loc[dense, "val_acc"].mean())
+        run = Path(rows["csv"].iloc[0]).parent / "baseline" / "metrics.json"
+        if run.is_file():
+            known[f"{sweep}: baseline run"] = float(json.loads(run.read_text())["val_acc"])
+    return known
+
+
 def pareto_front(
     frame: pd.DataFrame,
     cols: Sequence[str] = FRONT,
@@ -140,14 +189,32 @@ def best(frame: pd.DataFrame) -> tuple[int, str]:
 
 
 def _row_table(frame: pd.DataFrame, index: Sequence[int]) -> str:
-    rows = frame.loc[list(index), [c for c in SHOWN if c in frame.columns]]
-    return rows.to_markdown(index=False, floatfmt=".4g")
+    shown = [c for c in SHOWN if c in frame.columns and frame[c].notna().any()]
+    return frame.loc[list(index), shown].to_markdown(index=False, floatfmt=".4g")
+
+
+def _comparison(frame: pd.DataFrame, knees: dict[str, int], dense: dict[str, float]) -> str:
+    """One line per method: its trials, best val_acc and knee; the dense baselines below."""
+    rows = []
+    for name, trials in frame.groupby("method", sort=False):
+        k = frame.loc[knees[name]]
+        rows.append({"method": name, "trials": len(trials),
+                     "best val_acc": trials["val_acc"].max(), "knee trial": k["trial"],
+                     "knee sparsity": k["sparsity"], "knee val_acc": k["val_acc"],
+                     "knee test_acc": k["test_acc"]})  # fmt: skip
+    table = pd.DataFrame(rows).to_markdown(index=False, floatfmt=".4g")
+    lines = [f"- {label}: val_acc {acc:.4f}" for label, acc in dense.items()]
+    return "\n".join(["## methods compared", "", table, "", "dense baselines:" if lines else
+                      "dense baselines: none in these trials", *lines, ""])  # fmt: skip
 
 
 def summarize(frame: pd.DataFrame) -> tuple[str, dict[str, int]]:
-    """Markdown summary of every sweep in the frame, and the knee trial index of each."""
+    """Markdown summary of every method in the frame (its `method` column, else its sweeps),
+    and the knee trial index of each."""
+    if "method" not in frame:
+        frame = frame.assign(method=frame["sweep"])
     parts, knees = [], {}
-    for name, sweep in frame.groupby("sweep", sort=False):
+    for name, sweep in frame.groupby("method", sort=False):
         counts = sweep["status"].value_counts()
         complete, diverged = counts.get("complete", 0), counts.get("diverged", 0)
         failed = len(sweep) - complete - diverged  # 'failed', or any status this code predates
@@ -172,6 +239,8 @@ def summarize(frame: pd.DataFrame) -> tuple[str, dict[str, int]]:
             _row_table(sweep, [knees[name]]),
             "",
         ]
+    if frame["method"].nunique() > 1:
+        parts.insert(0, _comparison(frame, knees, baselines(frame)))
     return "\n".join(parts), knees
 
 
@@ -203,44 +272,44 @@ def plot(
     out: Path,
     masks: dict[str, tuple[int, np.ndarray]] | None = None,
 ) -> None:
-    """accuracy_vs_sparsity.png, lambda.png, and input_mask_<sweep>.png for each sweep in
-    `masks` (sweep -> (index of the trial shown, its input_mask))."""
+    """accuracy_vs_sparsity.png (a colour, marker and front per method, dense baselines as
+    dashed lines), lambda.png, and input_mask_<method>.png for each method in `masks`
+    (method -> (index of the trial shown, its input_mask))."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    if "method" not in frame:
+        frame = frame.assign(method=frame["sweep"])
     done = frame[_complete(frame)]
-    log_lam = np.log10(done["l1_lambda"].clip(lower=1e-12))
+    colours = plt.get_cmap("tab10").colors
     fig, ax = plt.subplots(figsize=(5.5, 4), dpi=100)
-    for marker, (name, sweep) in zip("osD^v<>p*", done.groupby("sweep", sort=False)):
-        points = ax.scatter(
-            sweep["sparsity"], sweep["val_acc"], c=log_lam[sweep.index], cmap="viridis",
-            vmin=log_lam.min(), vmax=log_lam.max(), marker=marker, edgecolor="k", lw=0.3,
-        )  # fmt: skip
-        front = sweep[pareto_front(sweep)].sort_values("sparsity")
-        ax.step(front["sparsity"], front["val_acc"], where="pre", label=f"{name} front")
-        k = sweep.loc[knees[name]]
-        ax.annotate(
-            "knee", (k["sparsity"], k["val_acc"]), xytext=(5, 5), textcoords="offset points"
-        )
-    fig.colorbar(points, ax=ax, label="log10 l1_lambda")
+    for i, (name, trials) in enumerate(done.groupby("method", sort=False)):
+        colour, marker = colours[i % 10], "osD^v<>p*h"[i % 10]
+        ax.scatter(trials["sparsity"], trials["val_acc"], color=colour, marker=marker,
+                   edgecolor="k", lw=0.3, s=22, alpha=0.8)  # fmt: skip
+        front = trials[pareto_front(trials)].sort_values("sparsity")
+        ax.step(front["sparsity"], front["val_acc"], where="pre", color=colour, label=name)
+        k = frame.loc[knees[name]]
+        ax.annotate("knee", (k["sparsity"], k["val_acc"]), xytext=(4, 4),
+                    textcoords="offset points", fontsize=7, color=colour)  # fmt: skip
+    for i, (label, acc) in enumerate(baselines(frame).items()):
+        ax.axhline(acc, color="0.4", ls=(0, (4, 2 + i)), lw=0.8, label=label)
     ax.set(xlabel="sparsity (exact zeros)", ylabel="validation accuracy",
-           title="accuracy vs sparsity")  # fmt: skip
+           title="accuracy vs sparsity, one front per method")  # fmt: skip
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "accuracy_vs_sparsity.png")
     plt.close(fig)
 
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(5.5, 5), dpi=100, sharex=True)
-    by = ["sweep", "regularizer"] if "regularizer" in done else ["sweep"]
-    for key, sweep in done.sort_values("l1_lambda").groupby(by, sort=False):
-        name = " ".join(map(str, key))
-        top.plot(sweep["l1_lambda"], sweep["val_acc"], "o-", ms=3, label=f"{name} val")
-        top.plot(sweep["l1_lambda"], sweep["test_acc"], "x--", ms=3, label=f"{name} test")
-        bottom.plot(sweep["l1_lambda"], sweep["sparsity"], "o-", ms=3, label=f"{name} exact")
-        if "sparsity_tol" in sweep:
-            bottom.plot(sweep["l1_lambda"], sweep["sparsity_tol"], "x--", ms=3,
+    for name, trials in done.sort_values("l1_lambda").groupby("method", sort=False):
+        top.plot(trials["l1_lambda"], trials["val_acc"], "o-", ms=3, label=f"{name} val")
+        top.plot(trials["l1_lambda"], trials["test_acc"], "x--", ms=3, label=f"{name} test")
+        bottom.plot(trials["l1_lambda"], trials["sparsity"], "o-", ms=3, label=f"{name} exact")
+        if "sparsity_tol" in trials:
+            bottom.plot(trials["l1_lambda"], trials["sparsity_tol"], "x--", ms=3,
                         label=f"{name} |w|<=tol")  # fmt: skip
     top.set(xscale="log", ylabel="accuracy")
     bottom.set(xscale="log", xlabel="l1_lambda", ylabel="sparsity")
@@ -259,30 +328,43 @@ def plot(
         ax.set_title(title, fontsize=8)
         ax.set_axis_off()
         fig.tight_layout()
-        fig.savefig(out / f"input_mask_{name}.png")
+        fig.savefig(out / f"input_mask_{_file_name(name)}.png")
         plt.close(fig)
 
 
-def analyze(paths: Sequence[str], out: Path | None, trial: int | None, mask: bool) -> str:
+def _file_name(label: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", label).strip("_")
+
+
+def analyze(
+    paths: Sequence[str],
+    out: Path | None,
+    trial: int | None,
+    mask: bool,
+    by: Sequence[str] | None = None,
+) -> str:
     """Everything the command does; files appear in `out` only once all of them are made."""
     frame = load(paths)
+    frame["method"] = methods(frame, by)
     text, knees = summarize(frame)
     out = out or _csv_path(Path(paths[0])).parent
     masks = {}
     if mask:
-        shown = dict(knees)
+        # A model whose first layer is a convolution has no per-input mask (active_inputs
+        # is empty for it): it is left out rather than drawn from a later layer.
+        shown = {m: i for m, i in knees.items() if pd.notna(frame.loc[i].get("active_inputs"))}
         if trial is not None:
             first = frame["sweep"].iloc[0]
             match = frame.index[(frame["sweep"] == first) & (frame["trial"] == trial)]
             if match.empty:
                 raise UserError(f"no trial {trial} in {first}; see its results.csv")
-            shown[first] = int(match[0])
+            shown[frame.loc[match[0], "method"]] = int(match[0])
         # Read the weights before anything is written: a missing model.pt must leave no trace.
         masks = {name: (index, input_mask(frame, index)) for name, index in shown.items()}
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out, prefix=".analyze-") as tmp:
         staging = Path(tmp)
-        front = frame[pareto_front(frame, by="sweep")]
+        front = frame[pareto_front(frame, by="method")]
         front.drop(columns="csv").to_csv(staging / "pareto.csv", index=False)
         (staging / "summary.md").write_text(text + "\n")
         plot(frame, knees, staging, masks)
@@ -299,9 +381,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--trial", type=int, help="the first sweep's trial for the input mask (default: the knee)"
     )
     parser.add_argument("--no-mask", action="store_true", help="skip the input-mask image")
+    parser.add_argument(
+        "--by",
+        type=lambda v: [c for c in v.split(",") if c],
+        help="the columns that split trials into methods, e.g. regularizer,prune "
+        "(default: the sweep, and model/regularizer/prune where they vary within one)",
+    )
     args = parser.parse_args(argv)
     try:
-        print(analyze(args.paths, args.out, args.trial, not args.no_mask))
+        print(analyze(args.paths, args.out, args.trial, not args.no_mask, args.by))
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -42,9 +42,13 @@ def totals(rows: list[dict]) -> dict:
 
 
 @torch.no_grad()
-def active_inputs(model: nn.Module) -> int:
-    """Input features with at least one non-zero outgoing weight in the first Linear layer."""
-    first = next(m for m in model.modules() if isinstance(m, nn.Linear))
+def active_inputs(model: nn.Module) -> int | None:
+    """Input features with at least one non-zero outgoing weight in the model's first layer;
+    None where that layer is not Linear: a convolution applies one kernel to every pixel, so
+    no weight belongs to one input and zeros in it drop no input."""
+    first = next(m for m in model.modules() if next(m.parameters(recurse=False), None) is not None)
+    if not isinstance(first, nn.Linear):
+        return None
     return int((first.weight != 0).any(dim=0).sum())
 
 

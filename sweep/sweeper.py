@@ -227,18 +227,22 @@ class L1Sweeper(OptunaSweeper):
         fixed: dict[str, Any],
         fixed_overrides: list[str],
     ) -> list[str]:
-        """For objectives relative to the unregularized model, train it once per study, with the
-        sweep's fixed overrides (as a trial gets them) and the searched keys at their defaults."""
+        """For objectives relative to the dense model, train it once per study: the sweep's fixed
+        overrides (as a trial gets them), the searched keys at their defaults, and no
+        regularizer and no pruning (the same recipe otherwise)."""
         if "max_drop" not in cfg.objective:
             return []
         value = cfg.objective.baseline_val_acc
         if value is None:
             value = study.user_attrs.get(BASELINE_ATTR)
         if value is None:
-            keep = [f"{k}={v}" for k, v in fixed.items() if k.lstrip("+~") != "regularizer"]
-            log.info("training the unregularized baseline (regularizer=none) once for this study")
+            dense = ("regularizer", "prune")
+            keep = [f"{k}={v}" for k, v in fixed.items()
+                    if k.lstrip("+~").split(".")[0] not in dense]  # fmt: skip
+            log.info("training the dense baseline (regularizer=none prune=none) for this study")
+            dense_run = (*keep, *fixed_overrides, "regularizer=none", "prune=none")
             [ret] = self.sweeper.launcher.launch(
-                [(*keep, *fixed_overrides, "regularizer=none", "hydra.sweep.subdir=baseline")],
+                [(*dense_run, "hydra.sweep.subdir=baseline")],
                 initial_job_idx=self.sweeper.job_idx,
             )
             self.sweeper.job_idx += 1

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -17,13 +19,18 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from sweep import sparsity
+from sweep import pruning, sparsity
 from sweep.data import Dataset
 from sweep.errors import UserError
+from sweep.pruning import Pruner
 from sweep.regularizers import Regularizer, check_nonnegative
 
 log = logging.getLogger(__name__)
 
+# The config groups a row names by their chosen option.
+CHOICES = ("data", "model", "regularizer", "optimizer", "schedule", "prune")
+# What a row keeps, as trained_<key>, of the model before pruning.
+TRAINED = ("val_acc", "test_acc", "sparsity", "sparsity_tol", "nnz", "active_inputs")
 # What config `_target_`s may name (Hydra 1.4 refuses unlisted targets in 1.5).
 TARGETS = ("sweep.*", "torch.optim.*", "torch.nn.*")
 
@@ -77,9 +84,13 @@ def set_threads(threads: int | None) -> None:
         _threads_set = True
 
 
-def make_optimizer(node: DictConfig, model: nn.Module) -> torch.optim.Optimizer:
+def make_optimizer(
+    node: DictConfig, model: nn.Module, lr_scale: float = 1.0
+) -> torch.optim.Optimizer:
     try:
-        return build(node)(model.parameters())
+        if lr_scale == 1.0:
+            return build(node)(model.parameters())
+        return build(node)(model.parameters(), lr=node.lr * lr_scale)
     except ValueError as e:  # torch's own check, e.g. "Invalid learning rate: -1"
         raise UserError(f"optimizer: {e}; fix the optimizer.* overrides") from e
 
@@ -130,13 +141,23 @@ def fit(
     batch_size: int,
     seed: int,
     log_every: int = 1,
+    schedule: Callable | None = None,
+    keep: torch.Tensor | None = None,
 ) -> dict:
     """Minibatch training; returns the last epoch's mean loss, whether it diverged, and the
-    validation accuracy of the final weights where the last epoch's log line measured it."""
+    validation accuracy of the final weights where the last epoch's log line measured it.
+
+    schedule(optimizer, total_steps) may return an lr scheduler, stepped after every step.
+    keep: a mask over the regularized weights (pruning's); the others are held at exactly zero.
+    """
     flat, grad, k = flatten_parameters(model, reg.select(model))
     w, g = flat[:k], grad[:k]  # the regularized weights and their gradient
+    if keep is not None:
+        keep = keep.to(w)
+        w.mul_(keep)
     gen = torch.Generator().manual_seed(seed)
     n = len(data.y_train)
+    scheduler = schedule(optimizer, epochs * math.ceil(n / batch_size)) if schedule else None
     loss_mean, status, epoch, val_acc = math.nan, "complete", 0, None
     for epoch in range(1, epochs + 1):
         perm = torch.randperm(n, generator=gen).to(data.x_train.device)
@@ -149,8 +170,14 @@ def fit(
             grad.zero_()  # instead of optimizer.zero_grad(): one kernel, and the views stay
             loss.backward()
             reg.add_gradient_(w, g, meter)
+            if keep is not None:  # no gradient, so no momentum or Adam moment, for a pruned w
+                g.mul_(keep)
             optimizer.step()
-            reg.prox_(w, optimizer.param_groups[0]["lr"])
+            reg.prox_(w, optimizer.param_groups[0]["lr"])  # the lr this step used
+            if keep is not None:  # and weight decay cannot move it off zero either
+                w.mul_(keep)
+            if scheduler is not None:
+                scheduler.step()
         loss_mean = (float(total) + reg.value(meter)) / math.ceil(n / batch_size)
         if not math.isfinite(loss_mean):
             status = "diverged"
@@ -189,45 +216,84 @@ def measure(
     }
 
 
+def prune_and_finetune(
+    model: nn.Module, data: Dataset, reg: Regularizer, pruner: Pruner, cfg: DictConfig
+) -> tuple[dict, dict]:
+    """Prune the trained model in the pruner's rounds, fine-tuning each with the mask held and
+    the L1 term off; returns the last fine-tuning's fit result, and the accuracies of the
+    trained model pruned at once to the final target without any fine-tuning."""
+    counted = reg.select(model)
+    sizes = [p.numel() for p in counted]
+    oneshot = copy.deepcopy(model)
+    pruning.apply_(reg.select(oneshot), pruner.keep(pruning.flat(counted), sizes, pruner.target))
+    oneshot_acc = {
+        "oneshot_val_acc": accuracy(oneshot, data.x_val, data.y_val),
+        "oneshot_test_acc": accuracy(oneshot, data.x_test, data.y_test),
+    }
+    finetune_reg = Regularizer(0.0, reg.l2, reg.proximal, reg.params)
+    schedule = build(cfg.schedule)
+    result: dict = {}
+    for r, target in enumerate(pruner.targets(), start=1):
+        keep = pruner.keep(pruning.flat(counted), sizes, target)  # zeros so far stay pruned
+        optimizer = make_optimizer(cfg.optimizer, model, lr_scale=pruner.lr_scale)
+        log.info(
+            f"prune round {r}/{pruner.rounds} ({pruner.method}): "
+            f"{1 - float(keep.float().mean()):.4f} of {keep.numel()} weights zero; "
+            f"fine-tuning {pruner.epochs} epochs from lr {optimizer.param_groups[0]['lr']:.3g}"
+        )
+        result = fit(model, data, finetune_reg, optimizer, pruner.epochs, cfg.train.batch_size,
+                     cfg.seed, cfg.train.log_every, schedule, keep)  # fmt: skip
+        if result["status"] != "complete":
+            break
+    return result, oneshot_acc
+
+
 def run(cfg: DictConfig, out_dir: Path, choices: dict[str, str]) -> dict:
-    """Train one configuration, write metrics.json, layers.csv and model.pt into out_dir."""
+    """Train one configuration (and prune and fine-tune it, where cfg.prune says so); write
+    metrics.json, layers.csv and model.pt of the final model into out_dir."""
     reg = check(cfg)
+    pruner: Pruner = build(cfg.prune)
     device = resolve_device(cfg.device)
     set_threads(cfg.train.threads)
     data = build(cfg.data, seed=cfg.seed).to(device)
     torch.manual_seed(cfg.seed)
-    model = build(cfg.model, n_inputs=data.n_inputs, n_classes=data.n_classes).to(device)
+    model = build(cfg.model, n_inputs=data.n_inputs, n_classes=data.n_classes,
+                  input_shape=data.image_shape).to(device)  # fmt: skip
     optimizer = make_optimizer(cfg.optimizer, model)
 
     start = time.perf_counter()
-    result = fit(
-        model,
-        data,
-        reg,
-        optimizer,
-        cfg.train.epochs,
-        cfg.train.batch_size,
-        cfg.seed,
-        cfg.train.log_every,
-    )
+    result = fit(model, data, reg, optimizer, cfg.train.epochs, cfg.train.batch_size, cfg.seed,
+                 cfg.train.log_every, build(cfg.schedule))  # fmt: skip
+    epochs, counted, tol = result["epochs_run"], reg.select(model), cfg.sparsity.tol
+    before: dict = {}
+    if pruner.active and result["status"] == "complete":
+        trained = measure(model, data, counted, tol, result["val_acc"])
+        before = {f"trained_{k}": trained[k] for k in TRAINED}
+        before["trained_train_loss"] = result["train_loss"]
+        finetuned, oneshot = prune_and_finetune(model, data, reg, pruner, cfg)
+        before.update(oneshot)
+        if finetuned["epochs_run"]:  # prune.epochs=0: the last loss is the training's
+            result = finetuned
     seconds = time.perf_counter() - start
-    measures = measure(model, data, reg.select(model), cfg.sparsity.tol, result["val_acc"])
+    measures = measure(model, data, counted, tol, result["val_acc"])
     layers = measures.pop("layers")
     if result["status"] != "complete":  # a diverged model's measures would mean nothing
         measures = {k: math.nan for k in measures}
     metrics = {
         "status": result["status"],
-        **{k: choices[k] for k in ("data", "model", "regularizer", "optimizer")},
+        **{k: choices.get(k) for k in CHOICES},
         "l1_lambda": reg.l1,
         "l2_lambda": reg.l2,
         "seed": cfg.seed,
-        "epochs": result["epochs_run"],
+        "epochs": epochs,
         **measures,
         "tol": cfg.sparsity.tol,
         "sparsity_params": reg.params,
         "train_loss": result["train_loss"],
         "train_seconds": seconds,
         "device": str(device),
+        **pruner.columns(),
+        **before,
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(layers).to_csv(out_dir / "layers.csv", index=False)

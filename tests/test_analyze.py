@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from conftest import run_cli
-from sweep.analyze import input_mask, knee, load, main, pareto_front
+from sweep.analyze import input_mask, knee, load, main, methods, pareto_front
 from sweep.errors import UserError
 
 
@@ -225,3 +225,41 @@ def test_missing_weights_for_the_mask_are_reported(sweeps, tmp_path, capsys):
     assert not list(out.glob("input_mask*"))
     assert (out / "summary.md").read_text().startswith("## small")
     assert json.loads((copy / "trial_0" / "metrics.json").read_text())["status"] == "complete"
+
+
+@pytest.fixture(scope="module")
+def methods_sweep(tmp_path_factory):
+    """One real digits grid sweep over two regularizers x two prune methods x two lambdas."""
+    cwd = tmp_path_factory.mktemp("methods")
+    run_cli(cwd, "-m", "hydra/sweeper/sampler=grid", "regularizer=choice(none,l1_prox)",
+            "prune=choice(none,magnitude)", "l1_lambda=choice(1e-4,1e-3)", "train.epochs=10",
+            "prune.epochs=3", "prune.sparsity=0.8", "hydra.sweeper.study_name=methods")  # fmt: skip
+    return cwd / "outputs" / "sweeps" / "methods"
+
+
+def test_methods_are_split_apart_each_with_its_own_front(methods_sweep, capsys, tmp_path):
+    df = load([methods_sweep])
+    assert len(df) == 8 and (df["status"] == "complete").all()
+    labels = methods(df)
+    assert set(labels) == {"none / none", "none / magnitude", "l1_prox / none",
+                           "l1_prox / magnitude"}  # fmt: skip
+    assert set(methods(df, ["prune"])) == {"none", "magnitude"}
+    pruned = df[df["prune"] == "magnitude"]
+    assert (pruned["sparsity"] >= 0.8).all() and pruned["trained_val_acc"].notna().all()
+    out = tmp_path / "o"
+    assert main([str(methods_sweep), "--out", str(out), "--no-mask"]) == 0
+    printed = capsys.readouterr().out
+    compared = table_rows(printed, "## methods compared")
+    assert {r[0] for r in compared} == set(labels) and all(r[1] == "2" for r in compared)
+    dense = df[(df["regularizer"] == "none") & (df["prune"] == "none")]["val_acc"].mean()
+    assert f"- methods: dense trials: val_acc {dense:.4f}" in printed
+    front = pd.read_csv(out / "pareto.csv")
+    for label, rows in df.groupby(labels):  # each method's own front, not one shared
+        assert set(front.loc[front["method"] == label, "trial"]) == set(
+            rows.loc[pareto_front(rows), "trial"])  # fmt: skip
+    assert_png(out / "accuracy_vs_sparsity.png")
+    assert main([str(methods_sweep), "--out", str(tmp_path / "p"), "--by", "prune",
+                 "--no-mask"]) == 0  # fmt: skip
+    assert {r[0] for r in table_rows(capsys.readouterr().out, "## methods compared")} == {
+        "none", "magnitude"}  # fmt: skip
+    _fails(capsys, [str(methods_sweep), "--by", "nope"], "--by nope: no such column; use", out)

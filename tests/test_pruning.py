@@ -1,0 +1,176 @@
+"""Pruning and fine-tuning on real digits data: masks hold, rounds land on their targets,
+and a row says what the model was before pruning and what it is after."""
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from conftest import run_cli, write_mnist_like
+from sweep import pruning
+from sweep.data import load_digits
+from sweep.errors import UserError
+from sweep.models import mlp
+from sweep.pruning import Pruner
+from sweep.regularizers import Regularizer
+from sweep.train import fit
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_digits(seed=0, val_fraction=0.2, test_fraction=0.2, test_seed=0)
+
+
+def test_round_targets_grow_geometrically_and_end_exactly_on_the_sparsity():
+    p = Pruner("magnitude", sparsity=0.96, rounds=2, epochs=1)
+    assert p.targets() == pytest.approx([0.8, 0.96]) and p.targets()[-1] == 0.96
+    assert Pruner("magnitude", sparsity=0.9, rounds=1).targets() == [0.9]
+    assert Pruner("threshold", tol=1e-3, rounds=5).rounds == 1  # a threshold has one cut
+
+
+@pytest.mark.parametrize("scope", ["global", "layer"])
+def test_keep_prunes_exactly_the_smallest_weights(scope):
+    torch.manual_seed(0)
+    params = [torch.randn(40, 10), torch.randn(10, 3)]
+    params[0][0, :5] = 0.0  # zeros the training left: pruned first, never revived
+    w, sizes = pruning.flat(params), [400, 30]
+    keep = Pruner("magnitude", sparsity=0.7, scope=scope).keep(w, sizes, 0.7)
+    parts = [w] if scope == "global" else list(w.split(sizes))
+    for part, kept in zip(parts, [keep] if scope == "global" else keep.split(sizes)):
+        k = round(0.7 * part.numel())
+        assert int((~kept).sum()) == k
+        assert part.abs()[~kept].max() <= part.abs()[kept].min()  # the cut is by magnitude
+    assert not keep[:5].any()
+
+
+def test_threshold_keeps_what_is_above_tol():
+    w = torch.tensor([0.0, 5e-4, -1e-3, 2e-3, -0.5])
+    keep = Pruner("threshold", tol=1e-3).keep(w, [5], 0.0)
+    assert keep.tolist() == [False, False, False, True, True]
+
+
+@pytest.mark.parametrize(
+    "make_opt,state_keys",
+    [
+        (
+            lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, weight_decay=1e-3),
+            ["momentum_buffer"],
+        ),
+        (lambda p: torch.optim.Adam(p, lr=1e-3, weight_decay=1e-3), ["exp_avg", "exp_avg_sq"]),
+        (lambda p: torch.optim.AdamW(p, lr=1e-3), ["exp_avg", "exp_avg_sq"]),
+    ],
+    ids=["sgd-momentum-wd", "adam-wd", "adamw"],
+)
+def test_a_mask_holds_through_fine_tuning_and_no_optimizer_state_revives_it(
+    digits, make_opt, state_keys
+):
+    torch.manual_seed(0)
+    model = mlp(64, 10, [32])
+    reg = Regularizer(0.0, 0.0, False, "weights")
+    fit(model, digits, reg, make_opt(model.parameters()), 5, 64, seed=0, log_every=5)
+    counted = reg.select(model)
+    keep = Pruner("magnitude", sparsity=0.8).keep(pruning.flat(counted), [2048, 320], 0.8)
+    opt = make_opt(model.parameters())  # fresh state, as a fine-tuning round gets
+    result = fit(model, digits, reg, opt, 5, 64, seed=1, log_every=5, keep=keep)
+    w = pruning.flat(counted)
+    assert result["status"] == "complete" and result["val_acc"] > 0.5
+    assert int((w == 0).sum()) == round(0.8 * w.numel())  # exactly the pruned ones
+    assert torch.equal(w != 0, keep)  # and every kept weight is still alive
+    for key in state_keys:
+        state = pruning.flat([opt.state[p][key] for p in counted])
+        assert not state[~keep].any(), key  # nothing that could move a pruned weight
+        assert state[keep].any(), key
+
+
+def test_bad_prune_options_are_user_errors():
+    with pytest.raises(UserError, match=r"prune.sparsity must be in \[0, 1\), got 1.5"):
+        Pruner("magnitude", sparsity=1.5)
+    with pytest.raises(UserError, match="prune.rounds must be an integer >= 1"):
+        Pruner("magnitude", sparsity=0.5, rounds=0)
+    with pytest.raises(UserError, match="prune.scope must be 'global' or 'layer'"):
+        Pruner("magnitude", sparsity=0.5, scope="tensor")
+    with pytest.raises(UserError, match="prune.lr_scale must be a number > 0"):
+        Pruner("threshold", lr_scale=0)
+
+
+def test_iterative_pruning_run_reaches_the_target_and_reports_before_and_after(tmp_path):
+    proc = run_cli(
+        tmp_path, "regularizer=none", "regularizer.params=weights", "prune=magnitude",
+        "prune.sparsity=0.9", "prune.rounds=3", "prune.epochs=20", "prune.lr_scale=1",
+        "train.epochs=40",
+        "hydra.run.dir=out",
+    )  # fmt: skip
+    m = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    n = 64 * 128 + 128 * 10
+    assert m["n_params"] == n and m["nnz"] == n - round(0.9 * n)
+    assert m["sparsity"] == round(0.9 * n) / n
+    assert m["prune"] == "magnitude" and m["prune_rounds"] == 3 and m["prune_sparsity"] == 0.9
+    assert m["trained_sparsity"] == 0.0 and m["trained_nnz"] == n and m["epochs"] == 40
+    assert m["trained_val_acc"] > 0.8 and m["val_acc"] > 0.8
+    assert 0 <= m["oneshot_test_acc"] <= 1
+    state = torch.load(tmp_path / "out" / "model.pt", weights_only=True)
+    zeros = sum(int((state[k] == 0).sum()) for k in ("fc1.weight", "fc2.weight"))
+    assert zeros == round(0.9 * n)  # model.pt is the final, pruned model
+    out = proc.stdout + proc.stderr
+    rounds = [ln.split("): ")[1].split(" of")[0] for ln in out.splitlines() if "prune round" in ln]
+    expected = [1 - 0.1 ** (1 / 3), 1 - 0.1 ** (2 / 3), 0.9]  # a tenth of the rest each round
+    assert [float(r) for r in rounds] == pytest.approx(expected, abs=1e-4)
+
+
+def test_threshold_pruning_zeroes_what_l1_shrank(tmp_path):
+    run_cli(tmp_path, "prune=threshold", "sparsity.tol=5e-3", "l1_lambda=1e-3",
+            "train.epochs=30", "prune.epochs=2", "hydra.run.dir=out")  # fmt: skip
+    m = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert m["prune"] == "threshold" and "prune_sparsity" not in m
+    assert m["sparsity"] == pytest.approx(m["trained_sparsity_tol"])  # every |w| <= tol is gone
+    assert m["sparsity"] > m["trained_sparsity"]
+
+
+@pytest.fixture
+def fashion_like(tmp_path):
+    """Small real images (digits pixels in 28x28 IDX files) where data=fashion_mnist looks."""
+    write_mnist_like(tmp_path / "data" / "FashionMNIST" / "raw", n_train=1200, n_test=300)
+    return ["data.root=data", "data.fallback_dir=null", "data.val_fraction=0.2"]
+
+
+def test_the_frontier_preset_composes_and_runs_one_model_and_a_sweep(tmp_path, fashion_like):
+    job = run_cli(tmp_path, "experiment=fashion_frontier", "--cfg", "job").stdout
+    for line in ("momentum: 0.9", "lr: 0.05", "_target_: sweep.schedules.cosine",
+                 "method: magnitude", "params: weights", "epochs: 15"):  # fmt: skip
+        assert line in job, line
+    run_cli(tmp_path, "experiment=fashion_frontier", "prune.sparsity=0.9", *fashion_like,
+            "train.epochs=2", "prune.epochs=1", "hydra.run.dir=one")  # fmt: skip
+    m = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    assert (m["data"], m["schedule"], m["prune"]) == ("fashion_mnist", "cosine", "magnitude")
+    assert m["sparsity"] == pytest.approx(0.9, abs=1e-4) and m["n_params"] == 784 * 128 + 1280
+    run_cli(tmp_path, "-m", "experiment=fashion_frontier", *fashion_like, "train.epochs=1",
+            "prune.epochs=1", "prune.rounds=1", "hydra.sweeper.n_trials=2",
+            "hydra.sweeper.study_name=frontier")  # fmt: skip
+    df = pd.read_csv(tmp_path / "outputs" / "sweeps" / "frontier" / "results.csv")
+    assert len(df) == 2 and df["pareto"].any()
+    assert df["prune_sparsity"].between(0.5, 0.99).all()
+    assert (df["sparsity"] >= df["prune_sparsity"] - 1e-4).all()
+    assert df["overrides"].str.contains("prune.sparsity=").all()
+
+
+def test_lenet5_trains_on_real_images_and_refuses_8x8(tmp_path, fashion_like):
+    run_cli(tmp_path, "model=lenet5", "data=fashion_mnist", *fashion_like, "train.epochs=30",
+            "optimizer.lr=0.05", "optimizer.momentum=0.9", "regularizer.params=weights",
+            "prune=magnitude", "prune.sparsity=0.5", "prune.epochs=1",
+            "hydra.run.dir=le")  # fmt: skip
+    m = json.loads((tmp_path / "le" / "metrics.json").read_text())
+    weights = 6 * 25 + 16 * 6 * 25 + 400 * 120 + 120 * 84 + 84 * 10
+    assert m["model"] == "lenet5" and m["n_params"] == weights
+    assert m["trained_val_acc"] > 0.6 and m["val_acc"] > 0.6  # chance is 0.1
+    assert m["active_inputs"] is None and m["n_inputs"] == 784  # a conv first layer: no mask
+    layers = pd.read_csv(tmp_path / "le" / "layers.csv").set_index("layer")
+    assert list(layers.index) == ["conv1.weight", "conv2.weight", "fc1.weight", "fc2.weight",
+                                  "fc3.weight"]  # fmt: skip
+    assert layers.loc["conv2.weight", "sparsity"] > 0  # a global cut reaches the convolutions
+    assert m["nnz"] == weights - round(0.5 * weights)
+    proc = run_cli(tmp_path, "model=lenet5", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2 and "Traceback" not in out
+    assert "model=lenet5 needs 28x28 single-channel images" in out
+    assert "got examples of shape (8, 8)" in out
