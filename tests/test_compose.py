@@ -105,7 +105,7 @@ def test_value_keys_are_the_numeric_searched_keys_and_the_subdir():
         "optimizer.lr": CategoricalDistribution([0.01, 0.1]),
         "regularizer": CategoricalDistribution(["l1", "l1_prox"]),
         "train.shuffle": CategoricalDistribution([True, False]),
-        "+optimizer.weight_decay": FloatDistribution(0.0, 1e-3),
+        "+optimizer.dampening": FloatDistribution(0.0, 1e-3),
         "++optimizer.momentum": FloatDistribution(0.0, 0.9),
     }
     assert value_keys(space) == {
@@ -116,15 +116,15 @@ def test_value_keys_are_the_numeric_searched_keys_and_the_subdir():
 def test_searched_keys_the_trials_add_are_composed_right(hydra_loader):
     loader, master = hydra_loader
     space = {
-        "+optimizer.weight_decay": FloatDistribution(0.0, 1e-3),
+        "+optimizer.dampening": FloatDistribution(0.0, 1e-3),
         "++optimizer.momentum": FloatDistribution(0.0, 0.9),
     }
     cache = ComposeCache(loader, value_keys(space))
     for i, (decay, momentum) in enumerate([("1e-4", "0.5"), ("2e-4", "0.8"), ("3e-4", "0.1")]):
         job = trial(
-            i, "1e-4", f"+optimizer.weight_decay={decay}", f"++optimizer.momentum={momentum}"
+            i, "1e-4", f"+optimizer.dampening={decay}", f"++optimizer.momentum={momentum}"
         )
         config = cache.load_sweep_config(master, job)
-        assert config.optimizer.weight_decay == float(decay)
+        assert config.optimizer.dampening == float(decay)
         assert config.optimizer.momentum == float(momentum)
         assert same(config, loader.load_sweep_config(master, job))
