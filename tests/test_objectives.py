@@ -81,3 +81,17 @@ def test_within_drop_baseline_takes_the_fixed_overrides_and_leaves_the_searched_
     df = pd.read_csv(sweep_dir / "results.csv")
     assert len(df) == 2 and (df["status"] == "complete").all()
     assert df["overrides"].str.contains("optimizer.lr=0.0[15]").all()
+
+
+def test_within_drop_baseline_is_dense_under_the_same_recipe(tmp_path):
+    run_cli(tmp_path, "-m", "objective=within_drop", "prune=magnitude", "prune.sparsity=0.5",
+            "prune.epochs=1", "optimizer.momentum=0.5", "train.epochs=3",
+            "hydra.sweeper.n_trials=1", "hydra.sweeper.study_name=dp")  # fmt: skip
+    sweep_dir = tmp_path / "outputs" / "sweeps" / "dp"
+    baseline = json.loads((sweep_dir / "baseline" / "metrics.json").read_text())
+    assert (baseline["regularizer"], baseline["prune"]) == ("none", "none")
+    assert baseline["sparsity"] == 0.0 and "trained_val_acc" not in baseline
+    overrides = (sweep_dir / "baseline" / ".hydra" / "overrides.yaml").read_text()
+    assert "optimizer.momentum=0.5" in overrides and "prune.sparsity" not in overrides
+    [row] = pd.read_csv(sweep_dir / "results.csv").to_dict("records")
+    assert row["prune"] == "magnitude" and row["sparsity"] >= 0.5

@@ -2,6 +2,7 @@
 and a row says what the model was before pruning and what it is after."""
 
 import json
+import shlex
 
 import pandas as pd
 import pytest
@@ -152,6 +153,11 @@ def test_the_frontier_preset_composes_and_runs_one_model_and_a_sweep(tmp_path, f
     assert df["prune_sparsity"].between(0.5, 0.99).all()
     assert (df["sparsity"] >= df["prune_sparsity"] - 1e-4).all()
     assert df["overrides"].str.contains("prune.sparsity=").all()
+    row = df.iloc[1]  # a pruned, fine-tuned row is still reproduced by its overrides alone
+    run_cli(tmp_path, *shlex.split(row["overrides"]), "hydra.run.dir=repro")
+    again = json.loads((tmp_path / "repro" / "metrics.json").read_text())
+    for key in ("val_acc", "test_acc", "sparsity", "nnz", "trained_val_acc", "oneshot_val_acc"):
+        assert again[key] == row[key], key
 
 
 def test_lenet5_trains_on_real_images_and_refuses_8x8(tmp_path, fashion_like):
