@@ -272,8 +272,9 @@ def run(cfg: DictConfig, out_dir: Path, choices: dict[str, str]) -> dict:
         before["trained_train_loss"] = result["train_loss"]
         finetuned, oneshot = prune_and_finetune(model, data, reg, pruner, cfg)
         before.update(oneshot)
-        if finetuned["epochs_run"]:  # prune.epochs=0: the last loss is the training's
-            result = finetuned
+        if not finetuned["epochs_run"]:  # prune.epochs=0: the last loss is the training's
+            finetuned["train_loss"] = result["train_loss"]
+        result = finetuned
     seconds = time.perf_counter() - start
     measures = measure(model, data, counted, tol, result["val_acc"])
     layers = measures.pop("layers")

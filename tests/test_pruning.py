@@ -119,6 +119,15 @@ def test_iterative_pruning_run_reaches_the_target_and_reports_before_and_after(t
     assert [float(r) for r in rounds] == pytest.approx(expected, abs=1e-4)
 
 
+def test_pruning_without_fine_tuning_measures_the_pruned_model(tmp_path):
+    run_cli(tmp_path, "prune=magnitude", "prune.sparsity=0.9", "prune.epochs=0",
+            "train.epochs=30", "hydra.run.dir=out")  # fmt: skip
+    m = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert m["val_acc"] == m["oneshot_val_acc"] and m["test_acc"] == m["oneshot_test_acc"]
+    assert m["val_acc"] != m["trained_val_acc"] and m["train_loss"] == m["trained_train_loss"]
+    assert m["sparsity"] == pytest.approx(0.9, abs=1e-4)
+
+
 def test_threshold_pruning_zeroes_what_l1_shrank(tmp_path):
     run_cli(tmp_path, "prune=threshold", "sparsity.tol=5e-3", "l1_lambda=1e-3",
             "train.epochs=30", "prune.epochs=2", "hydra.run.dir=out")  # fmt: skip
