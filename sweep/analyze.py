@@ -1,7 +1,7 @@
 """Read sweeps back: best trial, accuracy-vs-sparsity Pareto front, knee, plots.
 
     python -m sweep.analyze outputs/sweeps/NAME [MORE ...] [--out DIR] [--by COLUMN[,COLUMN]]
-                            [--trial N] [--no-mask]
+                            [--trial N] [--no-mask] [--kept-axis]
 
 Trials are split into methods, each with its own front, knee, table and plot markers: by
 default by the sweep (where several are read) and by whichever of model, regularizer and
@@ -271,10 +271,12 @@ def plot(
     knees: dict[str, int],
     out: Path,
     masks: dict[str, tuple[int, np.ndarray]] | None = None,
+    kept_axis: bool = False,
 ) -> None:
     """accuracy_vs_sparsity.png (a colour, marker and front per method, dense baselines as
     dashed lines), lambda.png, and input_mask_<method>.png for each method in `masks`
-    (method -> (index of the trial shown, its input_mask))."""
+    (method -> (index of the trial shown, its input_mask)). kept_axis: x is the fraction of
+    weights kept, 1 - sparsity, on a log scale, which spreads out the 90-99% zeros region."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -285,19 +287,23 @@ def plot(
     done = frame[_complete(frame)]
     colours = plt.get_cmap("tab10").colors
     fig, ax = plt.subplots(figsize=(5.5, 4), dpi=100)
+    x = (1.0 - frame["sparsity"]).clip(lower=1e-4) if kept_axis else frame["sparsity"]
     for i, (name, trials) in enumerate(done.groupby("method", sort=False)):
         colour, marker = colours[i % 10], "osD^v<>p*h"[i % 10]
-        ax.scatter(trials["sparsity"], trials["val_acc"], color=colour, marker=marker,
+        ax.scatter(x[trials.index], trials["val_acc"], color=colour, marker=marker,
                    edgecolor="k", lw=0.3, s=22, alpha=0.8)  # fmt: skip
         front = trials[pareto_front(trials)].sort_values("sparsity")
-        ax.step(front["sparsity"], front["val_acc"], where="pre", color=colour, label=name)
-        k = frame.loc[knees[name]]
-        ax.annotate("knee", (k["sparsity"], k["val_acc"]), xytext=(4, 4),
+        ax.step(x[front.index], front["val_acc"], where="pre", color=colour, label=name)
+        k = knees[name]
+        ax.annotate("knee", (x[k], frame.loc[k, "val_acc"]), xytext=(4, 4),
                     textcoords="offset points", fontsize=7, color=colour)  # fmt: skip
     for i, (label, acc) in enumerate(baselines(frame).items()):
         ax.axhline(acc, color="0.4", ls=(0, (4, 2 + i)), lw=0.8, label=label)
     ax.set(xlabel="sparsity (exact zeros)", ylabel="validation accuracy",
            title="accuracy vs sparsity, one front per method")  # fmt: skip
+    if kept_axis:
+        ax.set(xscale="log", xlabel="weights kept, 1 - sparsity (exact zeros), log scale")
+        ax.invert_xaxis()  # sparser to the right, as on the linear axis
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "accuracy_vs_sparsity.png")
@@ -342,6 +348,7 @@ def analyze(
     trial: int | None,
     mask: bool,
     by: Sequence[str] | None = None,
+    kept_axis: bool = False,
 ) -> str:
     """Everything the command does; files appear in `out` only once all of them are made."""
     frame = load(paths)
@@ -367,7 +374,7 @@ def analyze(
         front = frame[pareto_front(frame, by="method")]
         front.drop(columns="csv").to_csv(staging / "pareto.csv", index=False)
         (staging / "summary.md").write_text(text + "\n")
-        plot(frame, knees, staging, masks)
+        plot(frame, knees, staging, masks, kept_axis)
         for made in staging.iterdir():
             shutil.move(str(made), out / made.name)
     return text + f"\nwrote pareto.csv, summary.md and plots to {out}"
@@ -387,9 +394,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="the columns that split trials into methods, e.g. regularizer,prune "
         "(default: the sweep, and model/regularizer/prune where they vary within one)",
     )
+    parser.add_argument(
+        "--kept-axis",
+        action="store_true",
+        help="plot accuracy against the fraction of weights kept (log scale), not sparsity",
+    )
     args = parser.parse_args(argv)
     try:
-        print(analyze(args.paths, args.out, args.trial, not args.no_mask, args.by))
+        print(analyze(args.paths, args.out, args.trial, not args.no_mask, args.by, args.kept_axis))
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -262,4 +262,7 @@ def test_methods_are_split_apart_each_with_its_own_front(methods_sweep, capsys, 
                  "--no-mask"]) == 0  # fmt: skip
     assert {r[0] for r in table_rows(capsys.readouterr().out, "## methods compared")} == {
         "none", "magnitude"}  # fmt: skip
+    assert main([str(methods_sweep), "--out", str(tmp_path / "k"), "--kept-axis", "--no-mask"]) == 0
+    assert_png(tmp_path / "k" / "accuracy_vs_sparsity.png")
+    capsys.readouterr()
     _fails(capsys, [str(methods_sweep), "--by", "nope"], "--by nope: no such column; use", out)
