@@ -184,6 +184,10 @@ def test_lenet5_trains_on_real_images_and_refuses_8x8(tmp_path, fashion_like):
                                   "fc3.weight"]  # fmt: skip
     assert layers.loc["conv2.weight", "sparsity"] > 0  # a global cut reaches the convolutions
     assert m["nnz"] == weights - round(0.5 * weights)
+    run_cli(tmp_path, "-m", "model=lenet5", "data=fashion_mnist", *fashion_like, "train.epochs=1",
+            "hydra.sweeper.n_trials=1", "hydra.sweeper.study_name=le")  # fmt: skip
+    [row] = pd.read_csv(tmp_path / "outputs" / "sweeps" / "le" / "results.csv").to_dict("records")
+    assert row["model"] == "lenet5" and row["status"] == "complete"
     proc = run_cli(tmp_path, "model=lenet5", check=False)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 2 and "Traceback" not in out
