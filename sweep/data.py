@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import gzip
 import shutil
@@ -17,7 +18,9 @@ from sweep.errors import UserError
 
 @dataclass(frozen=True)
 class Dataset:
-    """Train/val/test tensors: x is float32 in [0, 1] of shape (n, *image_shape), y int64."""
+    """Train/val/test tensors: x is float32 of shape (n, *image_shape), in [0, 1] for images,
+    standardized for tables; y int64 in [0, n_classes). Tables also name their feature
+    columns and classes (sweep/tables.py)."""
 
     x_train: torch.Tensor
     y_train: torch.Tensor
@@ -27,6 +30,8 @@ class Dataset:
     y_test: torch.Tensor
     image_shape: tuple[int, ...]
     n_classes: int
+    feature_names: tuple[str, ...] | None = None  # one per input, for features.csv
+    class_names: tuple[str, ...] | None = None  # the label value of each class index
 
     @property
     def n_inputs(self) -> int:
@@ -40,8 +45,7 @@ class Dataset:
             moved = {k: getattr(self, k).to(device) for k in _TENSORS}
             _ON_DEVICE.clear()
             # self is kept in the value too, so its id cannot be reused while the key lives
-            _ON_DEVICE[key] = (self, Dataset(**moved, image_shape=self.image_shape,
-                                             n_classes=self.n_classes))  # fmt: skip
+            _ON_DEVICE[key] = (self, dataclasses.replace(self, **moved))
         return _ON_DEVICE[key][1]
 
 
