@@ -4,7 +4,8 @@
 
 Two tables, written as CSV files into the work directory: scikit-learn's bundled breast-cancer
 table (569 rows, 30 features, labels benign/malignant) and a synthetic one from
-make_classification (1000 rows, 200 features of which the first 10, f0-f9, are informative).
+make_classification (1000 rows, 200 features of which the first 10, f0-f9, are informative;
+one cluster per class, so that a linear model suits it).
 For each, l1sweep runs a grid sweep over l1_lambda with the commands a user would type
 (`python -m sweep.run -m data=csv ... model=linear regularizer.params=weights`), and
 scikit-learn's L1 logistic regression (saga) is fitted on the very same standardized training
@@ -55,7 +56,7 @@ def write_tables(work: Path) -> dict[str, tuple[Path, str, list[str]]]:
     table.to_csv(work / "breast_cancer.csv", index=False)
     x, y = make_classification(
         n_samples=1000, n_features=200, n_informative=10, n_redundant=0, n_repeated=0,
-        shuffle=False, random_state=0,
+        n_clusters_per_class=1, shuffle=False, random_state=0,
     )  # fmt: skip  # shuffle=False: the informative features are columns 0-9
     synthetic = pd.DataFrame(x, columns=[f"f{i}" for i in range(x.shape[1])])
     synthetic["y"] = y

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import shlex
 import shutil
 import sys
 import tempfile
@@ -327,6 +328,23 @@ def _trial_dir(row: pd.Series) -> Path:
     return run_dir
 
 
+def reproduce(row: pd.Series) -> str:
+    """The command that reruns a trial: its overrides, and the user's own config directory
+    and config name where the sweep used them (from the trial's .hydra/hydra.yaml)."""
+    args = ["python", "-m", "sweep.run"]
+    hydra_yaml = _trial_dir(row) / ".hydra" / "hydra.yaml"
+    if hydra_yaml.is_file():
+        from omegaconf import OmegaConf
+
+        hydra = OmegaConf.load(hydra_yaml).hydra
+        for source in hydra.runtime.config_sources:
+            if source.provider == "command-line" and source.schema == "file":
+                args += ["--config-dir", str(source.path)]
+        if hydra.job.config_name != "config":
+            args += ["--config-name", str(hydra.job.config_name)]
+    return shlex.join(args) + (f" {row['overrides']}" if row["overrides"] else "")
+
+
 def feature_report(
     frame: pd.DataFrame, trial: int | None = None
 ) -> tuple[str, dict[str, tuple[int, pd.DataFrame]]]:
@@ -364,7 +382,7 @@ def feature_report(
             f"val_acc {row['val_acc']:.4f}, test_acc {row['test_acc']:.4f}, "
             f"{len(kept)} of {len(table)} features, by first-layer weight norm:\n",
             names or "(none)",
-            f"\nreproduce: python -m sweep.run {row['overrides']}",
+            f"\nreproduce: {reproduce(row)}",
             "",
         ]
     return "\n".join(parts), chosen
