@@ -404,12 +404,12 @@ def plot_features(
     log_lam = np.log10(done["l1_lambda"].clip(lower=1e-12))
     fig, ax = plt.subplots(figsize=(5.5, 4), dpi=100)
     for marker, (name, sweep) in zip("osD^v<>p*", done.groupby("sweep", sort=False)):
-        line = sweep.sort_values("active_inputs")
-        ax.plot(line["active_inputs"], line["test_acc"], "--", color="0.6", lw=0.8)
+        ax.scatter(sweep["active_inputs"], sweep["test_acc"], marker="x", color="0.45", lw=0.8,
+                   label=f"{name} test_acc")  # fmt: skip
         points = ax.scatter(
             sweep["active_inputs"], sweep["val_acc"], c=log_lam[sweep.index], cmap="viridis",
             vmin=log_lam.min(), vmax=log_lam.max(), marker=marker, edgecolor="k", lw=0.3,
-            label=f"{name} val_acc (test_acc dashed)",
+            label=f"{name} val_acc",
         )  # fmt: skip
         index, table = chosen[name]
         row = frame.loc[index]
