@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import shlex
 import shutil
 import sys
 import tempfile
@@ -331,6 +330,8 @@ def _trial_dir(row: pd.Series) -> Path:
 def reproduce(row: pd.Series) -> str:
     """The command that reruns a trial: its overrides, and the user's own config directory
     and config name where the sweep used them (from the trial's .hydra/hydra.yaml)."""
+    import shlex
+
     args = ["python", "-m", "sweep.run"]
     hydra_yaml = _trial_dir(row) / ".hydra" / "hydra.yaml"
     if hydra_yaml.is_file():

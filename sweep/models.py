@@ -5,9 +5,7 @@ from collections import OrderedDict
 import torch.nn as nn
 
 
-def mlp(
-    n_inputs: int, n_classes: int, hidden: list[int], input_shape: tuple[int, ...] | None = None
-) -> nn.Sequential:
+def mlp(n_inputs: int, n_classes: int, hidden: list[int]) -> nn.Sequential:
     """Flatten, then Linear-ReLU for each hidden width, then Linear to the classes.
 
     Layers are named fc1, fc2, ... as in the seed, so state_dict keys read fc1.weight.

@@ -191,11 +191,10 @@ def run(cfg: DictConfig, out_dir: Path, choices: dict[str, str]) -> dict:
     set_threads(cfg.train.threads)
     data = build(cfg.data, seed=cfg.seed).to(device)
     torch.manual_seed(cfg.seed)
-    model = build(
-        cfg.model, n_inputs=data.n_inputs, n_classes=data.n_classes, input_shape=data.image_shape
-    ).to(device)
-    user_code.check_model(model, data)
+    model = build(cfg.model, n_inputs=data.n_inputs, n_classes=data.n_classes,
+                  input_shape=data.image_shape).to(device)  # fmt: skip
     optimizer = make_optimizer(cfg.optimizer, model)
+    user_code.check_model(model, data)  # the factory's contract, before any training
 
     start = time.perf_counter()
     result = fit(

@@ -150,7 +150,7 @@ def instantiate_checked(node: DictConfig, base: tuple[str, ...], **offered: obje
         if not _is_allowed(name, base):
             log.info(f"{key}: running outside code {name} (allowed by {ALLOW_KEY}={list(user)})")
     try:
-        return instantiate(node, **offered, _execution_whitelist_=whitelist)
+        made = instantiate(node, **offered, _execution_whitelist_=whitelist)
     except InstantiationException as e:
         if isinstance(e.__cause__, UserError):
             raise e.__cause__ from None
@@ -159,6 +159,12 @@ def instantiate_checked(node: DictConfig, base: tuple[str, ...], **offered: obje
             nested = re.search(r"full_key: (\S+)", str(e))
             raise _refusal(nested.group(1) if nested else key, refused.group(1)) from None
         raise
+    if "n_classes" in offered and not isinstance(made, nn.Module):  # a model factory
+        raise UserError(
+            f"{key}._target_={name} returned a {type(made).__name__}, not a torch.nn.Module; "
+            "the factory must return the model"
+        )
+    return made
 
 
 def check_model(model: object, data: Dataset, key: str = "model") -> None:
