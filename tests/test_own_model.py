@@ -49,6 +49,10 @@ class Net(nn.Module):
 
 def wrong(n_inputs):
     return nn.Sequential(nn.Flatten(), nn.Linear(n_inputs, 3))
+
+
+def notmodel(n_inputs, n_classes):
+    return [n_inputs, n_classes]
 '''
 
 
@@ -62,6 +66,7 @@ def user(tmp_path):
     (models / "tiny.yaml").write_text("_target_: mypkg.tiny\nwidth: 16\n")
     (models / "net.yaml").write_text("_target_: mypkg.Net\n")
     (models / "wrong.yaml").write_text("_target_: mypkg.wrong\n")
+    (models / "notmodel.yaml").write_text("_target_: mypkg.notmodel\n")
     return tmp_path
 
 
@@ -111,6 +116,8 @@ def test_module_class_with_own_layer_and_the_counting_rule(user):
     [
         (["model=wrong"], "model returns (2, 3) for a batch of 2; it must return logits of "
                           "shape (batch, n_classes) = (2, 10)"),
+        (["model=notmodel"], "model._target_=mypkg.notmodel returned a list, not a "
+                             "torch.nn.Module"),
         (["model=tiny", "+model.depth=2"], "model: mypkg.tiny(n_inputs, n_classes, width) "
                                            "cannot take its arguments"),
         (["model=tiny", "model._target_=mypkg.nothere"],
