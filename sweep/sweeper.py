@@ -375,11 +375,10 @@ def _check_task_config(cfg: DictConfig) -> None:
     task = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
     train.check(task)
     data = train.build(task.data, seed=task.seed)
-    model = train.build(
-        task.model, n_inputs=data.n_inputs, n_classes=data.n_classes, input_shape=data.image_shape
-    )
-    user_code.check_model(model, data)
+    model = train.build(task.model, n_inputs=data.n_inputs, n_classes=data.n_classes,
+                        input_shape=data.image_shape)  # fmt: skip
     train.make_optimizer(task.optimizer, model)
+    user_code.check_model(model, data)
 
 
 def _read_only(path: Path) -> bool:
