@@ -286,9 +286,9 @@ def analyze(paths: Sequence[str], out: Path | None, trial: int | None, mask: boo
         staging = Path(tmp)
         front = frame[pareto_front(frame, by="sweep")]
         front.drop(columns="csv").to_csv(staging / "pareto.csv", index=False)
+        plot_features(frame, chosen, staging)
         (staging / "summary.md").write_text(text + "\n")
         plot(frame, knees, staging, masks)
-        plot_features(frame, chosen, staging)
         for made in staging.iterdir():
             shutil.move(str(made), out / made.name)
     return text + f"\nwrote pareto.csv, summary.md and plots to {out}"
