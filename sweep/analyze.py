@@ -368,11 +368,14 @@ def analyze(
             shown[frame.loc[match[0], "method"]] = int(match[0])
         # Read the weights before anything is written: a missing model.pt must leave no trace.
         masks = {name: (index, input_mask(frame, index)) for name, index in shown.items()}
+    features_text, chosen = feature_report(frame, trial)  # tables only: see the end
+    text += "\n" + features_text if features_text else ""
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out, prefix=".analyze-") as tmp:
         staging = Path(tmp)
         front = frame[pareto_front(frame, by="method")]
         front.drop(columns="csv").to_csv(staging / "pareto.csv", index=False)
+        plot_features(frame, chosen, staging)
         (staging / "summary.md").write_text(text + "\n")
         plot(frame, knees, staging, masks, kept_axis)
         for made in staging.iterdir():
@@ -385,7 +388,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("paths", nargs="+", help="sweep directories or results.csv files")
     parser.add_argument("--out", type=Path, help="where to write (default: the first sweep)")
     parser.add_argument(
-        "--trial", type=int, help="the first sweep's trial for the input mask (default: the knee)"
+        "--trial",
+        type=int,
+        help="the first sweep's trial for the input mask and the feature list (default: the knee)",
     )
     parser.add_argument("--no-mask", action="store_true", help="skip the input-mask image")
     parser.add_argument(
@@ -406,6 +411,121 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+# Feature selection: sweeps of tables (their trials wrote features.csv, see sweep/features.py).
+
+FEATURE_KNEE_RULE = (
+    "the knee of val_acc vs fewest selected features, scaled as for the front's knee"
+)
+
+
+def _trial_dir(row: pd.Series) -> Path:
+    run_dir = Path(str(row.get("run_dir", "")))
+    if not run_dir.is_dir():  # a sweep copied elsewhere: the trial dir sits beside the CSV
+        run_dir = Path(row["csv"]).parent / run_dir.name
+    return run_dir
+
+
+def reproduce(row: pd.Series) -> str:
+    """The command that reruns a trial: its overrides, and the user's own config directory
+    and config name where the sweep used them (from the trial's .hydra/hydra.yaml)."""
+    import shlex
+
+    args = ["python", "-m", "sweep.run"]
+    hydra_yaml = _trial_dir(row) / ".hydra" / "hydra.yaml"
+    if hydra_yaml.is_file():
+        from omegaconf import OmegaConf
+
+        hydra = OmegaConf.load(hydra_yaml).hydra
+        for source in hydra.runtime.config_sources:
+            if source.provider == "command-line" and source.schema == "file":
+                args += ["--config-dir", str(source.path)]
+        if hydra.job.config_name != "config":
+            args += ["--config-name", str(hydra.job.config_name)]
+    return shlex.join(args) + (f" {row['overrides']}" if row["overrides"] else "")
+
+
+def feature_report(
+    frame: pd.DataFrame, trial: int | None = None
+) -> tuple[str, dict[str, tuple[int, pd.DataFrame]]]:
+    """For each sweep whose chosen trial wrote features.csv: the regularization path (accuracy
+    by number of selected features, across l1_lambda) as markdown, and sweep -> (index of the
+    chosen trial, its features.csv). The chosen trial: `trial` for the first sweep, else the
+    knee of (val_acc, fewest active_inputs). Sweeps of images give nothing."""
+    parts, chosen = [], {}
+    for i, (name, sweep) in enumerate(frame.groupby("sweep", sort=False)):
+        if "active_inputs" not in sweep:
+            continue
+        done = sweep[_complete(sweep) & sweep["active_inputs"].notna()]
+        if done.empty:
+            continue
+        if i == 0 and trial is not None and (done["trial"] == trial).any():
+            index, how = int(done.index[done["trial"] == trial][0]), "--trial"
+        else:
+            fewer = done.assign(fewer_inputs=-done["active_inputs"])
+            index, how = knee(fewer, ("val_acc", "fewer_inputs")), FEATURE_KNEE_RULE
+        path = _trial_dir(frame.loc[index]) / "features.csv"
+        if not path.is_file():
+            continue
+        table = pd.read_csv(path)
+        chosen[name] = (index, table)
+        row = frame.loc[index]
+        path_rows = done.sort_values(["active_inputs", "l1_lambda"], ascending=[False, True])
+        kept = table[table["selected"]].sort_values("weight_norm", ascending=False)
+        names = ", ".join(f"{f} ({w:.3g})" for f, w in zip(kept["feature"], kept["weight_norm"]))
+        columns = ["trial", "l1_lambda", "active_inputs", "val_acc", "test_acc", "sparsity"]
+        parts += [
+            f"## {name}: feature selection ({len(table)} input features)",
+            "\nregularization path, by selected features (active_inputs):\n",
+            path_rows[[c for c in columns if c in done]].to_markdown(index=False, floatfmt=".4g"),
+            f"\nchosen trial {row['trial']} ({how}): l1_lambda {row['l1_lambda']:.4g}, "
+            f"val_acc {row['val_acc']:.4f}, test_acc {row['test_acc']:.4f}, "
+            f"{len(kept)} of {len(table)} features, by first-layer weight norm:\n",
+            names or "(none)",
+            f"\nreproduce: {reproduce(row)}",
+            "",
+        ]
+    return "\n".join(parts), chosen
+
+
+def plot_features(
+    frame: pd.DataFrame, chosen: dict[str, tuple[int, pd.DataFrame]], out: Path
+) -> None:
+    """features.png: validation and test accuracy against the number of selected features,
+    one point per trial coloured by log10 l1_lambda, the chosen trial named."""
+    if not chosen:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = frame[_complete(frame) & frame["sweep"].isin(list(chosen))]
+    log_lam = np.log10(done["l1_lambda"].clip(lower=1e-12))
+    fig, ax = plt.subplots(figsize=(5.5, 4), dpi=100)
+    for marker, (name, sweep) in zip("osD^v<>p*", done.groupby("sweep", sort=False)):
+        ax.scatter(sweep["active_inputs"], sweep["test_acc"], marker="x", color="0.45", lw=0.8,
+                   label=f"{name} test_acc")  # fmt: skip
+        points = ax.scatter(
+            sweep["active_inputs"], sweep["val_acc"], c=log_lam[sweep.index], cmap="viridis",
+            vmin=log_lam.min(), vmax=log_lam.max(), marker=marker, edgecolor="k", lw=0.3,
+            label=f"{name} val_acc",
+        )  # fmt: skip
+        index, table = chosen[name]
+        row = frame.loc[index]
+        ax.annotate(
+            f"trial {row['trial']}: {int(table['selected'].sum())} features",
+            (row["active_inputs"], row["val_acc"]), xytext=(5, -12), textcoords="offset points",
+            fontsize=8,
+        )  # fmt: skip
+    fig.colorbar(points, ax=ax, label="log10 l1_lambda")
+    ax.set(xlabel="selected features (active_inputs)", ylabel="accuracy",
+           title="accuracy vs selected features")  # fmt: skip
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "features.png")
+    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import gzip
+import inspect
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +20,9 @@ from sweep.errors import UserError
 
 @dataclass(frozen=True)
 class Dataset:
-    """Train/val/test tensors: x is float32 in [0, 1] of shape (n, *image_shape), y int64."""
+    """Train/val/test tensors: x is float32 of shape (n, *image_shape), in [0, 1] for images,
+    standardized for tables; y int64 in [0, n_classes). Tables also name their feature
+    columns and classes (sweep/tables.py)."""
 
     x_train: torch.Tensor
     y_train: torch.Tensor
@@ -27,6 +32,8 @@ class Dataset:
     y_test: torch.Tensor
     image_shape: tuple[int, ...]
     n_classes: int
+    feature_names: tuple[str, ...] | None = None  # one per input, for features.csv
+    class_names: tuple[str, ...] | None = None  # the label value of each class index
 
     @property
     def n_inputs(self) -> int:
@@ -40,8 +47,7 @@ class Dataset:
             moved = {k: getattr(self, k).to(device) for k in _TENSORS}
             _ON_DEVICE.clear()
             # self is kept in the value too, so its id cannot be reused while the key lives
-            _ON_DEVICE[key] = (self, Dataset(**moved, image_shape=self.image_shape,
-                                             n_classes=self.n_classes))  # fmt: skip
+            _ON_DEVICE[key] = (self, dataclasses.replace(self, **moved))
         return _ON_DEVICE[key][1]
 
 
@@ -107,12 +113,23 @@ def _unpack_fallback(raw: Path, fallback_dir: Path) -> None:
 
 
 @functools.lru_cache(maxsize=4)
-def _torchvision(dataset: str, root: str, fallback_dir: str | None) -> tuple[torch.Tensor, ...]:
+def _torchvision(
+    dataset: str, root: str, fallback_dir: str | None, options: tuple = ()
+) -> tuple[torch.Tensor, ...]:
+    """(x, y, x_test, y_test, n_classes) of torchvision's class `dataset`, x as stored (uint8
+    images for most), channels first."""
     import torchvision
 
-    cls = getattr(torchvision.datasets, dataset)
+    cls = getattr(torchvision.datasets, dataset, None)
+    if not isinstance(cls, type) or not issubclass(cls, torchvision.datasets.VisionDataset):
+        raise UserError(
+            f"data.dataset={dataset} is not a torchvision dataset class; classification sets "
+            "include MNIST, KMNIST, EMNIST (with data.options={split:balanced}), QMNIST, "
+            "FashionMNIST, CIFAR10, CIFAR100, SVHN, STL10, USPS"
+        )
+    idx_layout = issubclass(cls, torchvision.datasets.MNIST)  # MNIST, FashionMNIST, KMNIST...
     raw = Path(root) / dataset / "raw"
-    if fallback_dir and Path(fallback_dir).is_dir():
+    if idx_layout and fallback_dir and Path(fallback_dir).is_dir():
         try:
             _unpack_fallback(raw, Path(fallback_dir))
         except OSError as e:
@@ -120,10 +137,13 @@ def _torchvision(dataset: str, root: str, fallback_dir: str | None) -> tuple[tor
                 f"{dataset}: cannot write its files under {raw} ({e.strerror}: {e.filename}); "
                 "set data.root to a writable directory"
             ) from e
-    have_files = all((raw / name).exists() for name in _IDX_FILES)
+    have_files = idx_layout and all((raw / name).exists() for name in _IDX_FILES)
     try:
-        train = cls(root, train=True, download=not have_files)
-        test = cls(root, train=False, download=False)
+        # Sets without the IDX layout check their own files first and download only if absent.
+        train = _split(cls, root, True, download=not have_files, options=dict(options))
+        test = _split(cls, root, False, download=False, options=dict(options))
+    except UserError:
+        raise
     except Exception as e:  # torchvision raises RuntimeError, URLError, AssertionError...
         if have_files:
             raise UserError(
@@ -131,39 +151,108 @@ def _torchvision(dataset: str, root: str, fallback_dir: str | None) -> tuple[tor
                 f"delete them and copy fresh ones"
             ) from e
         reason = (str(e).splitlines() or [type(e).__name__])[0]
+        if idx_layout and dataset in ("MNIST", "FashionMNIST", "KMNIST"):
+            raise UserError(
+                f"{dataset} not found in {raw.resolve()} and could not be downloaded ({reason}). "
+                f"Download the four IDX files elsewhere and copy them into {raw.resolve()}, "
+                f"or use data=digits or data=fashion_mnist."
+            ) from e
         raise UserError(
-            f"{dataset} not found in {raw.resolve()} and could not be downloaded ({reason}). "
-            f"Download the four IDX files elsewhere and copy them into {raw.resolve()}, "
-            f"or use data=digits or data=fashion_mnist."
+            f"{dataset} not found under {Path(root).resolve()} and could not be downloaded "
+            f"({reason}). Run the same command where a network exists and copy its "
+            f"{root}/ directory here, or use data=digits or data=csv."
         ) from e
-    # .data/.targets are the decoded uint8 tensors: no per-sample ToTensor in the hot loop.
-    return train.data, train.targets, test.data, test.targets
+    x, y = _arrays(train, dataset)
+    x_test, y_test = _arrays(test, dataset)
+    classes = getattr(train, "classes", None)
+    n_classes = len(classes) if classes else int(max(y.max(), y_test.max())) + 1
+    return x, y, x_test, y_test, n_classes
+
+
+def _split(cls: type, root: str, train: bool, download: bool, options: dict) -> object:
+    """The training or test part of a torchvision set: train=True/False, or split="train"/
+    "test" for the sets that name their parts (SVHN, STL10)."""
+    import torchvision
+
+    params = inspect.signature(cls.__init__).parameters
+    if issubclass(cls, torchvision.datasets.MNIST) or "train" in params:
+        return cls(root, train=train, download=download, **options)
+    if "split" in params:
+        return cls(root, split="train" if train else "test", download=download, **options)
+    raise UserError(
+        f"data.dataset={cls.__name__} has no train/test parts l1sweep knows (train= or "
+        "split=); export it as arrays and use data=npz"
+    )
+
+
+def _arrays(part: object, dataset: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decoded images (n, [c,] h, w) and labels, from the set's arrays where it keeps them
+    (.data and .targets or .labels), else by reading every item once."""
+    x = getattr(part, "data", None)
+    y = getattr(part, "targets", None)
+    if y is None:
+        y = getattr(part, "labels", None)
+    if x is None or y is None or not hasattr(x, "shape"):
+        try:
+            items = [(np.asarray(img), label) for img, label in part]
+            x, y = np.stack([i for i, _ in items]), [label for _, label in items]
+        except ValueError as e:  # np.stack of images of different sizes
+            raise UserError(
+                f"{dataset}: its images differ in size ({e}); resize them to one size, save "
+                "them as arrays and use data=npz"
+            ) from e
+    x = torch.as_tensor(np.asarray(x))
+    if x.dim() == 4 and x.shape[-1] in (1, 3, 4) and x.shape[1] not in (1, 3, 4):
+        x = x.permute(0, 3, 1, 2).contiguous()  # CIFAR's (n, h, w, c): channels first
+    return x, torch.as_tensor(np.asarray(y)).long()
+
+
+def load_torchvision(
+    seed: int,
+    dataset: str | None,
+    root: str,
+    val_fraction: float,
+    fallback_dir: str | None = None,
+    options: Mapping | None = None,
+    **_: object,
+) -> Dataset:
+    """A torchvision classification set by class name; `options` are extra arguments of its
+    constructor (EMNIST's split)."""
+    if not dataset:
+        raise UserError(
+            "data=torchvision needs data.dataset=NAME, a torchvision.datasets class such as "
+            "KMNIST or CIFAR10"
+        )
+    opts = tuple(sorted((str(k), v) for k, v in (options or {}).items()))
+    return _load_torchvision(seed, dataset, str(root), val_fraction, fallback_dir, opts)
 
 
 @functools.lru_cache(maxsize=2)  # a sweep's trials share one seed: split and decode once
-def load_torchvision(
+def _load_torchvision(
     seed: int,
     dataset: str,
     root: str,
     val_fraction: float,
-    fallback_dir: str | None = None,
-    **_: object,
+    fallback_dir: str | None,
+    opts: tuple,
 ) -> Dataset:
     if not Path(root).is_dir() and Path(root).exists():
         raise UserError(f"data.root={root} is not a directory")
-    x, y, x_test, y_test = _torchvision(dataset, str(root), fallback_dir)
+    x, y, x_test, y_test, n_classes = _torchvision(dataset, root, fallback_dir, opts)
     x_train, y_train, x_val, y_val = split(x, y, val_fraction, seed)
     return Dataset(
         _to_unit(x_train),
-        y_train.long(),
+        y_train,
         _to_unit(x_val),
-        y_val.long(),
+        y_val,
         _to_unit(x_test),
-        y_test.long(),
+        y_test,
         tuple(x.shape[1:]),
-        int(y.max()) + 1,
+        n_classes,
     )
 
 
 def _to_unit(x: torch.Tensor) -> torch.Tensor:
+    if x.dtype != torch.uint8:  # a set stored as floats is used as it is
+        return x.float()
     return x.float().div(255.0)  # exactly what torchvision's ToTensor computes

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn as nn
 
 from sweep.errors import UserError
+
+# params=weights: the `weight` of these layer types (and their subclasses) is regularized and
+# counted. Biases, normalization scales and embeddings are not; regularizer.params=[...] names
+# other types, regularizer.params=all takes every parameter.
+WEIGHT_LAYERS = ("Linear", "Conv1d", "Conv2d", "Conv3d")
 
 
 def check_nonnegative(key: str, value: object) -> float:
@@ -34,15 +41,49 @@ class Regularizer:
     kernels over all weights at once instead of a handful per parameter tensor.
     """
 
-    def __init__(self, l1: float, l2: float, proximal: bool, params: str) -> None:
+    def __init__(self, l1: float, l2: float, proximal: bool, params: str | Sequence[str]) -> None:
         l1, l2 = check_nonnegative("l1_lambda", l1), check_nonnegative("l2_lambda", l2)
-        if params not in ("all", "weights"):
-            raise UserError(f"regularizer.params must be 'all' or 'weights', got {params!r}")
+        if isinstance(params, str):
+            if params not in ("all", "weights"):
+                raise UserError(
+                    f"regularizer.params must be all, weights or a list of layer types "
+                    f"(e.g. [Linear,Embedding]), got {params!r}"
+                )
+            layers = WEIGHT_LAYERS if params == "weights" else ()
+        else:
+            layers = tuple(str(t) for t in params)
+            if not layers or not all(t.isidentifier() for t in layers):
+                raise UserError(
+                    "regularizer.params lists layer class names, e.g. [Linear,Conv2d,MyLayer]; "
+                    f"got {list(params)!r}"
+                )
+            params = ",".join(layers)  # as the CSV's sparsity_params column shows it
         self.l1, self.l2, self.proximal, self.params = l1, l2, proximal, params
+        self.layers = layers
 
     def select(self, model: nn.Module) -> list[nn.Parameter]:
-        """The parameters the regularizer acts on; every sparsity figure counts these."""
-        return [p for p in model.parameters() if self.params == "all" or p.dim() > 1]
+        """The parameters the regularizer acts on; every sparsity figure counts these.
+
+        params=all: every parameter (biases included, as the seed counts). Otherwise the
+        `weight` parameter of every module whose class, or a base class, is named in
+        `self.layers` (WEIGHT_LAYERS for params=weights), in model.parameters() order.
+        """
+        if self.params == "all":
+            return list(model.parameters())
+        ids = {
+            id(m.weight)
+            for m in model.modules()
+            if isinstance(getattr(m, "weight", None), nn.Parameter)
+            and any(c.__name__ in self.layers for c in type(m).__mro__)
+        }
+        chosen = [p for p in model.parameters() if id(p) in ids]
+        if not chosen:
+            raise UserError(
+                f"regularizer.params={self.params} selects no parameter of this model (it has "
+                f"no {'/'.join(self.layers)} layer with a weight); name its layer types, "
+                "e.g. regularizer.params=[MyLayer], or use regularizer.params=all"
+            )
+        return chosen
 
     def meter(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Running sums, on w's device, of the norms the penalty's value needs: (|w|_1, |w|_2^2)."""

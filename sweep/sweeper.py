@@ -374,7 +374,7 @@ def _check_task_config(cfg: DictConfig) -> None:
     Building the data, model and optimizer here also pays torch's lazy imports (seconds) once
     at start-up instead of inside the first trial; the data stays cached for the trials.
     """
-    from sweep import train
+    from sweep import train, user_code
 
     task = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
     train.check(task)
@@ -382,6 +382,7 @@ def _check_task_config(cfg: DictConfig) -> None:
     model = train.build(task.model, n_inputs=data.n_inputs, n_classes=data.n_classes,
                         input_shape=data.image_shape)  # fmt: skip
     train.make_optimizer(task.optimizer, model)
+    user_code.check_model(model, data)
 
 
 def _read_only(path: Path) -> bool:

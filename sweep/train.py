@@ -15,11 +15,9 @@ import pandas as pd
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from sweep import pruning, sparsity
+from sweep import features, pruning, sparsity, user_code
 from sweep.data import Dataset
 from sweep.errors import UserError
 from sweep.pruning import Pruner
@@ -36,13 +34,10 @@ TARGETS = ("sweep.*", "torch.optim.*", "torch.nn.*")
 
 
 def build(node: DictConfig, **kwargs: object) -> object:
-    """hydra.utils.instantiate, but a UserError raised by the target stays a UserError."""
-    try:
-        return instantiate(node, **kwargs, _execution_whitelist_=TARGETS)
-    except InstantiationException as e:
-        if isinstance(e.__cause__, UserError):
-            raise e.__cause__ from None
-        raise
+    """hydra.utils.instantiate, but a UserError raised by the target stays a UserError; the
+    target is given those of `kwargs` it accepts, and outside targets run only where the
+    config's `allow_targets` lists them (sweep/user_code.py)."""
+    return user_code.instantiate_checked(node, TARGETS, **kwargs)
 
 
 def check(cfg: DictConfig) -> Regularizer:
@@ -260,6 +255,7 @@ def run(cfg: DictConfig, out_dir: Path, choices: dict[str, str]) -> dict:
     model = build(cfg.model, n_inputs=data.n_inputs, n_classes=data.n_classes,
                   input_shape=data.image_shape).to(device)  # fmt: skip
     optimizer = make_optimizer(cfg.optimizer, model)
+    user_code.check_model(model, data)  # the factory's contract, before any training
 
     start = time.perf_counter()
     result = fit(model, data, reg, optimizer, cfg.train.epochs, cfg.train.batch_size, cfg.seed,
@@ -300,5 +296,6 @@ def run(cfg: DictConfig, out_dir: Path, choices: dict[str, str]) -> dict:
     pd.DataFrame(layers).to_csv(out_dir / "layers.csv", index=False)
     # Cloned: the parameters are views of fit's flat buffer, which torch.save would keep shared.
     torch.save({k: v.clone() for k, v in model.state_dict().items()}, out_dir / "model.pt")
+    features.write(model, data, out_dir / "features.csv")
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics

@@ -1,0 +1,1 @@
+"""A user's own package: l1sweep imports it only because examples/conf/own_model.yaml allows it."""
