@@ -18,7 +18,6 @@ import dataclasses
 import functools
 import gc
 import itertools
-import json
 import logging
 import math
 import os
@@ -32,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn
 from hydra.types import HydraContext, TaskFunction
 from hydra.utils import instantiate
@@ -41,19 +39,44 @@ from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
-from sweep import results
+from sweep import schema
 from sweep.compose import ComposeCache, value_keys
 from sweep.errors import UserError
+from sweep.study import (
+    check_same_config,
+    fingerprint,
+    open_study,
+    resume_command,
+    shown,
+    write_csv,
+)
 
 log = logging.getLogger(__name__)
 
 SAMPLERS = ("hydra_plugins.hydra_optuna_sweeper.*", "optuna.samplers.*")
-CONFIG_ATTR = "l1sweep_config"
 BASELINE_ATTR = "baseline_val_acc"
 
 
 class L1Sweeper(OptunaSweeper):
     _grid: dict[str, list] | None = None
+
+    def __init__(self, **options: Any) -> None:
+        """The stock sweeper's options (hydra.sweeper.*), their ranges checked first: the stock
+        one asserts some (a traceback) and loops for ever on n_jobs=0."""
+        try:
+            for key, rule in schema.rules(schema.SweeperConfig).items():
+                schema.check_value(f"hydra.sweeper.{key}", rule, options.get(key))
+            try:
+                super().__init__(**options)
+            except Exception as e:  # the sampler's own check of its options (any exception type)
+                reason = str(e).splitlines()[0]
+                raise UserError(
+                    f"cannot make the sampler: {reason}; check hydra.sweeper.sampler.* and seed "
+                    "(the sampler's seed)"
+                ) from e
+        except UserError as e:
+            log.error(f"error: {e}")
+            sys.exit(2)
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
@@ -92,8 +115,8 @@ class L1Sweeper(OptunaSweeper):
         csv_path = sweep_dir / "results.csv"
         _check_writable(sweep_dir, csv_path)
 
-        study = _open_study(impl.study_name, impl.storage, directions, self._sampler(space))
-        _check_same_config(study, _fingerprint(cfg, space, directions))
+        study = open_study(impl.study_name, impl.storage, directions, self._sampler(space))
+        check_same_config(study, fingerprint(cfg, space, directions))
         # A resumed study must not replay the seeded sampler's first draws: offset the seed.
         seed = cfg.hydra.sweeper.sampler.get("seed")
         if study.trials and seed is not None and not isinstance(impl.sampler, functools.partial):
@@ -102,8 +125,9 @@ class L1Sweeper(OptunaSweeper):
                 seed=seed + len(study.trials),
                 _execution_whitelist_=SAMPLERS,
             )
-        resume = _resume_command(cfg, study.study_name, arguments)
-        log.info(f"study {study.study_name} in {impl.storage} ({len(study.trials)} trials so far)")
+        resume = resume_command(cfg, study.study_name, arguments, impl.storage)
+        where = shown(impl.storage)
+        log.info(f"study {study.study_name} in {where} ({len(study.trials)} trials so far)")
         log.info(f"results: {csv_path}")
         log.info(f"resume or extend with: {resume}")
 
@@ -308,57 +332,6 @@ def _interrupts_deferred() -> Iterator[None]:
         raise KeyboardInterrupt
 
 
-def write_csv(study: optuna.Study, csv_path: Path) -> None:
-    """Rewrite results.csv from the study: every finished trial once, keyed by trial number."""
-    with results.locked(csv_path):
-        # Finished trials only: another process's trial may hold its row a moment before its
-        # state, and a trial failed over by Ctrl-C keeps a row that no longer describes it.
-        told = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL))
-        trials = [t for t in told if "row" in t.user_attrs]
-        rows = [dict(t.user_attrs["row"]) for t in trials]
-        if len(study.directions) > 1:
-            front = {t.number for t in study.best_trials}
-            for row in rows:
-                row["pareto"] = row["trial"] in front
-        results.write_atomic(rows, csv_path)
-
-
-def _open_study(
-    name: str, storage: Any, directions: list[str], sampler: optuna.samplers.BaseSampler
-) -> optuna.Study:
-    shown = storage
-    for attempt in range(5):
-        try:
-            if isinstance(storage, str) and storage.startswith("sqlite:///"):
-                Path(storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-            if isinstance(storage, DictConfig):
-                storage = instantiate(storage, _execution_whitelist_=("optuna.storages.*",))
-            return optuna.create_study(
-                study_name=name,
-                storage=storage,
-                sampler=sampler,
-                directions=directions,
-                load_if_exists=True,
-            )
-        except ValueError as e:
-            if "direction" in str(e).lower():
-                raise UserError(f"study {name!r} was created with other directions: {e}") from e
-            error: Exception = e
-        except Exception as e:  # SQLAlchemy/driver/OS errors: bad URL, server down, no such dir
-            # Optuna's RDB storage creates its tables on first connect; two processes starting
-            # on a fresh database race there (duplicate key). The loser retries and finds them.
-            error = e
-            if "duplicate key" in str(e) or "already exists" in str(e):
-                time.sleep(0.5 * (attempt + 1))
-                continue
-        break
-    reason = str(error).splitlines()[0]
-    raise UserError(
-        f"cannot open the Optuna storage {shown!r}: {reason}. "
-        "Check hydra.sweeper.storage (URL, server, file permissions)."
-    ) from error
-
-
 def _check_space(space: dict) -> None:
     for name, dist in space.items():
         low = getattr(dist, "low", None)
@@ -378,8 +351,10 @@ def _check_task_config(cfg: DictConfig) -> None:
 
     task = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
     train.check(task)
+    train.resolve_device(task.device)
     data = train.build(task.data, seed=task.seed)
-    model = train.build(task.model, n_inputs=data.n_inputs, n_classes=data.n_classes)
+    model = train.build(task.model, n_inputs=data.n_inputs, n_classes=data.n_classes,
+                        input_shape=data.image_shape)  # fmt: skip
     train.make_optimizer(task.optimizer, model)
 
 
@@ -406,57 +381,3 @@ def _thread_override(cfg: DictConfig, n_jobs: int) -> list[str]:
     if n_jobs < 2 or not local_parallel or cfg.train.threads is not None:
         return []
     return [f"train.threads={max(1, len(os.sched_getaffinity(0)) // n_jobs)}"]
-
-
-def _fingerprint(cfg: DictConfig, space: dict, directions: list[str]) -> dict:
-    """What must match for trials to be comparable: the task config minus searched keys."""
-    task = OmegaConf.to_container(
-        OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True
-    )
-    flat = _flatten(task)
-    for name in space:
-        flat.pop(name, None)
-    flat.pop("objective.baseline_val_acc", None)
-    flat.pop("train.log_every", None)  # how often a trial logs changes none of its numbers
-    flat["search_space"] = {k: repr(v) for k, v in space.items()}
-    flat["directions"] = directions
-    flat["choices"] = dict(HydraConfig.get().runtime.choices) if HydraConfig.initialized() else {}
-    flat["choices"] = {k: v for k, v in flat["choices"].items() if not k.startswith("hydra")}
-    return json.loads(json.dumps(flat, default=str))
-
-
-def _check_same_config(study: optuna.Study, fingerprint: dict) -> None:
-    old = study.user_attrs.get(CONFIG_ATTR)
-    if old is None:
-        study.set_user_attr(CONFIG_ATTR, fingerprint)
-        return
-    diff = sorted(k for k in old.keys() | fingerprint.keys() if old.get(k) != fingerprint.get(k))
-    if diff:
-        shown = "; ".join(f"{k}: {old.get(k)!r} -> {fingerprint.get(k)!r}" for k in diff[:4])
-        raise UserError(
-            f"study {study.study_name!r} was started with a different configuration ({shown}). "
-            "Its trials would not be comparable: use a new hydra.sweeper.study_name."
-        )
-
-
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and v:
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
-def _resume_command(cfg: DictConfig, study_name: str, arguments: list[str]) -> str:
-    hydra_args = [
-        o
-        for o in cfg.hydra.overrides.hydra
-        if not o.startswith(("hydra.sweeper.study_name=", "hydra.mode="))
-    ]
-    return shlex.join(
-        ["python", "-m", "sweep.run", "-m", *hydra_args,
-         f"hydra.sweeper.study_name={study_name}", *arguments]
-    )  # fmt: skip

@@ -17,13 +17,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from sweep import pruning, sparsity
+from sweep import pruning, schema, sparsity
 from sweep.data import Dataset
 from sweep.errors import UserError
 from sweep.pruning import Pruner
-from sweep.regularizers import Regularizer, check_nonnegative
+from sweep.regularizers import Regularizer
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +47,8 @@ def build(node: DictConfig, **kwargs: object) -> object:
 
 def check(cfg: DictConfig) -> Regularizer:
     """Reject bad input before any training; returns the regularizer it had to build."""
-    # Lambdas checked here too: a regularizer that ignores one never sees its value.
-    for key in ("l1_lambda", "l2_lambda", "sparsity.tol"):
-        check_nonnegative(key, OmegaConf.select(cfg, key))
-    for key in ("train.epochs", "train.batch_size", "train.log_every"):
-        value = OmegaConf.select(cfg, key)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise UserError(f"{key} must be an integer >= 1, got {value!r}")
+    # Every range of the schema, the lambdas too: a regularizer that ignores one never sees it.
+    schema.check(cfg)
     return build(cfg.regularizer)
 
 
