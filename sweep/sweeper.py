@@ -26,6 +26,7 @@ import signal
 import stat
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
-from sweep import schema
+from sweep import schema, trials
 from sweep.compose import ComposeCache, value_keys
 from sweep.errors import UserError
 from sweep.study import (
@@ -117,6 +118,9 @@ class L1Sweeper(OptunaSweeper):
 
         study = open_study(impl.study_name, impl.storage, directions, self._sampler(space))
         check_same_config(study, fingerprint(cfg, space, directions))
+        with warnings.catch_warnings():  # experimental since Optuna 3.2, and what dashboards show
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(list(cfg.objective.metrics))
         # A resumed study must not replay the seeded sampler's first draws: offset the seed.
         seed = cfg.hydra.sweeper.sampler.get("seed")
         if study.trials and seed is not None and not isinstance(impl.sampler, functools.partial):
@@ -151,17 +155,17 @@ class L1Sweeper(OptunaSweeper):
                 while len(pending) < batch:
                     with _interrupts_deferred():  # a trial made but not yet returned is lost
                         pending.append(study.ask())
-                trials = list(pending)
+                asked = list(pending)
                 overrides = [
                     (*o, *extra, f"hydra.sweep.subdir=trial_{t.number}")
                     for t, o in zip(
-                        trials, impl._configure_trials(trials, space, fixed, fixed_overrides)
+                        asked, impl._configure_trials(asked, space, fixed, fixed_overrides)
                     )
                 ]
                 returns = impl.launcher.launch(overrides, initial_job_idx=impl.job_idx)
                 impl.job_idx += len(returns)
                 told = []
-                for t, r in zip(trials, returns):
+                for t, r in zip(asked, returns):
                     told.append(self._tell(study, t, r, directions, csv_path))
                     pending.remove(t)
             except BaseException:  # Ctrl-C or a launcher error: leave no trial RUNNING for ever
@@ -219,6 +223,7 @@ class L1Sweeper(OptunaSweeper):
             metrics = dict(ret.return_value)
         except BaseException as e:  # the job raised: the row says 'failed'
             error, metrics = e, {"status": "failed"}
+        curve = metrics.pop("val_acc_curve", [])  # metrics.json keeps it; the CSV row does not
         task_overrides = [o for o in ret.overrides or [] if not o.startswith("hydra.")]
         row = {
             "trial": trial.number,
@@ -231,7 +236,7 @@ class L1Sweeper(OptunaSweeper):
         values = metrics.get("objective")
         try:
             with _interrupts_deferred():  # the row without its state would be a wrong row
-                trial.set_user_attr("row", row)
+                trials.record(trial, row, curve, single_objective=len(directions) == 1)
                 if metrics["status"] == "complete" and values and all(map(math.isfinite, values)):
                     study.tell(trial, values=values)
                 else:

@@ -138,12 +138,14 @@ def fit(
     log_every: int = 1,
     schedule: Callable | None = None,
     keep: torch.Tensor | None = None,
+    on_epoch: Callable[[int, float], None] | None = None,
 ) -> dict:
     """Minibatch training; returns the last epoch's mean loss, whether it diverged, and the
     validation accuracy of the final weights where the last epoch's log line measured it.
 
     schedule(optimizer, total_steps) may return an lr scheduler, stepped after every step.
     keep: a mask over the regularized weights (pruning's); the others are held at exactly zero.
+    on_epoch(epoch, val_acc) is called at every epoch whose validation accuracy is measured.
     """
     flat, grad, k = flatten_parameters(model, reg.select(model))
     w, g = flat[:k], grad[:k]  # the regularized weights and their gradient
@@ -182,6 +184,8 @@ def fit(
                 f"epoch {epoch}/{epochs}  loss {loss_mean:.4f}  val_acc {val_acc:.4f}"
                 f"  sparsity {int((w == 0).sum()) / w.numel():.4f}"
             )
+            if on_epoch is not None and status == "complete":
+                on_epoch(epoch, val_acc)
         if status != "complete":
             log.warning(f"training loss is {loss_mean} at epoch {epoch}: stopped (diverged)")
             break
@@ -212,11 +216,17 @@ def measure(
 
 
 def prune_and_finetune(
-    model: nn.Module, data: Dataset, reg: Regularizer, pruner: Pruner, cfg: DictConfig
+    model: nn.Module,
+    data: Dataset,
+    reg: Regularizer,
+    pruner: Pruner,
+    cfg: DictConfig,
+    on_epoch: Callable[[int, float], None] | None = None,
 ) -> tuple[dict, dict]:
     """Prune the trained model in the pruner's rounds, fine-tuning each with the mask held and
     the L1 term off; returns the last fine-tuning's fit result, and the accuracies of the
-    trained model pruned at once to the final target without any fine-tuning."""
+    trained model pruned at once to the final target without any fine-tuning. on_epoch gets
+    each round's epochs numbered on from the previous round's."""
     counted = reg.select(model)
     sizes = [p.numel() for p in counted]
     oneshot = copy.deepcopy(model)
@@ -236,8 +246,10 @@ def prune_and_finetune(
             f"{1 - float(keep.float().mean()):.4f} of {keep.numel()} weights zero; "
             f"fine-tuning {pruner.epochs} epochs from lr {optimizer.param_groups[0]['lr']:.3g}"
         )
+        offset = (r - 1) * pruner.epochs
+        hook = (lambda e, acc, o=offset: on_epoch(o + e, acc)) if on_epoch else None
         result = fit(model, data, finetune_reg, optimizer, pruner.epochs, cfg.train.batch_size,
-                     cfg.seed, cfg.train.log_every, schedule, keep)  # fmt: skip
+                     cfg.seed, cfg.train.log_every, schedule, keep, hook)  # fmt: skip
         if result["status"] != "complete":
             break
     return result, oneshot_acc
@@ -257,15 +269,20 @@ def run(cfg: DictConfig, out_dir: Path, choices: dict[str, str]) -> dict:
     optimizer = make_optimizer(cfg.optimizer, model)
 
     start = time.perf_counter()
+    # (epoch, val_acc) where measured, fine-tuning epochs numbered on: a sweep's learning curves
+    curve: list[list[float]] = []
     result = fit(model, data, reg, optimizer, cfg.train.epochs, cfg.train.batch_size, cfg.seed,
-                 cfg.train.log_every, build(cfg.schedule))  # fmt: skip
+                 cfg.train.log_every, build(cfg.schedule),
+                 on_epoch=lambda e, acc: curve.append([e, acc]))  # fmt: skip
     epochs, counted, tol = result["epochs_run"], reg.select(model), cfg.sparsity.tol
     before: dict = {}
     if pruner.active and result["status"] == "complete":
         trained = measure(model, data, counted, tol, result["val_acc"])
         before = {f"trained_{k}": trained[k] for k in TRAINED}
         before["trained_train_loss"] = result["train_loss"]
-        finetuned, oneshot = prune_and_finetune(model, data, reg, pruner, cfg)
+        finetuned, oneshot = prune_and_finetune(
+            model, data, reg, pruner, cfg, lambda e, acc: curve.append([epochs + e, acc])
+        )
         before.update(oneshot)
         if finetuned["epochs_run"]:  # prune.epochs=0: the last loss is the training's
             result = finetuned
@@ -289,6 +306,7 @@ def run(cfg: DictConfig, out_dir: Path, choices: dict[str, str]) -> dict:
         "device": str(device),
         **pruner.columns(),
         **before,
+        "val_acc_curve": curve,
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(layers).to_csv(out_dir / "layers.csv", index=False)
