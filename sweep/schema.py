@@ -94,6 +94,7 @@ class Config:
     l1_lambda: float = ruled(NONNEGATIVE)
     l2_lambda: float = ruled(NONNEGATIVE)
     seed: int = ruled(SEED)
+    repeats: int = ruled(AT_LEAST_1)
     device: str = MISSING
     train: TrainConfig = field(default_factory=TrainConfig)
     sparsity: SparsityConfig = field(default_factory=SparsityConfig)

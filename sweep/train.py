@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import os
+import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from sweep import pruning, schema, sparsity
 from sweep.data import Dataset
@@ -31,6 +32,8 @@ log = logging.getLogger(__name__)
 CHOICES = ("data", "model", "regularizer", "optimizer", "schedule", "prune")
 # What a row keeps, as trained_<key>, of the model before pruning.
 TRAINED = ("val_acc", "test_acc", "sparsity", "sparsity_tol", "nnz", "active_inputs")
+# The figures a repeated run also reports the spread of, as <key>_std.
+SPREAD = ("_acc", "sparsity")
 # What config `_target_`s may name (Hydra 1.4 refuses unlisted targets in 1.5).
 TARGETS = ("sweep.*", "torch.optim.*", "torch.nn.*")
 
@@ -50,6 +53,21 @@ def check(cfg: DictConfig) -> Regularizer:
     # Every range of the schema, the lambdas too: a regularizer that ignores one never sees it.
     schema.check(cfg)
     return build(cfg.regularizer)
+
+
+_datasets: dict[tuple[str, int, str], Dataset] = {}
+
+
+def dataset(cfg: DictConfig, device: torch.device) -> Dataset:
+    """cfg.data split with cfg.seed, on `device`. Kept for the `repeats` seeds a trial uses, so a
+    sweep's trials split (and copy to the device) once per seed: the loaders' own caches hold
+    two seeds, which repeats > 2 would thrash."""
+    key = (OmegaConf.to_yaml(cfg.data, resolve=True), cfg.seed, str(device))
+    if key not in _datasets:
+        while len(_datasets) >= cfg.repeats:
+            _datasets.pop(next(iter(_datasets)))  # the oldest: another configuration's seeds
+        _datasets[key] = build(cfg.data, seed=cfg.seed).to(device)
+    return _datasets[key]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -256,13 +274,57 @@ def prune_and_finetune(
 
 
 def run(cfg: DictConfig, out_dir: Path, choices: dict[str, str]) -> dict:
-    """Train one configuration (and prune and fine-tune it, where cfg.prune says so); write
-    metrics.json, layers.csv and model.pt of the final model into out_dir."""
+    """Train one configuration `repeats` times, with seeds seed, seed+1, ...: each seed carves its
+    own validation split (Monte-Carlo cross-validation), inits and orders batches its own way.
+    Returns the seeds' mean figures (the usual keys) and spreads (*_std); metrics.json in out_dir
+    keeps each seed's figures too, each seed's files are in out_dir/seed_<seed>/. repeats=1 is
+    one plain run_seed in out_dir."""
+    if cfg.repeats == 1:
+        return run_seed(cfg, out_dir, choices)
+    runs = []
+    for seed in range(cfg.seed, cfg.seed + cfg.repeats):
+        one = cfg.copy()
+        one.seed = seed
+        runs.append(run_seed(one, out_dir / f"seed_{seed}", choices))
+        if runs[-1]["status"] != "complete":  # the trial is diverged whatever the other seeds do
+            break
+    metrics = combine(runs)
+    per_seed = [{k: v for k, v in r.items() if k != "val_acc_curve"} for r in runs]
+    (out_dir / "metrics.json").write_text(json.dumps({**metrics, "seeds": per_seed}, indent=2))
+    return metrics
+
+
+def combine(runs: list[dict]) -> dict:
+    """One row from the seeds' metrics: the mean of each figure that differs between them (the
+    value itself where all agree, e.g. n_params), the sample standard deviation of the
+    accuracies and sparsities as <key>_std, the total train_seconds, the first seed and the
+    mean validation accuracy at each epoch all seeds reached."""
+    first = runs[0]
+    out: dict = {}
+    for key, value in first.items():
+        values = [r[key] for r in runs]
+        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        out[key] = statistics.fmean(values) if numbers and len(set(values)) > 1 else value
+    failed = [r for r in runs if r["status"] != "complete"]
+    out.update(status=failed[0]["status"] if failed else "complete", seed=first["seed"],
+               epochs=runs[-1]["epochs"], repeats=len(runs),
+               train_seconds=sum(r["train_seconds"] for r in runs))  # fmt: skip
+    for key in [k for k in first if k.endswith(SPREAD)]:
+        out[f"{key}_std"] = statistics.stdev(r[key] for r in runs) if len(runs) > 1 else 0.0
+    steps = [dict((int(s), v) for s, v in r["val_acc_curve"]) for r in runs]
+    common = sorted(set.intersection(*(set(s) for s in steps)))
+    out["val_acc_curve"] = [[s, statistics.fmean(c[s] for c in steps)] for s in common]
+    return out
+
+
+def run_seed(cfg: DictConfig, out_dir: Path, choices: dict[str, str]) -> dict:
+    """Train one configuration with one seed (and prune and fine-tune it, where cfg.prune says
+    so); write metrics.json, layers.csv and model.pt of the final model into out_dir."""
     reg = check(cfg)
     pruner: Pruner = build(cfg.prune)
     device = resolve_device(cfg.device)
     set_threads(cfg.train.threads)
-    data = build(cfg.data, seed=cfg.seed).to(device)
+    data = dataset(cfg, device)
     torch.manual_seed(cfg.seed)
     model = build(cfg.model, n_inputs=data.n_inputs, n_classes=data.n_classes,
                   input_shape=data.image_shape).to(device)  # fmt: skip
