@@ -15,7 +15,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from sweep import objectives, schema, train  # schema: registers the config schemas
+from sweep import objectives, schema, train, trials  # schema: registers the config schemas
 from sweep.errors import UserError
 
 log = logging.getLogger("sweep")
@@ -26,7 +26,8 @@ assert schema  # imported for its ConfigStore entries
 def main(cfg: DictConfig) -> dict:
     hc = HydraConfig.get()
     try:
-        metrics = train.run(cfg, Path(hc.runtime.output_dir), dict(hc.runtime.choices))
+        out_dir, choices = Path(hc.runtime.output_dir), dict(hc.runtime.choices)
+        metrics = train.run(cfg, out_dir, choices, trials.job_reporter())
     except UserError as e:
         if hc.mode == RunMode.MULTIRUN:
             raise  # the sweeper records the failed trial, then reports it

@@ -199,10 +199,41 @@ class WithinDropConfig(ObjectiveConfig):
 
 
 @dataclass
+class PrunerConfig:
+    _target_: str = MISSING
+
+
+@dataclass
+class MedianPrunerConfig(PrunerConfig):
+    n_startup_trials: int = ruled(NONNEGATIVE)
+    n_warmup_steps: int = ruled(NONNEGATIVE)
+    interval_steps: int = ruled(AT_LEAST_1)
+    n_min_trials: int = ruled(AT_LEAST_1)
+
+
+@dataclass
+class SuccessiveHalvingPrunerConfig(PrunerConfig):
+    min_resource: Any = MISSING  # "auto" or an epoch count: Optuna checks it
+    reduction_factor: int = ruled(Rule("must be an integer >= 2", lambda v: _number(v) and v >= 2))
+    min_early_stopping_rate: int = ruled(NONNEGATIVE)
+    bootstrap_count: int = ruled(NONNEGATIVE)
+
+
+@dataclass
+class HyperbandPrunerConfig(PrunerConfig):
+    min_resource: int = ruled(AT_LEAST_1)
+    max_resource: Any = MISSING  # "auto" or an epoch count: Optuna checks it
+    reduction_factor: int = ruled(Rule("must be an integer >= 2", lambda v: _number(v) and v >= 2))
+    bootstrap_count: int = ruled(NONNEGATIVE)
+
+
+@dataclass
 class SweeperConfig(OptunaSweeperConf):
-    """The stock Optuna sweeper's options, run by sweep.sweeper.L1Sweeper."""
+    """The stock Optuna sweeper's options, run by sweep.sweeper.L1Sweeper, and a pruner."""
 
     _target_: str = "sweep.sweeper.L1Sweeper"
+    defaults: list[Any] = field(default_factory=lambda: [{"sampler": "tpe"}, {"pruner": "none"}])
+    pruner: Any = MISSING  # typed by its option's own schema (hydra/sweeper/pruner)
     # the plugin's defaults, with their ranges
     n_trials: int = ruled(AT_LEAST_1, OptunaSweeperConf.n_trials)
     n_jobs: int = ruled(AT_LEAST_1, OptunaSweeperConf.n_jobs)
@@ -217,6 +248,13 @@ SCHEMAS: dict[str, dict[str, type]] = {
     "schedule": {"schedule": ScheduleConfig, "cosine": CosineConfig},
     "prune": {"prune": PruneConfig, "threshold": ThresholdPruneConfig},
     "objective": {"objective": ObjectiveConfig, "within_drop": WithinDropConfig},
+    # hydra/sweeper/pruner
+    "pruner": {
+        "pruner": PrunerConfig,
+        "median": MedianPrunerConfig,
+        "successive_halving": SuccessiveHalvingPrunerConfig,
+        "hyperband": HyperbandPrunerConfig,
+    },
 }
 
 

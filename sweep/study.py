@@ -47,7 +47,8 @@ def write_csv(study: optuna.Study, csv_path: Path) -> None:
     with results.locked(csv_path):
         # Finished trials only: another process's trial may hold its row a moment before its
         # state, and a trial failed over by Ctrl-C keeps a row that no longer describes it.
-        told = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL))
+        finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+        told = study.get_trials(deepcopy=False, states=finished)
         trials = [t for t in told if "row" in t.user_attrs]
         rows = [dict(t.user_attrs["row"]) for t in trials]
         if len(study.directions) > 1:
@@ -58,7 +59,11 @@ def write_csv(study: optuna.Study, csv_path: Path) -> None:
 
 
 def open_study(
-    name: str, storage: Any, directions: list[str], sampler: optuna.samplers.BaseSampler
+    name: str,
+    storage: Any,
+    directions: list[str],
+    sampler: optuna.samplers.BaseSampler,
+    pruner: optuna.pruners.BasePruner | None = None,
 ) -> optuna.Study:
     url = storage
     for attempt in range(5):
@@ -71,6 +76,7 @@ def open_study(
                 study_name=name,
                 storage=storage,
                 sampler=sampler,
+                pruner=pruner,
                 directions=directions,
                 load_if_exists=True,
             )

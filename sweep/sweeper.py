@@ -64,9 +64,16 @@ class L1Sweeper(OptunaSweeper):
     def __init__(self, **options: Any) -> None:
         """The stock sweeper's options (hydra.sweeper.*), their ranges checked first: the stock
         one asserts some (a traceback) and loops for ever on n_jobs=0."""
+        pruner = options.pop("pruner")
         try:
             for key, rule in schema.rules(schema.SweeperConfig).items():
                 schema.check_value(f"hydra.sweeper.{key}", rule, options.get(key))
+            schema.check(pruner, "hydra.sweeper.pruner.")
+            try:
+                self.pruner = instantiate(pruner, _execution_whitelist_=("optuna.pruners.*",))
+            except Exception as e:  # Optuna's own check of the pruner's options
+                reason = str(e).splitlines()[0]
+                raise UserError(f"hydra.sweeper.pruner: {reason}") from e
             try:
                 super().__init__(**options)
             except Exception as e:  # the sampler's own check of its options (any exception type)
@@ -112,11 +119,20 @@ class L1Sweeper(OptunaSweeper):
         self._compose.value_keys = value_keys(space)
         _check_task_config(cfg)
         directions = impl._get_directions()
+        pruning = not isinstance(self.pruner, optuna.pruners.NopPruner)
+        if pruning and len(directions) > 1:
+            raise UserError(
+                f"early stopping needs a single objective, and objective.metrics has "
+                f"{len(directions)} ({', '.join(cfg.objective.metrics)}): Optuna reports and "
+                "prunes single-objective trials only. Use hydra/sweeper/pruner=none"
+            )
         sweep_dir = Path(cfg.hydra.sweep.dir)
         csv_path = sweep_dir / "results.csv"
         _check_writable(sweep_dir, csv_path)
 
-        study = open_study(impl.study_name, impl.storage, directions, self._sampler(space))
+        study = open_study(
+            impl.study_name, impl.storage, directions, self._sampler(space), self.pruner
+        )
         check_same_config(study, fingerprint(cfg, space, directions))
         with warnings.catch_warnings():  # experimental since Optuna 3.2, and what dashboards show
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -143,6 +159,8 @@ class L1Sweeper(OptunaSweeper):
             impl.n_trials = min(impl.n_trials, left)
         extra = _thread_override(cfg, impl.n_jobs)
         extra += self._baseline(cfg, study, fixed, fixed_overrides)
+        if pruning:  # each job reaches its trial by name: the name resolved here, not ${now:}
+            extra.append(f"hydra.sweeper.study_name={study.study_name}")
         # What is loaded by now (torch, the data, the study) lives until exit: frozen, the
         # collector stops re-scanning it in every full collection (~20 ms a trial here).
         gc.collect()
@@ -166,7 +184,7 @@ class L1Sweeper(OptunaSweeper):
                 impl.job_idx += len(returns)
                 told = []
                 for t, r in zip(asked, returns):
-                    told.append(self._tell(study, t, r, directions, csv_path))
+                    told.append(self._tell(study, t, r, directions, csv_path, pruning))
                     pending.remove(t)
             except BaseException:  # Ctrl-C or a launcher error: leave no trial RUNNING for ever
                 with _interrupts_deferred():
@@ -216,6 +234,7 @@ class L1Sweeper(OptunaSweeper):
         ret: JobReturn,
         directions: list[str],
         csv_path: Path,
+        pruning: bool = False,
     ) -> tuple[dict, BaseException | None]:
         """Record one finished job in the study and in results.csv; return its row, exception."""
         error: BaseException | None = None
@@ -236,9 +255,12 @@ class L1Sweeper(OptunaSweeper):
         values = metrics.get("objective")
         try:
             with _interrupts_deferred():  # the row without its state would be a wrong row
-                trials.record(trial, row, curve, single_objective=len(directions) == 1)
+                # a pruning job reported its curve itself, as it trained
+                trials.record(trial, row, [] if pruning else curve, len(directions) == 1)
                 if metrics["status"] == "complete" and values and all(map(math.isfinite, values)):
                     study.tell(trial, values=values)
+                elif metrics["status"] == "pruned":
+                    study.tell(trial, state=TrialState.PRUNED)
                 else:
                     study.tell(trial, state=TrialState.FAIL)
         except RuntimeError as e:
@@ -316,8 +338,10 @@ class L1Sweeper(OptunaSweeper):
                 "solutions": [{"params": t.params, "values": t.values} for t in study.best_trials],
             }
         OmegaConf.save(OmegaConf.create(summary), csv_path.parent / "optimization_results.yaml")
+        pruned = study.get_trials(deepcopy=False, states=[TrialState.PRUNED])
         log.info(
-            f"study {study.study_name}: {len(complete)} complete of {len(study.trials)} trials"
+            f"study {study.study_name}: {len(complete)} complete, {len(pruned)} pruned"
+            f" of {len(study.trials)} trials"
         )
         log.info(f"sweep took {seconds:.1f}s; results: {csv_path}")
         log.info(f"resume or extend with: {resume}")

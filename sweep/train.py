@@ -163,7 +163,8 @@ def fit(
 
     schedule(optimizer, total_steps) may return an lr scheduler, stepped after every step.
     keep: a mask over the regularized weights (pruning's); the others are held at exactly zero.
-    on_epoch(epoch, val_acc) is called at every epoch whose validation accuracy is measured.
+    on_epoch(epoch, val_acc) is called at every epoch whose validation accuracy is measured;
+    if it returns True, training stops there with status 'pruned' (a sweep's hopeless trial).
     """
     flat, grad, k = flatten_parameters(model, reg.select(model))
     w, g = flat[:k], grad[:k]  # the regularized weights and their gradient
@@ -202,10 +203,12 @@ def fit(
                 f"epoch {epoch}/{epochs}  loss {loss_mean:.4f}  val_acc {val_acc:.4f}"
                 f"  sparsity {int((w == 0).sum()) / w.numel():.4f}"
             )
-            if on_epoch is not None and status == "complete":
-                on_epoch(epoch, val_acc)
-        if status != "complete":
+            if on_epoch is not None and status == "complete" and on_epoch(epoch, val_acc):
+                status = "pruned"
+                log.info(f"epoch {epoch}/{epochs}: stopped by the sweep's pruner (pruned)")
+        if status == "diverged":
             log.warning(f"training loss is {loss_mean} at epoch {epoch}: stopped (diverged)")
+        if status != "complete":
             break
     return {"train_loss": loss_mean, "status": status, "epochs_run": epoch, "val_acc": val_acc}
 
@@ -273,20 +276,33 @@ def prune_and_finetune(
     return result, oneshot_acc
 
 
-def run(cfg: DictConfig, out_dir: Path, choices: dict[str, str]) -> dict:
+def run(
+    cfg: DictConfig,
+    out_dir: Path,
+    choices: dict[str, str],
+    report: Callable[[int, float], bool] | None = None,
+) -> dict:
     """Train one configuration `repeats` times, with seeds seed, seed+1, ...: each seed carves its
     own validation split (Monte-Carlo cross-validation), inits and orders batches its own way.
     Returns the seeds' mean figures (the usual keys) and spreads (*_std); metrics.json in out_dir
     keeps each seed's figures too, each seed's files are in out_dir/seed_<seed>/. repeats=1 is
-    one plain run_seed in out_dir."""
+    one plain run_seed in out_dir.
+
+    report(step, val_acc) -> stop? gets each measured epoch, the seeds back to back (seed i's
+    epoch e is step i * span + e, span = the epochs a seed trains and fine-tunes), so a pruner
+    compares trials at the same seed and epoch; True stops the run with status 'pruned'."""
     if cfg.repeats == 1:
-        return run_seed(cfg, out_dir, choices)
+        return run_seed(cfg, out_dir, choices, report)
+    pruner: Pruner = build(cfg.prune)
+    span = cfg.train.epochs + (pruner.rounds * pruner.epochs if pruner.active else 0)
     runs = []
-    for seed in range(cfg.seed, cfg.seed + cfg.repeats):
+    for i, seed in enumerate(range(cfg.seed, cfg.seed + cfg.repeats)):
         one = cfg.copy()
         one.seed = seed
-        runs.append(run_seed(one, out_dir / f"seed_{seed}", choices))
-        if runs[-1]["status"] != "complete":  # the trial is diverged whatever the other seeds do
+        hook = (lambda step, acc, o=i * span: report(o + step, acc)) if report else None
+        runs.append(run_seed(one, out_dir / f"seed_{seed}", choices, hook))
+        runs[-1]["val_acc_curve"] = [[i * span + s, v] for s, v in runs[-1]["val_acc_curve"]]
+        if runs[-1]["status"] != "complete":  # diverged or pruned, whatever the other seeds do
             break
     metrics = combine(runs)
     per_seed = [{k: v for k, v in r.items() if k != "val_acc_curve"} for r in runs]
@@ -297,8 +313,8 @@ def run(cfg: DictConfig, out_dir: Path, choices: dict[str, str]) -> dict:
 def combine(runs: list[dict]) -> dict:
     """One row from the seeds' metrics: the mean of each figure that differs between them (the
     value itself where all agree, e.g. n_params), the sample standard deviation of the
-    accuracies and sparsities as <key>_std, the total train_seconds, the first seed and the
-    mean validation accuracy at each epoch all seeds reached."""
+    accuracies and sparsities as <key>_std, the total train_seconds, the first seed, and the
+    seeds' validation accuracy curves back to back."""
     first = runs[0]
     out: dict = {}
     for key, value in first.items():
@@ -311,13 +327,16 @@ def combine(runs: list[dict]) -> dict:
                train_seconds=sum(r["train_seconds"] for r in runs))  # fmt: skip
     for key in [k for k in first if k.endswith(SPREAD)]:
         out[f"{key}_std"] = statistics.stdev(r[key] for r in runs) if len(runs) > 1 else 0.0
-    steps = [dict((int(s), v) for s, v in r["val_acc_curve"]) for r in runs]
-    common = sorted(set.intersection(*(set(s) for s in steps)))
-    out["val_acc_curve"] = [[s, statistics.fmean(c[s] for c in steps)] for s in common]
+    out["val_acc_curve"] = [point for r in runs for point in r["val_acc_curve"]]
     return out
 
 
-def run_seed(cfg: DictConfig, out_dir: Path, choices: dict[str, str]) -> dict:
+def run_seed(
+    cfg: DictConfig,
+    out_dir: Path,
+    choices: dict[str, str],
+    report: Callable[[int, float], bool] | None = None,
+) -> dict:
     """Train one configuration with one seed (and prune and fine-tune it, where cfg.prune says
     so); write metrics.json, layers.csv and model.pt of the final model into out_dir."""
     reg = check(cfg)
@@ -333,9 +352,13 @@ def run_seed(cfg: DictConfig, out_dir: Path, choices: dict[str, str]) -> dict:
     start = time.perf_counter()
     # (epoch, val_acc) where measured, fine-tuning epochs numbered on: a sweep's learning curves
     curve: list[list[float]] = []
+
+    def record(step: int, acc: float) -> bool:
+        curve.append([step, acc])
+        return bool(report and report(step, acc))
+
     result = fit(model, data, reg, optimizer, cfg.train.epochs, cfg.train.batch_size, cfg.seed,
-                 cfg.train.log_every, build(cfg.schedule),
-                 on_epoch=lambda e, acc: curve.append([e, acc]))  # fmt: skip
+                 cfg.train.log_every, build(cfg.schedule), on_epoch=record)  # fmt: skip
     epochs, counted, tol = result["epochs_run"], reg.select(model), cfg.sparsity.tol
     before: dict = {}
     if pruner.active and result["status"] == "complete":
@@ -343,7 +366,7 @@ def run_seed(cfg: DictConfig, out_dir: Path, choices: dict[str, str]) -> dict:
         before = {f"trained_{k}": trained[k] for k in TRAINED}
         before["trained_train_loss"] = result["train_loss"]
         finetuned, oneshot = prune_and_finetune(
-            model, data, reg, pruner, cfg, lambda e, acc: curve.append([epochs + e, acc])
+            model, data, reg, pruner, cfg, lambda e, acc: record(epochs + e, acc)
         )
         before.update(oneshot)
         if finetuned["epochs_run"]:  # prune.epochs=0: the last loss is the training's
@@ -351,7 +374,7 @@ def run_seed(cfg: DictConfig, out_dir: Path, choices: dict[str, str]) -> dict:
     seconds = time.perf_counter() - start
     measures = measure(model, data, counted, tol, result["val_acc"])
     layers = measures.pop("layers")
-    if result["status"] != "complete":  # a diverged model's measures would mean nothing
+    if result["status"] == "diverged":  # its measures would mean nothing (a pruned one's do)
         measures = {k: math.nan for k in measures}
     metrics = {
         "status": result["status"],

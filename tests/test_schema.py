@@ -57,6 +57,14 @@ SWEEP_MISTAKES = [
     (["hydra.sweeper.n_jobs=abc"], "hydra.sweeper.n_jobs=abc: Value 'abc' of type 'str'"),
     (["hydra.sweeper.max_failure_rate=2"], "hydra.sweeper.max_failure_rate must be in [0, 1]"),
     (["hydra.sweeper.sampler.seed=abc"], "Value 'abc' of type 'str' could not be converted"),
+    (["hydra/sweeper/pruner=median", "objective=pareto"],
+     "early stopping needs a single objective, and objective.metrics has 2 (val_acc, sparsity)"),
+    (["hydra/sweeper/pruner=median", "hydra.sweeper.pruner.interval_steps=0"],
+     "hydra.sweeper.pruner.interval_steps must be an integer >= 1, got 0"),
+    (["hydra/sweeper/pruner=hyperband", "hydra.sweeper.pruner.max_resource=abc"],
+     "hydra.sweeper.pruner: "),
+    (["hydra/sweeper/pruner=median", "hydra.sweeper.pruner.n_startup_trial=3"],
+     "Key 'n_startup_trial' not in 'MedianPrunerConfig'"),
     (["model.hidden=[0]"], "model.hidden must be a list of integers >= 1"),
     (["seed=-1"], "cannot make the sampler: Seed must be between 0 and 2**32 - 1; check"),
     (["seed=abc"], "seed=abc: Value 'abc' of type 'str' could not be converted to Integer"),
@@ -122,6 +130,11 @@ def test_every_group_option_has_a_schema():
                 node = cfg if group.name == "experiment" else cfg[group.name]
                 kind = OmegaConf.get_type(node)
                 assert dataclasses.is_dataclass(kind), f"{group.name}={option.stem}: {kind}"
+        for option in sorted((REPO / "conf" / "hydra" / "sweeper" / "pruner").glob("*.yaml")):
+            over = [f"hydra/sweeper/pruner={option.stem}"]
+            cfg = compose("config", overrides=over, return_hydra_config=True)
+            kind = OmegaConf.get_type(cfg.hydra.sweeper.pruner)
+            assert dataclasses.is_dataclass(kind), f"{over}: {kind}"
 
 
 def test_rules_reject_what_they_say_and_accept_the_defaults():
