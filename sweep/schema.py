@@ -234,6 +234,7 @@ class SweeperConfig(OptunaSweeperConf):
     _target_: str = "sweep.sweeper.L1Sweeper"
     defaults: list[Any] = field(default_factory=lambda: [{"sampler": "tpe"}, {"pruner": "none"}])
     pruner: Any = MISSING  # typed by its option's own schema (hydra/sweeper/pruner)
+    stale_after: float = ruled(POSITIVE)
     # the plugin's defaults, with their ranges
     n_trials: int = ruled(AT_LEAST_1, OptunaSweeperConf.n_trials)
     n_jobs: int = ruled(AT_LEAST_1, OptunaSweeperConf.n_jobs)

@@ -1,11 +1,18 @@
 """Study bookkeeping: open a study (its storage shown with the password masked), the
-fingerprint that keeps a named study's trials comparable, the resume command, results.csv."""
+fingerprint that keeps a named study's trials comparable, the resume command, results.csv,
+and the trials a killed sweep left RUNNING."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import os
 import shlex
+import socket
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +28,7 @@ from sweep import results
 from sweep.errors import UserError
 
 CONFIG_ATTR = "l1sweep_config"
+log = logging.getLogger(__name__)
 
 
 def shown(storage: Any) -> str:
@@ -154,3 +162,77 @@ def resume_command(cfg: DictConfig, study_name: str, arguments: list[str], stora
          f"hydra.sweeper.study_name={study_name}", *arguments]
     )  # fmt: skip
     return masked(command, storage)
+
+
+# ---- stale trials -------------------------------------------------------------------------
+# A trial whose sweep process was killed (SIGKILL, a lost node) stays RUNNING in the storage.
+# Optuna's own heartbeat (heartbeat_interval) works only inside study.optimize, not with
+# ask/tell, so each sweep marks the trials it runs with its host and pid, and beats for them.
+
+OWNER_ATTR = "l1sweep_owner"
+HEARTBEAT_ATTR = "l1sweep_heartbeat"
+RERUN_ATTR = "l1sweep_rerun_of"
+
+
+def claim(trial: optuna.Trial) -> None:
+    """Mark a trial this process has just asked for as its own, alive now."""
+    trial.set_user_attr(OWNER_ATTR, {"host": socket.gethostname(), "pid": os.getpid()})
+    trial.set_user_attr(HEARTBEAT_ATTR, time.time())
+
+
+@contextlib.contextmanager
+def heartbeat(trials: list[optuna.Trial], every: float) -> Iterator[None]:
+    """While the block runs, renew the heartbeat of `trials` every `every` seconds."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(every):
+            for trial in list(trials):
+                with contextlib.suppress(Exception):  # told meanwhile: nothing left to renew
+                    trial.set_user_attr(HEARTBEAT_ATTR, time.time())
+
+    thread = threading.Thread(target=beat, name="l1sweep-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def recover_stale(study: optuna.Study, grace: float) -> list[int]:
+    """Fail the study's RUNNING trials whose sweep is gone, and enqueue their parameters so
+    that they run first; returns their numbers. Gone: on this host, its pid is not alive; on
+    any host, no heartbeat for `grace` seconds. A live trial of another process is untouched."""
+    host, now, lost = socket.gethostname(), time.time(), []
+    for t in study.get_trials(deepcopy=False, states=[TrialState.RUNNING]):
+        owner = t.user_attrs.get(OWNER_ATTR) or {}
+        beat = t.user_attrs.get(HEARTBEAT_ATTR, t.datetime_start.timestamp())
+        if owner.get("host") == host and owner.get("pid") == os.getpid():
+            continue  # this process's own (none at start; kept for safety)
+        if owner.get("host") == host and isinstance(owner.get("pid"), int):
+            why = None if _alive(owner["pid"]) else f"its process {owner['pid']} is gone"
+        else:
+            why = None
+        if why is None and now - beat > grace:
+            why = f"no heartbeat for {now - beat:.0f}s, grace {grace:g}s"
+        if why is None:
+            continue
+        try:
+            study.tell(t.number, state=TrialState.FAIL)
+        except (ValueError, RuntimeError):  # another process recovered it first
+            continue
+        study.enqueue_trial(t.params, user_attrs={RERUN_ATTR: t.number})
+        log.warning(f"trial {t.number} was left RUNNING ({why}): failed; its parameters run next")
+        lost.append(t.number)
+    return lost

@@ -45,8 +45,11 @@ from sweep.compose import ComposeCache, value_keys
 from sweep.errors import UserError
 from sweep.study import (
     check_same_config,
+    claim,
     fingerprint,
+    heartbeat,
     open_study,
+    recover_stale,
     resume_command,
     shown,
     write_csv,
@@ -65,6 +68,7 @@ class L1Sweeper(OptunaSweeper):
         """The stock sweeper's options (hydra.sweeper.*), their ranges checked first: the stock
         one asserts some (a traceback) and loops for ever on n_jobs=0."""
         pruner = options.pop("pruner")
+        self.stale_after: float = options.pop("stale_after")
         try:
             for key, rule in schema.rules(schema.SweeperConfig).items():
                 schema.check_value(f"hydra.sweeper.{key}", rule, options.get(key))
@@ -145,6 +149,7 @@ class L1Sweeper(OptunaSweeper):
                 seed=seed + len(study.trials),
                 _execution_whitelist_=SAMPLERS,
             )
+        recover_stale(study, self.stale_after)  # before any ask: their parameters run first
         resume = resume_command(cfg, study.study_name, arguments, impl.storage)
         where = shown(impl.storage)
         log.info(f"study {study.study_name} in {where} ({len(study.trials)} trials so far)")
@@ -173,6 +178,7 @@ class L1Sweeper(OptunaSweeper):
                 while len(pending) < batch:
                     with _interrupts_deferred():  # a trial made but not yet returned is lost
                         pending.append(study.ask())
+                        claim(pending[-1])
                 asked = list(pending)
                 overrides = [
                     (*o, *extra, f"hydra.sweep.subdir=trial_{t.number}")
@@ -180,7 +186,9 @@ class L1Sweeper(OptunaSweeper):
                         asked, impl._configure_trials(asked, space, fixed, fixed_overrides)
                     )
                 ]
-                returns = impl.launcher.launch(overrides, initial_job_idx=impl.job_idx)
+                # beats often enough that a live trial is never taken for a lost one
+                with heartbeat(pending, every=min(30.0, self.stale_after / 4)):
+                    returns = impl.launcher.launch(overrides, initial_job_idx=impl.job_idx)
                 impl.job_idx += len(returns)
                 told = []
                 for t, r in zip(asked, returns):
