@@ -235,6 +235,7 @@ class SweeperConfig(OptunaSweeperConf):
     defaults: list[Any] = field(default_factory=lambda: [{"sampler": "tpe"}, {"pruner": "none"}])
     pruner: Any = MISSING  # typed by its option's own schema (hydra/sweeper/pruner)
     stale_after: float = ruled(POSITIVE)
+    enqueue: list[Any] = MISSING  # parameter sets run first: [{l1_lambda: 1e-5}, ...]
     # the plugin's defaults, with their ranges
     n_trials: int = ruled(AT_LEAST_1, OptunaSweeperConf.n_trials)
     n_jobs: int = ruled(AT_LEAST_1, OptunaSweeperConf.n_jobs)

@@ -31,6 +31,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 from hydra.core.utils import JobReturn
 from hydra.types import HydraContext, TaskFunction
@@ -66,12 +67,14 @@ class L1Sweeper(OptunaSweeper):
 
     def __init__(self, **options: Any) -> None:
         """The stock sweeper's options (hydra.sweeper.*), their ranges checked first: the stock
-        one asserts some (a traceback) and loops for ever on n_jobs=0."""
-        pruner = options.pop("pruner")
-        self.stale_after: float = options.pop("stale_after")
+        one asserts some (a traceback) and loops for ever on n_jobs=0; then ours, which the
+        stock one does not take: the pruner, stale_after and enqueue."""
         try:
             for key, rule in schema.rules(schema.SweeperConfig).items():
                 schema.check_value(f"hydra.sweeper.{key}", rule, options.get(key))
+            pruner = options.pop("pruner")
+            self.stale_after: float = options.pop("stale_after")
+            self.enqueue: list = list(options.pop("enqueue") or [])
             schema.check(pruner, "hydra.sweeper.pruner.")
             try:
                 self.pruner = instantiate(pruner, _execution_whitelist_=("optuna.pruners.*",))
@@ -120,6 +123,7 @@ class L1Sweeper(OptunaSweeper):
         for name in fixed:
             space.pop(name, None)
         _check_space(space)
+        enqueue = _check_enqueue(self.enqueue, space)
         self._compose.value_keys = value_keys(space)
         _check_task_config(cfg)
         directions = impl._get_directions()
@@ -141,15 +145,15 @@ class L1Sweeper(OptunaSweeper):
         with warnings.catch_warnings():  # experimental since Optuna 3.2, and what dashboards show
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(list(cfg.objective.metrics))
-        # A resumed study must not replay the seeded sampler's first draws: offset the seed.
+        # Each trial draws with the sampler seeded by (seed, its trial number): processes that
+        # share a study (even started at the same instant on an empty one) get different
+        # numbers, so different draws, and a study is reproducible from its seed; a resumed
+        # study does not replay its first draws.
         seed = cfg.hydra.sweeper.sampler.get("seed")
-        if study.trials and seed is not None and not isinstance(impl.sampler, functools.partial):
-            study.sampler = instantiate(
-                cfg.hydra.sweeper.sampler,
-                seed=seed + len(study.trials),
-                _execution_whitelist_=SAMPLERS,
-            )
+        reseed = seed is not None and not isinstance(impl.sampler, functools.partial)
         recover_stale(study, self.stale_after)  # before any ask: their parameters run first
+        for params in enqueue:  # run before the sampler's own; not again in a resumed study
+            study.enqueue_trial(params, skip_if_exists=True)
         resume = resume_command(cfg, study.study_name, arguments, impl.storage)
         where = shown(impl.storage)
         log.info(f"study {study.study_name} in {where} ({len(study.trials)} trials so far)")
@@ -180,12 +184,16 @@ class L1Sweeper(OptunaSweeper):
                         pending.append(study.ask())
                         claim(pending[-1])
                 asked = list(pending)
-                overrides = [
-                    (*o, *extra, f"hydra.sweep.subdir=trial_{t.number}")
-                    for t, o in zip(
-                        asked, impl._configure_trials(asked, space, fixed, fixed_overrides)
-                    )
-                ]
+                overrides = []
+                for t in asked:
+                    if reseed:
+                        study.sampler = instantiate(
+                            cfg.hydra.sweeper.sampler,
+                            seed=_trial_seed(seed, t.number),
+                            _execution_whitelist_=SAMPLERS,
+                        )
+                    [o] = impl._configure_trials([t], space, fixed, fixed_overrides)
+                    overrides.append((*o, *extra, f"hydra.sweep.subdir=trial_{t.number}"))
                 # beats often enough that a live trial is never taken for a lost one
                 with heartbeat(pending, every=min(30.0, self.stale_after / 4)):
                     returns = impl.launcher.launch(overrides, initial_job_idx=impl.job_idx)
@@ -376,6 +384,38 @@ def _check_space(space: dict) -> None:
             raise UserError(
                 f"search interval for {name} must lie in (0, inf), got [{low}, {dist.high}]"
             )
+
+
+def _trial_seed(seed: int, number: int) -> int:
+    """A sampler seed for trial `number` of a study seeded `seed`: hashed, not seed + number,
+    which would give seed 1's trial 0 the draws of seed 0's trial 1."""
+    return int(np.random.SeedSequence([seed, number]).generate_state(1)[0])
+
+
+def _check_enqueue(sets: list, space: dict) -> list[dict]:
+    """hydra.sweeper.enqueue as plain dicts, each naming searched keys with values in range."""
+    out = []
+    for params in sets:
+        params = OmegaConf.to_container(params) if isinstance(params, DictConfig) else params
+        if not isinstance(params, dict) or not params:
+            raise UserError(
+                f"hydra.sweeper.enqueue holds parameter sets like {{l1_lambda: 1e-4}}, "
+                f"got {params!r}"
+            )
+        for key, value in params.items():
+            dist = space.get(key)
+            if dist is None:
+                raise UserError(
+                    f"hydra.sweeper.enqueue: {key} is not searched; searched: {', '.join(space)}"
+                )
+            try:
+                inside = dist._contains(dist.to_internal_repr(value))
+            except (ValueError, TypeError):
+                inside = False
+            if not inside:
+                raise UserError(f"hydra.sweeper.enqueue: {key}={value!r} is outside {dist}")
+        out.append(params)
+    return out
 
 
 def _check_task_config(cfg: DictConfig) -> None:

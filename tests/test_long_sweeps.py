@@ -234,6 +234,7 @@ def _check_shared(cwd: Path, storage: str) -> None:
     study = study_of(cwd, "shared", storage)
     assert len(study.trials) == 6 and sorted(df["trial"]) == list(range(6))
     assert_csv_agrees_with_study(df, study)
+    assert df["l1_lambda"].is_unique  # started at the same instant, yet different draws
 
 
 def test_two_processes_share_a_journal_study(tmp_path):
