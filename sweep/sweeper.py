@@ -1,13 +1,14 @@
-"""The Optuna sweeper, one trial = one row.
+"""The Optuna sweeper's trial loop, one trial = one row.
 
 hydra-optuna-sweeper's loop has no per-trial hook, so this subclass keeps its options,
 sampler and search-space parsing but runs its own ask/launch/tell loop, which:
 - names each trial's directory after its Optuna trial number (trial_<n>), so a resumed
   study never overwrites an earlier trial (Hydra's job numbering restarts at 0);
-- stores each trial's metrics in the study and rewrites results.csv from the study after
-  every trial, atomically, so the CSV always agrees with the storage;
-- refuses to continue a named study with a different configuration;
-- records diverged runs as failed trials and goes on;
+- seeds each trial's draws by (seed, trial number), runs enqueued parameter sets first;
+- records each job's row in its trial and rewrites results.csv from the study after every
+  trial, atomically (sweep/trials.py: what a job leaves in its trial; sweep/study.py: opening
+  the study, its fingerprint, stale trials, the CSV);
+- tells a job that its pruner stopped PRUNED, a diverged one FAIL, and goes on;
 - turns bad input into one clear line and exit code 2.
 """
 
