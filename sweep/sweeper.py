@@ -4,7 +4,7 @@ hydra-optuna-sweeper's loop has no per-trial hook, so this subclass keeps its op
 sampler and search-space parsing but runs its own ask/launch/tell loop, which:
 - names each trial's directory after its Optuna trial number (trial_<n>), so a resumed
   study never overwrites an earlier trial (Hydra's job numbering restarts at 0);
-- seeds each trial's draws by (seed, trial number), runs enqueued parameter sets first;
+- seeds its sampler by seed + its first trial's number, runs enqueued parameter sets first;
 - records each job's row in its trial and rewrites results.csv from the study after every
   trial, atomically (sweep/trials.py: what a job leaves in its trial; sweep/study.py: opening
   the study, its fingerprint, stale trials, the CSV);
@@ -32,7 +32,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import optuna
 from hydra.core.utils import JobReturn
 from hydra.types import HydraContext, TaskFunction
@@ -146,10 +145,10 @@ class L1Sweeper(OptunaSweeper):
         with warnings.catch_warnings():  # experimental since Optuna 3.2, and what dashboards show
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(list(cfg.objective.metrics))
-        # Each trial draws with the sampler seeded by (seed, its trial number): processes that
-        # share a study (even started at the same instant on an empty one) get different
-        # numbers, so different draws, and a study is reproducible from its seed; a resumed
-        # study does not replay its first draws.
+        # The sampler draws with seed + the number of the first trial this process asks: numbers
+        # are unique in a study, so processes sharing one (even started at the same instant on
+        # an empty study) draw differently; a lone process on a new study uses `seed` itself
+        # (reproducible), and a resumed study does not replay its first draws.
         seed = cfg.hydra.sweeper.sampler.get("seed")
         reseed = seed is not None and not isinstance(impl.sampler, functools.partial)
         recover_stale(study, self.stale_after)  # before any ask: their parameters run first
@@ -187,12 +186,13 @@ class L1Sweeper(OptunaSweeper):
                 asked = list(pending)
                 overrides = []
                 for t in asked:
-                    if reseed:
+                    if reseed and t.number:  # before its parameters are drawn
                         study.sampler = instantiate(
                             cfg.hydra.sweeper.sampler,
-                            seed=_trial_seed(seed, t.number),
+                            seed=seed + t.number,
                             _execution_whitelist_=SAMPLERS,
                         )
+                    reseed = False
                     [o] = impl._configure_trials([t], space, fixed, fixed_overrides)
                     overrides.append((*o, *extra, f"hydra.sweep.subdir=trial_{t.number}"))
                 # beats often enough that a live trial is never taken for a lost one
@@ -385,12 +385,6 @@ def _check_space(space: dict) -> None:
             raise UserError(
                 f"search interval for {name} must lie in (0, inf), got [{low}, {dist.high}]"
             )
-
-
-def _trial_seed(seed: int, number: int) -> int:
-    """A sampler seed for trial `number` of a study seeded `seed`: hashed, not seed + number,
-    which would give seed 1's trial 0 the draws of seed 0's trial 1."""
-    return int(np.random.SeedSequence([seed, number]).generate_state(1)[0])
 
 
 def _check_enqueue(sets: list, space: dict) -> list[dict]:
