@@ -156,7 +156,7 @@ def fit(
     log_every: int = 1,
     schedule: Callable | None = None,
     keep: torch.Tensor | None = None,
-    on_epoch: Callable[[int, float], None] | None = None,
+    on_epoch: Callable[[int, float], bool | None] | None = None,
 ) -> dict:
     """Minibatch training; returns the last epoch's mean loss, whether it diverged, and the
     validation accuracy of the final weights where the last epoch's log line measured it.
@@ -242,7 +242,7 @@ def prune_and_finetune(
     reg: Regularizer,
     pruner: Pruner,
     cfg: DictConfig,
-    on_epoch: Callable[[int, float], None] | None = None,
+    on_epoch: Callable[[int, float], bool | None] | None = None,
 ) -> tuple[dict, dict]:
     """Prune the trained model in the pruner's rounds, fine-tuning each with the mask held and
     the L1 term off; returns the last fine-tuning's fit result, and the accuracies of the
