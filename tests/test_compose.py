@@ -121,7 +121,9 @@ def test_searched_keys_the_trials_add_are_composed_right(hydra_loader):
     }
     cache = ComposeCache(loader, value_keys(space))
     for i, (decay, momentum) in enumerate([("1e-4", "0.5"), ("2e-4", "0.8"), ("3e-4", "0.1")]):
-        job = trial(i, "1e-4", f"+optimizer.dampening={decay}", f"++optimizer.momentum={momentum}")
+        job = trial(
+            i, "1e-4", f"+optimizer.dampening={decay}", f"++optimizer.momentum={momentum}"
+        )
         config = cache.load_sweep_config(master, job)
         assert config.optimizer.dampening == float(decay)
         assert config.optimizer.momentum == float(momentum)
