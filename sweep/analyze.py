@@ -217,10 +217,12 @@ def summarize(frame: pd.DataFrame) -> tuple[str, dict[str, int]]:
     for name, sweep in frame.groupby("method", sort=False):
         counts = sweep["status"].value_counts()
         complete, diverged = counts.get("complete", 0), counts.get("diverged", 0)
-        failed = len(sweep) - complete - diverged  # 'failed', or any status this code predates
+        pruned = counts.get("pruned", 0)  # stopped early by the sweep's pruner
+        failed = len(sweep) - complete - diverged - pruned  # or any status this code predates
         if not complete:
             raise UserError(
-                f"{name} has no complete trial ({diverged} diverged, {failed} failed); "
+                f"{name} has no complete trial ({diverged} diverged, {pruned} pruned, "
+                f"{failed} failed); "
                 "see the trials' run.log, then rerun (diverged: lower optimizer.lr or l1_lambda)"
             )
         labels = [", ".join(sweep[c].dropna().unique()) if c in sweep else "?" for c in
@@ -230,7 +232,8 @@ def summarize(frame: pd.DataFrame) -> tuple[str, dict[str, int]]:
         knees[name] = knee(sweep)
         parts += [
             f"## {name} (regularizer {labels[0]}, data {labels[1]})",
-            f"trials: {len(sweep)}, complete {complete}, diverged {diverged}, failed {failed}",
+            f"trials: {len(sweep)}, complete {complete}, pruned {pruned}, diverged {diverged}, "
+            f"failed {failed}",
             f"\nbest trial, by {how}:\n",
             _row_table(sweep, [best_index]),
             f"\nPareto front, val_acc vs sparsity, both maximized ({len(front)} trials):\n",

@@ -14,8 +14,9 @@ import pandas as pd
 COLUMNS = [
     "trial", "status", "l1_lambda", "l2_lambda", "regularizer", "model", "data", "optimizer",
     "schedule", "prune", "prune_sparsity", "prune_scope", "prune_rounds", "prune_epochs",
-    "prune_lr_scale", "seed", "epochs", "val_acc", "test_acc", "pruned_val_acc",
-    "pruned_test_acc", "sparsity", "sparsity_tol", "tol", "sparsity_params", "nnz", "n_params",
+    "prune_lr_scale", "seed", "repeats", "epochs", "val_acc", "val_acc_std", "test_acc",
+    "test_acc_std", "pruned_val_acc", "pruned_test_acc", "sparsity", "sparsity_std",
+    "sparsity_tol", "tol", "sparsity_params", "nnz", "n_params",
     "active_inputs", "n_inputs", "train_loss", "trained_val_acc", "trained_test_acc",
     "trained_sparsity", "trained_sparsity_tol", "trained_nnz", "trained_active_inputs",
     "trained_train_loss", "oneshot_val_acc", "oneshot_test_acc", "train_seconds", "objective",

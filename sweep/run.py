@@ -4,25 +4,30 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import CompactHydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
-from sweep import objectives, train
+from sweep import objectives, schema, train, trials  # schema: registers the config schemas
 from sweep.errors import UserError
 
 log = logging.getLogger("sweep")
+assert schema  # imported for its ConfigStore entries
 
 
 @hydra.main(config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> dict:
     hc = HydraConfig.get()
     try:
-        metrics = train.run(cfg, Path(hc.runtime.output_dir), dict(hc.runtime.choices))
+        out_dir, choices = Path(hc.runtime.output_dir), dict(hc.runtime.choices)
+        metrics = train.run(cfg, out_dir, choices, trials.job_reporter())
     except UserError as e:
         if hc.mode == RunMode.MULTIRUN:
             raise  # the sweeper records the failed trial, then reports it
@@ -37,5 +42,41 @@ def main(cfg: DictConfig) -> dict:
     return metrics
 
 
+def config_error(e: Exception) -> str:
+    """Hydra's or OmegaConf's multi-line report of a bad override or config, as one line."""
+    lines = [ln.strip() for ln in str(e).splitlines()]
+    if "Config search path:" in lines:  # an unknown group option: keep the options it lists
+        lines = lines[: lines.index("Config search path:")]
+        heads = [i for i, ln in enumerate(lines) if ln.startswith("Available options")]
+        if heads:
+            options = ", ".join(ln for ln in lines[heads[0] + 1 :] if ln)
+            lines = [*lines[: heads[0]], f"{lines[heads[0]]} {options}"]
+    lines = [ln for ln in lines if ln and not ln.startswith(("object_type", "reference"))]
+    cause = e.__cause__ if isinstance(e.__cause__, OmegaConfBaseException) else None
+    if cause is not None:  # "Error merging override seed=abc" + OmegaConf's own reason
+        reason = str(cause).splitlines()[0]
+        if " not in " in reason:  # a key the schema lacks: Hydra's "use +key" would fail too
+            lines = [ln for ln in lines if not ln.startswith("To append")]
+        lines[-1] = f"{lines[-1].rstrip('.')}: {reason}"
+    what = ". ".join(ln.rstrip(".") for ln in lines)
+    what += "" if what.endswith("?") else "."
+    return f"{what} Fix it; `python -m sweep.run --cfg job` prints every key and value."
+
+
+def cli() -> None:
+    """Hydra's main, but a config error is one line and exit code 2, as other bad input is."""
+    # Hydra prints such errors over several lines and exits 1; HYDRA_FULL_ERROR makes it raise
+    # them instead. Anything else keeps its traceback (and a user's own HYDRA_FULL_ERROR=1 all).
+    full = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        main()
+    except (CompactHydraException, OmegaConfBaseException) as e:
+        if full:
+            raise
+        print(f"error: {config_error(e)}", file=sys.stderr)
+        sys.exit(2)
+
+
 if __name__ == "__main__":
-    main()
+    cli()

@@ -1,13 +1,14 @@
-"""The Optuna sweeper, one trial = one row.
+"""The Optuna sweeper's trial loop, one trial = one row.
 
 hydra-optuna-sweeper's loop has no per-trial hook, so this subclass keeps its options,
 sampler and search-space parsing but runs its own ask/launch/tell loop, which:
 - names each trial's directory after its Optuna trial number (trial_<n>), so a resumed
   study never overwrites an earlier trial (Hydra's job numbering restarts at 0);
-- stores each trial's metrics in the study and rewrites results.csv from the study after
-  every trial, atomically, so the CSV always agrees with the storage;
-- refuses to continue a named study with a different configuration;
-- records diverged runs as failed trials and goes on;
+- seeds its sampler by seed + its first trial's number, runs enqueued parameter sets first;
+- records each job's row in its trial and rewrites results.csv from the study after every
+  trial, atomically (sweep/trials.py: what a job leaves in its trial; sweep/study.py: opening
+  the study, its fingerprint, stale trials, the CSV);
+- tells a job that its pruner stopped PRUNED, a diverged one FAIL, and goes on;
 - turns bad input into one clear line and exit code 2.
 """
 
@@ -18,7 +19,6 @@ import dataclasses
 import functools
 import gc
 import itertools
-import json
 import logging
 import math
 import os
@@ -27,12 +27,12 @@ import signal
 import stat
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import optuna
-from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn
 from hydra.types import HydraContext, TaskFunction
 from hydra.utils import instantiate
@@ -41,19 +41,57 @@ from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
-from sweep import results
+from sweep import schema, trials
 from sweep.compose import ComposeCache, value_keys
 from sweep.errors import UserError
+from sweep.study import (
+    check_same_config,
+    claim,
+    fingerprint,
+    heartbeat,
+    open_study,
+    recover_stale,
+    resume_command,
+    shown,
+    write_csv,
+)
 
 log = logging.getLogger(__name__)
 
 SAMPLERS = ("hydra_plugins.hydra_optuna_sweeper.*", "optuna.samplers.*")
-CONFIG_ATTR = "l1sweep_config"
 BASELINE_ATTR = "baseline_val_acc"
 
 
 class L1Sweeper(OptunaSweeper):
     _grid: dict[str, list] | None = None
+
+    def __init__(self, **options: Any) -> None:
+        """The stock sweeper's options (hydra.sweeper.*), their ranges checked first: the stock
+        one asserts some (a traceback) and loops for ever on n_jobs=0; then ours, which the
+        stock one does not take: the pruner, stale_after and enqueue."""
+        try:
+            for key, rule in schema.rules(schema.SweeperConfig).items():
+                schema.check_value(f"hydra.sweeper.{key}", rule, options.get(key))
+            pruner = options.pop("pruner")
+            self.stale_after: float = options.pop("stale_after")
+            self.enqueue: list = list(options.pop("enqueue") or [])
+            schema.check(pruner, "hydra.sweeper.pruner.")
+            try:
+                self.pruner = instantiate(pruner, _execution_whitelist_=("optuna.pruners.*",))
+            except Exception as e:  # Optuna's own check of the pruner's options
+                reason = str(e).splitlines()[0]
+                raise UserError(f"hydra.sweeper.pruner: {reason}") from e
+            try:
+                super().__init__(**options)
+            except Exception as e:  # the sampler's own check of its options (any exception type)
+                reason = str(e).splitlines()[0]
+                raise UserError(
+                    f"cannot make the sampler: {reason}; check hydra.sweeper.sampler.* and seed "
+                    "(the sampler's seed)"
+                ) from e
+        except UserError as e:
+            log.error(f"error: {e}")
+            sys.exit(2)
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
@@ -85,25 +123,40 @@ class L1Sweeper(OptunaSweeper):
         for name in fixed:
             space.pop(name, None)
         _check_space(space)
+        enqueue = _check_enqueue(self.enqueue, space)
         self._compose.value_keys = value_keys(space)
         _check_task_config(cfg)
         directions = impl._get_directions()
+        pruning = not isinstance(self.pruner, optuna.pruners.NopPruner)
+        if pruning and len(directions) > 1:
+            raise UserError(
+                f"early stopping needs a single objective, and objective.metrics has "
+                f"{len(directions)} ({', '.join(cfg.objective.metrics)}): Optuna reports and "
+                "prunes single-objective trials only. Use hydra/sweeper/pruner=none"
+            )
         sweep_dir = Path(cfg.hydra.sweep.dir)
         csv_path = sweep_dir / "results.csv"
         _check_writable(sweep_dir, csv_path)
 
-        study = _open_study(impl.study_name, impl.storage, directions, self._sampler(space))
-        _check_same_config(study, _fingerprint(cfg, space, directions))
-        # A resumed study must not replay the seeded sampler's first draws: offset the seed.
+        study = open_study(
+            impl.study_name, impl.storage, directions, self._sampler(space), self.pruner
+        )
+        check_same_config(study, fingerprint(cfg, space, directions))
+        with warnings.catch_warnings():  # experimental since Optuna 3.2, and what dashboards show
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(list(cfg.objective.metrics))
+        # The sampler draws with seed + the number of the first trial this process asks: numbers
+        # are unique in a study, so processes sharing one (even started at the same instant on
+        # an empty study) draw differently; a lone process on a new study uses `seed` itself
+        # (reproducible), and a resumed study does not replay its first draws.
         seed = cfg.hydra.sweeper.sampler.get("seed")
-        if study.trials and seed is not None and not isinstance(impl.sampler, functools.partial):
-            study.sampler = instantiate(
-                cfg.hydra.sweeper.sampler,
-                seed=seed + len(study.trials),
-                _execution_whitelist_=SAMPLERS,
-            )
-        resume = _resume_command(cfg, study.study_name, arguments)
-        log.info(f"study {study.study_name} in {impl.storage} ({len(study.trials)} trials so far)")
+        reseed = seed is not None and not isinstance(impl.sampler, functools.partial)
+        recover_stale(study, self.stale_after)  # before any ask: their parameters run first
+        for params in enqueue:  # run before the sampler's own; not again in a resumed study
+            study.enqueue_trial(params, skip_if_exists=True)
+        resume = resume_command(cfg, study.study_name, arguments, impl.storage)
+        where = shown(impl.storage)
+        log.info(f"study {study.study_name} in {where} ({len(study.trials)} trials so far)")
         log.info(f"results: {csv_path}")
         log.info(f"resume or extend with: {resume}")
 
@@ -115,6 +168,8 @@ class L1Sweeper(OptunaSweeper):
             impl.n_trials = min(impl.n_trials, left)
         extra = _thread_override(cfg, impl.n_jobs)
         extra += self._baseline(cfg, study, fixed, fixed_overrides)
+        if pruning:  # each job reaches its trial by name: the name resolved here, not ${now:}
+            extra.append(f"hydra.sweeper.study_name={study.study_name}")
         # What is loaded by now (torch, the data, the study) lives until exit: frozen, the
         # collector stops re-scanning it in every full collection (~20 ms a trial here).
         gc.collect()
@@ -127,18 +182,26 @@ class L1Sweeper(OptunaSweeper):
                 while len(pending) < batch:
                     with _interrupts_deferred():  # a trial made but not yet returned is lost
                         pending.append(study.ask())
-                trials = list(pending)
-                overrides = [
-                    (*o, *extra, f"hydra.sweep.subdir=trial_{t.number}")
-                    for t, o in zip(
-                        trials, impl._configure_trials(trials, space, fixed, fixed_overrides)
-                    )
-                ]
-                returns = impl.launcher.launch(overrides, initial_job_idx=impl.job_idx)
+                        claim(pending[-1])
+                asked = list(pending)
+                overrides = []
+                for t in asked:
+                    if reseed and t.number:  # before its parameters are drawn
+                        study.sampler = instantiate(
+                            cfg.hydra.sweeper.sampler,
+                            seed=seed + t.number,
+                            _execution_whitelist_=SAMPLERS,
+                        )
+                    reseed = False
+                    [o] = impl._configure_trials([t], space, fixed, fixed_overrides)
+                    overrides.append((*o, *extra, f"hydra.sweep.subdir=trial_{t.number}"))
+                # beats often enough that a live trial is never taken for a lost one
+                with heartbeat(pending, every=min(30.0, self.stale_after / 4)):
+                    returns = impl.launcher.launch(overrides, initial_job_idx=impl.job_idx)
                 impl.job_idx += len(returns)
                 told = []
-                for t, r in zip(trials, returns):
-                    told.append(self._tell(study, t, r, directions, csv_path))
+                for t, r in zip(asked, returns):
+                    told.append(self._tell(study, t, r, directions, csv_path, pruning))
                     pending.remove(t)
             except BaseException:  # Ctrl-C or a launcher error: leave no trial RUNNING for ever
                 with _interrupts_deferred():
@@ -188,6 +251,7 @@ class L1Sweeper(OptunaSweeper):
         ret: JobReturn,
         directions: list[str],
         csv_path: Path,
+        pruning: bool = False,
     ) -> tuple[dict, BaseException | None]:
         """Record one finished job in the study and in results.csv; return its row, exception."""
         error: BaseException | None = None
@@ -195,6 +259,7 @@ class L1Sweeper(OptunaSweeper):
             metrics = dict(ret.return_value)
         except BaseException as e:  # the job raised: the row says 'failed'
             error, metrics = e, {"status": "failed"}
+        curve = metrics.pop("val_acc_curve", [])  # metrics.json keeps it; the CSV row does not
         task_overrides = [o for o in ret.overrides or [] if not o.startswith("hydra.")]
         row = {
             "trial": trial.number,
@@ -207,9 +272,12 @@ class L1Sweeper(OptunaSweeper):
         values = metrics.get("objective")
         try:
             with _interrupts_deferred():  # the row without its state would be a wrong row
-                trial.set_user_attr("row", row)
+                # a pruning job reported its curve itself, as it trained
+                trials.record(trial, row, [] if pruning else curve, len(directions) == 1)
                 if metrics["status"] == "complete" and values and all(map(math.isfinite, values)):
                     study.tell(trial, values=values)
+                elif metrics["status"] == "pruned":
+                    study.tell(trial, state=TrialState.PRUNED)
                 else:
                     study.tell(trial, state=TrialState.FAIL)
         except RuntimeError as e:
@@ -287,8 +355,10 @@ class L1Sweeper(OptunaSweeper):
                 "solutions": [{"params": t.params, "values": t.values} for t in study.best_trials],
             }
         OmegaConf.save(OmegaConf.create(summary), csv_path.parent / "optimization_results.yaml")
+        pruned = study.get_trials(deepcopy=False, states=[TrialState.PRUNED])
         log.info(
-            f"study {study.study_name}: {len(complete)} complete of {len(study.trials)} trials"
+            f"study {study.study_name}: {len(complete)} complete, {len(pruned)} pruned"
+            f" of {len(study.trials)} trials"
         )
         log.info(f"sweep took {seconds:.1f}s; results: {csv_path}")
         log.info(f"resume or extend with: {resume}")
@@ -308,57 +378,6 @@ def _interrupts_deferred() -> Iterator[None]:
         raise KeyboardInterrupt
 
 
-def write_csv(study: optuna.Study, csv_path: Path) -> None:
-    """Rewrite results.csv from the study: every finished trial once, keyed by trial number."""
-    with results.locked(csv_path):
-        # Finished trials only: another process's trial may hold its row a moment before its
-        # state, and a trial failed over by Ctrl-C keeps a row that no longer describes it.
-        told = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL))
-        trials = [t for t in told if "row" in t.user_attrs]
-        rows = [dict(t.user_attrs["row"]) for t in trials]
-        if len(study.directions) > 1:
-            front = {t.number for t in study.best_trials}
-            for row in rows:
-                row["pareto"] = row["trial"] in front
-        results.write_atomic(rows, csv_path)
-
-
-def _open_study(
-    name: str, storage: Any, directions: list[str], sampler: optuna.samplers.BaseSampler
-) -> optuna.Study:
-    shown = storage
-    for attempt in range(5):
-        try:
-            if isinstance(storage, str) and storage.startswith("sqlite:///"):
-                Path(storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-            if isinstance(storage, DictConfig):
-                storage = instantiate(storage, _execution_whitelist_=("optuna.storages.*",))
-            return optuna.create_study(
-                study_name=name,
-                storage=storage,
-                sampler=sampler,
-                directions=directions,
-                load_if_exists=True,
-            )
-        except ValueError as e:
-            if "direction" in str(e).lower():
-                raise UserError(f"study {name!r} was created with other directions: {e}") from e
-            error: Exception = e
-        except Exception as e:  # SQLAlchemy/driver/OS errors: bad URL, server down, no such dir
-            # Optuna's RDB storage creates its tables on first connect; two processes starting
-            # on a fresh database race there (duplicate key). The loser retries and finds them.
-            error = e
-            if "duplicate key" in str(e) or "already exists" in str(e):
-                time.sleep(0.5 * (attempt + 1))
-                continue
-        break
-    reason = str(error).splitlines()[0]
-    raise UserError(
-        f"cannot open the Optuna storage {shown!r}: {reason}. "
-        "Check hydra.sweeper.storage (URL, server, file permissions)."
-    ) from error
-
-
 def _check_space(space: dict) -> None:
     for name, dist in space.items():
         low = getattr(dist, "low", None)
@@ -366,6 +385,32 @@ def _check_space(space: dict) -> None:
             raise UserError(
                 f"search interval for {name} must lie in (0, inf), got [{low}, {dist.high}]"
             )
+
+
+def _check_enqueue(sets: list, space: dict) -> list[dict]:
+    """hydra.sweeper.enqueue as plain dicts, each naming searched keys with values in range."""
+    out = []
+    for params in sets:
+        params = OmegaConf.to_container(params) if isinstance(params, DictConfig) else params
+        if not isinstance(params, dict) or not params:
+            raise UserError(
+                f"hydra.sweeper.enqueue holds parameter sets like {{l1_lambda: 1e-4}}, "
+                f"got {params!r}"
+            )
+        for key, value in params.items():
+            dist = space.get(key)
+            if dist is None:
+                raise UserError(
+                    f"hydra.sweeper.enqueue: {key} is not searched; searched: {', '.join(space)}"
+                )
+            try:
+                inside = dist._contains(dist.to_internal_repr(value))
+            except (ValueError, TypeError):
+                inside = False
+            if not inside:
+                raise UserError(f"hydra.sweeper.enqueue: {key}={value!r} is outside {dist}")
+        out.append(params)
+    return out
 
 
 def _check_task_config(cfg: DictConfig) -> None:
@@ -378,6 +423,7 @@ def _check_task_config(cfg: DictConfig) -> None:
 
     task = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
     train.check(task)
+    train.resolve_device(task.device)
     data = train.build(task.data, seed=task.seed)
     model = train.build(task.model, n_inputs=data.n_inputs, n_classes=data.n_classes,
                         input_shape=data.image_shape)  # fmt: skip
@@ -408,57 +454,3 @@ def _thread_override(cfg: DictConfig, n_jobs: int) -> list[str]:
     if n_jobs < 2 or not local_parallel or cfg.train.threads is not None:
         return []
     return [f"train.threads={max(1, len(os.sched_getaffinity(0)) // n_jobs)}"]
-
-
-def _fingerprint(cfg: DictConfig, space: dict, directions: list[str]) -> dict:
-    """What must match for trials to be comparable: the task config minus searched keys."""
-    task = OmegaConf.to_container(
-        OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True
-    )
-    flat = _flatten(task)
-    for name in space:
-        flat.pop(name, None)
-    flat.pop("objective.baseline_val_acc", None)
-    flat.pop("train.log_every", None)  # how often a trial logs changes none of its numbers
-    flat["search_space"] = {k: repr(v) for k, v in space.items()}
-    flat["directions"] = directions
-    flat["choices"] = dict(HydraConfig.get().runtime.choices) if HydraConfig.initialized() else {}
-    flat["choices"] = {k: v for k, v in flat["choices"].items() if not k.startswith("hydra")}
-    return json.loads(json.dumps(flat, default=str))
-
-
-def _check_same_config(study: optuna.Study, fingerprint: dict) -> None:
-    old = study.user_attrs.get(CONFIG_ATTR)
-    if old is None:
-        study.set_user_attr(CONFIG_ATTR, fingerprint)
-        return
-    diff = sorted(k for k in old.keys() | fingerprint.keys() if old.get(k) != fingerprint.get(k))
-    if diff:
-        shown = "; ".join(f"{k}: {old.get(k)!r} -> {fingerprint.get(k)!r}" for k in diff[:4])
-        raise UserError(
-            f"study {study.study_name!r} was started with a different configuration ({shown}). "
-            "Its trials would not be comparable: use a new hydra.sweeper.study_name."
-        )
-
-
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and v:
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
-def _resume_command(cfg: DictConfig, study_name: str, arguments: list[str]) -> str:
-    hydra_args = [
-        o
-        for o in cfg.hydra.overrides.hydra
-        if not o.startswith(("hydra.sweeper.study_name=", "hydra.mode="))
-    ]
-    return shlex.join(
-        ["python", "-m", "sweep.run", "-m", *hydra_args,
-         f"hydra.sweeper.study_name={study_name}", *arguments]
-    )  # fmt: skip

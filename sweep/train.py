@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import os
+import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,11 +18,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
-from sweep import features, pruning, sparsity, user_code
+from sweep import features, pruning, schema, sparsity, user_code
 from sweep.data import Dataset
 from sweep.errors import UserError
 from sweep.pruning import Pruner
-from sweep.regularizers import Regularizer, check_nonnegative
+from sweep.regularizers import Regularizer
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 CHOICES = ("data", "model", "regularizer", "optimizer", "schedule", "prune")
 # What a row keeps, as trained_<key>, of the model before pruning.
 TRAINED = ("val_acc", "test_acc", "sparsity", "sparsity_tol", "nnz", "active_inputs")
+# The figures a repeated run also reports the spread of, as <key>_std.
+SPREAD = ("_acc", "sparsity")
 # What config `_target_`s may name (Hydra 1.4 refuses unlisted targets in 1.5).
 TARGETS = ("sweep.*", "torch.optim.*", "torch.nn.*")
 
@@ -42,14 +45,24 @@ def build(node: DictConfig, **kwargs: object) -> object:
 
 def check(cfg: DictConfig) -> Regularizer:
     """Reject bad input before any training; returns the regularizer it had to build."""
-    # Lambdas checked here too: a regularizer that ignores one never sees its value.
-    for key in ("l1_lambda", "l2_lambda", "sparsity.tol"):
-        check_nonnegative(key, OmegaConf.select(cfg, key))
-    for key in ("train.epochs", "train.batch_size", "train.log_every"):
-        value = OmegaConf.select(cfg, key)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise UserError(f"{key} must be an integer >= 1, got {value!r}")
+    # Every range of the schema, the lambdas too: a regularizer that ignores one never sees it.
+    schema.check(cfg)
     return build(cfg.regularizer)
+
+
+_datasets: dict[tuple[str, int, str], Dataset] = {}
+
+
+def dataset(cfg: DictConfig, device: torch.device) -> Dataset:
+    """cfg.data split with cfg.seed, on `device`. Kept for the `repeats` seeds a trial uses, so a
+    sweep's trials split (and copy to the device) once per seed: the loaders' own caches hold
+    two seeds, which repeats > 2 would thrash."""
+    key = (OmegaConf.to_yaml(cfg.data, resolve=True), cfg.seed, str(device))
+    if key not in _datasets:
+        while len(_datasets) >= cfg.repeats:
+            _datasets.pop(next(iter(_datasets)))  # the oldest: another configuration's seeds
+        _datasets[key] = build(cfg.data, seed=cfg.seed).to(device)
+    return _datasets[key]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -138,12 +151,15 @@ def fit(
     log_every: int = 1,
     schedule: Callable | None = None,
     keep: torch.Tensor | None = None,
+    on_epoch: Callable[[int, float], bool | None] | None = None,
 ) -> dict:
     """Minibatch training; returns the last epoch's mean loss, whether it diverged, and the
     validation accuracy of the final weights where the last epoch's log line measured it.
 
     schedule(optimizer, total_steps) may return an lr scheduler, stepped after every step.
     keep: a mask over the regularized weights (pruning's); the others are held at exactly zero.
+    on_epoch(epoch, val_acc) is called at every epoch whose validation accuracy is measured;
+    if it returns True, training stops there with status 'pruned' (a sweep's hopeless trial).
     """
     flat, grad, k = flatten_parameters(model, reg.select(model))
     w, g = flat[:k], grad[:k]  # the regularized weights and their gradient
@@ -182,8 +198,12 @@ def fit(
                 f"epoch {epoch}/{epochs}  loss {loss_mean:.4f}  val_acc {val_acc:.4f}"
                 f"  sparsity {int((w == 0).sum()) / w.numel():.4f}"
             )
-        if status != "complete":
+            if on_epoch is not None and status == "complete" and on_epoch(epoch, val_acc):
+                status = "pruned"
+                log.info(f"epoch {epoch}/{epochs}: stopped by the sweep's pruner (pruned)")
+        if status == "diverged":
             log.warning(f"training loss is {loss_mean} at epoch {epoch}: stopped (diverged)")
+        if status != "complete":
             break
     return {"train_loss": loss_mean, "status": status, "epochs_run": epoch, "val_acc": val_acc}
 
@@ -212,11 +232,17 @@ def measure(
 
 
 def prune_and_finetune(
-    model: nn.Module, data: Dataset, reg: Regularizer, pruner: Pruner, cfg: DictConfig
+    model: nn.Module,
+    data: Dataset,
+    reg: Regularizer,
+    pruner: Pruner,
+    cfg: DictConfig,
+    on_epoch: Callable[[int, float], bool | None] | None = None,
 ) -> tuple[dict, dict]:
     """Prune the trained model in the pruner's rounds, fine-tuning each with the mask held and
     the L1 term off; returns the last fine-tuning's fit result, and the accuracies of the
-    trained model pruned at once to the final target without any fine-tuning."""
+    trained model pruned at once to the final target without any fine-tuning. on_epoch gets
+    each round's epochs numbered on from the previous round's."""
     counted = reg.select(model)
     sizes = [p.numel() for p in counted]
     oneshot = copy.deepcopy(model)
@@ -236,21 +262,83 @@ def prune_and_finetune(
             f"{1 - float(keep.float().mean()):.4f} of {keep.numel()} weights zero; "
             f"fine-tuning {pruner.epochs} epochs from lr {optimizer.param_groups[0]['lr']:.3g}"
         )
+        offset = (r - 1) * pruner.epochs
+        hook = (lambda e, acc, o=offset: on_epoch(o + e, acc)) if on_epoch else None
         result = fit(model, data, finetune_reg, optimizer, pruner.epochs, cfg.train.batch_size,
-                     cfg.seed, cfg.train.log_every, schedule, keep)  # fmt: skip
+                     cfg.seed, cfg.train.log_every, schedule, keep, hook)  # fmt: skip
         if result["status"] != "complete":
             break
     return result, oneshot_acc
 
 
-def run(cfg: DictConfig, out_dir: Path, choices: dict[str, str]) -> dict:
-    """Train one configuration (and prune and fine-tune it, where cfg.prune says so); write
-    metrics.json, layers.csv and model.pt of the final model into out_dir."""
+def run(
+    cfg: DictConfig,
+    out_dir: Path,
+    choices: dict[str, str],
+    report: Callable[[int, float], bool] | None = None,
+) -> dict:
+    """Train one configuration `repeats` times, with seeds seed, seed+1, ...: each seed carves its
+    own validation split (Monte-Carlo cross-validation), inits and orders batches its own way.
+    Returns the seeds' mean figures (the usual keys) and spreads (*_std); metrics.json in out_dir
+    keeps each seed's figures too, each seed's files are in out_dir/seed_<seed>/. repeats=1 is
+    one plain run_seed in out_dir.
+
+    report(step, val_acc) -> stop? gets each measured epoch, the seeds back to back (seed i's
+    epoch e is step i * span + e, span = the epochs a seed trains and fine-tunes), so a pruner
+    compares trials at the same seed and epoch; True stops the run with status 'pruned'."""
+    if cfg.repeats == 1:
+        return run_seed(cfg, out_dir, choices, report)
+    pruner: Pruner = build(cfg.prune)
+    span = cfg.train.epochs + (pruner.rounds * pruner.epochs if pruner.active else 0)
+    runs = []
+    for i, seed in enumerate(range(cfg.seed, cfg.seed + cfg.repeats)):
+        one = cfg.copy()
+        one.seed = seed
+        hook = (lambda step, acc, o=i * span: report(o + step, acc)) if report else None
+        runs.append(run_seed(one, out_dir / f"seed_{seed}", choices, hook))
+        runs[-1]["val_acc_curve"] = [[i * span + s, v] for s, v in runs[-1]["val_acc_curve"]]
+        if runs[-1]["status"] != "complete":  # diverged or pruned, whatever the other seeds do
+            break
+    metrics = combine(runs)
+    per_seed = [{k: v for k, v in r.items() if k != "val_acc_curve"} for r in runs]
+    (out_dir / "metrics.json").write_text(json.dumps({**metrics, "seeds": per_seed}, indent=2))
+    return metrics
+
+
+def combine(runs: list[dict]) -> dict:
+    """One row from the seeds' metrics: the mean of each figure that differs between them (the
+    value itself where all agree, e.g. n_params), the sample standard deviation of the
+    accuracies and sparsities as <key>_std, the total train_seconds, the first seed, and the
+    seeds' validation accuracy curves back to back."""
+    first = runs[0]
+    out: dict = {}
+    for key, value in first.items():
+        values = [r[key] for r in runs]
+        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        out[key] = statistics.fmean(values) if numbers and len(set(values)) > 1 else value
+    failed = [r for r in runs if r["status"] != "complete"]
+    out.update(status=failed[0]["status"] if failed else "complete", seed=first["seed"],
+               epochs=runs[-1]["epochs"], repeats=len(runs),
+               train_seconds=sum(r["train_seconds"] for r in runs))  # fmt: skip
+    for key in [k for k in first if k.endswith(SPREAD)]:
+        out[f"{key}_std"] = statistics.stdev(r[key] for r in runs) if len(runs) > 1 else 0.0
+    out["val_acc_curve"] = [point for r in runs for point in r["val_acc_curve"]]
+    return out
+
+
+def run_seed(
+    cfg: DictConfig,
+    out_dir: Path,
+    choices: dict[str, str],
+    report: Callable[[int, float], bool] | None = None,
+) -> dict:
+    """Train one configuration with one seed (and prune and fine-tune it, where cfg.prune says
+    so); write metrics.json, layers.csv and model.pt of the final model into out_dir."""
     reg = check(cfg)
     pruner: Pruner = build(cfg.prune)
     device = resolve_device(cfg.device)
     set_threads(cfg.train.threads)
-    data = build(cfg.data, seed=cfg.seed).to(device)
+    data = dataset(cfg, device)
     torch.manual_seed(cfg.seed)
     model = build(cfg.model, n_inputs=data.n_inputs, n_classes=data.n_classes,
                   input_shape=data.image_shape).to(device)  # fmt: skip
@@ -258,15 +346,24 @@ def run(cfg: DictConfig, out_dir: Path, choices: dict[str, str]) -> dict:
     user_code.check_model(model, data)  # the factory's contract, before any training
 
     start = time.perf_counter()
+    # (epoch, val_acc) where measured, fine-tuning epochs numbered on: a sweep's learning curves
+    curve: list[list[float]] = []
+
+    def record(step: int, acc: float) -> bool:
+        curve.append([step, acc])
+        return bool(report and report(step, acc))
+
     result = fit(model, data, reg, optimizer, cfg.train.epochs, cfg.train.batch_size, cfg.seed,
-                 cfg.train.log_every, build(cfg.schedule))  # fmt: skip
+                 cfg.train.log_every, build(cfg.schedule), on_epoch=record)  # fmt: skip
     epochs, counted, tol = result["epochs_run"], reg.select(model), cfg.sparsity.tol
     before: dict = {}
     if pruner.active and result["status"] == "complete":
         trained = measure(model, data, counted, tol, result["val_acc"])
         before = {f"trained_{k}": trained[k] for k in TRAINED}
         before["trained_train_loss"] = result["train_loss"]
-        finetuned, oneshot = prune_and_finetune(model, data, reg, pruner, cfg)
+        finetuned, oneshot = prune_and_finetune(
+            model, data, reg, pruner, cfg, lambda e, acc: record(epochs + e, acc)
+        )
         before.update(oneshot)
         if not finetuned["epochs_run"]:  # prune.epochs=0: the last loss is the training's
             finetuned["train_loss"] = result["train_loss"]
@@ -274,7 +371,7 @@ def run(cfg: DictConfig, out_dir: Path, choices: dict[str, str]) -> dict:
     seconds = time.perf_counter() - start
     measures = measure(model, data, counted, tol, result["val_acc"])
     layers = measures.pop("layers")
-    if result["status"] != "complete":  # a diverged model's measures would mean nothing
+    if result["status"] == "diverged":  # its measures would mean nothing (a pruned one's do)
         measures = {k: math.nan for k in measures}
     metrics = {
         "status": result["status"],
@@ -291,6 +388,7 @@ def run(cfg: DictConfig, out_dir: Path, choices: dict[str, str]) -> dict:
         "device": str(device),
         **pruner.columns(),
         **before,
+        "val_acc_curve": curve,
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(layers).to_csv(out_dir / "layers.csv", index=False)

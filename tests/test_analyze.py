@@ -78,7 +78,7 @@ def test_command_writes_table_files_and_plots(sweeps, capsys, tmp_path):
     printed = capsys.readouterr().out
     csv = pd.read_csv(small / "results.csv")
     best = csv.loc[csv["objective"].idxmax()]
-    assert "trials: 3, complete 3, diverged 0, failed 0" in printed
+    assert "trials: 3, complete 3, pruned 0, diverged 0, failed 0" in printed
     [row] = table_rows(printed, "best trial, by max objective")
     assert int(row[0]) == best["trial"] and row[-1] == best["overrides"]
     front_rows = table_rows(printed, "Pareto front")
@@ -163,12 +163,13 @@ def test_diverged_and_failed_trials_are_counted_and_left_off_the_front(sweeps, t
     rows.to_csv(copy / "results.csv", index=False)
     out = tmp_path / "o"
     assert main([str(copy), "--out", str(out)]) == 0
-    assert "trials: 3, complete 1, diverged 1, failed 1" in capsys.readouterr().out
+    assert "trials: 3, complete 1, pruned 0, diverged 1, failed 1" in capsys.readouterr().out
     assert pd.read_csv(out / "pareto.csv")["trial"].tolist() == [rows.loc[2, "trial"]]
 
     rows.loc[2, "status"] = "failed"
     rows.to_csv(copy / "results.csv", index=False)
-    _fails(capsys, [str(copy)], "small has no complete trial (1 diverged, 2 failed); see", out)
+    message = "small has no complete trial (1 diverged, 0 pruned, 2 failed); see"
+    _fails(capsys, [str(copy)], message, out)
 
 
 def _fails(capsys, args, message, out) -> None:

@@ -70,29 +70,6 @@ def test_single_run_writes_metrics_layers_and_weights(tmp_path):
     assert len(epoch_lines) == 30 and "val_acc" in epoch_lines[-1] and "sparsity" in epoch_lines[-1]
 
 
-@pytest.mark.parametrize(
-    "args,message",
-    [
-        (["l1_lambda=-1e-4"], "l1_lambda must be >= 0"),
-        (["l2_lambda=-1", "regularizer=elastic_net"], "l2_lambda must be >= 0"),
-        (["l2_lambda=-1"], "l2_lambda must be >= 0"),  # even where the regularizer ignores it
-        (["l1_lambda=-1", "regularizer=none"], "l1_lambda must be >= 0"),
-        (["optimizer.lr=-1"], "optimizer: Invalid learning rate: -1; fix"),
-        (["train.log_every=0"], "train.log_every must be an integer >= 1"),
-        (["l1_lambda=abc"], "l1_lambda must be a number"),
-        (["train.epochs=0"], "train.epochs must be an integer >= 1"),
-        (["train.batch_size=0"], "train.batch_size must be an integer >= 1"),
-        (["data=mnist", "data.root=nowhere"], "or use data=digits or data=fashion_mnist"),
-    ],
-)
-def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
-    proc = run_cli(tmp_path, *args, check=False)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 2, out
-    assert message in out and "Traceback" not in out
-    assert not list((tmp_path / "outputs").glob("**/metrics.json"))
-
-
 def test_an_unwritable_data_root_is_one_line(tmp_path):
     (tmp_path / "afile").write_text("")  # data.root below a file: its raw/ cannot be made
     fallback = tmp_path / "debian"

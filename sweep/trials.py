@@ -1,0 +1,83 @@
+"""The bridge from a job to its Optuna trial: what a finished job leaves in the study.
+
+A row is stored whole (user attribute `row`, what results.csv is rebuilt from) and, for tools
+such as optuna-dashboard that sort and plot only numeric user attributes, each of its numeric
+figures again as a float attribute of its own name. The job's validation accuracies per epoch
+become the trial's intermediate values (its learning curve). The sweeper records them after
+the job returns, so a job never writes to the study, whatever launcher ran it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from numbers import Real
+
+import optuna
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+ROW_ATTR = "row"
+SUBDIR = "trial_"  # a trial's job runs in hydra.sweep.subdir=trial_<number>
+
+
+def figures(row: dict) -> dict[str, float]:
+    """The row's finite numbers (not booleans), as floats."""
+    return {
+        k: float(v)
+        for k, v in row.items()
+        if isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(v)
+    }
+
+
+def record(trial: optuna.Trial, row: dict, curve: list, single_objective: bool) -> None:
+    """Store the row and its figures in the trial, and `curve` ([epoch, val_acc], ...) as its
+    intermediate values (Optuna keeps those for single-objective studies only), unless the job
+    reported them itself (`job_reporter`): pass curve=[] then."""
+    trial.set_user_attr(ROW_ATTR, row)
+    for key, value in figures(row).items():
+        trial.set_user_attr(key, value)
+    if single_objective:
+        for step, value in curve:
+            trial.report(float(value), int(step))
+
+
+# The job's own side, for early stopping: a job in any process reaches its trial through the
+# study's storage, reports each epoch's validation accuracy and asks the pruner whether to stop.
+# Optuna does not store the pruner with the study, so the job makes the sweep's own from
+# hydra.sweeper.pruner. It never tells the trial: the sweeper does, from the job's row.
+
+Reporter = Callable[[int, float], bool]
+
+
+def job_reporter() -> Reporter | None:
+    """report(step, val_acc) -> stop?, for the trial this job runs; None outside a sweep, for
+    the baseline job and when hydra.sweeper.pruner is NopPruner."""
+    if not HydraConfig.initialized():
+        return None
+    hc = HydraConfig.get()
+    if hc.mode != RunMode.MULTIRUN or not hc.sweep.subdir.startswith(SUBDIR):
+        return None
+    if hc.sweeper.pruner._target_ == "optuna.pruners.NopPruner":
+        return None
+    storage = hc.sweeper.storage
+    if isinstance(storage, DictConfig):
+        storage = instantiate(storage, _execution_whitelist_=("optuna.storages.*",))
+    study = optuna.load_study(
+        study_name=hc.sweeper.study_name,
+        storage=storage,
+        pruner=instantiate(hc.sweeper.pruner, _execution_whitelist_=("optuna.pruners.*",)),
+        sampler=optuna.samplers.RandomSampler(),  # never asked: no TPE set-up for nothing
+    )
+    number = int(hc.sweep.subdir.removeprefix(SUBDIR))
+    # Optuna has no public lookup by number; the storage's is public, the study's id is not.
+    trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
+    trial = optuna.Trial(study, trial_id)
+
+    def report(step: int, value: float) -> bool:
+        trial.report(value, step)
+        return trial.should_prune()
+
+    return report

@@ -1,0 +1,160 @@
+"""Every key checked by the schema (sweep/schema.py): plausible mistakes, one at a time, as a
+user makes them on the command line. Each must end in one clear line and exit code 2, never a
+traceback, a silent exit 0 or a sweep that spins, and write nothing."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from omegaconf import OmegaConf
+
+from conftest import run_cli
+from sweep import schema
+from sweep.errors import UserError
+
+TYPE = "Fix it; `python -m sweep.run --cfg job` prints every key and value"
+
+MISTAKES = [
+    # top level
+    (["seed=abc"], "seed=abc: Value 'abc' of type 'str' could not be converted to Integer"),
+    (["seed=-1"], "seed must be an integer in [0, 2**32), got -1"),
+    (["l1_lambda=-1e-4"], "l1_lambda must be >= 0, got -0.0001"),
+    (["l1_lambda=abc"], "l1_lambda=abc: Value 'abc' of type 'str' could not be converted to Float"),
+    (["l2_lambda=-1"], "l2_lambda must be >= 0"),  # even where the regularizer ignores it
+    (["l1_lambda=-1", "regularizer=none"], "l1_lambda must be >= 0"),
+    (["sparsity.tol=-1"], "sparsity.tol must be >= 0"),
+    (["device=gpu"], "device=gpu is not usable here"),
+    (["train.epochs=0"], "train.epochs must be an integer >= 1, got 0"),
+    (["train.batch_size=0"], "train.batch_size must be an integer >= 1"),
+    (["train.log_every=0"], "train.log_every must be an integer >= 1"),
+    (["train.threads=-2"], "train.threads must be an integer >= 1, got -2"),
+    (["train.epoch=3"], "Key 'epoch' not in 'TrainConfig'. Did you mean: 'epochs'?"),
+    # groups
+    (["model=resnet"], "Could not find 'model/resnet'. Available options in 'model': lenet5"),
+    (["model.hidden=[0]"], "model.hidden must be a list of integers >= 1"),
+    (["model.hidden=abc"], "model.hidden=abc: Invalid value assigned: str is not a ListConfig"),
+    (["data.val_fraction=1.5"], "data.val_fraction must be in (0, 1), got 1.5"),
+    (["data.test_fraction=0"], "data.test_fraction must be in (0, 1), got 0"),
+    (["data=mnist", "data.root=nowhere"], "or use data=digits or data=fashion_mnist"),
+    (["regularizer.params=bias"], "regularizer.params must be all, weights or a list of layer"),
+    (["regularizer.params=[]"], "regularizer.params must be all, weights or a list of layer"),
+    (["data=csv", "data.standardize=maybe"], "Value 'maybe' is not a valid bool"),
+    (["data=npz", "data.test_fraction=1"], "data.test_fraction must be in (0, 1), got 1"),
+    (["data=csv", "data.features=a"], "data.features=a: Invalid value assigned: str is not a"),
+    (["data=torchvision", "data.options=3"], "data.options=3"),
+    (["allow_targets=mypkg.*"], "allow_targets=mypkg.*: Invalid value assigned: str is not a"),
+    (["regularizer.proximal=maybe"], "Value 'maybe' is not a valid bool"),
+    (["optimizer.lr=abc"], "optimizer.lr=abc: Value 'abc' of type 'str' could not be converted"),
+    (["optimizer.lr=-1"], "optimizer.lr must be > 0, got -1.0"),
+    (["optimizer.momentum=-0.5"], "optimizer.momentum must be >= 0, got -0.5"),
+    (["schedule=cosine", "schedule.eta_min=-1"], "schedule.eta_min must be >= 0"),
+    (["prune=magnitude", "prune.sparsity=1.5"], "prune.sparsity must be in [0, 1), got 1.5"),
+    (["prune=magnitude", "prune.rounds=0"], "prune.rounds must be an integer >= 1, got 0"),
+    (["prune.scope=local"], "prune.scope must be one of global, layer, got 'local'"),
+    (["objective.direction=[up]"], "objective.direction entries must be one of maximize"),
+    (["objective=within_drop", "objective.max_drop=2"], "objective.max_drop must be in [0, 1)"),
+    (["experiment=fashion_frontier", "train.epochs=-3"], "train.epochs must be an integer >= 1"),
+]  # fmt: skip
+
+SWEEP_MISTAKES = [
+    (["hydra.sweeper.n_jobs=0"], "hydra.sweeper.n_jobs must be an integer >= 1, got 0"),
+    (["hydra.sweeper.n_trials=0"], "hydra.sweeper.n_trials must be an integer >= 1, got 0"),
+    (["hydra.sweeper.n_jobs=abc"], "hydra.sweeper.n_jobs=abc: Value 'abc' of type 'str'"),
+    (["hydra.sweeper.max_failure_rate=2"], "hydra.sweeper.max_failure_rate must be in [0, 1]"),
+    (["hydra.sweeper.sampler.seed=abc"], "Value 'abc' of type 'str' could not be converted"),
+    (["hydra/sweeper/pruner=median", "objective=pareto"],
+     "early stopping needs a single objective, and objective.metrics has 2 (val_acc, sparsity)"),
+    (["hydra/sweeper/pruner=median", "hydra.sweeper.pruner.interval_steps=0"],
+     "hydra.sweeper.pruner.interval_steps must be an integer >= 1, got 0"),
+    (["hydra/sweeper/pruner=hyperband", "hydra.sweeper.pruner.max_resource=abc"],
+     "hydra.sweeper.pruner: "),
+    (["hydra/sweeper/pruner=median", "hydra.sweeper.pruner.n_startup_trial=3"],
+     "Key 'n_startup_trial' not in 'MedianPrunerConfig'"),
+    (["hydra.sweeper.enqueue=[{l1_lambda:1}]"], "hydra.sweeper.enqueue: l1_lambda=1 is outside"),
+    (["hydra.sweeper.enqueue=[{lr:0.1}]"], "hydra.sweeper.enqueue: lr is not searched"),
+    (["hydra.sweeper.stale_after=0"], "hydra.sweeper.stale_after must be > 0"),
+    (["model.hidden=[0]"], "model.hidden must be a list of integers >= 1"),
+    (["seed=-1"], "cannot make the sampler: Seed must be between 0 and 2**32 - 1; check"),
+    (["seed=abc"], "seed=abc: Value 'abc' of type 'str' could not be converted to Integer"),
+    (["device=gpu"], "device=gpu is not usable here"),
+    (["l1_lambda=-1e-4"], "l1_lambda must be >= 0"),
+    (["l1_lambda=tag(log, interval(0, 1e-3))"], "bad search space"),
+    (["l1_lambda=interval(-1e-3, 1e-3)"], "must lie in (0, inf)"),
+    (["hydra/sweeper/sampler=grid"], "with the grid sampler"),
+    (["data=mnist", "data.root=missing_dir"], "not found in"),
+    (["hydra.sweeper.storage=postgresql+psycopg://nobody@127.0.0.1:9/none"],
+     "cannot open the Optuna storage"),
+    (["hydra.sweeper.storage=sqlite:////proc/no/such.db"], "cannot open the Optuna storage"),
+    (["hydra.sweeper.storage=nosuchdb://x"], "cannot open the Optuna storage"),
+]  # fmt: skip
+
+
+def _one_line_exit_2(proc, message: str) -> None:
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out
+    assert "Traceback" not in out, out
+    errors = [ln for ln in out.splitlines() if "error:" in ln]
+    assert len(errors) == 1 and message in errors[0], out
+
+
+@pytest.mark.parametrize("args,message", MISTAKES, ids=[" ".join(a) for a, _ in MISTAKES])
+def test_a_mistaken_key_is_one_line_and_exit_2(tmp_path, args, message):
+    proc = run_cli(tmp_path, *args, "hydra.run.dir=out", check=False)
+    _one_line_exit_2(proc, message)
+    assert not (tmp_path / "out" / "metrics.json").exists()
+
+
+@pytest.mark.parametrize(
+    "args,message", SWEEP_MISTAKES, ids=[" ".join(a) for a, _ in SWEEP_MISTAKES]
+)
+def test_a_mistaken_sweep_stops_before_any_trial(tmp_path, args, message):
+    # run_cli's timeout would fail a sweep that spins (n_jobs=0 used to loop for ever)
+    proc = run_cli(tmp_path, "-m", "hydra.sweeper.study_name=b", "train.epochs=1", *args,
+                   check=False)  # fmt: skip
+    _one_line_exit_2(proc, message)
+    assert "trial 0" not in proc.stdout + proc.stderr
+    assert not list(tmp_path.glob("outputs/sweeps/*/trial_*"))
+
+
+def test_a_type_error_names_the_fix_and_a_user_full_error_keeps_the_trace(tmp_path):
+    proc = run_cli(tmp_path, "seed=abc", check=False)
+    assert TYPE in proc.stderr
+    full = run_cli(tmp_path, "seed=abc", check=False, env={"HYDRA_FULL_ERROR": "1"})
+    assert full.returncode != 0 and "Traceback" in full.stderr
+
+
+def test_every_group_option_has_a_schema():
+    """Each conf/<group>/<option>.yaml composes onto a schema dataclass, so a new option without
+    one (or a new group) fails here rather than going unchecked."""
+    from hydra import compose, initialize_config_dir
+
+    from conftest import REPO
+
+    groups = [d for d in (REPO / "conf").iterdir() if d.is_dir() and d.name != "hydra"]
+    with initialize_config_dir(str(REPO / "conf"), version_base=None):
+        for group in groups:
+            for option in sorted(group.glob("*.yaml")):
+                cfg = compose("config", overrides=[f"{group.name}={option.stem}"])
+                node = cfg if group.name == "experiment" else cfg[group.name]
+                kind = OmegaConf.get_type(node)
+                assert dataclasses.is_dataclass(kind), f"{group.name}={option.stem}: {kind}"
+        for option in sorted((REPO / "conf" / "hydra" / "sweeper" / "pruner").glob("*.yaml")):
+            over = [f"hydra/sweeper/pruner={option.stem}"]
+            cfg = compose("config", overrides=over, return_hydra_config=True)
+            kind = OmegaConf.get_type(cfg.hydra.sweeper.pruner)
+            assert dataclasses.is_dataclass(kind), f"{over}: {kind}"
+
+
+def test_rules_reject_what_they_say_and_accept_the_defaults():
+    cfg = OmegaConf.structured(schema.TrainConfig(epochs=3, batch_size=64, threads=None,
+                                                  log_every=1))  # fmt: skip
+    schema.check(cfg, "train.")  # None is allowed where the type is Optional
+    cfg.threads = 0
+    with pytest.raises(UserError, match=r"^train.threads must be an integer >= 1, got 0$"):
+        schema.check(cfg, "train.")
+    for rule, good, bad in [
+        (schema.FRACTION, 0.5, 1.0), (schema.SPARSITY, 0.0, 1.0), (schema.POSITIVE, 1e-9, 0.0),
+        (schema.NONNEGATIVE, 0.0, float("nan")), (schema.WIDTHS, [1, 300], [300, 0]),
+    ]:  # fmt: skip
+        assert rule.test(good) and not rule.test(bad), rule.text

@@ -1,0 +1,101 @@
+"""No stale trials: a trial a killed sweep left RUNNING is failed and its parameters run again
+first when a sweep is started again; a live trial of another process is never touched."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pandas as pd
+from optuna.distributions import FloatDistribution
+
+from conftest import run_cli
+
+LONG = ["train.epochs=60", "train.log_every=60"]
+
+
+def _study(cwd: Path, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{cwd}/outputs/optuna.db")
+
+
+def _start(cwd: Path, name: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "sweep.run", "-m", "hydra.sweeper.n_trials=100",
+         f"hydra.sweeper.study_name={name}", *LONG],
+        cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"}, start_new_session=True,
+    )  # fmt: skip
+
+
+def _running(cwd: Path, name: str, finished: int, timeout: float = 180) -> optuna.trial.FrozenTrial:
+    """Wait until the study has `finished` finished trials and one RUNNING; return that one."""
+    end = time.time() + timeout
+    while time.time() < end:
+        # results.csv is written once the sweep has made its study (and the storage's tables)
+        if (cwd / "outputs" / "sweeps" / name / "results.csv").exists():
+            trials = _study(cwd, name).trials
+            running = [t for t in trials if t.state.name == "RUNNING"]
+            if running and len(trials) - len(running) >= finished:
+                return running[0]
+        time.sleep(0.2)
+    raise AssertionError("no RUNNING trial in time")
+
+
+def test_a_killed_sweeps_trial_is_failed_and_run_again_first(tmp_path):
+    proc = _start(tmp_path, "k")
+    lost = _running(tmp_path, "k", finished=1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert _study(tmp_path, "k").trials[lost.number].state.name == "RUNNING"
+    again = run_cli(tmp_path, "-m", "hydra.sweeper.n_trials=1", "hydra.sweeper.study_name=k", *LONG)
+    out = again.stdout + again.stderr
+    assert f"trial {lost.number} was left RUNNING (its process {proc.pid} is gone)" in out
+    trials = _study(tmp_path, "k").trials
+    assert trials[lost.number].state.name == "FAIL"
+    assert not [t for t in trials if t.state.name == "RUNNING"]
+    rerun = trials[-1]  # the one trial of this invocation: the lost point, not a new draw
+    assert rerun.state.name == "COMPLETE" and rerun.params == lost.params
+    df = pd.read_csv(tmp_path / "outputs" / "sweeps" / "k" / "results.csv")
+    assert df.set_index("trial").loc[rerun.number, "l1_lambda"] == lost.params["l1_lambda"]
+
+
+def test_a_live_trial_of_another_process_is_never_touched(tmp_path):
+    first = _start(tmp_path, "live")
+    try:
+        _running(tmp_path, "live", finished=0)
+        second = run_cli(tmp_path, "-m", "hydra.sweeper.n_trials=1",
+                         "hydra.sweeper.study_name=live", *LONG)  # fmt: skip
+        assert "was left RUNNING" not in second.stdout + second.stderr
+        states = [t.state.name for t in _study(tmp_path, "live").trials]
+        assert "FAIL" not in states and "RUNNING" in states, states
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(timeout=60)
+
+
+def test_another_hosts_trial_is_failed_only_past_the_grace(tmp_path):
+    (tmp_path / "outputs").mkdir()
+    study = optuna.create_study(study_name="h", storage=f"sqlite:///{tmp_path}/outputs/optuna.db",
+                                direction="maximize")  # fmt: skip
+    space = {"l1_lambda": FloatDistribution(1e-5, 1e-3, log=True)}
+    silent, beating = study.ask(space), study.ask(space)
+    for trial, age in ((silent, 1000), (beating, 0)):
+        trial.set_user_attr("l1sweep_owner", {"host": "elsewhere", "pid": os.getpid()})
+        trial.set_user_attr("l1sweep_heartbeat", time.time() - age)
+    assert socket.gethostname() != "elsewhere"
+    proc = run_cli(tmp_path, "-m", "hydra.sweeper.n_trials=1", "hydra.sweeper.study_name=h",
+                   "hydra.sweeper.stale_after=60", "train.epochs=1")  # fmt: skip
+    out = proc.stdout + proc.stderr
+    left = rf"trial {silent.number} was left RUNNING \(no heartbeat for 10\d\ds, grace 60s\)"
+    assert re.search(left, out), out
+    trials = _study(tmp_path, "h").trials
+    assert trials[silent.number].state.name == "FAIL"
+    assert trials[beating.number].state.name == "RUNNING"  # within its grace: alive
+    assert trials[-1].params == silent.params and trials[-1].state.name == "COMPLETE"
