@@ -469,6 +469,8 @@ def feature_report(
             fewer = done.assign(fewer_inputs=-done["active_inputs"])
             index, how = knee(fewer, ("val_acc", "fewer_inputs")), FEATURE_KNEE_RULE
         path = _trial_dir(frame.loc[index]) / "features.csv"
+        if not path.is_file():  # repeats > 1: each seed has its own; the first seed's is shown
+            path = path.parent / f"seed_{int(frame.loc[index, 'seed'])}" / "features.csv"
         if not path.is_file():
             continue
         table = pd.read_csv(path)

@@ -78,3 +78,25 @@ def test_features_csv_and_the_analysis_of_the_path(breast_cancer_path, tmp_path)
     text = analyze.analyze([str(sweep)], tmp_path, trial=other, mask=False)
     assert f"chosen trial {other} (--trial): l1_lambda 0.1," in text
     assert "2 of 30 features" in text
+
+
+def test_repeated_trials_name_their_first_seeds_features(tmp_path):
+    """With repeats, each seed writes its own features.csv (seed_<s>/); the analysis names the
+    first seed's features rather than skipping the sweep."""
+    from sklearn.datasets import load_iris
+
+    from conftest import run_cli
+
+    frame = load_iris(as_frame=True).frame
+    frame.to_csv(tmp_path / "iris.csv", index=False)
+    run_cli(tmp_path, "-m", "data=csv", "data.path=iris.csv", "data.target=target",
+            "model=linear", "regularizer.params=weights", "train.epochs=20", "repeats=2",
+            "hydra.sweeper.n_trials=2", "hydra.sweeper.study_name=iris")  # fmt: skip
+    sweep = tmp_path / "outputs" / "sweeps" / "iris"
+    rows = pd.read_csv(sweep / "results.csv")
+    first = tmp_path / rows["run_dir"].iloc[0]
+    assert not (first / "features.csv").exists()
+    assert len(pd.read_csv(first / "seed_1" / "features.csv")) == 4
+    text = analyze.analyze([str(sweep)], tmp_path / "analysis", trial=None, mask=False)
+    assert "## iris: feature selection (4 input features)" in text
+    assert "petal width (cm) (" in text
