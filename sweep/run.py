@@ -15,7 +15,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from sweep import objectives, schema, train, trials  # schema: registers the config schemas
+from sweep import objectives, schema, trials  # schema: registers the config schemas
 from sweep.errors import UserError
 
 log = logging.getLogger("sweep")
@@ -26,6 +26,11 @@ assert schema  # imported for its ConfigStore entries
 def main(cfg: DictConfig) -> dict:
     hc = HydraConfig.get()
     try:
+        schema.check(cfg)
+        # Imported once the config is known good: torch and scikit-learn take 2-4 s to load,
+        # which a mistaken override need not wait for.
+        from sweep import train
+
         out_dir, choices = Path(hc.runtime.output_dir), dict(hc.runtime.choices)
         metrics = train.run(cfg, out_dir, choices, trials.job_reporter())
     except UserError as e:
