@@ -78,7 +78,7 @@ def test_cuda_cli_run_and_sweep(tmp_path):
     write_mnist_like(tmp_path / "data" / "FashionMNIST" / "raw", n_train=1200, n_test=300)
     data = ["data=fashion_mnist", "data.root=data", "data.fallback_dir=null",
             "data.val_fraction=0.2"]  # fmt: skip
-    run_cli(tmp_path, *data, "train.epochs=3", "hydra.run.dir=one")
+    run_cli(tmp_path, *data, "train.epochs=20", "optimizer.lr=0.1", "hydra.run.dir=one")
     m = json.loads((tmp_path / "one" / "metrics.json").read_text())
     assert m["device"].startswith("cuda") and m["val_acc"] > 0.3
     run_cli(tmp_path, "-m", "experiment=fashion_frontier", *data, "train.epochs=2",
