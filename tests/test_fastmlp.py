@@ -165,3 +165,9 @@ def test_train_fast_false_runs_autograd_and_gives_the_same_row(tmp_path):
     for row in rows:
         del row["train_seconds"]
     assert rows[0] == rows[1]
+
+
+def test_a_train_fast_that_is_not_a_boolean_is_refused(tmp_path):
+    proc = run_cli(tmp_path, "train.fast=maybe", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2 and "train.fast" in out and "Traceback" not in out, out
