@@ -5,7 +5,9 @@
 
 Both sides train the same 784-128-10 model with SGD lr 0.01, batch 64 and the seed's L1
 penalty (1e-4, all parameters) on the same 60k images for an epoch, then evaluate the 10k test
-images (the seed's `train(epoch); test()`), alternating, `--repeats` times each.
+images (the seed's `train(epoch); test()`), alternating, `--repeats` times each. The trainer
+runs twice: with its hand-written MLP step (sweep/fastmlp.py, the default) and with autograd
+(`train.fast=false`).
 The last line is machine-readable: key=value pairs.
 """
 
@@ -89,15 +91,15 @@ def seed_epoch(train_set: VisionDataset, test_set: VisionDataset) -> tuple[float
     return trained - start, time.perf_counter() - trained
 
 
-def trainer_epoch(data: Dataset, seed: int) -> tuple[float, float]:
+def trainer_epoch(data: Dataset, seed: int, fast: bool = True) -> tuple[float, float]:
     """One epoch of sweep.train.fit with the same model, optimizer, batch and penalty; its log
     line evaluates the 10k test images (data.x_val here), as the seed's test() does. Returns
-    (epoch s, s of one more such evaluation: the epoch's share of it)."""
+    (epoch s, s of one more such evaluation: the epoch's share of it). fast=False: autograd."""
     torch.manual_seed(seed)
     model = mlp(784, 10, [128])
     optimizer = torch.optim.SGD(model.parameters(), lr=LR)
     start = time.perf_counter()
-    fit(model, data, Regularizer(L1, 0.0, False, "all"), optimizer, 1, BATCH, seed, 1)
+    fit(model, data, Regularizer(L1, 0.0, False, "all"), optimizer, 1, BATCH, seed, 1, fast=fast)
     trained = time.perf_counter()
     accuracy(model, data.x_val, data.y_val)
     return trained - start, time.perf_counter() - trained
@@ -167,17 +169,20 @@ def main() -> None:
         )  # fmt: skip
         n = len(data.y_train)
 
-        seed_s, seed_train_s, ours_s, ours_train_s = [], [], [], []
-        for r in range(repeats):  # alternate, so drifts in machine load hit both sides
+        seed_s, seed_train_s, ours_s, ours_train_s, auto_s, auto_train_s = [], [], [], [], [], []
+        for r in range(repeats):  # alternate, so drifts in machine load hit every side
             train_s, test_s = seed_epoch(train_set, test_set)
             seed_s.append(train_s + test_s)
             seed_train_s.append(train_s)
-            epoch_s, eval_s = trainer_epoch(data, seed=r)
-            ours_s.append(epoch_s)
-            ours_train_s.append(epoch_s - eval_s)
+            for fast, epochs, trains in ((True, ours_s, ours_train_s),
+                                         (False, auto_s, auto_train_s)):  # fmt: skip
+                epoch_s, eval_s = trainer_epoch(data, seed=r, fast=fast)
+                epochs.append(epoch_s)
+                trains.append(epoch_s - eval_s)
         seed_med, ours_med = statistics.median(seed_s), statistics.median(ours_s)
         seed_train, ours_train = statistics.median(seed_train_s), statistics.median(ours_train_s)
-        train_only = seed_train / ours_train
+        auto_med, auto_train = statistics.median(auto_s), statistics.median(auto_train_s)
+        train_only, fast_gain = seed_train / ours_train, auto_train / ours_train
         gflops, bound = flop_bound(n)
         print(f"epoch = training on {n} images at batch {BATCH} + evaluating {len(data.y_val)},"
               f" median of {repeats}:")  # fmt: skip
@@ -185,9 +190,13 @@ def main() -> None:
               f" (training alone {seed_train:.3f} s)")  # fmt: skip
         print(f"  l1sweep trainer (sweep.train.fit):         {ours_med:.3f} s"
               f" (training alone {ours_train:.3f} s)")  # fmt: skip
-        print(f"  speedup: {train_only:.1f}x training alone, {seed_med / ours_med:.1f}x the epoch")
+        print(f"  the same with autograd (train.fast=false): {auto_med:.3f} s"
+              f" (training alone {auto_train:.3f} s)")  # fmt: skip
+        print(f"  speedup: {train_only:.1f}x training alone, {seed_med / ours_med:.1f}x the epoch;"
+              f" the fast MLP step {fast_gain:.2f}x autograd's training")  # fmt: skip
         print(f"  FLOP bound: {gflops:.0f} GFLOP/s on the layer shapes -> {bound:.3f} s of"
-              f" training; the trainer takes {ours_train / bound:.1f}x that")  # fmt: skip
+              f" training; the trainer takes {ours_train / bound:.1f}x that"
+              f" (autograd {auto_train / bound:.1f}x)")  # fmt: skip
 
         if args.smoke:
             sweep_args = [f"hydra.sweeper.n_trials={n_trials}", "train.epochs=1"]
@@ -211,7 +220,8 @@ def main() -> None:
         print(f"  peak RSS of the sweep process: {peak:.0f} MiB")
     print(
         f"speedup_vs_seed={train_only:.2f} speedup_epoch_with_eval={seed_med / ours_med:.2f}"
-        f" trainer_over_flop_bound={ours_train / bound:.2f}"
+        f" trainer_over_flop_bound={ours_train / bound:.2f} fast_over_autograd={fast_gain:.2f}"
+        f" autograd_over_flop_bound={auto_train / bound:.2f}"
         f" overhead_per_trial_s={per_trial:.3f} overhead_pct={100 * per_trial / mean_trial:.2f}"
         f" startup_s={wall - loop:.2f} peak_rss_mib={peak:.0f}"
     )

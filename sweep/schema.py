@@ -83,6 +83,7 @@ class TrainConfig:
     batch_size: int = ruled(AT_LEAST_1)
     threads: int | None = ruled(AT_LEAST_1)
     log_every: int = ruled(AT_LEAST_1)
+    fast: bool = True  # sweep/fastmlp.py's step where it serves; false = autograd
 
 
 @dataclass

@@ -18,7 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
-from sweep import features, pruning, schema, sparsity, user_code
+from sweep import fastmlp, features, pruning, schema, sparsity, user_code
 from sweep.data import Dataset
 from sweep.errors import UserError
 from sweep.pruning import Pruner
@@ -140,6 +140,26 @@ def flatten_parameters(
     return flat, grad, sum(p.numel() for p in first)
 
 
+def training_step(
+    model: nn.Module, grad: torch.Tensor, fast: bool = True
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """step(x, y): writes every gradient of `model` (views of `grad`) for the batch's mean
+    cross-entropy and returns that loss; the fast MLP step where it serves (the same bits),
+    autograd otherwise, saying why in the log."""
+    reason = fastmlp.unsupported(model) if fast else "train.fast=false"
+    if reason is None:
+        return fastmlp.FastMLP(model).step
+    log.info(f"fast MLP path off: {reason}")
+
+    def autograd_step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        loss = F.cross_entropy(model(x), y)
+        grad.zero_()  # instead of optimizer.zero_grad(): one kernel, and the views stay
+        loss.backward()
+        return loss.detach()
+
+    return autograd_step
+
+
 def fit(
     model: nn.Module,
     data: Dataset,
@@ -152,6 +172,7 @@ def fit(
     schedule: Callable | None = None,
     keep: torch.Tensor | None = None,
     on_epoch: Callable[[int, float], bool | None] | None = None,
+    fast: bool = True,
 ) -> dict:
     """Minibatch training; returns the last epoch's mean loss, whether it diverged, and the
     validation accuracy of the final weights where the last epoch's log line measured it.
@@ -160,8 +181,10 @@ def fit(
     keep: a mask over the regularized weights (pruning's); the others are held at exactly zero.
     on_epoch(epoch, val_acc) is called at every epoch whose validation accuracy is measured;
     if it returns True, training stops there with status 'pruned' (a sweep's hopeless trial).
+    fast: use sweep.fastmlp's step for an mlp (False: autograd for every model).
     """
     flat, grad, k = flatten_parameters(model, reg.select(model))
+    step = training_step(model, grad, fast)  # after flattening: it holds the views
     w, g = flat[:k], grad[:k]  # the regularized weights and their gradient
     if keep is not None:
         keep = keep.to(w)
@@ -176,10 +199,7 @@ def fit(
         for i in range(0, n, batch_size):
             idx = perm[i : i + batch_size]  # index_select: the same rows as x[idx], 2x faster
             x, y = data.x_train.index_select(0, idx), data.y_train.index_select(0, idx)
-            loss = F.cross_entropy(model(x), y)
-            total += loss.detach()  # summed on the device: no host sync per step
-            grad.zero_()  # instead of optimizer.zero_grad(): one kernel, and the views stay
-            loss.backward()
+            total += step(x, y)  # summed on the device: no host sync per step
             reg.add_gradient_(w, g, meter)
             if keep is not None:  # no gradient, so no momentum or Adam moment, for a pruned w
                 g.mul_(keep)
@@ -265,7 +285,8 @@ def prune_and_finetune(
         offset = (r - 1) * pruner.epochs
         hook = (lambda e, acc, o=offset: on_epoch(o + e, acc)) if on_epoch else None
         result = fit(model, data, finetune_reg, optimizer, pruner.epochs, cfg.train.batch_size,
-                     cfg.seed, cfg.train.log_every, schedule, keep, hook)  # fmt: skip
+                     cfg.seed, cfg.train.log_every, schedule, keep, hook,
+                     cfg.train.fast)  # fmt: skip
         if result["status"] != "complete":
             break
     return result, oneshot_acc
@@ -354,7 +375,8 @@ def run_seed(
         return bool(report and report(step, acc))
 
     result = fit(model, data, reg, optimizer, cfg.train.epochs, cfg.train.batch_size, cfg.seed,
-                 cfg.train.log_every, build(cfg.schedule), on_epoch=record)  # fmt: skip
+                 cfg.train.log_every, build(cfg.schedule), on_epoch=record,
+                 fast=cfg.train.fast)  # fmt: skip
     epochs, counted, tol = result["epochs_run"], reg.select(model), cfg.sparsity.tol
     before: dict = {}
     if pruner.active and result["status"] == "complete":
