@@ -39,13 +39,15 @@ SERIAL = ["hydra/launcher=basic", "hydra.sweeper.n_jobs=1"]
 
 def timed(args: list[str], cwd: Path) -> float:
     """Seconds the whole process took; its output is kept in cwd/log.txt."""
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(REPO)}
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": path}
     start = time.perf_counter()
     with open(cwd / "log.txt", "w") as log:
         proc = subprocess.run(args, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
-        sys.exit(f"failed ({proc.returncode}): {' '.join(args)}; see {cwd / 'log.txt'}")
+        tail = "\n".join((cwd / "log.txt").read_text().splitlines()[-25:])
+        sys.exit(f"failed ({proc.returncode}): {' '.join(args)}\n{tail}")
     return seconds
 
 

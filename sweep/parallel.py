@@ -12,9 +12,11 @@ main thread, where Ctrl-C lands and can be deferred.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import queue
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +35,12 @@ BASE_JOB_BYTES = 640 * 2**20
 DATA_COPIES = 2
 # Leave this share of the available memory to everything else.
 MEMORY_SHARE = 0.8
+# Trials sharing one GPU under auto. A small model's step is CPU-bound (Python, kernel
+# launches), so trials side by side fill the GPU's idle time: a 20-trial digits sweep on an
+# H200 took 233 s one at a time, 82 s two at a time, 65 s four at a time (docs/performance.md).
+GPU_TRIALS = 4
+# A trial's GPU memory: its CUDA context and the data it copies there.
+GPU_CONTEXT_BYTES = 512 * 2**20
 
 
 @dataclass(frozen=True)
@@ -88,17 +96,19 @@ def plan(
     memory: int,
     data_bytes: int,
     threads: int | None,
+    gpu_memory: int | None = None,
 ) -> Plan:
     """Trials at a time for `hydra.sweeper.n_jobs` (`auto` or an int) and threads per trial.
 
-    auto, on the CPU with a launcher that runs local worker processes: one trial per core,
+    auto, with a launcher that runs local worker processes: on the CPU one trial per core,
     one torch thread each, as many as the memory holds (each worker decodes its own copy of
     the data) and no more than the sweep's trials. A small model cannot use more than one
-    core well (two one-thread trials finish 1.6-1.9x the trials of one two-thread trial:
-    docs/performance.md), so cores go to trials first. Threads left over when trials are fewer
-    than cores go to each trial. On a GPU auto runs one trial at a time (it owns the device);
-    in-process launchers (basic) run one at a time anyway; on a cluster (SLURM) auto cannot
-    see the machines: the user says how many.
+    core well (two one-thread trials finish more trials an hour than one two-thread trial:
+    docs/performance.md), so cores go to trials first; threads left over when trials are
+    fewer than cores go to each trial. On a CUDA GPU up to GPU_TRIALS trials share it, as its
+    free memory (`gpu_memory`) and the cores allow; on Apple's MPS one at a time (not
+    measured). In-process launchers (basic) run one at a time anyway; on a cluster (SLURM)
+    auto cannot see the machines: the user says how many.
     """
     kind = launcher_kind(launcher)
     if option == "auto":
@@ -109,7 +119,7 @@ def plan(
             )
         if kind == "inline":
             return Plan(1, threads, "the basic launcher runs one trial at a time, in-process")
-        if device != "cpu":
+        if device not in ("cpu", "cuda"):
             return Plan(1, threads, f"one trial at a time on {device}")
         per_job = BASE_JOB_BYTES + DATA_COPIES * data_bytes
         by_memory = max(1, int(MEMORY_SHARE * memory // per_job))
@@ -118,6 +128,11 @@ def plan(
             f"{cores} cores, memory for {by_memory} workers of ~{per_job / 2**30:.1f} GiB, "
             f"{n_trials} trials"
         )
+        if device == "cuda":
+            on_gpu = GPU_CONTEXT_BYTES + data_bytes
+            by_gpu = max(1, int(MEMORY_SHARE * (gpu_memory or 0) // on_gpu))
+            jobs = min(jobs, GPU_TRIALS, by_gpu)
+            why += f", GPU memory for {by_gpu}, at most {GPU_TRIALS} on one GPU"
     else:
         jobs, why = int(option), "hydra.sweeper.n_jobs"
         if jobs > 1 and kind == "inline":
@@ -185,7 +200,7 @@ def run(
         raise error
 
 
-def warm_workers(joblib_options: dict, jobs: int, task: dict) -> None:
+def warm_workers(joblib_options: dict, jobs: int, task: dict) -> threading.Thread:
     """Start joblib's `jobs` worker processes now, in a background thread: each imports torch
     and loads the data (which it then keeps for its trials) while this process does its own
     start-up, rather than after it, before the first trial. The workers are joblib's reusable
@@ -203,7 +218,20 @@ def warm_workers(joblib_options: dict, jobs: int, task: dict) -> None:
         except Exception:  # the trials meet the same problem and report it properly
             pass
 
-    threading.Thread(target=start, name="l1sweep-warm", daemon=True).start()
+    thread = threading.Thread(target=start, name="l1sweep-warm", daemon=True)
+    thread.start()
+    return thread
+
+
+def stop_workers() -> None:
+    """End joblib's worker processes now (after an interrupt or an error): their trials are
+    failed already, and loky would keep them running, and the exit waiting, to their end."""
+    if "joblib.externals.loky" not in sys.modules:
+        return
+    from joblib.externals.loky import get_reusable_executor
+
+    with contextlib.suppress(Exception):
+        get_reusable_executor().shutdown(wait=False, kill_workers=True)
 
 
 def _load(task: dict) -> None:
@@ -214,3 +242,10 @@ def _load(task: dict) -> None:
 
     cfg = OmegaConf.create(task)
     train.build(cfg.data, seed=cfg.seed)
+
+
+def gpu_memory() -> int:
+    """Free bytes on the current CUDA device."""
+    import torch
+
+    return int(torch.cuda.mem_get_info()[0])

@@ -65,6 +65,7 @@ BASELINE_ATTR = "baseline_val_acc"
 
 class L1Sweeper(OptunaSweeper):
     _grid: dict[str, list] | None = None
+    _warming: threading.Thread | None = None  # joblib's workers starting (parallel.py)
 
     def __init__(self, **options: Any) -> None:
         """The stock sweeper's options (hydra.sweeper.*), their ranges checked first: the stock
@@ -112,6 +113,11 @@ class L1Sweeper(OptunaSweeper):
             sys.exit(2)
         finally:
             gc.unfreeze()  # frozen objects are never freed; native extensions warn of leaks
+            if self._warming is not None and self._warming.is_alive():
+                # stopped before its workers were up (bad input): end them in order, as an
+                # exit in the middle of joblib's start-up prints loky's tracebacks
+                parallel.stop_workers()
+                self._warming.join(timeout=10)
 
     def _sweep(self, arguments: list[str]) -> None:
         impl = self.sweeper  # the stock OptunaSweeperImpl: config, launcher, sampler, options
@@ -194,10 +200,12 @@ class L1Sweeper(OptunaSweeper):
         self._finish(study, directions, csv_path, resume, time.perf_counter() - start)
 
     def _plan(self, cfg: DictConfig, data_bytes: int) -> parallel.Plan:
+        device = _device(cfg)
         return parallel.plan(
-            self.n_jobs, launcher=cfg.hydra.launcher._target_, device=_device(cfg),
+            self.n_jobs, launcher=cfg.hydra.launcher._target_, device=device,
             n_trials=self.sweeper.n_trials, cores=parallel.cores(),
             memory=parallel.available_memory(), data_bytes=data_bytes, threads=cfg.train.threads,
+            gpu_memory=parallel.gpu_memory() if device == "cuda" else None,
         )  # fmt: skip
 
     def _warm(self, cfg: DictConfig) -> None:
@@ -208,8 +216,9 @@ class L1Sweeper(OptunaSweeper):
             jobs = self._plan(cfg, data_bytes=0).jobs
             task = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
             if jobs > 1:
-                parallel.warm_workers(self.sweeper.launcher.joblib, jobs,
-                                      OmegaConf.to_container(task, resolve=True))  # fmt: skip
+                self._warming = parallel.warm_workers(
+                    self.sweeper.launcher.joblib, jobs, OmegaConf.to_container(task, resolve=True)
+                )
 
     def _run_trials(
         self,
@@ -277,7 +286,8 @@ class L1Sweeper(OptunaSweeper):
             with _interrupts_deferred():
                 for t in running:
                     study.tell(t, state=TrialState.FAIL)
-            _stop_workers(kind)
+            if kind == "process":
+                parallel.stop_workers()
             raise
         if stop:
             raise stop[0]  # a programming error: stop with its traceback
@@ -539,14 +549,3 @@ def _device(cfg: DictConfig) -> str:
     from sweep import train
 
     return train.resolve_device(cfg.device).type
-
-
-def _stop_workers(kind: str) -> None:
-    """After an interrupt, end joblib's worker processes: their trials are failed already, and
-    loky would otherwise keep them running (and the sweep's exit waiting) to the end."""
-    if kind != "process" or "joblib.externals.loky" not in sys.modules:
-        return
-    from joblib.externals.loky import get_reusable_executor
-
-    with contextlib.suppress(Exception):
-        get_reusable_executor().shutdown(wait=False, kill_workers=True)

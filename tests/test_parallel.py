@@ -40,7 +40,10 @@ def plan(option="auto", **kwargs) -> parallel.Plan:
         ({"cores": 64, "memory": 4 * GiB}, 4, 16),
         ({"cores": 64, "memory": 4 * GiB, "data_bytes": FASHION}, 2, 32),
         ({"cores": 8, "memory": GiB // 4, "data_bytes": FASHION}, 1, None),
-        ({"device": "cuda", "cores": 16}, 1, None),  # a GPU: one trial owns it
+        # a GPU: up to 4 trials share it (CPU-bound steps), as its memory and the cores allow
+        ({"device": "cuda", "cores": 16, "gpu_memory": 80 * GiB}, 4, 4),
+        ({"device": "cuda", "cores": 2, "gpu_memory": 80 * GiB}, 2, 1),
+        ({"device": "cuda", "cores": 16, "gpu_memory": GiB}, 1, None),
         ({"device": "mps"}, 1, None),
         ({"launcher": BASIC, "cores": 16}, 1, None),  # in-process: one at a time
         ({"threads": 2}, 2, 2),  # the user's train.threads is kept
