@@ -165,6 +165,16 @@ def run(
     is kept to the jobs in flight, for a heartbeat and for failing them on an interrupt. A
     launcher error is raised on the main thread once the others are told.
     """
+    if jobs == 1:  # on the main thread, as a plain loop: Ctrl-C reaches an in-process job
+        for _ in range(n_trials):
+            job = ask()
+            running.append(job)
+            result = launch(job)  # an error leaves the job in `running` for the caller
+            keep_asking = tell(job, result)
+            running.remove(job)
+            if not keep_asking:
+                return
+        return
     done: queue.Queue[_Slot[Job]] = queue.Queue()
 
     def slot(s: _Slot[Job]) -> None:

@@ -96,6 +96,18 @@ def test_a_slow_trial_does_not_hold_the_others():
     assert all(times[n + 1][0] >= times[n][1] - 0.05 for n in range(1, 5))
 
 
+def test_one_at_a_time_runs_on_the_main_thread():
+    threads = []
+
+    def launch(n: int) -> int:
+        threads.append(threading.current_thread())
+        return n
+
+    told: list[int] = []
+    parallel.run(3, 1, iter(range(3)).__next__, launch, lambda n, r: told.append(n) or True, [])
+    assert told == [0, 1, 2] and set(threads) == {threading.main_thread()}
+
+
 def test_stopping_asks_no_more_and_waits_for_the_running():
     told, times = _loop([0.3, 0.05, 0.05, 0.05, 0.05], jobs=2, stop_after=1)
     assert told == [1, 0] and sorted(times) == [0, 1]  # trial 0 was still told
