@@ -4,6 +4,8 @@ hydra-optuna-sweeper's loop has no per-trial hook, so this subclass keeps its op
 sampler and search-space parsing but runs its own ask/launch/tell loop, which:
 - names each trial's directory after its Optuna trial number (trial_<n>), so a resumed
   study never overwrites an earlier trial (Hydra's job numbering restarts at 0);
+- keeps hydra.sweeper.n_jobs trials running (auto: chosen for the machine), starting the next
+  as soon as any ends, with no batch barrier (sweep/parallel.py);
 - seeds its sampler by seed + its first trial's number, runs enqueued parameter sets first;
 - records each job's row in its trial and rewrites results.csv from the study after every
   trial, atomically (sweep/trials.py: what a job leaves in its trial; sweep/study.py: opening
