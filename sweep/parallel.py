@@ -159,16 +159,17 @@ def run(
 ) -> None:
     """Keep `jobs` trials running until `n_trials` have been asked and all of them told.
 
-    ask() makes the next job (main thread); launch(job) runs it and returns its result (in a
-    slot thread, blocking); tell(job, result) records it (main thread) and returns False to
-    ask no more: the running ones are still waited for and told, then run returns. `running`
-    is kept to the jobs in flight, for a heartbeat and for failing them on an interrupt. A
-    launcher error is raised on the main thread once the others are told.
+    ask() makes the next job and appends it to `running` (main thread; in one step, so that
+    an interrupt cannot lose a job made but not yet listed); launch(job) runs it and returns
+    its result (in a slot thread, blocking; on the main thread when jobs == 1); tell(job,
+    result) records it (main thread) and returns False to ask no more: the running ones are
+    still waited for and told, then run returns. `running` holds the jobs in flight, for a
+    heartbeat and for failing them on an interrupt. A launcher error is raised on the main
+    thread once the others are told.
     """
     if jobs == 1:  # on the main thread, as a plain loop: Ctrl-C reaches an in-process job
         for _ in range(n_trials):
             job = ask()
-            running.append(job)
             result = launch(job)  # an error leaves the job in `running` for the caller
             keep_asking = tell(job, result)
             running.remove(job)
@@ -189,7 +190,6 @@ def run(
     while (asking and asked < n_trials) or in_flight:
         while asking and asked < n_trials and len(running) < jobs:
             job = ask()
-            running.append(job)
             asked += 1
             in_flight += 1
             # daemon: an interrupted sweep exits without waiting for its launcher calls

@@ -139,8 +139,9 @@ class L1Sweeper(OptunaSweeper):
         self._warm(cfg)
         data_bytes = _check_task_config(cfg)
         self.plan = self._plan(cfg, data_bytes)
-        if self.plan.jobs > 1 and "joblib" in cfg.hydra.launcher._target_:
-            impl.launcher.joblib["n_jobs"] = self.plan.jobs  # its pool holds every slot's job
+        if "joblib" in cfg.hydra.launcher._target_:
+            # its pool holds every slot's job; with one slot joblib runs the job in-process
+            impl.launcher.joblib["n_jobs"] = self.plan.jobs
         directions = impl._get_directions()
         pruning = not isinstance(self.pruner, optuna.pruners.NopPruner)
         if pruning and len(directions) > 1:
@@ -246,9 +247,10 @@ class L1Sweeper(OptunaSweeper):
 
         def ask() -> optuna.Trial:
             nonlocal reseed
-            with _interrupts_deferred():  # a trial made but not yet returned is lost
+            with _interrupts_deferred():  # a trial made but not yet listed is lost
                 trial = study.ask()
                 claim(trial)
+                running.append(trial)
             if reseed is not None and trial.number:  # before its parameters are drawn
                 study.sampler = self._make_sampler(seed=reseed + trial.number)
             reseed = None

@@ -64,6 +64,15 @@ def test_auto_on_a_cluster_asks_for_a_number():
         plan(launcher=SLURM)
 
 
+def _asker(numbers, running: list[int]):
+    def ask() -> int:
+        n = next(numbers)
+        running.append(n)  # as the sweeper's ask lists its trial
+        return n
+
+    return ask
+
+
 def _loop(lengths: list[float], jobs: int, stop_after: int | None = None):
     """parallel.run over fake jobs that sleep; returns (told order, start and end times)."""
     times: dict[int, list[float]] = {}
@@ -83,7 +92,7 @@ def _loop(lengths: list[float], jobs: int, stop_after: int | None = None):
         told.append(n)
         return stop_after is None or len(told) < stop_after
 
-    parallel.run(len(lengths), jobs, lambda: next(numbers), launch, tell, running)
+    parallel.run(len(lengths), jobs, _asker(numbers, running), launch, tell, running)
     assert running == []
     return told, times
 
@@ -104,7 +113,9 @@ def test_one_at_a_time_runs_on_the_main_thread():
         return n
 
     told: list[int] = []
-    parallel.run(3, 1, iter(range(3)).__next__, launch, lambda n, r: told.append(n) or True, [])
+    running: list[int] = []
+    parallel.run(3, 1, _asker(iter(range(3)), running), launch,
+                 lambda n, r: told.append(n) or True, running)  # fmt: skip
     assert told == [0, 1, 2] and set(threads) == {threading.main_thread()}
 
 
@@ -125,8 +136,8 @@ def test_a_launcher_error_is_raised_and_its_job_left_for_the_caller():
 
     told: list[int] = []
     with pytest.raises(OSError, match="submission failed"):
-        parallel.run(3, 2, lambda: next(numbers), launch, lambda n, r: told.append(n) or True,
-                     running)  # fmt: skip
+        parallel.run(3, 2, _asker(numbers, running), launch,
+                     lambda n, r: told.append(n) or True, running)  # fmt: skip
     assert running == [0] and told == [1]  # the caller fails trial 0 in the study
 
 
