@@ -41,6 +41,10 @@ def _number(v: Any) -> bool:
 NONNEGATIVE = Rule("must be >= 0", lambda v: _number(v) and v >= 0)
 POSITIVE = Rule("must be > 0", lambda v: _number(v) and v > 0)
 AT_LEAST_1 = Rule("must be an integer >= 1", lambda v: _number(v) and v >= 1)
+JOBS = Rule(
+    "must be auto or an integer >= 1",
+    lambda v: v == "auto" or (_number(v) and v >= 1 and v == int(v)),
+)
 FRACTION = Rule("must be in (0, 1)", lambda v: _number(v) and 0 < v < 1)
 SPARSITY = Rule("must be in [0, 1)", lambda v: _number(v) and 0 <= v < 1)
 PROBABILITY = Rule("must be in [0, 1]", lambda v: _number(v) and 0 <= v <= 1)
@@ -262,7 +266,8 @@ class SweeperConfig(OptunaSweeperConf):
     enqueue: list[Any] = MISSING  # parameter sets run first: [{l1_lambda: 1e-5}, ...]
     # the plugin's defaults, with their ranges
     n_trials: int = ruled(AT_LEAST_1, OptunaSweeperConf.n_trials)
-    n_jobs: int = ruled(AT_LEAST_1, OptunaSweeperConf.n_jobs)
+    # trials at a time; auto: chosen for this machine (sweep/parallel.py). Any: int or "auto"
+    n_jobs: Any = ruled(JOBS, "auto")
     max_failure_rate: float = ruled(PROBABILITY, OptunaSweeperConf.max_failure_rate)
 
 

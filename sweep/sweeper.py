@@ -4,6 +4,8 @@ hydra-optuna-sweeper's loop has no per-trial hook, so this subclass keeps its op
 sampler and search-space parsing but runs its own ask/launch/tell loop, which:
 - names each trial's directory after its Optuna trial number (trial_<n>), so a resumed
   study never overwrites an earlier trial (Hydra's job numbering restarts at 0);
+- keeps hydra.sweeper.n_jobs trials running (auto: chosen for the machine), starting the next
+  as soon as any ends, with no batch barrier (sweep/parallel.py);
 - seeds its sampler by seed + its first trial's number, runs enqueued parameter sets first;
 - records each job's row in its trial and rewrites results.csv from the study after every
   trial, atomically (sweep/trials.py: what a job leaves in its trial; sweep/study.py: opening
@@ -26,6 +28,7 @@ import shlex
 import signal
 import stat
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -41,7 +44,7 @@ from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
-from sweep import schema, trials
+from sweep import parallel, schema, trials
 from sweep.compose import ComposeCache, value_keys
 from sweep.errors import UserError
 from sweep.study import (
@@ -64,6 +67,7 @@ BASELINE_ATTR = "baseline_val_acc"
 
 class L1Sweeper(OptunaSweeper):
     _grid: dict[str, list] | None = None
+    _warming: threading.Thread | None = None  # joblib's workers starting (parallel.py)
 
     def __init__(self, **options: Any) -> None:
         """The stock sweeper's options (hydra.sweeper.*), their ranges checked first: the stock
@@ -75,6 +79,8 @@ class L1Sweeper(OptunaSweeper):
             pruner = options.pop("pruner")
             self.stale_after: float = options.pop("stale_after")
             self.enqueue: list = list(options.pop("enqueue") or [])
+            self.n_jobs = options["n_jobs"]  # auto or a number: resolved once the data is seen
+            options["n_jobs"] = 1 if self.n_jobs == "auto" else self.n_jobs
             schema.check(pruner, "hydra.sweeper.pruner.")
             try:
                 self.pruner = instantiate(pruner, _execution_whitelist_=("optuna.pruners.*",))
@@ -109,6 +115,11 @@ class L1Sweeper(OptunaSweeper):
             sys.exit(2)
         finally:
             gc.unfreeze()  # frozen objects are never freed; native extensions warn of leaks
+            if self._warming is not None and self._warming.is_alive():
+                # stopped before its workers were up (bad input): end them in order, as an
+                # exit in the middle of joblib's start-up prints loky's tracebacks
+                parallel.stop_workers()
+                self._warming.join(timeout=10)
 
     def _sweep(self, arguments: list[str]) -> None:
         impl = self.sweeper  # the stock OptunaSweeperImpl: config, launcher, sampler, options
@@ -125,7 +136,12 @@ class L1Sweeper(OptunaSweeper):
         _check_space(space)
         enqueue = _check_enqueue(self.enqueue, space)
         self._compose.value_keys = value_keys(space)
-        _check_task_config(cfg)
+        self._warm(cfg)
+        data_bytes = _check_task_config(cfg)
+        self.plan = self._plan(cfg, data_bytes)
+        if "joblib" in cfg.hydra.launcher._target_:
+            # its pool holds every slot's job; with one slot joblib runs the job in-process
+            impl.launcher.joblib["n_jobs"] = self.plan.jobs
         directions = impl._get_directions()
         pruning = not isinstance(self.pruner, optuna.pruners.NopPruner)
         if pruning and len(directions) > 1:
@@ -139,7 +155,7 @@ class L1Sweeper(OptunaSweeper):
         _check_writable(sweep_dir, csv_path)
 
         study = open_study(
-            impl.study_name, impl.storage, directions, self._sampler(space), self.pruner
+            impl.study_name, impl.storage, directions, self._sampler(space, cfg), self.pruner
         )
         check_same_config(study, fingerprint(cfg, space, directions))
         with warnings.catch_warnings():  # experimental since Optuna 3.2, and what dashboards show
@@ -166,7 +182,8 @@ class L1Sweeper(OptunaSweeper):
             if left < impl.n_trials:
                 log.info(f"grid: {left} of its points not yet run in this study; running those")
             impl.n_trials = min(impl.n_trials, left)
-        extra = _thread_override(cfg, impl.n_jobs)
+        threads = self.plan.threads if cfg.train.threads is None else None
+        extra = [f"train.threads={threads}"] if threads is not None else []
         extra += self._baseline(cfg, study, fixed, fixed_overrides)
         if pruning:  # each job reaches its trial by name: the name resolved here, not ${now:}
             extra.append(f"hydra.sweeper.study_name={study.study_name}")
@@ -174,54 +191,134 @@ class L1Sweeper(OptunaSweeper):
         # collector stops re-scanning it in every full collection (~20 ms a trial here).
         gc.collect()
         gc.freeze()
-        n_done, start = 0, time.perf_counter()
-        while n_done < impl.n_trials:
-            batch = min(impl.n_jobs, impl.n_trials - n_done)
-            pending: list[optuna.Trial] = []  # asked, not yet told
-            try:
-                while len(pending) < batch:
-                    with _interrupts_deferred():  # a trial made but not yet returned is lost
-                        pending.append(study.ask())
-                        claim(pending[-1])
-                asked = list(pending)
-                overrides = []
-                for t in asked:
-                    if reseed and t.number:  # before its parameters are drawn
-                        study.sampler = instantiate(
-                            cfg.hydra.sweeper.sampler,
-                            seed=seed + t.number,
-                            _execution_whitelist_=SAMPLERS,
-                        )
-                    reseed = False
-                    [o] = impl._configure_trials([t], space, fixed, fixed_overrides)
-                    overrides.append((*o, *extra, f"hydra.sweep.subdir=trial_{t.number}"))
-                # beats often enough that a live trial is never taken for a lost one
-                with heartbeat(pending, every=min(30.0, self.stale_after / 4)):
-                    returns = impl.launcher.launch(overrides, initial_job_idx=impl.job_idx)
-                impl.job_idx += len(returns)
-                told = []
-                for t, r in zip(asked, returns):
-                    told.append(self._tell(study, t, r, directions, csv_path, pruning))
-                    pending.remove(t)
-            except BaseException:  # Ctrl-C or a launcher error: leave no trial RUNNING for ever
-                with _interrupts_deferred():
-                    for t in pending:
-                        study.tell(t, state=TrialState.FAIL)
-                raise
-            for row, _ in told:
-                n_done += 1
-                self._log_progress(study, row, n_done, directions)
-            failed = [e for _, e in told if e is not None]
-            for e in failed:
-                if isinstance(e, UserError):
-                    raise e
-            if failed and len(failed) / batch > impl.max_failure_rate:
-                raise failed[0]  # a programming error: stop with its traceback
+        log.info(
+            f"{self.plan.jobs} trial(s) at a time"
+            + (f", train.threads={threads} each" if threads else "")
+            + f" (n_jobs={self.n_jobs}: {self.plan.why})"
+            + (", TPE with constant_liar" if self._sampler_extra else "")
+        )
+        start = time.perf_counter()
+        self._run_trials(study, space, fixed, fixed_overrides, extra, directions, csv_path,
+                         pruning, reseed=seed if reseed else None)  # fmt: skip
         self._finish(study, directions, csv_path, resume, time.perf_counter() - start)
 
-    def _sampler(self, space: dict) -> optuna.samplers.BaseSampler:
-        """The configured sampler; GridSampler (a partial) gets its grid, as the stock loop does."""
+    def _plan(self, cfg: DictConfig, data_bytes: int) -> parallel.Plan:
+        device = _device(cfg)
+        return parallel.plan(
+            self.n_jobs, launcher=cfg.hydra.launcher._target_, device=device,
+            n_trials=self.sweeper.n_trials, cores=parallel.cores(),
+            memory=parallel.available_memory(), data_bytes=data_bytes, threads=cfg.train.threads,
+            gpu_memory=parallel.gpu_memory() if device == "cuda" else None,
+        )  # fmt: skip
+
+    def _warm(self, cfg: DictConfig) -> None:
+        """Under joblib with parallel trials, start its workers while this process starts."""
+        if self.n_jobs == 1 or "joblib" not in cfg.hydra.launcher._target_:
+            return
+        with contextlib.suppress(Exception):  # bad input is reported by the checks that follow
+            jobs = self._plan(cfg, data_bytes=0).jobs
+            task = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+            if jobs > 1:
+                self._warming = parallel.warm_workers(
+                    self.sweeper.launcher.joblib, jobs, OmegaConf.to_container(task, resolve=True)
+                )
+
+    def _run_trials(
+        self,
+        study: optuna.Study,
+        space: dict,
+        fixed: dict,
+        fixed_overrides: list[str],
+        extra: list[str],
+        directions: list[str],
+        csv_path: Path,
+        pruning: bool,
+        reseed: int | None,
+    ) -> None:
+        """Run n_trials trials, plan.jobs at a time (sweep/parallel.py); each is told and its
+        row written as it finishes. The first failure not tolerated stops the asking; it is
+        raised once the running trials are told."""
         impl = self.sweeper
+        kind = parallel.launcher_kind(impl.config.hydra.launcher._target_)
+        overrides: dict[int, tuple[str, ...]] = {}
+        told: list[BaseException | None] = []
+        stop: list[BaseException] = []
+        idx_lock = threading.Lock()
+
+        def ask() -> optuna.Trial:
+            nonlocal reseed
+            with _interrupts_deferred():  # a trial made but not yet listed is lost
+                trial = study.ask()
+                claim(trial)
+                running.append(trial)
+            if reseed is not None and trial.number:  # before its parameters are drawn
+                study.sampler = self._make_sampler(seed=reseed + trial.number)
+            reseed = None
+            [o] = impl._configure_trials([trial], space, fixed, fixed_overrides)
+            overrides[trial.number] = (*o, *extra, f"hydra.sweep.subdir=trial_{trial.number}")
+            if kind == "process" and not told and len(overrides) == 1:
+                # workers compose from a copy of the cache: let it hold this shape's template
+                self._compose.load_sweep_config(impl.config, list(overrides[trial.number]))
+            return trial
+
+        def launch(trial: optuna.Trial) -> JobReturn:  # in a slot's thread
+            with idx_lock:
+                idx, impl.job_idx = impl.job_idx, impl.job_idx + 1
+            [ret] = impl.launcher.launch([overrides[trial.number]], initial_job_idx=idx)
+            return ret
+
+        def tell(trial: optuna.Trial, ret: JobReturn) -> bool:
+            del overrides[trial.number]
+            row, error = self._tell(study, trial, ret, directions, csv_path, pruning)
+            told.append(error)
+            self._log_progress(study, row, len(told), directions)
+            failed = sum(e is not None for e in told)
+            if (
+                error is not None
+                and not stop
+                and (isinstance(error, UserError) or failed / len(told) > impl.max_failure_rate)
+            ):
+                stop.append(error)  # a UserError is bad input: every trial would fail so
+            return not stop
+
+        running: list[optuna.Trial] = []  # asked, not yet told
+        try:
+            # beats often enough that a live trial is never taken for a lost one
+            with heartbeat(running, every=min(30.0, self.stale_after / 4)):
+                parallel.run(impl.n_trials, self.plan.jobs, ask, launch, tell, running)
+        except BaseException:  # Ctrl-C or a launcher error: leave no trial RUNNING for ever
+            with _interrupts_deferred():
+                for t in running:
+                    study.tell(t, state=TrialState.FAIL)
+            if kind == "process":
+                parallel.stop_workers()
+            raise
+        if stop:
+            raise stop[0]  # a programming error: stop with its traceback
+
+    def _make_sampler(self, **kwargs: Any) -> optuna.samplers.BaseSampler:
+        """The configured sampler with `kwargs` and, for parallel trials, TPE's constant liar."""
+        return instantiate(
+            self.sweeper.config.hydra.sweeper.sampler,
+            **self._sampler_extra,
+            **kwargs,
+            _execution_whitelist_=SAMPLERS,
+        )
+
+    def _sampler(self, space: dict, cfg: DictConfig) -> optuna.samplers.BaseSampler:
+        """The configured sampler; GridSampler (a partial) gets its grid, as the stock loop does.
+        TPE with parallel trials gets constant_liar=True (Optuna's option for that: a running
+        trial counts as a bad result, so concurrent asks do not all draw the same point),
+        unless the command line sets hydra.sweeper.sampler.constant_liar."""
+        impl = self.sweeper
+        self._sampler_extra: dict[str, Any] = {}
+        chosen = any(
+            o.startswith("hydra.sweeper.sampler.constant_liar=") for o in cfg.hydra.overrides.hydra
+        )
+        if self.plan.jobs > 1 and isinstance(impl.sampler, optuna.samplers.TPESampler):
+            if not chosen:
+                self._sampler_extra = {"constant_liar": True}
+                impl.sampler = self._make_sampler()
         if not isinstance(impl.sampler, functools.partial):
             return impl.sampler
         try:
@@ -413,8 +510,9 @@ def _check_enqueue(sets: list, space: dict) -> list[dict]:
     return out
 
 
-def _check_task_config(cfg: DictConfig) -> None:
-    """Validate the task config, and load its data once, before any trial.
+def _check_task_config(cfg: DictConfig) -> int:
+    """Validate the task config, and load its data once, before any trial; returns the
+    data's size in bytes (each parallel worker holds its own copy).
 
     Building the data, model and optimizer here also pays torch's lazy imports (seconds) once
     at start-up instead of inside the first trial; the data stays cached for the trials.
@@ -429,6 +527,8 @@ def _check_task_config(cfg: DictConfig) -> None:
                         input_shape=data.image_shape)  # fmt: skip
     train.make_optimizer(task.optimizer, model)
     user_code.check_model(model, data)
+    return sum(t.nbytes for t in (data.x_train, data.y_train, data.x_val, data.y_val,
+                                  data.x_test, data.y_test))  # fmt: skip
 
 
 def _read_only(path: Path) -> bool:
@@ -448,9 +548,8 @@ def _check_writable(sweep_dir: Path, csv_path: Path) -> None:
         raise UserError(f"{csv_path} is read-only; make it writable or use a new study_name")
 
 
-def _thread_override(cfg: DictConfig, n_jobs: int) -> list[str]:
-    """Parallel local workers share the cores: give each its slice unless the user chose."""
-    local_parallel = any(k in cfg.hydra.launcher._target_ for k in ("joblib", "LocalLauncher"))
-    if n_jobs < 2 or not local_parallel or cfg.train.threads is not None:
-        return []
-    return [f"train.threads={max(1, len(os.sched_getaffinity(0)) // n_jobs)}"]
+def _device(cfg: DictConfig) -> str:
+    """The device type trials will train on (cpu, cuda, mps)."""
+    from sweep import train
+
+    return train.resolve_device(cfg.device).type

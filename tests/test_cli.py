@@ -1,6 +1,7 @@
 """The user's path end to end: real processes, real Hydra, real Optuna, digits data."""
 
 import json
+import re
 import shlex
 
 import pandas as pd
@@ -36,7 +37,8 @@ def test_sweep_writes_one_row_per_trial_with_honest_values(small_sweep):
         assert row.run_dir.endswith(f"trial_{row.trial}")
         assert f"l1_lambda={row.l1_lambda!r}" in row.overrides
     out = proc.stdout + proc.stderr
-    assert "trial 2 [3/3] complete" in out and "best: trial" in out
+    # parallel trials (n_jobs=auto) finish in any order: the third to finish says 3/3
+    assert re.search(r"trial [012] \[3/3\] complete", out) and "best: trial" in out
     assert proc.stdout.strip().endswith("outputs/sweeps/small/results.csv")
 
 

@@ -26,9 +26,9 @@ def _sweep(cwd: Path, name: str, *args: str) -> tuple[pd.DataFrame, optuna.Study
 
 @pytest.mark.parametrize(
     "launcher",
-    [[], ["hydra/launcher=joblib", "hydra.sweeper.n_jobs=2"],
+    [["hydra/launcher=basic"], ["hydra/launcher=joblib", "hydra.sweeper.n_jobs=2"],
      ["hydra/launcher=local", "hydra.sweeper.n_jobs=2"]],
-    ids=["default", "joblib", "submitit-local"],
+    ids=["basic", "joblib", "submitit-local"],
 )  # fmt: skip
 def test_hopeless_trials_stop_and_are_pruned(tmp_path, launcher):
     df, study = _sweep(tmp_path, "p", "hydra.sweeper.n_trials=6", *launcher)

@@ -58,9 +58,11 @@ MISTAKES = [
 ]  # fmt: skip
 
 SWEEP_MISTAKES = [
-    (["hydra.sweeper.n_jobs=0"], "hydra.sweeper.n_jobs must be an integer >= 1, got 0"),
+    (["hydra.sweeper.n_jobs=0"], "hydra.sweeper.n_jobs must be auto or an integer >= 1, got 0"),
     (["hydra.sweeper.n_trials=0"], "hydra.sweeper.n_trials must be an integer >= 1, got 0"),
-    (["hydra.sweeper.n_jobs=abc"], "hydra.sweeper.n_jobs=abc: Value 'abc' of type 'str'"),
+    (["hydra.sweeper.n_jobs=abc"],
+     "hydra.sweeper.n_jobs must be auto or an integer >= 1, got 'abc'"),
+    (["hydra/launcher=slurm"], "hydra.sweeper.n_jobs=auto chooses for this machine; on a cluster"),
     (["hydra.sweeper.max_failure_rate=2"], "hydra.sweeper.max_failure_rate must be in [0, 1]"),
     (["hydra.sweeper.sampler.seed=abc"], "Value 'abc' of type 'str' could not be converted"),
     (["hydra/sweeper/pruner=median", "objective=pareto"],
