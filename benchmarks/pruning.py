@@ -4,8 +4,9 @@ median pruner, from the same seed in fresh directories; wall time and best valid
     python benchmarks/pruning.py                         # 20 trials of 40 epochs each side
     python benchmarks/pruning.py --trials 8 --epochs 10  # quicker
 
-The sweeps run as a user runs them (`python -m sweep.run -m ...`, default launcher). The last
-line is machine-readable: key=value pairs.
+The sweeps run as a user runs them (`python -m sweep.run -m ...`), one trial at a time
+(`hydra.sweeper.n_jobs=1`), so that the pruner's saving is not mixed with parallel trials'.
+The last line is machine-readable: key=value pairs.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def sweep(cwd: Path, pruner: str, trials: int, epochs: int) -> tuple[float, pd.DataFrame]:
     args = [sys.executable, "-m", "sweep.run", "-m", f"hydra/sweeper/pruner={pruner}",
-            f"hydra.sweeper.n_trials={trials}", f"train.epochs={epochs}",
+            f"hydra.sweeper.n_trials={trials}", f"train.epochs={epochs}", "hydra.sweeper.n_jobs=1",
             "hydra.sweeper.study_name=bench", f"hydra.sweeper.storage=sqlite:///{cwd}/o.db",
             f"hydra.sweep.dir={cwd}/sweep"]  # fmt: skip
     start = time.perf_counter()

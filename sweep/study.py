@@ -116,7 +116,10 @@ def fingerprint(cfg: DictConfig, space: dict, directions: list[str]) -> dict:
     for name in space:
         flat.pop(name, None)
     flat.pop("objective.baseline_val_acc", None)
-    flat.pop("train.log_every", None)  # how often a trial logs changes none of its numbers
+    # Neither changes a trial's numbers: how often it logs, and the hand-written MLP step (bit
+    # for bit autograd's on CPU), so a study resumes across them.
+    flat.pop("train.log_every", None)
+    flat.pop("train.fast", None)
     flat["search_space"] = {k: repr(v) for k, v in space.items()}
     flat["directions"] = directions
     flat["choices"] = dict(HydraConfig.get().runtime.choices) if HydraConfig.initialized() else {}
