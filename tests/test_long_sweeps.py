@@ -98,6 +98,10 @@ def _start_sweep(cwd: Path, name: str, n: int = 200, jobs: int = 1) -> subproces
          f"hydra.sweeper.n_jobs={jobs}"],
         cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         env={**os.environ, "PYTHONWARNINGS": "ignore"}, start_new_session=True,
+        # Ctrl-C as a terminal delivers it: a shell's background job (`cmd &`, as some CI
+        # runners start pytest) inherits SIGINT ignored, and Python then never raises
+        # KeyboardInterrupt for it
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
 
 
@@ -116,9 +120,13 @@ def test_killed_sweep_loses_at_most_the_running_trials(tmp_path, sig, jobs):
     name = f"k{sig.value}"
     csv = tmp_path / "outputs" / "sweeps" / name / "results.csv"
     proc = _start_sweep(tmp_path, name, jobs=jobs)
-    _wait_rows(csv, 3)
-    os.killpg(proc.pid, sig)
-    proc.wait(timeout=60)
+    try:
+        _wait_rows(csv, 3)
+        os.killpg(proc.pid, sig)
+        proc.wait(timeout=60)
+    finally:  # a sweep that outlives a failed test would slow every test after it
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
     df = pd.read_csv(csv)  # parses: never half-written
     study = study_of(tmp_path, name)
     assert_csv_agrees_with_study(df, study)
