@@ -148,7 +148,7 @@ def _study(cwd: Path, name: str) -> optuna.Study:
 # Epochs of the slow trial (the others train 1), and how many others must finish while it
 # runs: with a batch barrier not even the third trial could start before it ended. A submitit
 # job is a fresh process (seconds of imports), so fewer of them fit.
-SLOW = {"joblib": (4000, 4), "local": (8000, 2)}  # ~5 and ~15 s with the fast MLP step
+SLOW = {"joblib": (4000, 4), "local": (8000, 2)}  # long enough with the fast MLP step too
 
 
 @pytest.mark.parametrize("launcher", ["joblib", "local"])
