@@ -80,6 +80,7 @@ def l1sweep_path(
         *setting, "train.log_every=100000", "hydra/sweeper/sampler=grid",
         f"l1_lambda=choice({','.join(map(repr, lambdas))})",
         f"hydra.sweeper.n_trials={len(lambdas)}", f"hydra.sweeper.study_name={name}",
+        "hydra.sweeper.n_jobs=1",  # one trial at a time, all cores: as docs' figures were made
     ]  # fmt: skip
     proc = subprocess.run(
         args, cwd=work, capture_output=True, text=True,
