@@ -71,7 +71,7 @@ def _splits(
         else:
             x_test, y_test = test
         x_train, y_train, x_val, y_val = split(x, y, val_fraction, seed)
-    except ValueError as e:  # sklearn: a class too small to stratify, or too few rows
+    except ValueError as e:  # a class too small to stratify, or too few rows
         counts = ", ".join(f"{int(c)}" for c in torch.bincount(y))
         raise UserError(
             f"{where}: cannot split {len(y)} rows into stratified train/validation/test sets "
