@@ -4,15 +4,16 @@ loop that keeps that many running, a new one starting as soon as any finishes.
 Hydra's stock sweeper launches a batch of n_jobs trials and waits for the slowest before it
 asks the next batch (hydra#3091); with trials of different lengths (early stopping, a slow
 corner of the search space) the cores idle. Here each running trial is one slot: a thread
-that calls the launcher for that single job and blocks until it returns. The launcher runs
-the job in its own worker process (joblib's loky pool, a submitit process or SLURM task), so
-the threads only wait. Everything that touches the study (ask, tell, the CSV) stays on the
+that waits for that single job. The launcher runs the job in its own process (a child forked
+by sweep/launcher.py, joblib's loky pool, a submitit process or SLURM task), so the threads
+only wait. Everything that touches the study (ask, tell, the CSV) and every fork stays on the
 main thread, where Ctrl-C lands and can be deferred.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import queue
@@ -53,8 +54,11 @@ class Plan:
 
 
 def launcher_kind(target: str) -> str:
-    """'process': the launcher runs jobs in local worker processes (joblib, submitit local);
-    'cluster': on other machines (SLURM); 'inline': in this process, one at a time (basic)."""
+    """'fork': the launcher forks each job from this process (sweep/launcher.py); 'process':
+    it runs jobs in local worker processes (joblib, submitit local); 'cluster': on other
+    machines (SLURM); 'inline': in this process, one at a time (basic)."""
+    if target == "sweep.launcher.ForkLauncher":
+        return "fork"
     if "joblib" in target or target.endswith("LocalLauncher"):
         return "process"
     if "submitit" in target:
@@ -100,15 +104,15 @@ def plan(
 ) -> Plan:
     """Trials at a time for `hydra.sweeper.n_jobs` (`auto` or an int) and threads per trial.
 
-    auto, with a launcher that runs local worker processes: on the CPU one trial per core,
-    one torch thread each, as many as the memory holds (each worker decodes its own copy of
-    the data) and no more than the sweep's trials. A small model cannot use more than one
-    core well (two one-thread trials finish more trials an hour than one two-thread trial:
-    docs/performance.md), so cores go to trials first; threads left over when trials are
-    fewer than cores go to each trial. On a CUDA GPU up to GPU_TRIALS trials share it, as its
-    free memory (`gpu_memory`) and the cores allow; on Apple's MPS one at a time (not
-    measured). In-process launchers (basic) run one at a time anyway; on a cluster (SLURM)
-    auto cannot see the machines: the user says how many.
+    auto, with a launcher that runs local processes: on the CPU one trial per core, one torch
+    thread each, as many as the memory holds (a joblib or submitit worker decodes its own copy
+    of the data; a forked one shares this process's) and no more than the sweep's trials. A
+    small model cannot use more than one core well (two one-thread trials finish more trials
+    an hour than one two-thread trial: docs/performance.md), so cores go to trials first;
+    threads left over when trials are fewer than cores go to each trial. On a CUDA GPU up to
+    GPU_TRIALS trials share it, as its free memory (`gpu_memory`) and the cores allow; on
+    Apple's MPS one at a time (not measured). In-process launchers (basic) run one at a time
+    anyway; on a cluster (SLURM) auto cannot see the machines: the user says how many.
     """
     kind = launcher_kind(launcher)
     if option == "auto":
@@ -121,7 +125,7 @@ def plan(
             return Plan(1, threads, "the basic launcher runs one trial at a time, in-process")
         if device not in ("cpu", "cuda"):
             return Plan(1, threads, f"one trial at a time on {device}")
-        per_job = BASE_JOB_BYTES + DATA_COPIES * data_bytes
+        per_job = BASE_JOB_BYTES + (0 if kind == "fork" else DATA_COPIES * data_bytes)
         by_memory = max(1, int(MEMORY_SHARE * memory // per_job))
         jobs = max(1, min(cores, by_memory, n_trials))
         why = (
@@ -137,7 +141,7 @@ def plan(
         jobs, why = int(option), "hydra.sweeper.n_jobs"
         if jobs > 1 and kind == "inline":
             return Plan(1, threads, "the basic launcher runs one trial at a time; use joblib")
-    if threads is None and jobs > 1 and kind == "process":
+    if threads is None and jobs > 1 and kind in ("fork", "process"):
         threads = max(1, cores // jobs)  # parallel local workers share the cores
     return Plan(jobs, threads, why)
 
@@ -145,6 +149,7 @@ def plan(
 @dataclass
 class _Slot(Generic[Job]):
     job: Job
+    wait: Callable[[], Any]
     result: Any = None
     error: BaseException | None = None
 
@@ -153,24 +158,24 @@ def run(
     n_trials: int,
     jobs: int,
     ask: Callable[[], Job],
-    launch: Callable[[Job], Any],
+    launch: Callable[[Job], Callable[[], Any]],
     tell: Callable[[Job, Any], bool],
     running: list[Job],
 ) -> None:
     """Keep `jobs` trials running until `n_trials` have been asked and all of them told.
 
     ask() makes the next job and appends it to `running` (main thread; in one step, so that
-    an interrupt cannot lose a job made but not yet listed); launch(job) runs it and returns
-    its result (in a slot thread, blocking; on the main thread when jobs == 1); tell(job,
-    result) records it (main thread) and returns False to ask no more: the running ones are
-    still waited for and told, then run returns. `running` holds the jobs in flight, for a
-    heartbeat and for failing them on an interrupt. A launcher error is raised on the main
-    thread once the others are told.
+    an interrupt cannot lose a job made but not yet listed); launch(job) starts it (main
+    thread) and returns wait(), which blocks until its result (in a slot thread; on the main
+    thread when jobs == 1); tell(job, result) records it (main thread) and returns False to
+    ask no more: the running ones are still waited for and told, then run returns. `running`
+    holds the jobs in flight, for a heartbeat and for failing them on an interrupt. A
+    launcher error is raised on the main thread once the others are told.
     """
     if jobs == 1:  # on the main thread, as a plain loop: Ctrl-C reaches an in-process job
         for _ in range(n_trials):
             job = ask()
-            result = launch(job)  # an error leaves the job in `running` for the caller
+            result = launch(job)()  # an error leaves the job in `running` for the caller
             keep_asking = tell(job, result)
             running.remove(job)
             if not keep_asking:
@@ -180,7 +185,7 @@ def run(
 
     def slot(s: _Slot[Job]) -> None:
         try:
-            s.result = launch(s.job)
+            s.result = s.wait()
         except BaseException as e:  # raised on the main thread, which owns the sweep
             s.error = e
         done.put(s)
@@ -192,8 +197,12 @@ def run(
             job = ask()
             asked += 1
             in_flight += 1
+            try:
+                wait = launch(job)
+            except Exception as e:  # as if it had failed in its slot
+                wait = functools.partial(_raise, e)
             # daemon: an interrupted sweep exits without waiting for its launcher calls
-            threading.Thread(target=slot, args=(_Slot(job),), daemon=True).start()
+            threading.Thread(target=slot, args=(_Slot(job, wait),), daemon=True).start()
         while True:
             try:  # a timeout keeps the main thread responsive to Ctrl-C
                 finished = done.get(timeout=0.5)
@@ -208,6 +217,10 @@ def run(
         running.remove(finished.job)
     if error is not None:
         raise error
+
+
+def _raise(error: BaseException) -> Any:
+    raise error
 
 
 def warm_workers(joblib_options: dict, jobs: int, task: dict) -> threading.Thread:

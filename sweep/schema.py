@@ -271,6 +271,13 @@ class SweeperConfig(OptunaSweeperConf):
     max_failure_rate: float = ruled(PROBABILITY, OptunaSweeperConf.max_failure_rate)
 
 
+@dataclass
+class ForkLauncherConfig:
+    """hydra/launcher=fork: each trial in a process forked from the sweep's (sweep/launcher.py)."""
+
+    _target_: str = "sweep.launcher.ForkLauncher"
+
+
 SCHEMAS: dict[str, dict[str, type]] = {
     "model": {"model": ModelConfig, "mlp": MLPConfig},
     "data": {
@@ -303,6 +310,7 @@ def register() -> None:
         for name, node in nodes.items():
             cs.store(name=name, group=f"schema/{group}", node=node)
     cs.store(name="l1sweep", group="hydra/sweeper", node=SweeperConfig, provider="l1sweep")
+    cs.store(name="fork", group="hydra/launcher", node=ForkLauncherConfig, provider="l1sweep")
 
 
 register()

@@ -26,6 +26,7 @@ from sqlalchemy.exc import ArgumentError
 
 from sweep import results
 from sweep.errors import UserError
+from sweep.launcher import FORK_LOCK
 
 CONFIG_ATTR = "l1sweep_config"
 log = logging.getLogger(__name__)
@@ -191,7 +192,8 @@ def heartbeat(trials: list[optuna.Trial], every: float) -> Iterator[None]:
     def beat() -> None:
         while not stop.wait(every):
             for trial in list(trials):
-                with contextlib.suppress(Exception):  # told meanwhile: nothing left to renew
+                # FORK_LOCK: no trial's process is forked while this thread is in the storage
+                with FORK_LOCK, contextlib.suppress(Exception):  # told meanwhile: nothing to renew
                     trial.set_user_attr(HEARTBEAT_ATTR, time.time())
 
     thread = threading.Thread(target=beat, name="l1sweep-heartbeat", daemon=True)

@@ -31,7 +31,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,7 @@ from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
-from sweep import parallel, schema, trials
+from sweep import launcher, parallel, schema, trials
 from sweep.compose import ComposeCache, value_keys
 from sweep.errors import UserError
 from sweep.study import (
@@ -136,12 +136,13 @@ class L1Sweeper(OptunaSweeper):
         _check_space(space)
         enqueue = _check_enqueue(self.enqueue, space)
         self._compose.value_keys = value_keys(space)
+        self._fork_or_not(cfg)
         self._warm(cfg)
         data_bytes = _check_task_config(cfg)
         self.plan = self._plan(cfg, data_bytes)
-        if "joblib" in cfg.hydra.launcher._target_:
+        if self._joblib() is not None:
             # its pool holds every slot's job; with one slot joblib runs the job in-process
-            impl.launcher.joblib["n_jobs"] = self.plan.jobs
+            self._joblib().joblib["n_jobs"] = self.plan.jobs
         directions = impl._get_directions()
         pruning = not isinstance(self.pruner, optuna.pruners.NopPruner)
         if pruning and len(directions) > 1:
@@ -202,10 +203,36 @@ class L1Sweeper(OptunaSweeper):
                          pruning, reseed=seed if reseed else None)  # fmt: skip
         self._finish(study, directions, csv_path, resume, time.perf_counter() - start)
 
+    def _fork_or_not(self, cfg: DictConfig) -> None:
+        """The fork launcher (the default) forks its trials where that is safe, and keeps this
+        process at one torch thread for it; elsewhere it hands them to joblib's launcher."""
+        chosen = self.sweeper.launcher
+        if isinstance(chosen, launcher.ForkLauncher):
+            why = launcher.unsafe(_device(cfg))
+            if why is None:
+                launcher.single_threaded()
+            else:
+                chosen.use_joblib(why)
+
+    def _launcher(self) -> str:
+        """The class path of the launcher that runs the trials (the fork launcher's joblib,
+        where it handed them over)."""
+        used = self.sweeper.launcher
+        if isinstance(used, launcher.ForkLauncher) and used.fallback is not None:
+            used = used.fallback
+        return f"{type(used).__module__}.{type(used).__name__}"
+
+    def _joblib(self) -> Any:
+        """The joblib launcher that runs the trials, if one does."""
+        used = self.sweeper.launcher
+        if isinstance(used, launcher.ForkLauncher):
+            used = used.fallback
+        return used if "joblib" in self._launcher() else None
+
     def _plan(self, cfg: DictConfig, data_bytes: int) -> parallel.Plan:
         device = _device(cfg)
         return parallel.plan(
-            self.n_jobs, launcher=cfg.hydra.launcher._target_, device=device,
+            self.n_jobs, launcher=self._launcher(), device=device,
             n_trials=self.sweeper.n_trials, cores=parallel.cores(),
             memory=parallel.available_memory(), data_bytes=data_bytes, threads=cfg.train.threads,
             gpu_memory=parallel.gpu_memory() if device == "cuda" else None,
@@ -213,14 +240,14 @@ class L1Sweeper(OptunaSweeper):
 
     def _warm(self, cfg: DictConfig) -> None:
         """Under joblib with parallel trials, start its workers while this process starts."""
-        if self.n_jobs == 1 or "joblib" not in cfg.hydra.launcher._target_:
+        if self.n_jobs == 1 or self._joblib() is None:
             return
         with contextlib.suppress(Exception):  # bad input is reported by the checks that follow
             jobs = self._plan(cfg, data_bytes=0).jobs
             task = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
             if jobs > 1:
                 self._warming = parallel.warm_workers(
-                    self.sweeper.launcher.joblib, jobs, OmegaConf.to_container(task, resolve=True)
+                    self._joblib().joblib, jobs, OmegaConf.to_container(task, resolve=True)
                 )
 
     def _run_trials(
@@ -239,11 +266,10 @@ class L1Sweeper(OptunaSweeper):
         row written as it finishes. The first failure not tolerated stops the asking; it is
         raised once the running trials are told."""
         impl = self.sweeper
-        kind = parallel.launcher_kind(impl.config.hydra.launcher._target_)
+        kind = parallel.launcher_kind(self._launcher())
         overrides: dict[int, tuple[str, ...]] = {}
         told: list[BaseException | None] = []
         stop: list[BaseException] = []
-        idx_lock = threading.Lock()
 
         def ask() -> optuna.Trial:
             nonlocal reseed
@@ -256,16 +282,17 @@ class L1Sweeper(OptunaSweeper):
             reseed = None
             [o] = impl._configure_trials([trial], space, fixed, fixed_overrides)
             overrides[trial.number] = (*o, *extra, f"hydra.sweep.subdir=trial_{trial.number}")
-            if kind == "process" and not told and len(overrides) == 1:
+            if kind in ("fork", "process") and not told and len(overrides) == 1:
                 # workers compose from a copy of the cache: let it hold this shape's template
                 self._compose.load_sweep_config(impl.config, list(overrides[trial.number]))
             return trial
 
-        def launch(trial: optuna.Trial) -> JobReturn:  # in a slot's thread
-            with idx_lock:
-                idx, impl.job_idx = impl.job_idx, impl.job_idx + 1
-            [ret] = impl.launcher.launch([overrides[trial.number]], initial_job_idx=idx)
-            return ret
+        def launch(trial: optuna.Trial) -> Callable[[], JobReturn]:  # main thread
+            idx, impl.job_idx = impl.job_idx, impl.job_idx + 1
+            job = overrides[trial.number]
+            if kind == "fork":  # forked now, on the main thread (sweep/launcher.py)
+                return impl.launcher.start(job, idx)
+            return lambda: impl.launcher.launch([job], initial_job_idx=idx)[0]  # in a slot
 
         def tell(trial: optuna.Trial, ret: JobReturn) -> bool:
             del overrides[trial.number]
@@ -292,6 +319,8 @@ class L1Sweeper(OptunaSweeper):
                     study.tell(t, state=TrialState.FAIL)
             if kind == "process":
                 parallel.stop_workers()
+            elif kind == "fork":
+                impl.launcher.kill_children()
             raise
         if stop:
             raise stop[0]  # a programming error: stop with its traceback

@@ -13,7 +13,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_cli(cwd: Path, *args: str, check: bool = True, env: dict | None = None):
+def run_cli(
+    cwd: Path, *args: str, check: bool = True, env: dict | None = None, timeout: float = 600
+):
     """Run `python -m sweep.run ARGS` in cwd, as a user would."""
     proc = subprocess.run(
         [sys.executable, "-m", "sweep.run", *args],
@@ -21,7 +23,7 @@ def run_cli(cwd: Path, *args: str, check: bool = True, env: dict | None = None):
         capture_output=True,
         text=True,
         env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})},
-        timeout=600,
+        timeout=timeout,
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")

@@ -217,7 +217,7 @@ def test_read_only_results_are_refused_and_left_intact(tmp_path, target):
     assert csv.read_bytes() == before and len(study_of(tmp_path, "ro").trials) == 1
 
 
-@pytest.mark.parametrize("launcher", ["joblib", "local"])
+@pytest.mark.parametrize("launcher", ["fork", "joblib", "local"])
 def test_parallel_local_workers(tmp_path, launcher):
     run_cli(
         tmp_path, "-m", f"hydra/launcher={launcher}", "hydra.sweeper.n_jobs=2",

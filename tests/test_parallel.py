@@ -19,6 +19,7 @@ JOBLIB = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
 LOCAL = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher"
 SLURM = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
 BASIC = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
+FORK = "sweep.launcher.ForkLauncher"
 DIGITS, FASHION = 8 * 2**20, 230 * 2**20  # decoded sizes, about
 
 
@@ -40,6 +41,9 @@ def plan(option="auto", **kwargs) -> parallel.Plan:
         ({"cores": 64, "memory": 4 * GiB}, 4, 16),
         ({"cores": 64, "memory": 4 * GiB, "data_bytes": FASHION}, 2, 32),
         ({"cores": 8, "memory": GiB // 4, "data_bytes": FASHION}, 1, None),
+        # forked trials share the sweep process's data: only their own memory counts
+        ({"launcher": FORK, "cores": 64, "memory": 4 * GiB, "data_bytes": FASHION}, 5, 12),
+        ({"launcher": FORK}, 2, 1),
         # a GPU: up to 4 trials share it (CPU-bound steps), as its memory and the cores allow
         ({"device": "cuda", "cores": 16, "gpu_memory": 80 * GiB}, 4, 4),
         ({"device": "cuda", "cores": 2, "gpu_memory": 80 * GiB}, 2, 1),
@@ -79,13 +83,19 @@ def _loop(lengths: list[float], jobs: int, stop_after: int | None = None):
     told: list[int] = []
     numbers = iter(range(len(lengths)))
     running: list[int] = []
+    starts: list[threading.Thread] = []
     t0 = time.perf_counter()
 
-    def launch(n: int) -> int:
-        times[n] = [time.perf_counter() - t0]
-        time.sleep(lengths[n])
-        times[n].append(time.perf_counter() - t0)
-        return n
+    def launch(n: int):
+        starts.append(threading.current_thread())
+
+        def wait() -> int:
+            times[n] = [time.perf_counter() - t0]
+            time.sleep(lengths[n])
+            times[n].append(time.perf_counter() - t0)
+            return n
+
+        return wait
 
     def tell(n: int, result: int) -> bool:
         assert result == n and threading.current_thread() is threading.main_thread()
@@ -94,6 +104,7 @@ def _loop(lengths: list[float], jobs: int, stop_after: int | None = None):
 
     parallel.run(len(lengths), jobs, _asker(numbers, running), launch, tell, running)
     assert running == []
+    assert set(starts) == {threading.main_thread()}  # every start (a fork) on the main thread
     return told, times
 
 
@@ -108,9 +119,12 @@ def test_a_slow_trial_does_not_hold_the_others():
 def test_one_at_a_time_runs_on_the_main_thread():
     threads = []
 
-    def launch(n: int) -> int:
-        threads.append(threading.current_thread())
-        return n
+    def launch(n: int):
+        def wait() -> int:
+            threads.append(threading.current_thread())
+            return n
+
+        return wait
 
     told: list[int] = []
     running: list[int] = []
@@ -128,11 +142,10 @@ def test_a_launcher_error_is_raised_and_its_job_left_for_the_caller():
     running: list[int] = []
     numbers = iter(range(3))
 
-    def launch(n: int) -> int:
+    def launch(n: int):
         if n == 0:
             raise OSError("submission failed")
-        time.sleep(0.1)
-        return n
+        return lambda: time.sleep(0.1) or n
 
     told: list[int] = []
     with pytest.raises(OSError, match="submission failed"):
@@ -148,10 +161,10 @@ def _study(cwd: Path, name: str) -> optuna.Study:
 # Epochs of the slow trial (the others train 1), and how many others must finish while it
 # runs: with a batch barrier not even the third trial could start before it ended. A submitit
 # job is a fresh process (seconds of imports), so fewer of them fit.
-SLOW = {"joblib": (4000, 4), "local": (8000, 2)}  # long enough with the fast MLP step too
+SLOW = {"fork": (4000, 4), "joblib": (4000, 4), "local": (8000, 2)}  # with the fast MLP step
 
 
-@pytest.mark.parametrize("launcher", ["joblib", "local"])
+@pytest.mark.parametrize("launcher", ["fork", "joblib", "local"])
 def test_a_slow_trial_does_not_hold_a_real_sweep(tmp_path, launcher):
     slow, beside = SLOW[launcher]
     fast = ",".join(f"{{train.epochs:1,l1_lambda:{k}e-4}}" for k in range(2, 6))
@@ -202,3 +215,82 @@ def test_auto_uses_every_core_with_one_thread_each(tmp_path):
     df = pd.read_csv(tmp_path / "outputs" / "sweeps" / "a" / "results.csv")
     if jobs > 1:  # what each ran with is in its overrides: the row reproduces exactly
         assert df["overrides"].str.contains(f"train.threads={cores // jobs}").all()
+
+
+def _processes_of(study: str) -> list[int]:
+    """Live processes whose command line names this study (a sweep and its forked trials)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            cmd = (entry / "cmdline").read_bytes().decode(errors="replace")
+            state = (entry / "stat").read_text().split(")")[-1].split()[0]
+        except (OSError, ValueError):
+            continue
+        if f"study_name={study}" in cmd and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def test_forked_trials_die_with_a_killed_sweep(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    name = f"orphans{os.getpid()}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sweep.run", "-m", "hydra.sweeper.n_trials=4",
+         f"hydra.sweeper.study_name={name}", "hydra.sweeper.n_jobs=2", "train.epochs=3000",
+         "train.log_every=3000"],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        end = time.time() + 60
+        while len(_processes_of(name)) < 3 and time.time() < end:  # the sweep and 2 trials
+            time.sleep(0.1)
+        assert len(_processes_of(name)) == 3
+        os.kill(proc.pid, signal.SIGKILL)  # the sweep alone, as an OOM killer would
+        proc.wait(timeout=10)
+        end = time.time() + 10
+        while _processes_of(name) and time.time() < end:
+            time.sleep(0.1)
+        assert _processes_of(name) == []  # no trial trains on for nobody
+    finally:
+        for pid in _processes_of(name):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_a_forked_trial_may_use_every_core(tmp_path):
+    # One trial at a time gets every core's thread: OpenMP would hang it in a child of a
+    # process that had started OpenMP's threads, which the sweep process therefore never does.
+    proc = run_cli(tmp_path, "-m", "hydra.sweeper.n_trials=2", "hydra.sweeper.study_name=one",
+                   "hydra.sweeper.n_jobs=1", "train.epochs=2", timeout=120)  # fmt: skip
+    assert "1 trial(s) at a time" in proc.stdout + proc.stderr
+    df = pd.read_csv(tmp_path / "outputs" / "sweeps" / "one" / "results.csv")
+    assert list(df["status"]) == ["complete", "complete"]
+
+
+def test_where_it_cannot_fork_the_launcher_hands_trials_to_joblib(tmp_path):
+    import subprocess
+    import sys
+
+    from sweep import launcher
+
+    assert launcher.unsafe("cpu") is None  # Linux, CPU: forked
+    assert "cuda" in launcher.unsafe("cuda")
+    # the sweep where forking is refused (on a GPU or macOS): joblib's workers run the trials
+    code = (
+        "import runpy, sys, sweep.launcher as l\n"
+        "l.unsafe = lambda device: 'not here (a test)'\n"
+        "sys.argv = ['sweep.run', '-m', 'hydra.sweeper.n_trials=2', 'hydra.sweeper.n_jobs=2',\n"
+        "            'hydra.sweeper.study_name=fb', 'train.epochs=2']\n"
+        "runpy.run_module('sweep.run', run_name='__main__')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "hydra/launcher=fork: not here (a test); trials run in joblib's worker processes" in out
+    assert "Joblib.Parallel(n_jobs=2" in out and "2 trial(s) at a time" in out
+    df = pd.read_csv(tmp_path / "outputs" / "sweeps" / "fb" / "results.csv")
+    assert list(df["status"]) == ["complete", "complete"]

@@ -1,0 +1,186 @@
+"""`hydra/launcher=fork`, the default: each trial in a process forked from the sweep's own.
+
+joblib's loky workers are fresh interpreters: each imports torch and Hydra and decodes the data
+before its first trial (about 2 s a worker here, docs/performance.md), and every trial's config,
+context and result cross a pickle; Hydra's basic launcher runs one trial at a time. A child
+forked from the sweep process starts with torch imported, the config loader warm and the data
+decoded (its pages shared with the parent, not copied), runs the job as the basic launcher
+does, and sends its JobReturn back through a pipe.
+
+Forking is safe only where (`unsafe` says why not):
+- the platform is Linux (macOS's system libraries do not survive a fork);
+- the trials train on the CPU (CUDA does not survive a fork);
+- the parent never started OpenMP's thread pool: a child that used more than one thread would
+  hang in it, so the sweep process keeps torch at one thread (`single_threaded`) and
+  each child sets its own count;
+- the fork happens on the main thread (`start`), while the heartbeat thread is not inside the
+  storage (`FORK_LOCK`): a child inherits no lock held by another thread.
+Where forking is not safe the launcher hands its trials to joblib's launcher (its defaults), and
+says so once. Each child ignores Ctrl-C, which the sweep process handles by ending its children,
+and dies with the sweep process (Linux's parent-death signal) if that is killed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra.core.utils import JobReturn, JobStatus, filter_overrides, run_job, setup_globals
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, open_dict
+
+log = logging.getLogger(__name__)
+
+# Held by the fork and by any other thread of the sweep process while it is inside a library
+# that keeps process-wide locks (SQLite, SQLAlchemy): the heartbeat thread (sweep/study.py).
+FORK_LOCK = threading.Lock()
+_PR_SET_PDEATHSIG = 1
+
+
+def unsafe(device: str) -> str | None:
+    """Why trials on `device` cannot be forked from this process, or None."""
+    if not sys.platform.startswith("linux"):
+        return f"forking is not safe on {sys.platform}"
+    if device != "cpu":
+        return f"trials on {device} cannot be forked ({device} does not survive a fork)"
+    return None
+
+
+def single_threaded() -> None:
+    """Keep this process's torch at one thread before it computes anything, so that OpenMP's
+    thread pool is never started here and the forked trials may start their own."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
+class ForkLauncher(Launcher):
+    def __init__(self) -> None:
+        self.config: DictConfig | None = None
+        self.hydra_context: HydraContext | None = None
+        self.task_function: TaskFunction | None = None
+        self.fallback: Launcher | None = None  # joblib's, where forking is not safe
+        self._children: set[multiprocessing.process.BaseProcess] = set()
+
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
+        self.config = config
+        self.hydra_context = hydra_context
+        self.task_function = task_function
+
+    def use_joblib(self, why: str) -> Launcher:
+        """Hand every job to joblib's launcher from now on; returns it."""
+        from hydra_plugins.hydra_joblib_launcher.config import JobLibLauncherConf
+        from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
+
+        options = {k: v for k, v in dataclasses.asdict(JobLibLauncherConf()).items()}
+        options.pop("_target_")
+        self.fallback = JoblibLauncher(**options)
+        self.fallback.setup(hydra_context=self.hydra_context, task_function=self.task_function,
+                            config=self.config)  # fmt: skip
+        log.info(f"hydra/launcher=fork: {why}; trials run in joblib's worker processes")
+        return self.fallback
+
+    def launch(
+        self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+    ) -> Sequence[JobReturn]:
+        """Hydra's launcher call: every job at once, each in its own forked process."""
+        if self.fallback is not None:
+            return self.fallback.launch(job_overrides, initial_job_idx)
+        waits = [self.start(o, initial_job_idx + i) for i, o in enumerate(job_overrides)]
+        return [wait() for wait in waits]
+
+    def start(self, overrides: Sequence[str], idx: int) -> Callable[[], JobReturn]:
+        """Fork the job's process now, from the main thread; returns a function that waits for
+        its JobReturn (from any thread)."""
+        assert self.config is not None and self.fallback is None
+        if threading.current_thread() is not threading.main_thread():
+            raise RuntimeError("ForkLauncher.start must run on the main thread")
+        setup_globals()
+        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
+        context = multiprocessing.get_context("fork")
+        receive, send = context.Pipe(duplex=False)
+        child = context.Process(
+            target=self._child, args=(send, list(overrides), idx, os.getpid()),
+            name=f"l1sweep-job-{idx}", daemon=True,  # ended with the sweep, whatever happens
+        )  # fmt: skip
+        with FORK_LOCK, warnings.catch_warnings():
+            # Python 3.12+ warns of fork in a process with threads: see the module's doc
+            warnings.simplefilter("ignore", DeprecationWarning)
+            child.start()
+        send.close()
+        self._children.add(child)
+
+        def wait() -> JobReturn:
+            try:
+                ret = receive.recv()  # a failed job's error keeps its traceback (JobReturn's)
+            except EOFError:
+                child.join()
+                raise RuntimeError(
+                    f"the process of job {idx} (pid {child.pid}) ended with exit code "
+                    f"{child.exitcode} before returning its result (killed, out of memory?)"
+                ) from None
+            finally:
+                receive.close()
+            child.join()
+            self._children.discard(child)
+            return ret
+
+        return wait
+
+    def kill_children(self) -> None:
+        """End every running job's process now (after Ctrl-C or an error: their trials are
+        failed already)."""
+        for child in list(self._children):
+            child.kill()
+        for child in list(self._children):
+            child.join(timeout=10)
+        self._children.clear()
+
+    def _child(self, send: Any, overrides: list[str], idx: int, parent: int) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the sweep ends its children
+        try:
+            ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (AttributeError, OSError):  # not glibc: ends with the sweep only in order
+            pass
+        if os.getppid() != parent:  # the sweep died before the line above took effect
+            os._exit(1)
+        ret = self._run(overrides, idx)
+        try:
+            send.send(ret)
+        except Exception as e:  # a return value pickle cannot carry
+            ret.status = JobStatus.FAILED
+            ret.return_value = RuntimeError(f"job {idx}'s result cannot be sent back: {e}")
+            send.send(ret)
+        send.close()
+
+    def _run(self, overrides: list[str], idx: int) -> JobReturn:
+        """The job, as Hydra's basic launcher runs it."""
+        assert self.hydra_context is not None and self.config is not None
+        sweep_config = self.hydra_context.config_loader.load_sweep_config(
+            self.config, list(overrides)
+        )
+        with open_dict(sweep_config):
+            sweep_config.hydra.job.id = str(idx)
+            sweep_config.hydra.job.num = idx
+        assert self.task_function is not None
+        return run_job(
+            hydra_context=self.hydra_context,
+            task_function=self.task_function,
+            config=sweep_config,
+            job_dir_key="hydra.sweep.dir",
+            job_subdir_key="hydra.sweep.subdir",
+        )
