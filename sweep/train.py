@@ -18,7 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
-from sweep import fastmlp, features, pruning, schema, sparsity, user_code
+from sweep import fastmlp, fastsgd, features, pruning, schema, sparsity, user_code
 from sweep.data import Dataset
 from sweep.errors import UserError
 from sweep.pruning import Pruner
@@ -181,7 +181,8 @@ def fit(
     keep: a mask over the regularized weights (pruning's); the others are held at exactly zero.
     on_epoch(epoch, val_acc) is called at every epoch whose validation accuracy is measured;
     if it returns True, training stops there with status 'pruned' (a sweep's hopeless trial).
-    fast: use sweep.fastmlp's step for an mlp (False: autograd for every model).
+    fast: use sweep.fastmlp's step for an mlp (False: autograd for every model). A plain
+    torch.optim.SGD is stepped by sweep.fastsgd on the flat buffer (the same bits), whatever `fast`.
     """
     flat, grad, k = flatten_parameters(model, reg.select(model))
     step = training_step(model, grad, fast)  # after flattening: it holds the views
@@ -192,6 +193,7 @@ def fit(
     gen = torch.Generator().manual_seed(seed)
     n = len(data.y_train)
     scheduler = schedule(optimizer, epochs * math.ceil(n / batch_size)) if schedule else None
+    optimizer_step = fastsgd.step_for(optimizer, flat, grad)  # after the scheduler wraps .step
     loss_mean, status, epoch, val_acc = math.nan, "complete", 0, None
     for epoch in range(1, epochs + 1):
         perm = torch.randperm(n, generator=gen).to(data.x_train.device)
@@ -203,7 +205,7 @@ def fit(
             reg.add_gradient_(w, g, meter)
             if keep is not None:  # no gradient, so no momentum or Adam moment, for a pruned w
                 g.mul_(keep)
-            optimizer.step()
+            optimizer_step()
             reg.prox_(w, optimizer.param_groups[0]["lr"])  # the lr this step used
             if keep is not None:  # and weight decay cannot move it off zero either
                 w.mul_(keep)
