@@ -109,7 +109,7 @@ def default_sweep(tmp: Path) -> dict[str, float]:
     return {"default_serial_s": serial, "default_auto_s": auto, "default_gain": serial / auto}
 
 
-def gpu(tmp: Path, trials: int, epochs: int, source: Path) -> dict[str, float]:
+def gpu(tmp: Path, trials: int, epochs: int, source: Path, sets: str) -> dict[str, float]:
     from sweep.data import _unpack_fallback
 
     root = tmp / "data"
@@ -117,7 +117,11 @@ def gpu(tmp: Path, trials: int, epochs: int, source: Path) -> dict[str, float]:
     fashion = ["data=fashion_mnist", f"hydra.sweeper.n_trials={trials}", f"train.epochs={epochs}",
                f"data.root={root}", "data.fallback_dir=null"]  # fmt: skip
     figures = {}
-    for what, args in (("digits, 20 trials", []), (f"Fashion-MNIST, {trials} trials", fashion)):
+    runs = {
+        "digits": ("digits, 20 trials", []),
+        "fashion": (f"Fashion-MNIST, {trials} trials", fashion),
+    }
+    for what, args in (runs[k] for k in runs if sets in (k, "both")):
         print(f"3. {what} on the GPU (device=cuda), whole process:")
         key = "gpu_digits" if not args else "gpu_fashion"
         for jobs in (1, 2, 4):
@@ -135,6 +139,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--gpu", action="store_true")
+    parser.add_argument("--gpu-data", choices=("digits", "fashion", "both"), default="both")
     parser.add_argument("--fashion-dir", type=Path, default=DEBIAN, help="its IDX .gz files")
     a = parser.parse_args()
     import torch
@@ -145,7 +150,7 @@ def main() -> None:
     figures: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         if a.gpu:
-            figures.update(gpu(Path(tmp), a.trials, a.epochs, a.fashion_dir))
+            figures.update(gpu(Path(tmp), a.trials, a.epochs, a.fashion_dir, a.gpu_data))
         elif a.only in (None, 1):
             figures.update(fashion(Path(tmp), a.trials, a.epochs, a.fashion_dir))
         if a.only in (None, 2) and not a.gpu:
