@@ -181,8 +181,8 @@ def fit(
     keep: a mask over the regularized weights (pruning's); the others are held at exactly zero.
     on_epoch(epoch, val_acc) is called at every epoch whose validation accuracy is measured;
     if it returns True, training stops there with status 'pruned' (a sweep's hopeless trial).
-    fast: use sweep.fastmlp's step for an mlp (False: autograd for every model). A plain
-    torch.optim.SGD is stepped by sweep.fastsgd on the flat buffer (the same bits), whatever `fast`.
+    fast: use sweep.fastmlp's step for an mlp and sweep.fastsgd's for a plain torch.optim.SGD,
+    both the same bits (False: autograd and the optimizer's own step, for every model).
     """
     flat, grad, k = flatten_parameters(model, reg.select(model))
     step = training_step(model, grad, fast)  # after flattening: it holds the views
@@ -193,7 +193,8 @@ def fit(
     gen = torch.Generator().manual_seed(seed)
     n = len(data.y_train)
     scheduler = schedule(optimizer, epochs * math.ceil(n / batch_size)) if schedule else None
-    optimizer_step = fastsgd.step_for(optimizer, flat, grad)  # after the scheduler wraps .step
+    # after the scheduler wraps .step
+    optimizer_step = fastsgd.step_for(optimizer, flat, grad) if fast else optimizer.step
     loss_mean, status, epoch, val_acc = math.nan, "complete", 0, None
     for epoch in range(1, epochs + 1):
         perm = torch.randperm(n, generator=gen).to(data.x_train.device)
