@@ -8,8 +8,9 @@
        in-process (`hydra/launcher=basic hydra.sweeper.n_jobs=1`, the defaults before auto).
 2. The default sweep (`python -m sweep.run -m`: 20 trials on digits) with
    `hydra/launcher=basic hydra.sweeper.n_jobs=1` against the defaults (`n_jobs=auto`).
-3. With --gpu: both sweeps on the GPU (device=cuda), one trial at a time (what auto does
-   there) against 2 and 4 trials sharing the GPU.
+3. With --gpu: both sweeps on the GPU (device=cuda), one trial at a time against 2 and 4
+   sharing the GPU (auto's at most 4, in joblib's workers: a GPU trial cannot be forked);
+   --gpu-data picks digits, fashion or both.
 
     python benchmarks/sweep_speed.py            # 1 and 2, on the CPU
     python benchmarks/sweep_speed.py --only 2   # the default-sweep comparison alone

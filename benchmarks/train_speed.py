@@ -6,8 +6,8 @@
 Both sides train the same 784-128-10 model with SGD lr 0.01, batch 64 and the seed's L1
 penalty (1e-4, all parameters) on the same 60k images for an epoch, then evaluate the 10k test
 images (the seed's `train(epoch); test()`), alternating, `--repeats` times each. The trainer
-runs twice: with its hand-written MLP step (sweep/fastmlp.py, the default) and with autograd
-(`train.fast=false`).
+runs twice: with its hand-written MLP and SGD steps (sweep/fastmlp.py, sweep/fastsgd.py, the
+default) and with autograd and torch.optim's step (`train.fast=false`).
 The last line is machine-readable: key=value pairs.
 """
 
@@ -193,17 +193,21 @@ def main() -> None:
         print(f"  the same with autograd (train.fast=false): {auto_med:.3f} s"
               f" (training alone {auto_train:.3f} s)")  # fmt: skip
         print(f"  speedup: {train_only:.1f}x training alone, {seed_med / ours_med:.1f}x the epoch;"
-              f" the fast MLP step {fast_gain:.2f}x autograd's training")  # fmt: skip
+              f" the fast steps {fast_gain:.2f}x autograd's training")  # fmt: skip
         print(f"  FLOP bound: {gflops:.0f} GFLOP/s on the layer shapes -> {bound:.3f} s of"
               f" training; the trainer takes {ours_train / bound:.1f}x that"
               f" (autograd {auto_train / bound:.1f}x)")  # fmt: skip
 
+        # one trial at a time, in-process: the loop's time less the trials' is then the
+        # framework's own (parallel trials overlap, which benchmarks/sweep_speed.py measures)
+        serial = ["hydra/launcher=basic", "hydra.sweeper.n_jobs=1"]
         if args.smoke:
-            sweep_args = [f"hydra.sweeper.n_trials={n_trials}", "train.epochs=1"]
+            sweep_args = [f"hydra.sweeper.n_trials={n_trials}", "train.epochs=1", *serial]
         else:
             sweep_args = [f"hydra.sweeper.n_trials={n_trials}", "train.log_every=5",
                           f"data={'fashion_mnist' if cls is datasets.FashionMNIST else 'mnist'}",
-                          f"data.root={root / 'data'}", "data.fallback_dir=null"]  # fmt: skip
+                          f"data.root={root / 'data'}", "data.fallback_dir=null",
+                          *serial]  # fmt: skip
         cwd = root / "sweep"
         cwd.mkdir()
         wall, loop, results, peak = sweep_run(cwd, sweep_args)

@@ -38,7 +38,7 @@ DATA_COPIES = 2
 MEMORY_SHARE = 0.8
 # Trials sharing one GPU under auto. A small model's step is CPU-bound (Python, kernel
 # launches), so trials side by side fill the GPU's idle time: a 20-trial digits sweep on an
-# H200 took 233 s one at a time, 82 s two at a time, 65 s four at a time (docs/performance.md).
+# H200 took 55 s one at a time, 48 s two at a time, 41 s four at a time (docs/performance.md).
 GPU_TRIALS = 4
 # A trial's GPU memory: its CUDA context and the data it copies there.
 GPU_CONTEXT_BYTES = 512 * 2**20
