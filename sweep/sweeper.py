@@ -68,6 +68,7 @@ BASELINE_ATTR = "baseline_val_acc"
 class L1Sweeper(OptunaSweeper):
     _grid: dict[str, list] | None = None
     _warming: threading.Thread | None = None  # joblib's workers starting (parallel.py)
+    _resume: str | None = None  # the command that continues the study, once it is open
 
     def __init__(self, **options: Any) -> None:
         """The stock sweeper's options (hydra.sweeper.*), their ranges checked first: the stock
@@ -113,6 +114,10 @@ class L1Sweeper(OptunaSweeper):
         except UserError as e:
             log.error(f"error: {e}")
             sys.exit(2)
+        except KeyboardInterrupt:  # the running trials are failed in the study by now
+            again = f"; resume with: {self._resume}" if self._resume else ""
+            log.error(f"interrupted: the trials that were running are failed{again}")
+            sys.exit(130)
         finally:
             gc.unfreeze()  # frozen objects are never freed; native extensions warn of leaks
             if self._warming is not None and self._warming.is_alive():
@@ -171,7 +176,7 @@ class L1Sweeper(OptunaSweeper):
         recover_stale(study, self.stale_after)  # before any ask: their parameters run first
         for params in enqueue:  # run before the sampler's own; not again in a resumed study
             study.enqueue_trial(params, skip_if_exists=True)
-        resume = resume_command(cfg, study.study_name, arguments, impl.storage)
+        resume = self._resume = resume_command(cfg, study.study_name, arguments, impl.storage)
         where = shown(impl.storage)
         log.info(f"study {study.study_name} in {where} ({len(study.trials)} trials so far)")
         log.info(f"results: {csv_path}")

@@ -96,7 +96,7 @@ def _start_sweep(cwd: Path, name: str, n: int = 200, jobs: int = 1) -> subproces
         [sys.executable, "-m", "sweep.run", "-m", f"hydra.sweeper.n_trials={n}",
          f"hydra.sweeper.study_name={name}", "train.epochs=30", "train.log_every=30",
          f"hydra.sweeper.n_jobs={jobs}"],
-        cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=cwd, stdout=(cwd / f"{name}.log").open("w"), stderr=subprocess.STDOUT,
         env={**os.environ, "PYTHONWARNINGS": "ignore"}, start_new_session=True,
         # Ctrl-C as a terminal delivers it: a shell's background job (`cmd &`, as some CI
         # runners start pytest) inherits SIGINT ignored, and Python then never raises
@@ -132,6 +132,10 @@ def test_killed_sweep_loses_at_most_the_running_trials(tmp_path, sig, jobs):
     assert_csv_agrees_with_study(df, study)
     states = [t.state.name for t in study.trials]
     assert states.count("RUNNING") <= (jobs if sig == signal.SIGKILL else 0)
+    if sig == signal.SIGINT:  # one line, and the command that goes on
+        out = (tmp_path / f"{name}.log").read_text()
+        assert proc.returncode == 130 and "Traceback" not in out, out[-2000:]
+        assert "interrupted: the trials that were running are failed; resume with: " in out
     lost = len(study.trials) - len(df)
     assert lost <= jobs, states
     # start it again: more trials, nothing duplicated, every finished trial once
