@@ -321,7 +321,9 @@ class L1Sweeper(OptunaSweeper):
         except BaseException:  # Ctrl-C or a launcher error: leave no trial RUNNING for ever
             with _interrupts_deferred():
                 for t in running:
-                    study.tell(t, state=TrialState.FAIL)
+                    # one told just before the interrupt, not yet off the list, is finished
+                    with contextlib.suppress(ValueError, RuntimeError):
+                        study.tell(t, state=TrialState.FAIL)
             if kind == "process":
                 parallel.stop_workers()
             elif kind == "fork":

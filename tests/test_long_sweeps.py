@@ -91,11 +91,13 @@ def test_a_named_study_refuses_another_configuration(tmp_path):
     assert len(study_of(tmp_path, "c").trials) == 1
 
 
-def _start_sweep(cwd: Path, name: str, n: int = 200, jobs: int = 1) -> subprocess.Popen:
+def _start_sweep(
+    cwd: Path, name: str, n: int = 200, jobs: int = 1, epochs: int = 30, *extra: str
+) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "sweep.run", "-m", f"hydra.sweeper.n_trials={n}",
-         f"hydra.sweeper.study_name={name}", "train.epochs=30", "train.log_every=30",
-         f"hydra.sweeper.n_jobs={jobs}"],
+         f"hydra.sweeper.study_name={name}", f"train.epochs={epochs}",
+         f"train.log_every={epochs}", f"hydra.sweeper.n_jobs={jobs}", *extra],
         cwd=cwd, stdout=(cwd / f"{name}.log").open("w"), stderr=subprocess.STDOUT,
         env={**os.environ, "PYTHONWARNINGS": "ignore"}, start_new_session=True,
         # Ctrl-C as a terminal delivers it: a shell's background job (`cmd &`, as some CI
@@ -138,13 +140,35 @@ def test_killed_sweep_loses_at_most_the_running_trials(tmp_path, sig, jobs):
         assert "interrupted: the trials that were running are failed; resume with: " in out
     lost = len(study.trials) - len(df)
     assert lost <= jobs, states
+    # a trial told just before the kill has its row in the study; the next start writes it
+    recorded = sum(t.state.is_finished() and "row" in t.user_attrs for t in study.trials)
     # start it again: more trials, nothing duplicated, every finished trial once
     run_cli(tmp_path, "-m", "hydra.sweeper.n_trials=2", f"hydra.sweeper.study_name={name}",
             "train.epochs=30", "train.log_every=30")  # fmt: skip
     df2, study2 = pd.read_csv(csv), study_of(tmp_path, name)
-    assert len(df2) == len(df) + 2 and df2["trial"].is_unique
+    assert len(df2) == recorded + 2 and df2["trial"].is_unique
     assert set(df["trial"]) < set(df2["trial"])
     assert_csv_agrees_with_study(df2, study2)
+
+
+@pytest.mark.parametrize("launcher", ["fork", "joblib"])
+def test_ctrl_c_ends_the_running_trials_at_once(tmp_path, launcher):
+    name = f"cc{launcher}"
+    proc = _start_sweep(tmp_path, name, 4, 2, 100_000, f"hydra/launcher={launcher}")
+    try:
+        end = time.time() + 120
+        while time.time() < end and (tmp_path / f"{name}.log").read_text().count("#") < 2:
+            time.sleep(0.1)  # both trials launched
+        time.sleep(2)
+        os.killpg(proc.pid, signal.SIGINT)
+        start = time.time()
+        proc.wait(timeout=60)
+        assert time.time() - start < 15  # not the trials' end: they would train for minutes
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130
+    assert [t.state.name for t in study_of(tmp_path, name).trials] == ["FAIL", "FAIL"]
 
 
 def test_a_diverged_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
