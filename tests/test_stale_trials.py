@@ -108,3 +108,24 @@ def test_another_hosts_trial_is_failed_only_past_the_grace(tmp_path):
     assert trials[silent.number].state.name == "FAIL"
     assert trials[beating.number].state.name == "RUNNING"  # within its grace: alive
     assert trials[-1].params == silent.params and trials[-1].state.name == "COMPLETE"
+
+
+def test_a_trial_killed_between_its_row_and_its_state_leaves_no_row(tmp_path):
+    # The sweep records a finished job's row, then tells its state; a SIGKILL between the two
+    # leaves a RUNNING trial holding a row. Recovered, it is failed and its row dropped: the
+    # CSV never shows a finished row for a trial the study failed (its parameters run again).
+    from sweep.study import recover_stale, write_csv
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/s.db", study_name="r")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    trial = study.ask({"l1_lambda": FloatDistribution(1e-5, 1e-3, log=True)})
+    trial.set_user_attr("l1sweep_owner", {"host": socket.gethostname(), "pid": dead.pid})
+    trial.set_user_attr("row", {"trial": trial.number, "status": "complete", "val_acc": 0.9})
+    assert recover_stale(study, grace=300) == [trial.number]
+    [failed, enqueued] = study.trials
+    assert failed.state.name == "FAIL" and failed.user_attrs["row"] is None
+    assert enqueued.params == {} and enqueued.state.name == "WAITING"
+    csv = tmp_path / "results.csv"
+    write_csv(study, csv)
+    assert not csv.exists() or pd.read_csv(csv).empty
