@@ -85,7 +85,7 @@ class ForkLauncher(Launcher):
         from hydra_plugins.hydra_joblib_launcher.config import JobLibLauncherConf
         from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
 
-        options = {k: v for k, v in dataclasses.asdict(JobLibLauncherConf()).items()}
+        options = dataclasses.asdict(JobLibLauncherConf())
         options.pop("_target_")
         self.fallback = JoblibLauncher(**options)
         self.fallback.setup(hydra_context=self.hydra_context, task_function=self.task_function,

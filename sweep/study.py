@@ -117,8 +117,8 @@ def fingerprint(cfg: DictConfig, space: dict, directions: list[str]) -> dict:
     for name in space:
         flat.pop(name, None)
     flat.pop("objective.baseline_val_acc", None)
-    # Neither changes a trial's numbers: how often it logs, and the hand-written MLP step (bit
-    # for bit autograd's on CPU), so a study resumes across them.
+    # Neither changes a trial's numbers: how often it logs, and the hand-written MLP and SGD
+    # steps (bit for bit autograd's and torch.optim's on CPU), so a study resumes across them.
     flat.pop("train.log_every", None)
     flat.pop("train.fast", None)
     flat["search_space"] = {k: repr(v) for k, v in space.items()}

@@ -145,9 +145,10 @@ class L1Sweeper(OptunaSweeper):
         self._warm(cfg)
         data_bytes = _check_task_config(cfg)
         self.plan = self._plan(cfg, data_bytes)
-        if self._joblib() is not None:
+        joblib = self._joblib()
+        if joblib is not None:
             # its pool holds every slot's job; with one slot joblib runs the job in-process
-            self._joblib().joblib["n_jobs"] = self.plan.jobs
+            joblib.joblib["n_jobs"] = self.plan.jobs
         directions = impl._get_directions()
         pruning = not isinstance(self.pruner, optuna.pruners.NopPruner)
         if pruning and len(directions) > 1:
@@ -219,20 +220,21 @@ class L1Sweeper(OptunaSweeper):
             else:
                 chosen.use_joblib(why)
 
-    def _launcher(self) -> str:
-        """The class path of the launcher that runs the trials (the fork launcher's joblib,
-        where it handed them over)."""
+    def _runner(self) -> Any:
+        """The launcher that runs the trials: the fork launcher's joblib, where it handed
+        them over."""
         used = self.sweeper.launcher
         if isinstance(used, launcher.ForkLauncher) and used.fallback is not None:
-            used = used.fallback
-        return f"{type(used).__module__}.{type(used).__name__}"
+            return used.fallback
+        return used
+
+    def _launcher(self) -> str:
+        """The class path of the launcher that runs the trials."""
+        return f"{type(self._runner()).__module__}.{type(self._runner()).__name__}"
 
     def _joblib(self) -> Any:
         """The joblib launcher that runs the trials, if one does."""
-        used = self.sweeper.launcher
-        if isinstance(used, launcher.ForkLauncher):
-            used = used.fallback
-        return used if "joblib" in self._launcher() else None
+        return self._runner() if "joblib" in self._launcher() else None
 
     def _plan(self, cfg: DictConfig, data_bytes: int) -> parallel.Plan:
         device = _device(cfg)
