@@ -40,6 +40,8 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, open_dict
 
+from sweep import interrupts
+
 log = logging.getLogger(__name__)
 
 # Held by the fork and by any other thread of the sweep process while it is inside a library
@@ -117,15 +119,20 @@ class ForkLauncher(Launcher):
             target=self._child, args=(send, list(overrides), idx, os.getpid()),
             name=f"l1sweep-job-{idx}", daemon=True,  # ended with the sweep, whatever happens
         )  # fmt: skip
-        with FORK_LOCK, warnings.catch_warnings():
-            # Python 3.12+ warns of fork in a process with threads: see the module's doc
-            warnings.simplefilter("ignore", DeprecationWarning)
-            child.start()
-        send.close()
-        self._children.add(child)
+        # Held: a Ctrl-C that lands in an at-fork hook (logging's releases its lock after every
+        # fork) is printed as 'Exception ignored' and lost, and the sweep would go on.
+        with interrupts.deferred():
+            with FORK_LOCK, warnings.catch_warnings():
+                # Python 3.12+ warns of fork in a process with threads: see the module's doc
+                warnings.simplefilter("ignore", DeprecationWarning)
+                child.start()
+            send.close()
+            self._children.add(child)
 
         def wait() -> JobReturn:
             try:
+                while not receive.poll(0.5):  # a lost Ctrl-C does not wait for the trial's end
+                    interrupts.check()
                 ret = receive.recv()  # a failed job's error keeps its traceback (JobReturn's)
             except EOFError:
                 child.join()

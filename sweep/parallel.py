@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from sweep import interrupts
 from sweep.errors import UserError
 
 Job = TypeVar("Job")
@@ -174,6 +175,7 @@ def run(
     """
     if jobs == 1:  # on the main thread, as a plain loop: Ctrl-C reaches an in-process job
         for _ in range(n_trials):
+            interrupts.check()
             job = ask()
             result = launch(job)()  # an error leaves the job in `running` for the caller
             keep_asking = tell(job, result)
@@ -193,6 +195,7 @@ def run(
     asked, in_flight, asking = 0, 0, True
     error: BaseException | None = None
     while (asking and asked < n_trials) or in_flight:
+        interrupts.check()
         while asking and asked < n_trials and len(running) < jobs:
             job = ask()
             asked += 1
@@ -208,7 +211,7 @@ def run(
                 finished = done.get(timeout=0.5)
                 break
             except queue.Empty:
-                continue
+                interrupts.check()
         in_flight -= 1
         if finished.error is not None:  # left in `running`: the caller fails its trial
             error, asking = error or finished.error, False

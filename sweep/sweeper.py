@@ -25,13 +25,12 @@ import logging
 import math
 import os
 import shlex
-import signal
 import stat
 import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +43,7 @@ from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
-from sweep import launcher, parallel, schema, trials
+from sweep import interrupts, launcher, parallel, schema, trials
 from sweep.compose import ComposeCache, value_keys
 from sweep.errors import UserError
 from sweep.study import (
@@ -110,7 +109,8 @@ class L1Sweeper(OptunaSweeper):
 
     def sweep(self, arguments: list[str]) -> None:
         try:
-            self._sweep(arguments)
+            with interrupts.handled():
+                self._sweep(arguments)
         except UserError as e:
             log.error(f"error: {e}")
             sys.exit(2)
@@ -280,7 +280,7 @@ class L1Sweeper(OptunaSweeper):
 
         def ask() -> optuna.Trial:
             nonlocal reseed
-            with _interrupts_deferred():  # a trial made but not yet listed is lost
+            with interrupts.deferred():  # a trial made but not yet listed is lost
                 trial = study.ask()
                 claim(trial)
                 running.append(trial)
@@ -321,11 +321,14 @@ class L1Sweeper(OptunaSweeper):
             with heartbeat(running, every=min(30.0, self.stale_after / 4)):
                 parallel.run(impl.n_trials, self.plan.jobs, ask, launch, tell, running)
         except BaseException:  # Ctrl-C or a launcher error: leave no trial RUNNING for ever
-            with _interrupts_deferred():
+            interrupts.clear()  # this one is handled here
+            with interrupts.deferred():
                 for t in running:
                     # one told just before the interrupt, not yet off the list, is finished
                     with contextlib.suppress(ValueError, RuntimeError):
                         study.tell(t, state=TrialState.FAIL)
+                # a trial told just before the interrupt may not have its row written yet
+                write_csv(study, csv_path)
             if kind == "process":
                 parallel.stop_workers()
             elif kind == "fork":
@@ -406,7 +409,7 @@ class L1Sweeper(OptunaSweeper):
             row["objective"] = metrics.get("objective", [math.nan])[0]
         values = metrics.get("objective")
         try:
-            with _interrupts_deferred():  # the row without its state would be a wrong row
+            with interrupts.deferred():  # the row without its state would be a wrong row
                 # a pruning job reported its curve itself, as it trained
                 trials.record(trial, row, [] if pruning else curve, len(directions) == 1)
                 if metrics["status"] == "complete" and values and all(map(math.isfinite, values)):
@@ -498,19 +501,6 @@ class L1Sweeper(OptunaSweeper):
         log.info(f"sweep took {seconds:.1f}s; results: {csv_path}")
         log.info(f"resume or extend with: {resume}")
         print(csv_path)
-
-
-@contextlib.contextmanager
-def _interrupts_deferred() -> Iterator[None]:
-    """Hold Ctrl-C until the block is done, then raise it as usual."""
-    caught: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if caught:
-        raise KeyboardInterrupt
 
 
 def _check_space(space: dict) -> None:
