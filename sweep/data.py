@@ -167,7 +167,8 @@ def _torchvision(
     """(x, y, x_test, y_test, n_classes) of torchvision's class `dataset`, x as stored (uint8
     images for most), channels first."""
     raw = Path(root) / dataset / "raw"
-    if dataset in PLAIN_IDX and not options:
+    plain = dataset in PLAIN_IDX and not options
+    if plain:
         if fallback_dir and Path(fallback_dir).is_dir():
             _unpack_into(raw, Path(fallback_dir), dataset)
         if all((raw / name).exists() for name in _IDX_FILES):
@@ -182,7 +183,7 @@ def _torchvision(
             "FashionMNIST, CIFAR10, CIFAR100, SVHN, STL10, USPS"
         )
     idx_layout = issubclass(cls, torchvision.datasets.MNIST)  # MNIST, FashionMNIST, KMNIST...
-    if idx_layout and fallback_dir and Path(fallback_dir).is_dir():
+    if idx_layout and not plain and fallback_dir and Path(fallback_dir).is_dir():
         _unpack_into(raw, Path(fallback_dir), dataset)
     have_files = idx_layout and all((raw / name).exists() for name in _IDX_FILES)
     try:
@@ -193,10 +194,7 @@ def _torchvision(
         raise
     except Exception as e:  # torchvision raises RuntimeError, URLError, AssertionError...
         if have_files:
-            raise UserError(
-                f"{dataset}: the IDX files in {raw.resolve()} are truncated or corrupt ({e}); "
-                f"delete them and copy fresh ones"
-            ) from e
+            raise _corrupt(dataset, raw, e) from e
         reason = (str(e).splitlines() or [type(e).__name__])[0]
         if idx_layout and dataset in ("MNIST", "FashionMNIST", "KMNIST"):
             raise UserError(
@@ -240,11 +238,15 @@ def _read_idx_set(raw: Path, dataset: str) -> tuple[torch.Tensor, ...]:
         if x.dim() != 3 or y.dim() != 1 or len(x) != len(y) or len(x_test) != len(y_test):
             raise ValueError("images and labels do not match")
     except ValueError as e:
-        raise UserError(
-            f"{dataset}: the IDX files in {raw.resolve()} are truncated or corrupt ({e}); "
-            "delete them and copy fresh ones"
-        ) from e
+        raise _corrupt(dataset, raw, e) from e
     return x, y.long(), x_test, y_test.long(), 10
+
+
+def _corrupt(dataset: str, raw: Path, e: Exception) -> UserError:
+    return UserError(
+        f"{dataset}: the IDX files in {raw.resolve()} are truncated or corrupt ({e}); "
+        "delete them and copy fresh ones"
+    )
 
 
 def read_idx(path: Path) -> torch.Tensor:

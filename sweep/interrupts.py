@@ -53,12 +53,12 @@ def clear() -> None:
 @contextlib.contextmanager
 def deferred() -> Iterator[None]:
     """Hold Ctrl-C until the block is done (steps that must not be cut in half), then raise it."""
-    held = signal.getsignal(signal.SIGINT)
-    if threading.current_thread() is not threading.main_thread() or not callable(held):
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or not callable(previous):
         yield  # off the main thread, which alone gets signals; or Ctrl-C ignored, or fatal
         return
     came: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: came.append(signum))
+    signal.signal(signal.SIGINT, lambda signum, frame: came.append(signum))
     try:
         yield
     finally:

@@ -27,6 +27,7 @@ from sqlalchemy.exc import ArgumentError
 from sweep import results
 from sweep.errors import UserError
 from sweep.launcher import FORK_LOCK
+from sweep.trials import ROW_ATTR
 
 CONFIG_ATTR = "l1sweep_config"
 log = logging.getLogger(__name__)
@@ -58,8 +59,8 @@ def write_csv(study: optuna.Study, csv_path: Path) -> None:
         # state, and a trial failed over by Ctrl-C keeps a row that no longer describes it.
         finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
         told = study.get_trials(deepcopy=False, states=finished)
-        trials = [t for t in told if t.user_attrs.get("row") is not None]
-        rows = [dict(t.user_attrs["row"]) for t in trials]
+        trials = [t for t in told if t.user_attrs.get(ROW_ATTR) is not None]
+        rows = [dict(t.user_attrs[ROW_ATTR]) for t in trials]
         if len(study.directions) > 1:
             front = {t.number for t in study.best_trials}
             for row in rows:
@@ -234,10 +235,10 @@ def recover_stale(study: optuna.Study, grace: float) -> list[int]:
         if why is None:
             continue
         try:
-            if t.user_attrs.get("row") is not None:
+            if t.user_attrs.get(ROW_ATTR) is not None:
                 # killed between recording its row and telling its state: the row would stand
                 # in the CSV as a finished trial the study has failed (its parameters rerun)
-                study._storage.set_trial_user_attr(t._trial_id, "row", None)
+                study._storage.set_trial_user_attr(t._trial_id, ROW_ATTR, None)
             study.tell(t.number, state=TrialState.FAIL)
         except (ValueError, RuntimeError):  # another process recovered it first
             continue

@@ -230,7 +230,8 @@ class L1Sweeper(OptunaSweeper):
 
     def _launcher(self) -> str:
         """The class path of the launcher that runs the trials."""
-        return f"{type(self._runner()).__module__}.{type(self._runner()).__name__}"
+        runner = type(self._runner())
+        return f"{runner.__module__}.{runner.__name__}"
 
     def _joblib(self) -> Any:
         """The joblib launcher that runs the trials, if one does."""

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -13,6 +17,7 @@ import pytest
 from conftest import run_cli
 from sweep import parallel
 from sweep.errors import UserError
+from sweep.launcher import unsafe
 
 GiB = 2**30
 JOBLIB = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
@@ -204,8 +209,6 @@ def test_a_parallel_study_resumes(tmp_path):
 
 
 def test_auto_uses_every_core_with_one_thread_each(tmp_path):
-    import os
-
     cores = len(os.sched_getaffinity(0))
     proc = run_cli(tmp_path, "-m", "hydra.sweeper.n_trials=2", "hydra.sweeper.study_name=a",
                    "train.epochs=1")  # fmt: skip
@@ -232,11 +235,6 @@ def _processes_of(study: str) -> list[int]:
 
 
 def test_forked_trials_die_with_a_killed_sweep(tmp_path):
-    import os
-    import signal
-    import subprocess
-    import sys
-
     name = f"orphans{os.getpid()}"
     proc = subprocess.Popen(
         [sys.executable, "-m", "sweep.run", "-m", "hydra.sweeper.n_trials=4",
@@ -271,13 +269,8 @@ def test_a_forked_trial_may_use_every_core(tmp_path):
 
 
 def test_where_it_cannot_fork_the_launcher_hands_trials_to_joblib(tmp_path):
-    import subprocess
-    import sys
-
-    from sweep import launcher
-
-    assert launcher.unsafe("cpu") is None  # Linux, CPU: forked
-    assert "cuda" in launcher.unsafe("cuda")
+    assert unsafe("cpu") is None  # Linux, CPU: forked
+    assert "cuda" in unsafe("cuda")
     # the sweep where forking is refused (on a GPU or macOS): joblib's workers run the trials
     code = (
         "import runpy, sys, sweep.launcher as l\n"
