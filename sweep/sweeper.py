@@ -323,17 +323,19 @@ class L1Sweeper(OptunaSweeper):
                 parallel.run(impl.n_trials, self.plan.jobs, ask, launch, tell, running)
         except BaseException:  # Ctrl-C or a launcher error: leave no trial RUNNING for ever
             interrupts.clear()  # this one is handled here
-            with interrupts.deferred():
-                for t in running:
-                    # one told just before the interrupt, not yet off the list, is finished
-                    with contextlib.suppress(ValueError, RuntimeError):
-                        study.tell(t, state=TrialState.FAIL)
-                # a trial told just before the interrupt may not have its row written yet
-                write_csv(study, csv_path)
-            if kind == "process":
-                parallel.stop_workers()
-            elif kind == "fork":
-                impl.launcher.kill_children()
+            try:
+                with interrupts.deferred():
+                    for t in running:
+                        # one told just before the interrupt, not yet off the list, is finished
+                        with contextlib.suppress(ValueError, RuntimeError):
+                            study.tell(t, state=TrialState.FAIL)
+                    # a trial told just before the interrupt may not have its row written yet
+                    write_csv(study, csv_path)
+            finally:  # a second Ctrl-C meanwhile still ends the trials' processes
+                if kind == "process":
+                    parallel.stop_workers()
+                elif kind == "fork":
+                    impl.launcher.kill_children()
             raise
         if stop:
             raise stop[0]  # a programming error: stop with its traceback
