@@ -217,9 +217,10 @@ def _alive(pid: int) -> bool:
 
 
 def recover_stale(study: optuna.Study, grace: float) -> list[int]:
-    """Fail the study's RUNNING trials whose sweep is gone, and enqueue their parameters so
-    that they run first; returns their numbers. Gone: on this host, its pid is not alive; on
-    any host, no heartbeat for `grace` seconds. A live trial of another process is untouched."""
+    """Fail the study's RUNNING trials whose sweep is gone, and enqueue their parameters (if
+    they had drawn any) so that they run first; returns their numbers. Gone: on this host, its
+    pid is not alive; on any host, no heartbeat for `grace` seconds. A live trial of another
+    process is untouched."""
     host, now, lost = socket.gethostname(), time.time(), []
     for t in study.get_trials(deepcopy=False, states=[TrialState.RUNNING]):
         owner = t.user_attrs.get(OWNER_ATTR) or {}
@@ -242,7 +243,11 @@ def recover_stale(study: optuna.Study, grace: float) -> list[int]:
             study.tell(t.number, state=TrialState.FAIL)
         except (ValueError, RuntimeError):  # another process recovered it first
             continue
-        study.enqueue_trial(t.params, user_attrs={RERUN_ATTR: t.number})
-        log.warning(f"trial {t.number} was left RUNNING ({why}): failed; its parameters run next")
+        left = f"trial {t.number} was left RUNNING ({why}): failed;"
+        if t.params:
+            study.enqueue_trial(t.params, user_attrs={RERUN_ATTR: t.number})
+            log.warning(f"{left} its parameters run next")
+        else:  # killed between its ask and its draw: no point to run again
+            log.warning(f"{left} it had drawn no parameters, so nothing is run again for it")
         lost.append(t.number)
     return lost

@@ -69,10 +69,15 @@ def test_a_killed_sweeps_trial_is_failed_and_run_again_first(tmp_path):
         assert f"trial {t.number} was left RUNNING ({why}" in out
         assert trials[t.number].state.name == "FAIL"
     assert not [t for t in trials if t.state.name == "RUNNING"]
-    rerun = trials[before:]  # this invocation's trials: the lost points, not new draws
-    assert all(t.state.name == "COMPLETE" for t in rerun)
-    assert sorted(t.params["l1_lambda"] for t in rerun) == sorted(
-        t.params["l1_lambda"] for t in lost
+    rerun = trials[before:]  # this invocation's trials: the lost points first, then new draws
+    assert len(rerun) == len(lost) and all(t.state.name == "COMPLETE" for t in rerun)
+    # a trial killed between its ask and its draw has no point to run again
+    drawn = [t for t in lost if t.params]
+    for t in lost:
+        if not t.params:
+            assert f"trial {t.number} was left RUNNING" in out and "drawn no parameters" in out
+    assert sorted(t.params["l1_lambda"] for t in rerun[: len(drawn)]) == sorted(
+        t.params["l1_lambda"] for t in drawn
     )
     df = pd.read_csv(tmp_path / "outputs" / "sweeps" / "k" / "results.csv").set_index("trial")
     for t in rerun:
@@ -133,3 +138,22 @@ def test_a_trial_killed_between_its_row_and_its_state_leaves_no_row(tmp_path):
     csv = tmp_path / "results.csv"
     write_csv(study, csv)
     assert not csv.exists() or pd.read_csv(csv).empty
+
+
+def test_a_trial_killed_before_its_draw_is_failed_and_not_enqueued(tmp_path, caplog):
+    # Killed between study.ask and its first suggest, a trial holds no parameters: enqueuing
+    # {} would add a trial that is a fresh draw under the name of a rerun.
+    from sweep.study import recover_stale
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/s.db", study_name="e")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    trial = study.ask()
+    trial.set_user_attr("l1sweep_owner", {"host": socket.gethostname(), "pid": dead.pid})
+    assert recover_stale(study, grace=300) == [trial.number]
+    [failed] = study.trials
+    assert failed.state.name == "FAIL"
+    assert (
+        f"trial {trial.number} was left RUNNING (its process {dead.pid} is gone): failed; "
+        "it had drawn no parameters" in caplog.text
+    )
