@@ -24,4 +24,4 @@ def test_benchmark_smoke_prints_its_figures_and_a_parsable_last_line(tmp_path):
         "fast_over_autograd", "autograd_over_flop_bound",
         "overhead_per_trial_s", "overhead_pct", "startup_s", "peak_rss_mib",
     }  # fmt: skip
-    assert all(float(v) > 0 for v in figures.values())
+    assert all(float(v) > 0 for v in figures.values()), proc.stdout
