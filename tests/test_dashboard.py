@@ -9,6 +9,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 
@@ -28,7 +29,10 @@ def _get(url: str) -> dict:
 @pytest.fixture
 def dashboard(tmp_path):
     """A 2-trial digits sweep, and optuna-dashboard serving its storage on 127.0.0.1."""
-    exe = shutil.which("optuna-dashboard")
+    # beside this interpreter first: `.venv/bin/python -m pytest` runs without the venv on PATH
+    exe = shutil.which("optuna-dashboard", path=os.path.dirname(sys.executable)) or shutil.which(
+        "optuna-dashboard"
+    )
     if exe is None:
         pytest.fail("optuna-dashboard is a dev dependency: pip install -e '.[dev]'")
     run_cli(tmp_path, "-m", "hydra.sweeper.n_trials=2", "hydra.sweeper.study_name=dash",
