@@ -29,14 +29,10 @@ import numpy as np
 import pandas as pd
 
 from sweep.errors import UserError
+from sweep.row import dtypes
 
 REQUIRED = ["trial", "status", "l1_lambda", "val_acc", "test_acc", "sparsity", "overrides"]
-TYPES = {
-    "trial": "int64", "status": "string", "l1_lambda": "float64", "l2_lambda": "float64",
-    "regularizer": "string", "model": "string", "data": "string", "optimizer": "string",
-    "val_acc": "float64", "test_acc": "float64", "sparsity": "float64", "overrides": "string",
-    "run_dir": "string", "pareto": "boolean", "prune": "string", "schedule": "string",
-}  # fmt: skip
+TYPES = dtypes()  # every column's type, from the row's one definition
 FRONT = ("val_acc", "sparsity")
 KNEE_RULE = "the front's point nearest the ideal (max val_acc, max sparsity), each axis min-max scaled over the front"  # noqa: E501
 SHOWN = ["trial", "l1_lambda", "prune_sparsity", "val_acc", "test_acc", "trained_test_acc",
