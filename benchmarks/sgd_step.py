@@ -59,7 +59,7 @@ def one_epoch(data, cls: type, threads: int) -> tuple[float, list[torch.Tensor]]
     model = mlp(784, 10, [128])
     opt = cls(model.parameters(), lr=0.01)
     start = time.perf_counter()
-    fit(model, data, Regularizer(1e-4, 0.0, False, "all"), opt, 1, 64, seed=0)
+    fit(model, data, Regularizer(1e-4, 0.0, False, "all"), opt, epochs=1, batch_size=64, seed=0)
     return time.perf_counter() - start, [p.detach().clone() for p in model.parameters()]
 
 

@@ -100,7 +100,17 @@ def trainer_epoch(data: Dataset, seed: int, fast: bool = True) -> tuple[float, f
     model = mlp(784, 10, [128])
     optimizer = torch.optim.SGD(model.parameters(), lr=LR)
     start = time.perf_counter()
-    fit(model, data, Regularizer(L1, 0.0, False, "all"), optimizer, 1, BATCH, seed, 1, fast=fast)
+    fit(
+        model,
+        data,
+        Regularizer(L1, 0.0, False, "all"),
+        optimizer,
+        epochs=1,
+        batch_size=BATCH,
+        seed=seed,
+        log_every=1,
+        fast=fast,
+    )
     epoch = time.perf_counter() - start
     # the fastest of three: noise only adds, and subtracted it could make the training alone
     # come out negative on tiny data

@@ -61,6 +61,11 @@ class Regularizer:
         self.l1, self.l2, self.proximal, self.params = l1, l2, proximal, params
         self.layers = layers
 
+    def for_finetuning(self) -> Regularizer:
+        """The regularizer masked fine-tuning after pruning uses: this one without its L1 term
+        (the mask does the sparsifying then), the L2 term and the counted parameters kept."""
+        return Regularizer(0.0, self.l2, self.proximal, self.params)
+
     def select(self, model: nn.Module) -> list[nn.Parameter]:
         """The parameters the regularizer acts on; every sparsity figure counts these.
 

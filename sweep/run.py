@@ -32,10 +32,10 @@ def main(cfg: DictConfig) -> dict:
         schema.check(cfg)
         # Imported once the config is known good: torch and scikit-learn take 2-4 s to load,
         # which a mistaken override need not wait for.
-        from sweep import train
+        from sweep import job
 
         out_dir, choices = Path(hc.runtime.output_dir), dict(hc.runtime.choices)
-        metrics = train.run(cfg, out_dir, choices, trials.job_reporter())
+        metrics = job.run(cfg, out_dir, choices, trials.job_reporter())
     except UserError as e:
         if hc.mode == RunMode.MULTIRUN:
             raise  # the sweeper records the failed trial, then reports it

@@ -111,6 +111,7 @@ class Config:
     repeats: int = ruled(AT_LEAST_1)
     device: str = MISSING
     allow_targets: list[str] = MISSING  # code outside l1sweep a _target_ may run: user_code.py
+    callbacks: dict[str, Any] = field(default_factory=dict)  # name -> _target_: callbacks.py
     train: TrainConfig = field(default_factory=TrainConfig)
     sparsity: SparsityConfig = field(default_factory=SparsityConfig)
 

@@ -548,10 +548,11 @@ def _check_task_config(cfg: DictConfig) -> int:
     Building the data, model and optimizer here also pays torch's lazy imports (seconds) once
     at start-up instead of inside the first trial; the data stays cached for the trials.
     """
-    from sweep import train, user_code
+    from sweep import job, train, user_code
 
     task = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
-    train.check(task)
+    job.check(task)
+    job.callbacks(task)
     train.resolve_device(task.device)
     data = train.build(task.data, seed=task.seed)
     model = train.build(task.model, n_inputs=data.n_inputs, n_classes=data.n_classes,

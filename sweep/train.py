@@ -1,37 +1,26 @@
-"""One training run: data -> model -> fit -> measures -> files. The loop fits on one screen."""
+"""The training loop (`fit`) and what it needs: building targets, the device, the optimizer,
+the flat parameter buffer, accuracy and the sparsity measures. One configuration's whole run
+(build, fit, prune, measure, callbacks) is sweep/job.py."""
 
 from __future__ import annotations
 
-import copy
-import json
 import logging
 import math
 import os
-import statistics
-import time
 from collections.abc import Callable
-from pathlib import Path
 
-import pandas as pd
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from sweep import fastmlp, fastsgd, features, pruning, schema, sparsity, user_code
+from sweep import fastmlp, fastsgd, sparsity, user_code
 from sweep.data import Dataset
 from sweep.errors import UserError
-from sweep.pruning import Pruner
 from sweep.regularizers import Regularizer
 
 log = logging.getLogger(__name__)
 
-# The config groups a row names by their chosen option.
-CHOICES = ("data", "model", "regularizer", "optimizer", "schedule", "prune")
-# What a row keeps, as trained_<key>, of the model before pruning.
-TRAINED = ("val_acc", "test_acc", "sparsity", "sparsity_tol", "nnz", "active_inputs")
-# The figures a repeated run also reports the spread of, as <key>_std.
-SPREAD = ("_acc", "sparsity")
 # What config `_target_`s may name (Hydra 1.4 refuses unlisted targets in 1.5).
 TARGETS = ("sweep.*", "torch.optim.*", "torch.nn.*")
 
@@ -41,28 +30,6 @@ def build(node: DictConfig, **kwargs: object) -> object:
     target is given those of `kwargs` it accepts, and outside targets run only where the
     config's `allow_targets` lists them (sweep/user_code.py)."""
     return user_code.instantiate_checked(node, TARGETS, **kwargs)
-
-
-def check(cfg: DictConfig) -> Regularizer:
-    """Reject bad input before any training; returns the regularizer it had to build."""
-    # Every range of the schema, the lambdas too: a regularizer that ignores one never sees it.
-    schema.check(cfg)
-    return build(cfg.regularizer)
-
-
-_datasets: dict[tuple[str, int, str], Dataset] = {}
-
-
-def dataset(cfg: DictConfig, device: torch.device) -> Dataset:
-    """cfg.data split with cfg.seed, on `device`. Kept for the `repeats` seeds a trial uses, so a
-    sweep's trials split (and copy to the device) once per seed: the loaders' own caches hold
-    two seeds, which repeats > 2 would thrash."""
-    key = (OmegaConf.to_yaml(cfg.data, resolve=True), cfg.seed, str(device))
-    if key not in _datasets:
-        while len(_datasets) >= cfg.repeats:
-            _datasets.pop(next(iter(_datasets)))  # the oldest: another configuration's seeds
-        _datasets[key] = build(cfg.data, seed=cfg.seed).to(device)
-    return _datasets[key]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -165,13 +132,14 @@ def fit(
     data: Dataset,
     reg: Regularizer,
     optimizer: torch.optim.Optimizer,
+    *,
     epochs: int,
     batch_size: int,
     seed: int,
     log_every: int = 1,
     schedule: Callable | None = None,
     keep: torch.Tensor | None = None,
-    on_epoch: Callable[[int, float], bool | None] | None = None,
+    on_epoch: Callable[[int, dict[str, float]], bool | None] | None = None,
     fast: bool = True,
 ) -> dict:
     """Minibatch training; returns the last epoch's mean loss, whether it diverged, and the
@@ -179,8 +147,10 @@ def fit(
 
     schedule(optimizer, total_steps) may return an lr scheduler, stepped after every step.
     keep: a mask over the regularized weights (pruning's); the others are held at exactly zero.
-    on_epoch(epoch, val_acc) is called at every epoch whose validation accuracy is measured;
-    if it returns True, training stops there with status 'pruned' (a sweep's hopeless trial).
+    on_epoch(epoch, metrics) is called at every epoch whose validation accuracy is measured,
+    with metrics {val_acc, train_loss, sparsity} (sparsity: the fraction of the regularized
+    weights exactly zero); if it returns True, training stops there with status 'pruned' (a
+    sweep's hopeless trial).
     fast: use sweep.fastmlp's step for an mlp and sweep.fastsgd's for a plain torch.optim.SGD,
     both the same bits (False: autograd and the optimizer's own step, for every model).
     """
@@ -217,11 +187,13 @@ def fit(
             status = "diverged"
         if epoch % log_every == 0 or epoch == epochs or status != "complete":
             val_acc = accuracy(model, data.x_val, data.y_val)
+            zeros = int((w == 0).sum()) / w.numel()
             log.info(
                 f"epoch {epoch}/{epochs}  loss {loss_mean:.4f}  val_acc {val_acc:.4f}"
-                f"  sparsity {int((w == 0).sum()) / w.numel():.4f}"
+                f"  sparsity {zeros:.4f}"
             )
-            if on_epoch is not None and status == "complete" and on_epoch(epoch, val_acc):
+            measured = {"val_acc": val_acc, "train_loss": loss_mean, "sparsity": zeros}
+            if on_epoch is not None and status == "complete" and on_epoch(epoch, measured):
                 status = "pruned"
                 log.info(f"epoch {epoch}/{epochs}: stopped by the sweep's pruner (pruned)")
         if status == "diverged":
@@ -252,173 +224,3 @@ def measure(
         "n_inputs": data.n_inputs,
         "layers": layers,
     }
-
-
-def prune_and_finetune(
-    model: nn.Module,
-    data: Dataset,
-    reg: Regularizer,
-    pruner: Pruner,
-    cfg: DictConfig,
-    on_epoch: Callable[[int, float], bool | None] | None = None,
-) -> tuple[dict, dict]:
-    """Prune the trained model in the pruner's rounds, fine-tuning each with the mask held and
-    the L1 term off; returns the last fine-tuning's fit result, and the accuracies of the
-    trained model pruned at once to the final target without any fine-tuning. on_epoch gets
-    each round's epochs numbered on from the previous round's."""
-    counted = reg.select(model)
-    sizes = [p.numel() for p in counted]
-    oneshot = copy.deepcopy(model)
-    pruning.apply_(reg.select(oneshot), pruner.keep(pruning.flat(counted), sizes, pruner.target))
-    oneshot_acc = {
-        "oneshot_val_acc": accuracy(oneshot, data.x_val, data.y_val),
-        "oneshot_test_acc": accuracy(oneshot, data.x_test, data.y_test),
-    }
-    finetune_reg = Regularizer(0.0, reg.l2, reg.proximal, reg.params)
-    schedule = build(cfg.schedule)
-    result: dict = {}
-    for r, target in enumerate(pruner.targets(), start=1):
-        keep = pruner.keep(pruning.flat(counted), sizes, target)  # zeros so far stay pruned
-        optimizer = make_optimizer(cfg.optimizer, model, lr_scale=pruner.lr_scale)
-        log.info(
-            f"prune round {r}/{pruner.rounds} ({pruner.method}): "
-            f"{1 - float(keep.float().mean()):.4f} of {keep.numel()} weights zero; "
-            f"fine-tuning {pruner.epochs} epochs from lr {optimizer.param_groups[0]['lr']:.3g}"
-        )
-        offset = (r - 1) * pruner.epochs
-        hook = (lambda e, acc, o=offset: on_epoch(o + e, acc)) if on_epoch else None
-        result = fit(model, data, finetune_reg, optimizer, pruner.epochs, cfg.train.batch_size,
-                     cfg.seed, cfg.train.log_every, schedule, keep, hook,
-                     cfg.train.fast)  # fmt: skip
-        if result["status"] != "complete":
-            break
-    return result, oneshot_acc
-
-
-def run(
-    cfg: DictConfig,
-    out_dir: Path,
-    choices: dict[str, str],
-    report: Callable[[int, float], bool] | None = None,
-) -> dict:
-    """Train one configuration `repeats` times, with seeds seed, seed+1, ...: each seed carves its
-    own validation split (Monte-Carlo cross-validation), inits and orders batches its own way.
-    Returns the seeds' mean figures (the usual keys) and spreads (*_std); metrics.json in out_dir
-    keeps each seed's figures too, each seed's files are in out_dir/seed_<seed>/. repeats=1 is
-    one plain run_seed in out_dir.
-
-    report(step, val_acc) -> stop? gets each measured epoch, the seeds back to back (seed i's
-    epoch e is step i * span + e, span = the epochs a seed trains and fine-tunes), so a pruner
-    compares trials at the same seed and epoch; True stops the run with status 'pruned'."""
-    if cfg.repeats == 1:
-        return run_seed(cfg, out_dir, choices, report)
-    pruner: Pruner = build(cfg.prune)
-    span = cfg.train.epochs + (pruner.rounds * pruner.epochs if pruner.active else 0)
-    runs = []
-    for i, seed in enumerate(range(cfg.seed, cfg.seed + cfg.repeats)):
-        one = cfg.copy()
-        one.seed = seed
-        hook = (lambda step, acc, o=i * span: report(o + step, acc)) if report else None
-        runs.append(run_seed(one, out_dir / f"seed_{seed}", choices, hook))
-        runs[-1]["val_acc_curve"] = [[i * span + s, v] for s, v in runs[-1]["val_acc_curve"]]
-        if runs[-1]["status"] != "complete":  # diverged or pruned, whatever the other seeds do
-            break
-    metrics = combine(runs)
-    per_seed = [{k: v for k, v in r.items() if k != "val_acc_curve"} for r in runs]
-    (out_dir / "metrics.json").write_text(json.dumps({**metrics, "seeds": per_seed}, indent=2))
-    return metrics
-
-
-def combine(runs: list[dict]) -> dict:
-    """One row from the seeds' metrics: the mean of each figure that differs between them (the
-    value itself where all agree, e.g. n_params), the sample standard deviation of the
-    accuracies and sparsities as <key>_std, the total train_seconds, the first seed, and the
-    seeds' validation accuracy curves back to back."""
-    first = runs[0]
-    out: dict = {}
-    for key, value in first.items():
-        values = [r[key] for r in runs]
-        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
-        out[key] = statistics.fmean(values) if numbers and len(set(values)) > 1 else value
-    failed = [r for r in runs if r["status"] != "complete"]
-    out.update(status=failed[0]["status"] if failed else "complete", seed=first["seed"],
-               epochs=runs[-1]["epochs"], repeats=len(runs),
-               train_seconds=sum(r["train_seconds"] for r in runs))  # fmt: skip
-    for key in [k for k in first if k.endswith(SPREAD)]:
-        out[f"{key}_std"] = statistics.stdev(r[key] for r in runs) if len(runs) > 1 else 0.0
-    out["val_acc_curve"] = [point for r in runs for point in r["val_acc_curve"]]
-    return out
-
-
-def run_seed(
-    cfg: DictConfig,
-    out_dir: Path,
-    choices: dict[str, str],
-    report: Callable[[int, float], bool] | None = None,
-) -> dict:
-    """Train one configuration with one seed (and prune and fine-tune it, where cfg.prune says
-    so); write metrics.json, layers.csv and model.pt of the final model into out_dir."""
-    reg = check(cfg)
-    pruner: Pruner = build(cfg.prune)
-    device = resolve_device(cfg.device)
-    set_threads(cfg.train.threads)
-    data = dataset(cfg, device)
-    torch.manual_seed(cfg.seed)
-    model = build(cfg.model, n_inputs=data.n_inputs, n_classes=data.n_classes,
-                  input_shape=data.image_shape).to(device)  # fmt: skip
-    optimizer = make_optimizer(cfg.optimizer, model)
-    user_code.check_model(model, data)  # the factory's contract, before any training
-
-    start = time.perf_counter()
-    # (epoch, val_acc) where measured, fine-tuning epochs numbered on: a sweep's learning curves
-    curve: list[list[float]] = []
-
-    def record(step: int, acc: float) -> bool:
-        curve.append([step, acc])
-        return bool(report and report(step, acc))
-
-    result = fit(model, data, reg, optimizer, cfg.train.epochs, cfg.train.batch_size, cfg.seed,
-                 cfg.train.log_every, build(cfg.schedule), on_epoch=record,
-                 fast=cfg.train.fast)  # fmt: skip
-    epochs, counted, tol = result["epochs_run"], reg.select(model), cfg.sparsity.tol
-    before: dict = {}
-    if pruner.active and result["status"] == "complete":
-        trained = measure(model, data, counted, tol, result["val_acc"])
-        before = {f"trained_{k}": trained[k] for k in TRAINED}
-        before["trained_train_loss"] = result["train_loss"]
-        finetuned, oneshot = prune_and_finetune(
-            model, data, reg, pruner, cfg, lambda e, acc: record(epochs + e, acc)
-        )
-        before.update(oneshot)
-        if not finetuned["epochs_run"]:  # prune.epochs=0: the last loss is the training's
-            finetuned["train_loss"] = result["train_loss"]
-        result = finetuned
-    seconds = time.perf_counter() - start
-    measures = measure(model, data, counted, tol, result["val_acc"])
-    layers = measures.pop("layers")
-    if result["status"] == "diverged":  # its measures would mean nothing (a pruned one's do)
-        measures = {k: math.nan for k in measures}
-    metrics = {
-        "status": result["status"],
-        **{k: choices.get(k) for k in CHOICES},
-        "l1_lambda": reg.l1,
-        "l2_lambda": reg.l2,
-        "seed": cfg.seed,
-        "epochs": epochs,
-        **measures,
-        "tol": cfg.sparsity.tol,
-        "sparsity_params": reg.params,
-        "train_loss": result["train_loss"],
-        "train_seconds": seconds,
-        "device": str(device),
-        **pruner.columns(),
-        **before,
-        "val_acc_curve": curve,
-    }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(layers).to_csv(out_dir / "layers.csv", index=False)
-    # Cloned: the parameters are views of fit's flat buffer, which torch.save would keep shared.
-    torch.save({k: v.clone() for k, v in model.state_dict().items()}, out_dir / "model.pt")
-    features.write(model, data, out_dir / "features.csv")
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    return metrics

@@ -27,8 +27,8 @@ def digits():
 def train(data, device: torch.device, reg: Regularizer, make_opt, epochs: int = 20) -> tuple:
     torch.manual_seed(0)
     model = mlp(64, 10, [32]).to(device)
-    result = fit(model, data.to(device), reg, make_opt(model.parameters()), epochs, 64, seed=0,
-                 log_every=epochs)  # fmt: skip
+    result = fit(model, data.to(device), reg, make_opt(model.parameters()), epochs=epochs,
+                 batch_size=64, seed=0, log_every=epochs)  # fmt: skip
     return model, result
 
 
@@ -57,8 +57,8 @@ def test_cuda_mask_holds_through_adam_fine_tuning(digits):
     counted = reg.select(model)
     keep = Pruner("magnitude", sparsity=0.8).keep(pruning.flat(counted), [2048, 320], 0.8)
     assert keep.is_cuda
-    result = fit(model, digits.to(CUDA), reg, make_opt(model.parameters()), 5, 64, seed=1,
-                 log_every=5, keep=keep)  # fmt: skip
+    result = fit(model, digits.to(CUDA), reg, make_opt(model.parameters()), epochs=5,
+                 batch_size=64, seed=1, log_every=5, keep=keep)  # fmt: skip
     w = pruning.flat(counted)
     assert result["status"] == "complete" and result["val_acc"] > 0.5
     assert int((w == 0).sum()) == round(0.8 * w.numel()) and torch.equal(w != 0, keep)

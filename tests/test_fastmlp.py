@@ -62,8 +62,8 @@ def train(digits, reg, make_opt, fast: bool, hidden=(32,), schedule=None, keep=N
     torch.manual_seed(0)
     model = mlp(64, 10, list(hidden))
     opt = make_opt(model.parameters())
-    result = fit(model, digits, reg, opt, 4, 64, seed=0, log_every=4, schedule=schedule,
-                 keep=keep, fast=fast)  # fmt: skip
+    result = fit(model, digits, reg, opt, epochs=4, batch_size=64, seed=0, log_every=4,
+                 schedule=schedule, keep=keep, fast=fast)  # fmt: skip
     return result, [p.detach().clone() for p in model.parameters()]
 
 

@@ -47,7 +47,7 @@ def train(digits, cls, options, reg, schedule=None, keep=None, epochs=3, opt=Non
         torch.manual_seed(0)
         model = mlp(64, 10, HIDDEN)
     opt = opt or cls(model.parameters(), lr=lr, **options)
-    result = fit(model, digits, reg, opt, epochs, 64, seed=0, log_every=epochs,
+    result = fit(model, digits, reg, opt, epochs=epochs, batch_size=64, seed=0, log_every=epochs,
                  schedule=schedule, keep=keep)  # fmt: skip
     return result, model, opt
 
@@ -143,7 +143,9 @@ def test_other_optimizers_keep_their_own_step_and_train(digits, caplog, make_opt
     model = mlp(64, 10, [32])
     opt = make_opt(model.parameters())
     with caplog.at_level(logging.INFO, logger="sweep.fastsgd"):
-        result = fit(model, digits, Regularizer(0.0, 0.0, False, "all"), opt, 3, 64, seed=0)
+        result = fit(
+            model, digits, Regularizer(0.0, 0.0, False, "all"), opt, epochs=3, batch_size=64, seed=0
+        )
     assert f"flat SGD step off: {why}" in caplog.text
     assert result["status"] == "complete" and result["val_acc"] > 0.5
     assert len(opt.state) == 4  # torch's step kept its per-parameter state
@@ -197,7 +199,7 @@ for cls in (torch.optim.SGD, TorchSGD):
     torch.manual_seed(0)
     model = mlp(64, 10, [32])
     opt = cls(model.parameters(), lr=0.05, momentum=0.9)
-    fit(model, data, reg, opt, 2, 64, seed=0)
+    fit(model, data, reg, opt, epochs=2, batch_size=64, seed=0)
     opt.zero_grad()
     opt.load_state_dict(opt.state_dict())
     print(cls.__name__, "torch._dynamo" in sys.modules)

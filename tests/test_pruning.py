@@ -69,11 +69,20 @@ def test_a_mask_holds_through_fine_tuning_and_no_optimizer_state_revives_it(
     torch.manual_seed(0)
     model = mlp(64, 10, [32])
     reg = Regularizer(0.0, 0.0, False, "weights")
-    fit(model, digits, reg, make_opt(model.parameters()), 5, 64, seed=0, log_every=5)
+    fit(
+        model,
+        digits,
+        reg,
+        make_opt(model.parameters()),
+        epochs=5,
+        batch_size=64,
+        seed=0,
+        log_every=5,
+    )
     counted = reg.select(model)
     keep = Pruner("magnitude", sparsity=0.8).keep(pruning.flat(counted), [2048, 320], 0.8)
     opt = make_opt(model.parameters())  # fresh state, as a fine-tuning round gets
-    result = fit(model, digits, reg, opt, 5, 64, seed=1, log_every=5, keep=keep)
+    result = fit(model, digits, reg, opt, epochs=5, batch_size=64, seed=1, log_every=5, keep=keep)
     w = pruning.flat(counted)
     assert result["status"] == "complete" and result["val_acc"] > 0.5
     assert int((w == 0).sum()) == round(0.8 * w.numel())  # exactly the pruned ones

@@ -66,12 +66,12 @@ def test_a_repeated_row_is_reproduced_exactly_by_its_overrides(repeated_sweep):
 def test_the_data_is_split_once_per_seed_for_all_trials(tmp_path):
     from hydra import compose, initialize_config_dir
 
-    from sweep import data, train
+    from sweep import data, job
 
     with initialize_config_dir(str(REPO / "conf"), version_base=None):
         cfg = compose("config", overrides=["train.epochs=1", "repeats=3", "train.log_every=1"])
     before = data.load_digits.cache_info().misses
     for i, lam in enumerate(("1e-5", "1e-4")):  # two trials of a sweep, one process
         cfg.l1_lambda = float(lam)
-        train.run(cfg, tmp_path / f"trial_{i}", {})
+        job.run(cfg, tmp_path / f"trial_{i}", {})
     assert data.load_digits.cache_info().misses - before == 3

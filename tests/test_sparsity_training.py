@@ -19,7 +19,7 @@ def train(data, l1: float, proximal: bool, epochs: int = 100) -> dict:
     model = mlp(64, 10, [128])
     reg = Regularizer(l1, 0.0, proximal, "all")
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    result = fit(model, data, reg, opt, epochs, 64, seed=0, log_every=epochs)
+    result = fit(model, data, reg, opt, epochs=epochs, batch_size=64, seed=0, log_every=epochs)
     return {**result, **measure(model, data, reg.select(model), tol=1e-3)}
 
 

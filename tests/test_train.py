@@ -45,7 +45,16 @@ def reference(data, reg: Regularizer, make_opt, epochs: int, seed: int = 0) -> l
 def trained(data, reg: Regularizer, make_opt, epochs: int, seed: int = 0) -> list:
     torch.manual_seed(seed)
     model = mlp(64, 10, [32])
-    fit(model, data, reg, make_opt(model.parameters()), epochs, 64, seed, log_every=epochs)
+    fit(
+        model,
+        data,
+        reg,
+        make_opt(model.parameters()),
+        epochs=epochs,
+        batch_size=64,
+        seed=seed,
+        log_every=epochs,
+    )
     return [p.detach() for p in model.parameters()]
 
 
