@@ -20,7 +20,7 @@ COLUMNS = [
     "active_inputs", "n_inputs", "train_loss", "trained_val_acc", "trained_test_acc",
     "trained_sparsity", "trained_sparsity_tol", "trained_nnz", "trained_active_inputs",
     "trained_train_loss", "oneshot_val_acc", "oneshot_test_acc", "train_seconds", "objective",
-    "pareto", "overrides", "run_dir",
+    "pareto", "error", "overrides", "run_dir",
 ]  # fmt: skip
 
 
