@@ -156,3 +156,31 @@ def test_a_trial_killed_before_its_draw_is_failed_and_not_enqueued(tmp_path, cap
         f"trial {trial.number} was left RUNNING (its process {pid} is gone): failed; "
         "it had drawn no parameters" in caplog.text
     )
+
+
+def test_a_lost_trial_whose_job_finished_is_recorded_from_its_files(tmp_path):
+    # The job of trial 0 ran (a real run into its trial directory) but its sweep lost the
+    # storage before telling it: the next start tells it its result and row from the files.
+    # Trial 1 never finished: it is failed and its parameters run again, as before.
+    import json
+
+    sweep_dir = tmp_path / "sweep"
+    run_cli(tmp_path, "train.epochs=1", "l1_lambda=2e-4", f"hydra.run.dir={sweep_dir}/trial_0")
+    metrics = json.loads((sweep_dir / "trial_0" / "metrics.json").read_text())
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/s.db", study_name="f",
+                                direction="maximize")  # fmt: skip
+    space = {"l1_lambda": FloatDistribution(1e-5, 1e-3, log=True)}
+    done, unfinished = study.ask(space), study.ask(space)
+    for trial in (done, unfinished):
+        _owned_by_a_dead_process(trial)
+    assert recover_stale(study, grace=300, sweep_dir=sweep_dir) == [0, 1]
+    [told, failed, rerun] = study.trials
+    assert told.state.name == "COMPLETE" and told.value == metrics["val_acc"]
+    assert told.intermediate_values == {1: metrics["val_acc_curve"][0][1]}
+    assert failed.state.name == "FAIL" and rerun.params == unfinished.params
+    csv = tmp_path / "results.csv"
+    write_csv(study, csv)
+    [row] = pd.read_csv(csv).to_dict("records")
+    assert row["trial"] == 0 and row["status"] == "complete" and row["objective"] == told.value
+    assert row["val_acc"] == metrics["val_acc"] and row["run_dir"] == str(sweep_dir / "trial_0")
+    assert row["overrides"] == "train.epochs=1 l1_lambda=2e-4"  # as a trial row: no hydra.*
