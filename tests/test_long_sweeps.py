@@ -107,6 +107,17 @@ def _start_sweep(
     )  # fmt: skip
 
 
+def _trained(cwd: Path, name: str, number: int) -> bool:
+    """Whether trial `number`'s job wrote its whole result (a later start records it)."""
+    import json
+
+    metrics = cwd / "outputs" / "sweeps" / name / f"trial_{number}" / "metrics.json"
+    try:
+        return "status" in json.loads(metrics.read_text())
+    except (OSError, ValueError):
+        return False
+
+
 def _wait_rows(csv: Path, n: int, timeout: float = 120) -> None:
     end = time.time() + timeout
     while time.time() < end:
@@ -143,6 +154,9 @@ def test_killed_sweep_loses_at_most_the_running_trials(tmp_path, sig, jobs):
     # a trial told just before the kill has its row in the study; the next start writes it
     recorded = sum(t.state.is_finished() and t.user_attrs.get("row") is not None
                    for t in study.trials)  # fmt: skip
+    # ... and a killed trial whose job had written its result is recorded from its files
+    recorded += sum(t.state.name == "RUNNING" and _trained(tmp_path, name, t.number)
+                    for t in study.trials)  # fmt: skip
     # start it again: more trials, nothing duplicated, every finished trial once
     run_cli(tmp_path, "-m", "hydra.sweeper.n_trials=2", f"hydra.sweeper.study_name={name}",
             "train.epochs=30", "train.log_every=30")  # fmt: skip
