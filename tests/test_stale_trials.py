@@ -186,7 +186,8 @@ def test_a_lost_trial_whose_job_finished_is_recorded_from_its_files(tmp_path):
     [told, failed, rerun] = study.trials
     assert told.state.name == "COMPLETE" and told.value == metrics["val_acc"]
     assert told.intermediate_values == {1: metrics["val_acc_curve"][0][1]}
-    assert failed.state.name == "FAIL" and rerun.params == unfinished.params
+    assert failed.state.name == "FAIL" and rerun.state.name == "WAITING"
+    assert rerun.system_attrs["fixed_params"] == unfinished.params  # runs again first
     csv = tmp_path / "results.csv"
     write_csv(study, csv)
     [row] = pd.read_csv(csv).to_dict("records")
