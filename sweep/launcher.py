@@ -67,6 +67,34 @@ def single_threaded() -> None:
     torch.set_num_threads(1)
 
 
+class JobDied(RuntimeError):
+    """A job's process ended without returning its result."""
+
+
+def died(idx: int, pid: int | None, exitcode: int | None) -> str:
+    """Why job `idx`'s process ended without a result, in words: killed by a signal (which is
+    what the kernel's out-of-memory killer sends) or exited with a code."""
+    if exitcode is not None and exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        oom = " (out of memory?)" if -exitcode == signal.SIGKILL else ""
+        return f"the process of job {idx} (pid {pid}) was killed by {name}{oom}"
+    return (
+        f"the process of job {idx} (pid {pid}) exited with code {exitcode} before returning "
+        "its result"
+    )
+
+
+def failed_return(error: BaseException, overrides: Sequence[str]) -> JobReturn:
+    """A JobReturn for a job that failed before or outside Hydra's run_job: reading its
+    return_value raises `error`, as for a job whose task raised."""
+    ret = JobReturn(overrides=list(overrides), status=JobStatus.FAILED)
+    ret.return_value = error
+    return ret
+
+
 class ForkLauncher(Launcher):
     def __init__(self) -> None:
         self.config: DictConfig | None = None
@@ -134,12 +162,10 @@ class ForkLauncher(Launcher):
                 while not receive.poll(0.5):  # a lost Ctrl-C does not wait for the trial's end
                     interrupts.check()
                 ret = receive.recv()  # a failed job's error keeps its traceback (JobReturn's)
-            except EOFError:
+            except EOFError:  # the process ended without a result: a failed job
                 child.join()
-                raise RuntimeError(
-                    f"the process of job {idx} (pid {child.pid}) ended with exit code "
-                    f"{child.exitcode} before returning its result (killed, out of memory?)"
-                ) from None
+                self._children.discard(child)
+                return failed_return(JobDied(died(idx, child.pid, child.exitcode)), overrides)
             finally:
                 receive.close()
             child.join()
@@ -165,7 +191,10 @@ class ForkLauncher(Launcher):
             pass
         if os.getppid() != parent:  # the sweep died before the line above took effect
             os._exit(1)
-        ret = self._run(overrides, idx)
+        try:
+            ret = self._run(overrides, idx)
+        except Exception as e:  # before the job ran (composing its config): a failed job too
+            ret = failed_return(e, overrides)
         try:
             send.send(ret)
         except Exception as e:  # a return value pickle cannot carry

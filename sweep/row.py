@@ -33,8 +33,8 @@ def _c(name: str, dtype: str | None, meaning: str, **flags: bool) -> Column:
 _PRUNED = "where pruned: "
 DEFINITION: tuple[Column, ...] = (
     _c("trial", "int64", "Optuna trial number (unique within the study; also the `trial_<N>` directory)"),  # noqa: E501
-    _c("status", "string", "`complete`, `pruned` (stopped early by the sweep's pruner), `diverged` (non-finite loss: stopped, failed in the study) or `failed` (the run raised)"),  # noqa: E501
-    _c("error", "string", "for a failed trial, the one-line message of what it raised"),
+    _c("status", "string", "`complete`, `pruned` (stopped early by the sweep's pruner), `diverged` (non-finite loss: stopped, failed in the study) or `failed` (the run raised, or its process died)"),  # noqa: E501
+    _c("error", "string", "for a `failed` row, why, in one line: the exception's type and first line (`KeyError: 'bogus'`), or how the trial's process ended (`... was killed by SIGKILL (out of memory?)`, `... exited with code 3 before returning its result`); empty otherwise"),  # noqa: E501
     _c("l1_lambda", "float64", "the L1 strength the regularizer applied (0 where it has no L1 term)"),  # noqa: E501
     _c("l2_lambda", "float64", "the L2 strength the regularizer applied (0 where it has no L2 term)"),  # noqa: E501
     _c("regularizer", "string", "the `regularizer` group option of the run", choice=True),

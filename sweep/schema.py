@@ -264,12 +264,24 @@ class SweeperConfig(OptunaSweeperConf):
     defaults: list[Any] = field(default_factory=lambda: [{"sampler": "tpe"}, {"pruner": "none"}])
     pruner: Any = MISSING  # typed by its option's own schema (hydra/sweeper/pruner)
     stale_after: float = ruled(POSITIVE)
+    # seconds a storage operation failing with a lock or a lost connection is retried
+    storage_wait: float = ruled(NONNEGATIVE)
     enqueue: list[Any] = MISSING  # parameter sets run first: [{l1_lambda: 1e-5}, ...]
     # the plugin's defaults, with their ranges
     n_trials: int = ruled(AT_LEAST_1, OptunaSweeperConf.n_trials)
     # trials at a time; auto: chosen for this machine (sweep/parallel.py). Any: int or "auto"
     n_jobs: Any = ruled(JOBS, "auto")
     max_failure_rate: float = ruled(PROBABILITY, OptunaSweeperConf.max_failure_rate)
+
+
+@dataclass
+class MOTPERemovedConfig:
+    """hydra/sweeper/sampler=motpe: Optuna 4.0 removed MOTPESampler. The plugin's option has
+    no `seed`, which conf/config.yaml sets for every sampler, so it would fail to compose with
+    a message about `seed`; this one composes, and the sweeper says what replaces it."""
+
+    _target_: str = "hydra_plugins.hydra_optuna_sweeper.config.raise_motpe_removed"
+    seed: Any = None
 
 
 @dataclass
@@ -312,6 +324,9 @@ def register() -> None:
             cs.store(name=name, group=f"schema/{group}", node=node)
     cs.store(name="l1sweep", group="hydra/sweeper", node=SweeperConfig, provider="l1sweep")
     cs.store(name="fork", group="hydra/launcher", node=ForkLauncherConfig, provider="l1sweep")
+    # replaces the plugin's entry (its module is imported above, so it is not stored again)
+    cs.store(name="motpe", group="hydra/sweeper/sampler", node=MOTPERemovedConfig,
+             provider="l1sweep")  # fmt: skip
 
 
 register()

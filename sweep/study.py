@@ -1,12 +1,13 @@
 """Study bookkeeping: open a study (its storage shown with the password masked), the
 fingerprint that keeps a named study's trials comparable, the resume command, results.csv,
-and the trials a killed sweep left RUNNING."""
+the sweep directory's owner, and the trials a killed sweep left RUNNING."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import logging
+import math
 import os
 import shlex
 import socket
@@ -27,7 +28,7 @@ from sqlalchemy.exc import ArgumentError
 from sweep import results
 from sweep.errors import UserError
 from sweep.launcher import FORK_LOCK
-from sweep.trials import ROW_ATTR
+from sweep.trials import ROW_ATTR, SUBDIR, record
 
 CONFIG_ATTR = "l1sweep_config"
 log = logging.getLogger(__name__)
@@ -74,7 +75,9 @@ def open_study(
     directions: list[str],
     sampler: optuna.samplers.BaseSampler,
     pruner: optuna.pruners.BasePruner | None = None,
-) -> optuna.Study:
+) -> tuple[optuna.Study, bool]:
+    """The study `name` in `storage`, made if it does not exist; and whether this call made it.
+    Bad input (a URL, a server that does not answer, other directions) is a UserError."""
     url = storage
     for attempt in range(5):
         try:
@@ -82,7 +85,12 @@ def open_study(
                 Path(storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
             if isinstance(storage, DictConfig):
                 storage = instantiate(storage, _execution_whitelist_=("optuna.storages.*",))
-            return optuna.create_study(
+            if isinstance(storage, str):  # one engine for both calls below
+                storage = optuna.storages.get_storage(storage)
+            created = (
+                name is None or storage is None or name not in optuna.get_all_study_names(storage)
+            )
+            study = optuna.create_study(
                 study_name=name,
                 storage=storage,
                 sampler=sampler,
@@ -90,6 +98,7 @@ def open_study(
                 directions=directions,
                 load_if_exists=True,
             )
+            return study, created
         except ValueError as e:
             if "direction" in str(e).lower():
                 raise UserError(f"study {name!r} was created with other directions: {e}") from e
@@ -107,6 +116,84 @@ def open_study(
         f"cannot open the Optuna storage {shown(url)!r}: {reason}. "
         "Check hydra.sweeper.storage (URL, server, file permissions)."
     ) from None  # the chained error's text may hold the password
+
+
+def drop_if_unused(study: optuna.Study) -> bool:
+    """Delete `study` (which this process made) if no trial of it has started: a start that
+    failed before its first trial leaves no study, so the corrected command may use its name.
+    Returns whether it was deleted; a storage that fails here keeps it (nothing is lost)."""
+    try:
+        if any(t.state != TrialState.WAITING for t in study.get_trials(deepcopy=False)):
+            return False
+        optuna.delete_study(study_name=study.study_name, storage=study._storage)
+    except Exception:  # the error being reported matters more than this clean-up
+        return False
+    log.info(f"study {study.study_name} had no trial yet: deleted")
+    return True
+
+
+# ---- the sweep directory's owner ----------------------------------------------------------
+# A sweep directory holds one study's results.csv and trial_<n> directories. A second study
+# started there (the same fixed hydra.sweep.dir) would overwrite them, its trial numbers
+# starting at 0 too; the marker file names the owner, and any other study is refused.
+
+OWNER_FILE = ".l1sweep-study"
+
+
+def _storage_id(storage: Any) -> str:
+    """The storage as the marker records it: a URL with its password masked, a storage config
+    (the journal file) as its keys."""
+    if isinstance(storage, DictConfig):
+        return json.dumps(OmegaConf.to_container(storage, resolve=True), sort_keys=True)
+    return shown(storage)
+
+
+def check_owner(sweep_dir: Path, name: str | None, storage: Any) -> str | None:
+    """Whether study `name` in `storage` may run in `sweep_dir`, before anything is written
+    there: None if the directory's marker names it; "new" if the directory holds no sweep;
+    "old" if it holds one from before markers (claim_dir decides). Raises UserError (which
+    study owns it, and how to choose another directory) for another study's directory."""
+    marker = sweep_dir / OWNER_FILE
+    if marker.is_file():
+        try:
+            owner = json.loads(marker.read_text())
+            study, where = owner["study"], owner["storage"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise UserError(
+                f"{marker} is not l1sweep's owner record ({e}); choose another directory "
+                "with hydra.sweep.dir=..."
+            ) from None
+        if study == name and where == _storage_id(storage):
+            return None
+        raise UserError(
+            f"the sweep directory {sweep_dir} belongs to study {study!r} in {where}; study "
+            f"{name!r} would overwrite its results.csv and trial_* files: choose another "
+            f"directory with hydra.sweep.dir=... (the default, outputs/sweeps/<study_name>, "
+            f"is the study's own), or resume {study!r} with hydra.sweeper.study_name={study}"
+        )
+    held = (sweep_dir / "results.csv").is_file() or any(sweep_dir.glob(f"{SUBDIR}*"))
+    return "old" if sweep_dir.is_dir() and held else "new"
+
+
+def claim_dir(sweep_dir: Path, study: optuna.Study, storage: Any, how: str) -> None:
+    """Write `sweep_dir`'s marker for `study`. A directory from before markers ("old") is the
+    study's only if one of its trials ran there; otherwise UserError, as for another owner."""
+    if how == "old":
+        here = os.path.abspath(sweep_dir)
+        ran = (
+            (t.user_attrs.get(ROW_ATTR) or {}).get("run_dir")
+            for t in study.get_trials(deepcopy=False)
+        )
+        if not any(r and os.path.dirname(os.path.abspath(r)) == here for r in ran):
+            raise UserError(
+                f"the sweep directory {sweep_dir} holds another sweep's results.csv or trial_* "
+                f"files, which study {study.study_name!r} would overwrite: choose another "
+                "directory with hydra.sweep.dir=..."
+            )
+    record = {"study": study.study_name, "storage": _storage_id(storage)}
+    tmp = sweep_dir / f".{OWNER_FILE}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(record) + "\n")
+    os.replace(tmp, sweep_dir / OWNER_FILE)
 
 
 def fingerprint(cfg: DictConfig, space: dict, directions: list[str]) -> dict:
@@ -216,11 +303,15 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def recover_stale(study: optuna.Study, grace: float) -> list[int]:
-    """Fail the study's RUNNING trials whose sweep is gone, and enqueue their parameters (if
-    they had drawn any) so that they run first; returns their numbers. Gone: on this host, its
-    pid is not alive; on any host, no heartbeat for `grace` seconds. A live trial of another
-    process is untouched."""
+def recover_stale(study: optuna.Study, grace: float, sweep_dir: Path | None = None) -> list[int]:
+    """Settle the study's RUNNING trials whose sweep is gone; returns their numbers. Gone: on
+    this host, its pid is not alive; on any host, no heartbeat for `grace` seconds. A live
+    trial of another process is untouched.
+
+    A lost trial whose job finished (its sweep_dir/trial_<n>/metrics.json says complete,
+    pruned or diverged: the sweep lost the storage, or was killed, before telling it) is told
+    that result, with its row, from its files (`finished_from_files`). Any other is failed,
+    and its parameters (if it had drawn any) enqueued, so that they run first."""
     host, now, lost = socket.gethostname(), time.time(), []
     for t in study.get_trials(deepcopy=False, states=[TrialState.RUNNING]):
         owner = t.user_attrs.get(OWNER_ATTR) or {}
@@ -234,6 +325,13 @@ def recover_stale(study: optuna.Study, grace: float) -> list[int]:
         if why is None and now - beat > grace:
             why = f"no heartbeat for {now - beat:.0f}s, grace {grace:g}s"
         if why is None:
+            continue
+        if sweep_dir is not None and _told_from_files(study, t, sweep_dir / f"{SUBDIR}{t.number}"):
+            log.warning(
+                f"trial {t.number} was left RUNNING ({why}) after its job had finished: its "
+                f"result is recorded from {sweep_dir / f'{SUBDIR}{t.number}'}, not trained again"
+            )
+            lost.append(t.number)
             continue
         try:
             if t.user_attrs.get(ROW_ATTR) is not None:
@@ -251,3 +349,51 @@ def recover_stale(study: optuna.Study, grace: float) -> list[int]:
             log.warning(f"{left} it had drawn no parameters, so nothing is run again for it")
         lost.append(t.number)
     return lost
+
+
+def finished_from_files(trial_dir: Path, number: int) -> tuple[dict, list, list[float]] | None:
+    """What the sweeper would have recorded for the job that ran in `trial_dir` (a finished
+    job's metrics.json, its .hydra/ config and overrides): (row, curve, objective values), or
+    None where the job did not finish (no metrics.json, or one without a final status)."""
+    from sweep import objectives  # the objective of the trial's own config
+
+    try:
+        metrics = json.loads((trial_dir / "metrics.json").read_text())
+        config = OmegaConf.load(trial_dir / ".hydra" / "config.yaml")
+        overrides = OmegaConf.to_container(OmegaConf.load(trial_dir / ".hydra" / "overrides.yaml"))
+        output_dir = OmegaConf.load(trial_dir / ".hydra" / "hydra.yaml").hydra.runtime.output_dir
+    except (OSError, ValueError, AttributeError):
+        return None
+    if metrics.get("status") not in ("complete", "pruned", "diverged"):
+        return None
+    metrics.pop("seeds", None)  # kept in metrics.json only, as the sweeper's row does
+    curve = metrics.pop("val_acc_curve", [])
+    values = objectives.values(metrics, config.objective)
+    task = [o for o in overrides if not o.startswith("hydra.")]
+    row = {"trial": number, **metrics, "overrides": shlex.join(task), "run_dir": output_dir}
+    if len(values) == 1:
+        row["objective"] = values[0]
+    return row, curve, values
+
+
+def _told_from_files(study: optuna.Study, t: optuna.trial.FrozenTrial, trial_dir: Path) -> bool:
+    """Tell lost trial `t` the result its job left in `trial_dir`; False if it left none (or
+    another process settled the trial first)."""
+    found = finished_from_files(trial_dir, t.number)
+    if found is None:
+        return False
+    row, curve, values = found
+    trial = optuna.Trial(study, t._trial_id)
+    single = len(study.directions) == 1
+    reported = set(t.intermediate_values)  # a pruning job reported its curve itself
+    try:
+        record(trial, row, [p for p in curve if p[0] not in reported], single)
+        if row["status"] == "complete" and all(map(math.isfinite, values)):
+            study.tell(t.number, values=values)
+        elif row["status"] == "pruned":
+            study.tell(t.number, state=TrialState.PRUNED)
+        else:
+            study.tell(t.number, state=TrialState.FAIL)
+    except (ValueError, RuntimeError):  # another process settled it first
+        return False
+    return True

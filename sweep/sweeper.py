@@ -35,20 +35,27 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Glob
 from hydra.core.utils import JobReturn
 from hydra.types import HydraContext, TaskFunction
 from hydra.utils import instantiate
 from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
 from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 from omegaconf import DictConfig, OmegaConf
+from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 
-from sweep import interrupts, launcher, parallel, schema, trials
+from sweep import interrupts, launcher, parallel, schema, trials, user_code
 from sweep.compose import ComposeCache, value_keys
 from sweep.errors import UserError
+from sweep.storage import StorageUnavailable, retrying
 from sweep.study import (
+    check_owner,
     check_same_config,
     claim,
+    claim_dir,
+    drop_if_unused,
     fingerprint,
     heartbeat,
     open_study,
@@ -62,6 +69,16 @@ log = logging.getLogger(__name__)
 
 SAMPLERS = ("hydra_plugins.hydra_optuna_sweeper.*", "optuna.samplers.*")
 BASELINE_ATTR = "baseline_val_acc"
+_ABSENT = object()
+# Optuna's samplers and pruners that need a package Optuna does not install, and what to
+# install: checked before trial 0 (CmaEsSampler imports `cmaes` only at its second trial).
+OPTIONAL = {
+    "CmaEsSampler": ("cmaes",),
+    "GPSampler": ("torch", "scipy"),
+    "QMCSampler": ("scipy",),
+    "BoTorchSampler": ("optuna_integration", "botorch"),
+    "WilcoxonPruner": ("scipy",),
+}
 
 
 class L1Sweeper(OptunaSweeper):
@@ -78,23 +95,29 @@ class L1Sweeper(OptunaSweeper):
                 schema.check_value(f"hydra.sweeper.{key}", rule, options.get(key))
             pruner = options.pop("pruner")
             self.stale_after: float = options.pop("stale_after")
+            self.storage_wait: float = options.pop("storage_wait")
+            # checked against allow_targets once the task config is known (setup)
+            self.custom_search_space: str | None = options.pop("custom_search_space", None)
             self.enqueue: list = list(options.pop("enqueue") or [])
             self.n_jobs = options["n_jobs"]  # auto or a number: resolved once the data is seen
             options["n_jobs"] = 1 if self.n_jobs == "auto" else self.n_jobs
             schema.check(pruner, "hydra.sweeper.pruner.")
+            _check_sampler_target(options["sampler"])
             try:
                 self.pruner = instantiate(pruner, _execution_whitelist_=("optuna.pruners.*",))
             except Exception as e:  # Optuna's own check of the pruner's options
                 reason = str(e).splitlines()[0]
                 raise UserError(f"hydra.sweeper.pruner: {reason}") from e
+            _check_optional_packages(self.pruner, "hydra/sweeper/pruner")
             try:
-                super().__init__(**options)
+                super().__init__(**options, custom_search_space=None)
             except Exception as e:  # the sampler's own check of its options (any exception type)
                 reason = str(e).splitlines()[0]
                 raise UserError(
                     f"cannot make the sampler: {reason}; check hydra.sweeper.sampler.* and seed "
                     "(the sampler's seed)"
                 ) from e
+            _check_optional_packages(self.sweeper.sampler, "hydra/sweeper/sampler")
         except UserError as e:
             log.error(f"error: {e}")
             sys.exit(2)
@@ -114,6 +137,16 @@ class L1Sweeper(OptunaSweeper):
         except UserError as e:
             log.error(f"error: {e}")
             sys.exit(2)
+        except (StorageUnavailable, SweepFailed, launcher.JobDied) as e:
+            # the storage gone for longer than storage_wait, every trial failed, or a trial's
+            # process died: one line, and how to go on where going on can help
+            resume = self._resume and not isinstance(e, SweepFailed)
+            again = f"; resume with: {self._resume}" if resume else ""
+            if isinstance(e, StorageUnavailable):
+                e = f"{e}: the sweep stops. Finished trials keep their rows; the next start "
+                e += "records a trial whose job had finished from its files, not training it again"
+            log.error(f"error: {e}{again}")
+            sys.exit(1)
         except KeyboardInterrupt:  # the running trials are failed in the study by now
             again = f"; resume with: {self._resume}" if self._resume else ""
             log.error(f"interrupted: the trials that were running are failed{again}")
@@ -130,16 +163,26 @@ class L1Sweeper(OptunaSweeper):
         impl = self.sweeper  # the stock OptunaSweeperImpl: config, launcher, sampler, options
         cfg = impl.config
         impl._process_searchspace_config()
+        given = self._expand_globs(impl._parse_sweeper_params_config() + list(arguments))
         try:
-            space, fixed, fixed_overrides = create_params_from_overrides(
-                impl._parse_sweeper_params_config() + list(arguments)
-            )
-        except ValueError as e:  # e.g. Optuna's "low must be larger than 0 for log"
-            raise UserError(f"bad search space in hydra.sweeper.params: {e}") from e
+            space, fixed, fixed_overrides = create_params_from_overrides(given)
+        except (ValueError, AssertionError, NotImplementedError) as e:
+            # e.g. Optuna's "low must be larger than 0 for log"; the plugin asserts the types
+            # of choice values and raises NotImplementedError for sweeps it has no
+            # distribution for
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise UserError(
+                f"bad search space in hydra.sweeper.params or the command line: {reason}; "
+                "Optuna searches choice(...), range(...) and interval(...)"
+            ) from e
         for name in fixed:
             space.pop(name, None)
         _check_space(space)
         enqueue = _check_enqueue(self.enqueue, space)
+        directions = impl._get_directions()
+        _check_directions(list(cfg.objective.metrics), directions)
+        self._check_custom_search_space(cfg)
+        self._check_composable(cfg, space, fixed, fixed_overrides)
         self._compose.value_keys = value_keys(space)
         self._fork_or_not(cfg)
         self._warm(cfg)
@@ -149,7 +192,6 @@ class L1Sweeper(OptunaSweeper):
         if joblib is not None:
             # its pool holds every slot's job; with one slot joblib runs the job in-process
             joblib.joblib["n_jobs"] = self.plan.jobs
-        directions = impl._get_directions()
         pruning = not isinstance(self.pruner, optuna.pruners.NopPruner)
         if pruning and len(directions) > 1:
             raise UserError(
@@ -159,39 +201,39 @@ class L1Sweeper(OptunaSweeper):
             )
         sweep_dir = Path(cfg.hydra.sweep.dir)
         csv_path = sweep_dir / "results.csv"
+        owner = check_owner(sweep_dir, impl.study_name, impl.storage)  # before writing there
         _check_writable(sweep_dir, csv_path)
 
-        study = open_study(
+        study, created = open_study(
             impl.study_name, impl.storage, directions, self._sampler(space, cfg), self.pruner
         )
-        check_same_config(study, fingerprint(cfg, space, directions))
-        with warnings.catch_warnings():  # experimental since Optuna 3.2, and what dashboards show
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names(list(cfg.objective.metrics))
+        try:  # a start that fails before its first trial leaves no study it made behind
+            study = self._prepare(study, cfg, space, directions, enqueue, sweep_dir, owner)
+            resume = self._resume = resume_command(cfg, study.study_name, arguments, impl.storage)
+            where = shown(impl.storage)
+            log.info(f"study {study.study_name} in {where} ({len(study.trials)} trials so far)")
+            log.info(f"results: {csv_path}")
+            log.info(f"resume or extend with: {resume}")
+
+            self._db("writing results.csv", write_csv, study, csv_path)  # catch up after a crash
+            if self._grid is not None:
+                left = self._grid_left(study)
+                if left < impl.n_trials:
+                    log.info(f"grid: {left} of its points not yet run in this study; running those")
+                impl.n_trials = min(impl.n_trials, left)
+            threads = self.plan.threads if cfg.train.threads is None else None
+            extra = [f"train.threads={threads}"] if threads is not None else []
+            extra += self._baseline(cfg, study, fixed, fixed_overrides)
+        except BaseException:
+            if created:
+                drop_if_unused(study)
+            raise
         # The sampler draws with seed + the number of the first trial this process asks: numbers
         # are unique in a study, so processes sharing one (even started at the same instant on
         # an empty study) draw differently; a lone process on a new study uses `seed` itself
         # (reproducible), and a resumed study does not replay its first draws.
         seed = cfg.hydra.sweeper.sampler.get("seed")
         reseed = seed is not None and not isinstance(impl.sampler, functools.partial)
-        recover_stale(study, self.stale_after)  # before any ask: their parameters run first
-        for params in enqueue:  # run before the sampler's own; not again in a resumed study
-            study.enqueue_trial(params, skip_if_exists=True)
-        resume = self._resume = resume_command(cfg, study.study_name, arguments, impl.storage)
-        where = shown(impl.storage)
-        log.info(f"study {study.study_name} in {where} ({len(study.trials)} trials so far)")
-        log.info(f"results: {csv_path}")
-        log.info(f"resume or extend with: {resume}")
-
-        write_csv(study, csv_path)  # catch up with trials told just before a crash
-        if self._grid is not None:
-            left = self._grid_left(study)
-            if left < impl.n_trials:
-                log.info(f"grid: {left} of its points not yet run in this study; running those")
-            impl.n_trials = min(impl.n_trials, left)
-        threads = self.plan.threads if cfg.train.threads is None else None
-        extra = [f"train.threads={threads}"] if threads is not None else []
-        extra += self._baseline(cfg, study, fixed, fixed_overrides)
         if pruning:  # each job reaches its trial by name: the name resolved here, not ${now:}
             extra.append(f"hydra.sweeper.study_name={study.study_name}")
         # What is loaded by now (torch, the data, the study) lives until exit: frozen, the
@@ -205,9 +247,131 @@ class L1Sweeper(OptunaSweeper):
             + (", TPE with constant_liar" if self._sampler_extra else "")
         )
         start = time.perf_counter()
-        self._run_trials(study, space, fixed, fixed_overrides, extra, directions, csv_path,
-                         pruning, reseed=seed if reseed else None)  # fmt: skip
+        told = self._run_trials(study, space, fixed, fixed_overrides, extra, directions, csv_path,
+                                pruning, reseed=seed if reseed else None)  # fmt: skip
         self._finish(study, directions, csv_path, resume, time.perf_counter() - start)
+        _check_some_finished(told)
+
+    def _prepare(
+        self,
+        study: optuna.Study,
+        cfg: DictConfig,
+        space: dict,
+        directions: list[str],
+        enqueue: list[dict],
+        sweep_dir: Path,
+        owner: str | None,
+    ) -> optuna.Study:
+        """The study's side of the start: its configuration checked (or recorded, on a new
+        study), the sweep directory claimed, its metric names, lost trials recovered (from
+        their files where they finished) and the enqueued parameter sets added."""
+        self._db("checking the study's configuration", check_same_config, study,
+                 fingerprint(cfg, space, directions))  # fmt: skip
+        if owner is not None:  # before anything is written there
+            claim_dir(sweep_dir, study, self.sweeper.storage, owner)
+        with warnings.catch_warnings():  # experimental since Optuna 3.2, and what dashboards show
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            self._db("naming the metrics", study.set_metric_names, list(cfg.objective.metrics))
+        # before any ask: their parameters run first
+        self._db("recovering lost trials", recover_stale, study, self.stale_after, sweep_dir)
+        for params in enqueue:  # run before the sampler's own; not again in a resumed study
+            self._db("enqueuing", study.enqueue_trial, params, skip_if_exists=True)
+        return study
+
+    def _db(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """fn(*args, **kwargs), a storage operation, retried while the storage fails for a
+        while (sweep/storage.py); `what` names it in the log and the final line."""
+        where = shown(self.sweeper.storage)
+        return retrying(what, lambda: fn(*args, **kwargs), self.storage_wait, where)
+
+    def _expand_globs(self, arguments: list[str]) -> list[str]:
+        """`group=glob(...)` as the choice of the group's options it matches (Hydra's glob
+        sweep, which the Optuna plugin has no distribution for). A glob over a key that is no
+        config group, or one that matches no option, is a UserError."""
+        out = []
+        parsed = OverridesParser.create().parse_overrides(arguments)
+        for argument, override in zip(arguments, parsed):
+            if not override.is_sweep_override() or not isinstance(override.value(), Glob):
+                out.append(argument)
+                continue
+            key = override.get_key_element()
+            group = key.lstrip("+~")
+            options = self._compose.get_group_options(
+                group, config_name=self.sweeper.config.hydra.job.config_name, overrides=[]
+            )
+            if not options:
+                raise UserError(
+                    f"{argument}: glob(...) chooses among a config group's options, as in "
+                    f"'optimizer=glob(*)', and {group} is no config group; use "
+                    f"choice(...) for a key's values"
+                )
+            chosen = override.value().filter(options)
+            if not chosen:
+                raise UserError(
+                    f"{argument} matches none of {group}'s options ({', '.join(options)})"
+                )
+            out.append(f"{key}=choice({','.join(chosen)})")
+        return out
+
+    def _check_composable(
+        self, cfg: DictConfig, space: dict, fixed: dict, fixed_overrides: list[str]
+    ) -> None:
+        """Every configuration the search can choose must have every searched key, before any
+        trial: compose each option of each searched config group once (the others at their
+        defaults; no group searched: the fixed configuration once) and look each searched value
+        key up in it. A key that `+key` adds needs no such check."""
+        choices = cfg.hydra.runtime.choices
+        groups = {
+            name: dist.choices
+            for name, dist in space.items()
+            if isinstance(dist, CategoricalDistribution) and name.lstrip("+~") in choices
+        }
+        keys = [k for k in space if k not in groups and (k.startswith("++") or k[0] not in "+~")]
+        base = [f"{k}={v}" for k, v in fixed.items()] + list(fixed_overrides)
+        options = [(f"{g}={c}", [*base, f"{g}={c}"]) for g, cs in groups.items() for c in cs]
+        if not options:
+            if not keys:
+                return
+            options = [("the configuration", base)]
+        lacking: dict[str, list[str]] = {}
+        for what, overrides in options:
+            try:
+                composed = self._compose.loader.load_sweep_config(self.sweeper.config, overrides)
+            except Exception as e:  # an option that does not compose at all
+                from sweep.run import config_error
+
+                raise UserError(f"searched {what}: {config_error(e)}") from None
+            for key in keys:
+                if OmegaConf.select(composed, key.lstrip("+"), default=_ABSENT) is _ABSENT:
+                    lacking.setdefault(key, []).append(what)
+        for key, where in lacking.items():
+            raise UserError(
+                f"{key} is searched, but {', '.join(where)} has no {key}: every configuration "
+                "the search can choose needs each searched key (search it in a sweep of its "
+                "own with only the options that have it, or leave those options out)"
+            )
+
+    def _check_custom_search_space(self, cfg: DictConfig) -> None:
+        """hydra.sweeper.custom_search_space is outside code (unless it is l1sweep's): it runs
+        only if allow_targets allows it, and is logged as other allowed targets are
+        (sweep/user_code.py)."""
+        name = self.custom_search_space
+        if not name:
+            return
+        key = "hydra.sweeper.custom_search_space"
+        base = ("sweep.*",)
+        user = user_code.allowed(cfg)
+        if not user_code.is_allowed(name, base + user):
+            raise user_code.refusal(key, name, target=False)
+        if not user_code.is_allowed(name, base):
+            log.info(f"{key}: running outside code {name} (allowed by allow_targets={list(user)})")
+        try:
+            self.sweeper.custom_search_space_extender = instantiate(
+                {"_target_": name, "_partial_": True}, _execution_whitelist_=base + user
+            )
+        except Exception as e:
+            reason = (str(e).splitlines() or [type(e).__name__])[0]
+            raise UserError(f"{key}={name} cannot be imported ({reason})") from e
 
     def _fork_or_not(self, cfg: DictConfig) -> None:
         """The fork launcher (the default) forks its trials where that is safe, and keeps this
@@ -269,10 +433,18 @@ class L1Sweeper(OptunaSweeper):
         csv_path: Path,
         pruning: bool,
         reseed: int | None,
-    ) -> None:
+    ) -> list[BaseException | None]:
         """Run n_trials trials, plan.jobs at a time (sweep/parallel.py); each is told and its
-        row written as it finishes. The first failure not tolerated stops the asking; it is
-        raised once the running trials are told."""
+        row written as it finishes. Returns each told trial's error (None: it did not fail).
+
+        The rule for failures, Optuna's `catch` made a rate: a trial whose job raised (or whose
+        process died) is a failed trial with its row; the sweep goes on while the failed share
+        of the trials told so far is at most hydra.sweeper.max_failure_rate (0 by default: the
+        first failure stops the asking). A diverged trial is a result, not a failure. A
+        UserError always stops (bad input: every trial would fail so). The stopping error is
+        raised once the running trials are told. A storage that stays unavailable
+        (StorageUnavailable) stops at once, leaving the running trials RUNNING for the next
+        start to settle from their files."""
         impl = self.sweeper
         kind = parallel.launcher_kind(self._launcher())
         overrides: dict[int, tuple[str, ...]] = {}
@@ -282,9 +454,9 @@ class L1Sweeper(OptunaSweeper):
         def ask() -> optuna.Trial:
             nonlocal reseed
             with interrupts.deferred():  # a trial made but not yet listed is lost
-                trial = study.ask()
-                claim(trial)
+                trial = self._db("asking for a trial", study.ask)
                 running.append(trial)
+            self._db(f"claiming trial {trial.number}", claim, trial)
             if reseed is not None and trial.number:  # before its parameters are drawn
                 study.sampler = self._make_sampler(seed=reseed + trial.number)
             reseed = None
@@ -300,7 +472,14 @@ class L1Sweeper(OptunaSweeper):
             job = overrides[trial.number]
             if kind == "fork":  # forked now, on the main thread (sweep/launcher.py)
                 return impl.launcher.start(job, idx)
-            return lambda: impl.launcher.launch([job], initial_job_idx=idx)[0]  # in a slot
+
+            def wait() -> JobReturn:  # in a slot
+                try:
+                    return impl.launcher.launch([job], initial_job_idx=idx)[0]
+                except Exception as e:  # composing the job failed in its worker: a failed job
+                    return launcher.failed_return(e, job)
+
+            return wait
 
         def tell(trial: optuna.Trial, ret: JobReturn) -> bool:
             del overrides[trial.number]
@@ -321,16 +500,20 @@ class L1Sweeper(OptunaSweeper):
             # beats often enough that a live trial is never taken for a lost one
             with heartbeat(running, every=min(30.0, self.stale_after / 4)):
                 parallel.run(impl.n_trials, self.plan.jobs, ask, launch, tell, running)
-        except BaseException:  # Ctrl-C or a launcher error: leave no trial RUNNING for ever
+        except BaseException as e:  # Ctrl-C or a launcher error: leave no trial RUNNING for ever
             interrupts.clear()  # this one is handled here
             try:
-                with interrupts.deferred():
-                    for t in running:
-                        # one told just before the interrupt, not yet off the list, is finished
-                        with contextlib.suppress(ValueError, RuntimeError):
-                            study.tell(t, state=TrialState.FAIL)
-                    # a trial told just before the interrupt may not have its row written yet
-                    write_csv(study, csv_path)
+                # a storage gone for good cannot be told: the running trials stay RUNNING, and
+                # the next start records from its files the one whose job had finished
+                if not isinstance(e, StorageUnavailable):
+                    with interrupts.deferred():
+                        for t in running:
+                            # one told just before the interrupt, not yet off the list, is
+                            # finished
+                            with contextlib.suppress(ValueError, RuntimeError):
+                                study.tell(t, state=TrialState.FAIL)
+                        # a trial told just before the interrupt may not have its row written
+                        write_csv(study, csv_path)
             finally:  # a second Ctrl-C meanwhile still ends the trials' processes
                 if kind == "process":
                     parallel.stop_workers()
@@ -339,6 +522,7 @@ class L1Sweeper(OptunaSweeper):
             raise
         if stop:
             raise stop[0]  # a programming error: stop with its traceback
+        return told
 
     def _make_sampler(self, **kwargs: Any) -> optuna.samplers.BaseSampler:
         """The configured sampler with `kwargs` and, for parallel trials, TPE's constant liar."""
@@ -398,8 +582,9 @@ class L1Sweeper(OptunaSweeper):
         error: BaseException | None = None
         try:
             metrics = dict(ret.return_value)
-        except BaseException as e:  # the job raised: the row says 'failed'
-            error, metrics = e, {"status": "failed"}
+        except BaseException as e:  # the job raised: the row says 'failed', and why
+            error, metrics = e, {"status": "failed", "error": one_line(e)}
+            log.warning(f"trial {trial.number} failed: {metrics['error']}")
         curve = metrics.pop("val_acc_curve", [])  # metrics.json keeps it; the CSV row does not
         task_overrides = [o for o in ret.overrides or [] if not o.startswith("hydra.")]
         row = {
@@ -411,22 +596,18 @@ class L1Sweeper(OptunaSweeper):
         if len(directions) == 1:
             row["objective"] = metrics.get("objective", [math.nan])[0]
         values = metrics.get("objective")
-        try:
-            with interrupts.deferred():  # the row without its state would be a wrong row
-                # a pruning job reported its curve itself, as it trained
-                trials.record(trial, row, [] if pruning else curve, len(directions) == 1)
-                if metrics["status"] == "complete" and values and all(map(math.isfinite, values)):
-                    study.tell(trial, values=values)
-                elif metrics["status"] == "pruned":
-                    study.tell(trial, state=TrialState.PRUNED)
-                else:
-                    study.tell(trial, state=TrialState.FAIL)
-        except RuntimeError as e:
-            # GridSampler calls Study.stop() once its grid is done, which ask/tell does not
-            # allow; the trial is already recorded, as the stock sweeper also assumes.
-            if "Study.stop" not in str(e):
-                raise
-        write_csv(study, csv_path)
+        if metrics["status"] == "complete" and values and all(map(math.isfinite, values)):
+            state, told_values = TrialState.COMPLETE, values
+        elif metrics["status"] == "pruned":
+            state, told_values = TrialState.PRUNED, None
+        else:
+            state, told_values = TrialState.FAIL, None
+        with interrupts.deferred():  # the row without its state would be a wrong row
+            # a pruning job reported its curve itself, as it trained
+            self._db(f"recording trial {trial.number}", trials.record, trial, row,
+                     [] if pruning else curve, len(directions) == 1)  # fmt: skip
+            self._db(f"telling trial {trial.number}", _tell_once, study, trial, state, told_values)
+        self._db("writing results.csv", write_csv, study, csv_path)
         return row, error
 
     def _baseline(
@@ -463,12 +644,7 @@ class L1Sweeper(OptunaSweeper):
     def _log_progress(
         self, study: optuna.Study, row: dict, n_done: int, directions: list[str]
     ) -> None:
-        if len(directions) > 1:
-            best = f"pareto front: {len(study.best_trials)} trials"
-        elif study.get_trials(states=[TrialState.COMPLETE]):
-            best = f"best: trial {study.best_trial.number} {study.best_value:.4f}"
-        else:
-            best = "best: none yet"
+        best = self._db("reading the best trials", _best_so_far, study, directions)
         log.info(
             f"trial {row['trial']} [{n_done}/{self.sweeper.n_trials}] {row['status']}"
             f"  l1_lambda={row.get('l1_lambda', math.nan):.3g}"
@@ -504,6 +680,97 @@ class L1Sweeper(OptunaSweeper):
         log.info(f"sweep took {seconds:.1f}s; results: {csv_path}")
         log.info(f"resume or extend with: {resume}")
         print(csv_path)
+
+
+class SweepFailed(Exception):
+    """Every trial this sweep ran failed: nothing was learnt, so the sweep ends non-zero."""
+
+
+def one_line(error: BaseException) -> str:
+    """An exception as one line for the row's `error` column: its type and first line, and
+    the first line of what it was raised from, if that says more."""
+    first = (str(error).strip().splitlines() or [""])[0]
+    text = f"{type(error).__name__}: {first}" if first else type(error).__name__
+    cause = error.__cause__
+    if cause is not None and str(cause).strip():
+        text += f" ({(str(cause).strip().splitlines())[0]})"
+    return text
+
+
+def _tell_once(
+    study: optuna.Study, trial: optuna.Trial, state: TrialState, values: list[float] | None
+) -> None:
+    """study.tell, safe to retry: a retry after a tell that reached the storage but whose
+    answer was lost (a dropped connection) finds the trial finished, which is success."""
+    try:
+        study.tell(trial, values=values, state=state)
+    except RuntimeError as e:
+        # GridSampler calls Study.stop() once its grid is done, which ask/tell does not
+        # allow; the trial is already recorded, as the stock sweeper also assumes.
+        if "Study.stop" not in str(e):
+            raise
+    except ValueError:
+        if study._storage.get_trial(trial._trial_id).state != state:
+            raise
+
+
+def _best_so_far(study: optuna.Study, directions: list[str]) -> str:
+    if len(directions) > 1:
+        return f"pareto front: {len(study.best_trials)} trials"
+    if study.get_trials(deepcopy=False, states=[TrialState.COMPLETE]):
+        return f"best: trial {study.best_trial.number} {study.best_value:.4f}"
+    return "best: none yet"
+
+
+def _check_directions(metrics: list[str], directions: list[str]) -> None:
+    """One direction per metric (objective.metrics, objective.direction), before the study is
+    made with those directions."""
+    if len(metrics) != len(directions):
+        example = ",".join(["maximize"] * len(metrics))
+        raise UserError(
+            f"objective.metrics has {len(metrics)} ({', '.join(metrics)}) but "
+            f"objective.direction has {len(directions)} ({', '.join(directions)}): give one "
+            f"direction per metric, e.g. 'objective.direction=[{example}]'"
+        )
+
+
+def _check_sampler_target(sampler: DictConfig) -> None:
+    """Samplers Optuna no longer has, named as what replaces them."""
+    if str(sampler.get("_target_", "")).endswith("raise_motpe_removed"):
+        raise UserError(
+            "hydra/sweeper/sampler=motpe: Optuna removed MOTPESampler in version 4.0; "
+            "TPESampler handles several objectives: use hydra/sweeper/sampler=tpe (the default)"
+        )
+
+
+def _check_optional_packages(made: object, group: str) -> None:
+    """A sampler or pruner that needs a package Optuna does not install: one line saying
+    what to install, before any trial (some import it only at their second trial)."""
+    import importlib.util
+
+    for kind in type(made).__mro__:
+        needs = OPTIONAL.get(kind.__name__)
+        if needs and kind.__module__.startswith("optuna"):
+            missing = [m for m in needs if importlib.util.find_spec(m) is None]
+            if missing:
+                option = group.rsplit("/", 1)[-1]
+                raise UserError(
+                    f"{group}: Optuna's {kind.__name__} needs the optional package(s) "
+                    f"{', '.join(missing)}, not installed: pip install {' '.join(missing)}, or "
+                    f"choose another {option}"
+                )
+            return
+
+
+def _check_some_finished(told: list[BaseException | None]) -> None:
+    """A sweep whose every trial failed (an exception in each job, tolerated by
+    max_failure_rate) ends non-zero, as Hydra's Optuna sweeper does: its results are empty."""
+    errors = [e for e in told if e is not None]
+    if told and len(errors) == len(told):
+        raise SweepFailed(
+            f"every trial of this sweep failed ({len(told)} of {len(told)}); the first: "
+            f"{one_line(errors[0])} (the rows' error column has each)"
+        )
 
 
 def _check_space(space: dict) -> None:

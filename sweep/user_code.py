@@ -51,15 +51,18 @@ def allowed(node: DictConfig) -> tuple[str, ...]:
     return patterns
 
 
-def _is_allowed(name: str, whitelist: tuple[str, ...]) -> bool:
+def is_allowed(name: str, whitelist: tuple[str, ...]) -> bool:
     """Hydra's rule: an exact entry, or `prefix.*` for everything below `prefix`."""
     return any(name == w or (w.endswith(".*") and name.startswith(w[:-1])) for w in whitelist)
 
 
-def _refusal(key: str, name: str) -> UserError:
+def refusal(key: str, name: str, target: bool = True) -> UserError:
+    """The one line for outside code `name` that `allow_targets` does not allow, at config key
+    `key` (its `_target_`, or the key itself where `target` is False)."""
     package = name.split(".")[0]
+    where = f"{key}._target_" if target else key
     return UserError(
-        f"{key}._target_={name} is code outside l1sweep, which runs only if you allow it: "
+        f"{where}={name} is code outside l1sweep, which runs only if you allow it: "
         f"add {ALLOW_KEY}=[{package}.*] to the command line or to your config (see {DOCS})"
     )
 
@@ -134,8 +137,8 @@ def instantiate_checked(node: DictConfig, base: tuple[str, ...], **offered: obje
     user = allowed(node)
     whitelist = base + user
     if isinstance(name, str):
-        if not _is_allowed(name, whitelist):
-            raise _refusal(key, name)  # before anything is imported: importing runs code
+        if not is_allowed(name, whitelist):
+            raise refusal(key, name)  # before anything is imported: importing runs code
         try:
             target = locate(name)
         except (ImportError, AttributeError) as e:
@@ -147,7 +150,7 @@ def instantiate_checked(node: DictConfig, base: tuple[str, ...], **offered: obje
         names = list(offered)
         offered = accepted(target, offered)
         _check_arguments(key, name, target, node, offered, names)
-        if not _is_allowed(name, base):
+        if not is_allowed(name, base):
             log.info(f"{key}: running outside code {name} (allowed by {ALLOW_KEY}={list(user)})")
     try:
         made = instantiate(node, **offered, _execution_whitelist_=whitelist)
@@ -157,7 +160,7 @@ def instantiate_checked(node: DictConfig, base: tuple[str, ...], **offered: obje
         refused = _REFUSED.search(str(e))
         if refused:  # a nested _target_ inside the node
             nested = re.search(r"full_key: (\S+)", str(e))
-            raise _refusal(nested.group(1) if nested else key, refused.group(1)) from None
+            raise refusal(nested.group(1) if nested else key, refused.group(1)) from None
         raise
     if "n_classes" in offered and not isinstance(made, nn.Module):  # a model factory
         raise UserError(

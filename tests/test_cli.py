@@ -3,6 +3,8 @@
 import json
 import re
 import shlex
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
@@ -114,3 +116,31 @@ def test_the_seed_recipe_gives_the_numbers_it_gave_before_schedules_and_pruning(
     assert not any(k.startswith(("trained_", "oneshot_", "prune_")) for k in m)
     for key, value in pinned.items():
         assert m[key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
+
+
+def test_single_runs_never_overwrite_another_runs_files(tmp_path):
+    from sweep.run import free_dir
+
+    # the default directory, outputs/runs/<date>_<time>: a second run in the same second
+    # gets <time>_1 (the name is taken by creating it)
+    taken = tmp_path / "runs" / "2026-01-01_00-00-00"
+    taken.mkdir(parents=True)
+    assert free_dir(str(taken)) == f"{taken}_1" and (tmp_path / "runs" / f"{taken.name}_1").is_dir()
+    assert free_dir(str(taken)) == f"{taken}_1"  # the same for the rest of the process
+    procs = [subprocess.Popen([sys.executable, "-m", "sweep.run", "train.epochs=1"], cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             for _ in range(2)]  # fmt: skip
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    runs = sorted((tmp_path / "outputs" / "runs").iterdir())
+    assert len(runs) == 2 and all((r / "metrics.json").exists() for r in runs)
+    # a directory given on the command line that holds a run is refused before Hydra writes
+    run_cli(tmp_path, "train.epochs=1", "hydra.run.dir=out")
+    before = {p: p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file()}
+    proc = run_cli(tmp_path, "train.epochs=2", "hydra.run.dir=out", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2 and "Traceback" not in out, out
+    assert (
+        "error: hydra.run.dir=out already holds a run (out/metrics.json); l1sweep does not "
+        "overwrite one: choose another directory, or remove that one first" in out
+    )
+    assert {p: p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file()} == before

@@ -107,6 +107,17 @@ def _start_sweep(
     )  # fmt: skip
 
 
+def _trained(cwd: Path, name: str, number: int) -> bool:
+    """Whether trial `number`'s job wrote its whole result (a later start records it)."""
+    import json
+
+    metrics = cwd / "outputs" / "sweeps" / name / f"trial_{number}" / "metrics.json"
+    try:
+        return "status" in json.loads(metrics.read_text())
+    except (OSError, ValueError):
+        return False
+
+
 def _wait_rows(csv: Path, n: int, timeout: float = 120) -> None:
     end = time.time() + timeout
     while time.time() < end:
@@ -143,6 +154,9 @@ def test_killed_sweep_loses_at_most_the_running_trials(tmp_path, sig, jobs):
     # a trial told just before the kill has its row in the study; the next start writes it
     recorded = sum(t.state.is_finished() and t.user_attrs.get("row") is not None
                    for t in study.trials)  # fmt: skip
+    # ... and a killed trial whose job had written its result is recorded from its files
+    recorded += sum(t.state.name == "RUNNING" and _trained(tmp_path, name, t.number)
+                    for t in study.trials)  # fmt: skip
     # start it again: more trials, nothing duplicated, every finished trial once
     run_cli(tmp_path, "-m", "hydra.sweeper.n_trials=2", f"hydra.sweeper.study_name={name}",
             "train.epochs=30", "train.log_every=30")  # fmt: skip
@@ -293,8 +307,23 @@ def _unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
+class Postgres:
+    """A throw-away PostgreSQL server: its URL, and stop/start for the tests that restart it."""
+
+    def __init__(self, url: str, pg) -> None:
+        self.url, self._pg = url, pg
+
+    def stop(self) -> None:
+        proc = self._pg("pg_ctl", "-m", "fast", "-w", "stop")
+        assert proc.returncode == 0, proc.stderr
+
+    def start(self) -> None:
+        proc = self._pg("pg_ctl", "-w", "start")
+        assert proc.returncode == 0, proc.stderr
+
+
 @pytest.fixture(scope="module")
-def postgres_url():
+def postgres():
     """A throw-away PostgreSQL server on a free loopback port (Debian's postgresql package)."""
     pg_ctl = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
     if not pg_ctl:
@@ -313,22 +342,30 @@ def postgres_url():
     db = base / "db"
 
     def pg(tool: str, *args: str) -> subprocess.CompletedProcess:
+        if tool == "pg_ctl":  # the server's directory; to start it, its log and options
+            server = ("-l", str(base / "log"), "-o",
+                      f"-p {port} -k {base} -c listen_addresses=127.0.0.1")  # fmt: skip
+            args = ("-D", str(db), *(server if "start" in args else ()), *args)
         return subprocess.run([*as_user, str(bindir / tool), *args], capture_output=True,
                               text=True, timeout=120)  # fmt: skip
 
     steps = [
         ("initdb", "-D", str(db), "-A", "trust", "-U", "l1sweep"),
-        ("pg_ctl", "-D", str(db), "-w", "-l", str(base / "log"), "-o",
-         f"-p {port} -k {base} -c listen_addresses=127.0.0.1", "start"),
+        ("pg_ctl", "-w", "start"),
         ("createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "l1sweep", "sweeps"),
     ]  # fmt: skip
     for step in steps:
         proc = pg(*step)
         if proc.returncode != 0:
             _unavailable(f"could not start PostgreSQL ({step[0]}): {proc.stderr.strip()[:300]}")
-    yield f"postgresql+psycopg://l1sweep@127.0.0.1:{port}/sweeps"
-    pg("pg_ctl", "-D", str(db), "-m", "immediate", "stop")
+    yield Postgres(f"postgresql+psycopg://l1sweep@127.0.0.1:{port}/sweeps", pg)
+    pg("pg_ctl", "-m", "immediate", "stop")
     shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def postgres_url(postgres) -> str:
+    return postgres.url
 
 
 def test_two_processes_share_a_postgresql_study(tmp_path, postgres_url):
@@ -383,3 +420,240 @@ def test_a_storage_password_stays_out_of_logs_and_files(tmp_path, postgres_url):
     assert "s3cret" not in out and "'hydra.sweeper.storage=${oc.env:L1SWEEP_STORAGE}'" in out
     assert _files_holding(tmp_path / "outputs", "s3cret") == ["sweeps/pw/trial_0/.hydra/hydra.yaml"]
     assert len(study_of(tmp_path, "pw", postgres_url).trials) == 2
+
+
+# ---- a start that fails, two studies in one directory, failed jobs ------------------------
+
+
+def _one_error_line(proc, code: int = 2) -> str:
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == code, out
+    assert "Traceback" not in out, out
+    [line] = [ln for ln in out.splitlines() if "error:" in ln]
+    return line
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ["objective.metrics=[val_acc,sparsity]"],
+        ["objective=pareto", "objective.direction=[maximize]"],
+    ],
+)
+def test_a_failed_start_leaves_no_study_and_the_corrected_command_runs(tmp_path, bad):
+    args = ["-m", "hydra.sweeper.n_trials=1", "hydra.sweeper.study_name=fix", *FAST]
+    line = _one_error_line(run_cli(tmp_path, *args, *bad, check=False))
+    assert "objective.metrics has 2 (val_acc, sparsity) but objective.direction has 1" in line
+    assert not (tmp_path / "outputs" / "optuna.db").exists()  # checked before the storage
+    corrected = [a for a in bad if "direction" not in a] + [
+        "objective.direction=[maximize,maximize]"
+    ]
+    run_cli(tmp_path, *args, *corrected)
+    study = study_of(tmp_path, "fix")
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MAXIMIZE"]
+    assert [t.state.name for t in study.trials] == ["COMPLETE"]
+
+
+def test_a_second_study_is_refused_in_another_studys_directory(tmp_path):
+    shared = ["hydra.sweep.dir=outputs/sweeps/fixed", "hydra.sweeper.n_trials=1", *FAST]
+    run_cli(tmp_path, "-m", "hydra.sweeper.study_name=a", *shared)
+    sweep_dir = tmp_path / "outputs" / "sweeps" / "fixed"
+    before = {p: p.read_bytes() for p in sweep_dir.rglob("*") if p.is_file()}
+    for other in (["hydra.sweeper.study_name=b"], []):  # named, and auto-named (l1sweep-<time>)
+        line = _one_error_line(run_cli(tmp_path, "-m", *other, *shared, check=False))
+        assert f"the sweep directory {Path('outputs/sweeps/fixed')} belongs to study 'a'" in line
+        assert "choose another directory with hydra.sweep.dir=" in line
+    # a study of the same name in another storage is another study
+    journal = ["hydra.sweeper.study_name=a", "+hydra/sweeper/storage=journal"]
+    _one_error_line(run_cli(tmp_path, "-m", *journal, *shared, check=False))
+    assert {p: p.read_bytes() for p in sweep_dir.rglob("*") if p.is_file()} == before
+    assert optuna.get_all_study_names(f"sqlite:///{tmp_path}/outputs/optuna.db") == ["a"]
+    run_cli(tmp_path, "-m", "hydra.sweeper.study_name=a", *shared)  # the owner resumes there
+    df = pd.read_csv(sweep_dir / "results.csv")
+    assert list(df["trial"]) == [0, 1]
+    assert (sweep_dir / "trial_0" / "metrics.json").read_bytes() == before[
+        sweep_dir / "trial_0" / "metrics.json"
+    ]
+
+
+def test_a_directory_from_before_owner_records_is_its_studys_only(tmp_path):
+    shared = ["hydra.sweep.dir=outputs/sweeps/old", "hydra.sweeper.n_trials=1", *FAST]
+    run_cli(tmp_path, "-m", "hydra.sweeper.study_name=a", *shared)
+    sweep_dir = tmp_path / "outputs" / "sweeps" / "old"
+    (sweep_dir / ".l1sweep-study").unlink()  # as a sweep of an earlier l1sweep left it
+    line = _one_error_line(run_cli(tmp_path, "-m", "hydra.sweeper.study_name=b", *shared,
+                                   check=False))  # fmt: skip
+    assert "holds another sweep's results.csv or trial_* files" in line
+    # refused once its study was made (only then are the directory's trials known): the
+    # study it made is deleted again
+    assert optuna.get_all_study_names(f"sqlite:///{tmp_path}/outputs/optuna.db") == ["a"]
+    run_cli(tmp_path, "-m", "hydra.sweeper.study_name=a", *shared)
+    assert '"study": "a"' in (sweep_dir / ".l1sweep-study").read_text()
+    assert list(pd.read_csv(sweep_dir / "results.csv")["trial"]) == [0, 1]
+
+
+def test_every_trial_failing_is_rows_with_their_error_and_a_non_zero_exit(tmp_path):
+    proc = run_cli(tmp_path, "-m", "objective.metrics=[bogus]", "hydra.sweeper.n_trials=3",
+                   "hydra.sweeper.max_failure_rate=1.0", "hydra.sweeper.study_name=allbad", *FAST,
+                   check=False)  # fmt: skip
+    line = _one_error_line(proc, code=1)
+    assert "every trial of this sweep failed (3 of 3); the first: KeyError: 'bogus'" in line
+    df = csv_of(tmp_path, "allbad")
+    assert list(df["status"]) == ["failed"] * 3 and list(df["error"]) == ["KeyError: 'bogus'"] * 3
+    assert [t.state.name for t in study_of(tmp_path, "allbad").trials] == ["FAIL"] * 3
+
+
+def _killer_package(root: Path) -> None:
+    """A user's model package whose model kills or ends its own process, in a trial's process
+    only (the sweep builds the model once itself, to check it)."""
+    pkg = root / "killer"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text(
+        "import multiprocessing, os, signal\n"
+        "import torch.nn as nn\n\n"
+        "def model(n_inputs, n_classes, how='kill', **unused):\n"
+        "    if multiprocessing.parent_process() is not None:  # a forked trial\n"
+        "        if how == 'kill':\n"
+        "            os.kill(os.getpid(), signal.SIGKILL)\n"
+        "        os._exit(3)\n"
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(n_inputs, n_classes))\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "how,said",
+    [("kill", "was killed by SIGKILL (out of memory?)"),
+     ("exit", "exited with code 3 before returning its result")],
+)  # fmt: skip
+def test_a_trial_whose_process_dies_is_a_failed_row_that_says_how(tmp_path, how, said):
+    _killer_package(tmp_path)
+    model = ["allow_targets=[killer.*]", "model._target_=killer.model", f"+model.how={how}"]
+    proc = run_cli(tmp_path, "-m", *model, "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=1",
+                   "hydra.sweeper.study_name=dies", *FAST, check=False,
+                   env={"PYTHONPATH": f"{tmp_path}:{os.environ.get('PYTHONPATH', '')}"},
+                   )  # fmt: skip
+    line = _one_error_line(proc, code=1)
+    assert said in line and "resume with: python -m sweep.run -m" in line
+    assert ("out of memory" in line) == (how == "kill")
+    df = csv_of(tmp_path, "dies")  # the first failure stops the sweep (max_failure_rate=0)
+    assert list(df["status"]) == ["failed"] and said in df["error"][0]
+    assert [t.state.name for t in study_of(tmp_path, "dies").trials] == ["FAIL"]
+
+
+def test_a_glob_over_a_group_searches_its_options(tmp_path):
+    run_cli(tmp_path, "-m", "optimizer=glob(*)", "hydra/sweeper/sampler=grid", "l1_lambda=1e-4",
+            "hydra.sweeper.study_name=glob", *FAST)  # fmt: skip
+    assert sorted(csv_of(tmp_path, "glob")["optimizer"]) == ["adam", "sgd"]
+
+
+# ---- the storage failing mid-sweep ---------------------------------------------------------
+
+
+def _sweep_until_trial(cwd: Path, n: int, *args: str) -> subprocess.Popen:
+    """Start a 3-trial sweep (one trial at a time), and return once trial `n` has started."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sweep.run", "-m", "hydra.sweeper.n_trials=3",
+         "hydra.sweeper.n_jobs=1", "hydra.sweeper.study_name=st", *args],
+        cwd=cwd, stdout=(cwd / "st.log").open("w"), stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"}, start_new_session=True,
+    )  # fmt: skip
+    started = cwd / "outputs" / "sweeps" / "st" / f"trial_{n}"
+    end = time.time() + 120
+    while not started.exists() and proc.poll() is None and time.time() < end:
+        time.sleep(0.02)
+    assert started.exists(), (cwd / "st.log").read_text()
+    return proc
+
+
+def _until_trained(cwd: Path, n: int, timeout: float = 300) -> None:
+    """Wait until trial `n`'s job has written its metrics.json (its result, not yet told)."""
+    done = cwd / "outputs" / "sweeps" / "st" / f"trial_{n}" / "metrics.json"
+    end = time.time() + timeout
+    while not done.exists() and time.time() < end:
+        time.sleep(0.05)
+    assert done.exists(), (cwd / "st.log").read_text()
+
+
+def _locked(db: Path):
+    """Another process's exclusive transaction on an SQLite file (as a backup or a dashboard
+    writing to it would hold), until the returned connection rolls back."""
+    import sqlite3
+
+    con = sqlite3.connect(db, isolation_level=None)
+    con.execute("BEGIN EXCLUSIVE")
+    return con
+
+
+# trials long enough that the lock is taken while trial 1 trains, before its result is told
+SLOWER = ["train.epochs=10", "train.log_every=10"]
+
+
+def test_a_storage_locked_for_a_while_is_waited_for(tmp_path):
+    proc = _sweep_until_trial(tmp_path, 1, *SLOWER, "hydra.sweeper.storage_wait=60")
+    con = _locked(tmp_path / "outputs" / "optuna.db")
+    try:  # held from before trial 1's result to well after it: its telling waits on the lock
+        _until_trained(tmp_path, 1)
+        time.sleep(8)  # longer than SQLite's own wait (5 s)
+    finally:
+        con.execute("ROLLBACK")
+    assert proc.wait(timeout=300) == 0
+    out = (tmp_path / "st.log").read_text()
+    assert re.search(r"storage: \w[\w ]* failed \(database is locked\); retry 1 in 0.5s", out), out
+    df, study = csv_of(tmp_path, "st"), study_of(tmp_path, "st")
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3 and len(df) == 3
+    assert_csv_agrees_with_study(df, study)
+
+
+def test_a_storage_locked_for_good_stops_and_the_next_start_records_the_trial(tmp_path):
+    import json
+
+    proc = _sweep_until_trial(tmp_path, 1, *SLOWER, "hydra.sweeper.storage_wait=3")
+    con = _locked(tmp_path / "outputs" / "optuna.db")
+    try:
+        code = proc.wait(timeout=300)
+    finally:
+        con.execute("ROLLBACK")
+    out = (tmp_path / "st.log").read_text()
+    assert code == 1 and "Traceback" not in out, out
+    [line] = [ln for ln in out.splitlines() if "error:" in ln]
+    assert (
+        "kept failing for" in line and "(database is locked; hydra.sweeper.storage_wait=3)" in line
+    )
+    assert "resume with: python -m sweep.run -m" in line
+    # trial 0 keeps its row; trial 1 trained and wrote its files, but is not told yet
+    assert list(csv_of(tmp_path, "st")["trial"]) == [0]
+    trial1 = tmp_path / "outputs" / "sweeps" / "st" / "trial_1"
+    metrics = json.loads((trial1 / "metrics.json").read_text())
+    assert [t.state.name for t in study_of(tmp_path, "st").trials] == ["COMPLETE", "RUNNING"]
+    model = (trial1 / "model.pt").read_bytes()
+    again = run_cli(tmp_path, "-m", "hydra.sweeper.n_trials=1", "hydra.sweeper.n_jobs=1",
+                    "hydra.sweeper.study_name=st", *SLOWER)  # fmt: skip
+    left = r"trial 1 was left RUNNING \(its process \d+ is gone\) after its job had finished"
+    assert re.search(left + ": its result is recorded from", again.stdout + again.stderr)
+    study = study_of(tmp_path, "st")
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3
+    assert study.trials[1].value == metrics["val_acc"]
+    assert study.trials[2].params != study.trials[1].params  # a new draw, not a rerun
+    assert (trial1 / "model.pt").read_bytes() == model  # not trained again
+    df = csv_of(tmp_path, "st").set_index("trial")
+    assert list(df.index) == [0, 1, 2] and df.loc[1, "val_acc"] == metrics["val_acc"]
+    assert df.loc[1, "run_dir"] == str(trial1) and "l1_lambda=" in df.loc[1, "overrides"]
+    assert_csv_agrees_with_study(df.reset_index(), study)
+
+
+def test_a_postgresql_server_restarted_mid_sweep_is_waited_for(tmp_path, postgres):
+    storage = f"hydra.sweeper.storage={postgres.url}"
+    proc = _sweep_until_trial(tmp_path, 1, *SLOWER, storage,
+                              "hydra.sweeper.storage_wait=120")  # fmt: skip
+    try:  # down from before trial 1's result is told until after it is ready
+        postgres.stop()
+        _until_trained(tmp_path, 1)
+        time.sleep(2)
+    finally:
+        postgres.start()
+    assert proc.wait(timeout=300) == 0, (tmp_path / "st.log").read_text()
+    out = (tmp_path / "st.log").read_text()
+    assert re.search(r"storage: \w[\w ]* failed \(.+\); retry 1 in 0.5s", out), out
+    study = study_of(tmp_path, "st", postgres.url)
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3
+    assert_csv_agrees_with_study(csv_of(tmp_path, "st"), study)

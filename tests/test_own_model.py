@@ -53,6 +53,11 @@ def wrong(n_inputs):
 
 def notmodel(n_inputs, n_classes):
     return [n_inputs, n_classes]
+
+
+def space(cfg, trial):
+    """hydra.sweeper.custom_search_space: adds the learning rate to the search."""
+    trial.suggest_float("optimizer.lr", 0.01, 0.02)
 '''
 
 
@@ -157,3 +162,27 @@ def test_counting_rule_on_any_module():
     assert Regularizer(1e-4, 0.0, True, ["Embedding"]).select(both) == [emb.weight]
     with pytest.raises(UserError, match="lists layer class names"):
         Regularizer(1e-4, 0.0, True, ["not a name"])
+
+
+def test_a_custom_search_space_is_outside_code_run_only_if_allowed(user):
+    args = ["-m", "hydra.sweeper.custom_search_space=mypkg.space", "train.epochs=1",
+            "hydra.sweeper.n_trials=2", "hydra.sweeper.study_name=cs"]  # fmt: skip
+    refused = run_cli(user, *args, check=False)
+    out = refused.stdout + refused.stderr
+    assert refused.returncode == 2 and "Traceback" not in out, out
+    [line] = [ln for ln in out.splitlines() if "error:" in ln]
+    assert line.endswith(
+        "error: hydra.sweeper.custom_search_space=mypkg.space is code outside l1sweep, which "
+        "runs only if you allow it: add allow_targets=[mypkg.*] to the command line or to your "
+        "config (see docs/own_model_and_data.md)"
+    )
+    assert not (user / "outputs" / "sweeps" / "cs").exists()
+    proc = run_cli(user, *args, "allow_targets=[mypkg.*]")
+    out = proc.stdout + proc.stderr
+    assert (
+        "hydra.sweeper.custom_search_space: running outside code mypkg.space "
+        "(allowed by allow_targets=['mypkg.*'])"
+    ) in out
+    df = pd.read_csv(user / "outputs" / "sweeps" / "cs" / "results.csv")
+    lrs = df["overrides"].str.extract(r"optimizer\.lr=([0-9.e-]+)")[0].astype(float)
+    assert len(df) == 2 and lrs.between(0.01, 0.02).all()

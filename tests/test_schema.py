@@ -5,6 +5,7 @@ traceback, a silent exit 0 or a sweep that spins, and write nothing."""
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 
 import pytest
 from omegaconf import OmegaConf
@@ -89,6 +90,32 @@ SWEEP_MISTAKES = [
      "cannot open the Optuna storage"),
     (["hydra.sweeper.storage=sqlite:////proc/no/such.db"], "cannot open the Optuna storage"),
     (["hydra.sweeper.storage=nosuchdb://x"], "cannot open the Optuna storage"),
+    (["hydra.sweeper.storage_wait=-1"], "hydra.sweeper.storage_wait must be >= 0, got -1"),
+    # every configuration the search can choose must have every searched key
+    (["optimizer=choice(sgd,adam)", "optimizer.momentum=interval(0.0,0.9)"],
+     "optimizer.momentum is searched, but optimizer=adam has no optimizer.momentum"),
+    (["optimizer=adam", "optimizer.momentum=interval(0.0,0.9)"],
+     "optimizer.momentum is searched, but the configuration has no optimizer.momentum"),
+    (["optimizer=choice(sgd,nosuch)"], "searched optimizer=nosuch: "),
+    (["l1_lambda=glob(*)"], "glob(...) chooses among a config group's options"),
+    (["optimizer=glob(zz*)"], "optimizer=glob(zz*) matches none of optimizer's options"),
+    # one direction per metric, checked before the study is made
+    (["objective.metrics=[val_acc,sparsity]"],
+     "objective.metrics has 2 (val_acc, sparsity) but objective.direction has 1 (maximize)"),
+    (["objective=pareto", "objective.direction=[maximize]"],
+     "objective.metrics has 2 (val_acc, sparsity) but objective.direction has 1 (maximize)"),
+    (["objective=pareto", "hydra/sweeper/sampler=motpe"],
+     "Optuna removed MOTPESampler in version 4.0; TPESampler handles several objectives: use "
+     "hydra/sweeper/sampler=tpe"),
+    # outside code, the whole line (it used to be cut off)
+    (["hydra.sweeper.custom_search_space=os.getcwd"],
+     "hydra.sweeper.custom_search_space=os.getcwd is code outside l1sweep, which runs only if "
+     "you allow it: add allow_targets=[os.*] to the command line or to your config (see "
+     "docs/own_model_and_data.md)"),
+    # Optuna's samplers that need a package it does not install (on a fresh install)
+    *[([f"hydra/sweeper/sampler={option}"], f"pip install {package}")
+      for option, package in (("cmaes", "cmaes"), ("qmc", "scipy"), ("gp", "scipy"))
+      if importlib.util.find_spec(package) is None],
 ]  # fmt: skip
 
 

@@ -3,6 +3,7 @@ first when a sweep is started again; a live trial of another process is never to
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -49,6 +50,14 @@ def _running(cwd: Path, name: str, finished: int, timeout: float = 180) -> optun
     raise AssertionError("no RUNNING trial in time")
 
 
+def _trained(sweep_dir: Path, number: int) -> bool:
+    """Whether trial `number`'s job wrote its whole result (the next start records it)."""
+    try:
+        return "status" in json.loads((sweep_dir / f"trial_{number}" / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return False
+
+
 def _owned_by_a_dead_process(trial: optuna.Trial) -> int:
     """Mark `trial` as claimed on this host by a process that has ended; returns its pid."""
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -65,6 +74,8 @@ def test_a_killed_sweeps_trial_is_failed_and_run_again_first(tmp_path):
     # n_jobs=auto runs a trial per core: the kill may leave more than one RUNNING
     lost = [t for t in _study(tmp_path, "k").trials if t.state.name == "RUNNING"]
     assert lost
+    # one whose job had written its result by the kill is recorded from it, not run again
+    trained = {t.number for t in lost if _trained(tmp_path / "outputs" / "sweeps" / "k", t.number)}
     before = len(_study(tmp_path, "k").trials)
     # stale_after=1: a kill between a trial's ask and its claim (two commits) leaves it with
     # no owner, which only the heartbeat's grace recovers
@@ -78,11 +89,11 @@ def test_a_killed_sweeps_trial_is_failed_and_run_again_first(tmp_path):
         [line] = [x for x in out.splitlines() if f"trial {t.number} was left RUNNING ({why}" in x]
         # a trial killed between its ask and its draw has no point to run again
         assert ("drawn no parameters" in line) == (not t.params), line
-        assert trials[t.number].state.name == "FAIL"
+        assert trials[t.number].state.name == ("COMPLETE" if t.number in trained else "FAIL")
     assert not [t for t in trials if t.state.name == "RUNNING"]
     rerun = trials[before:]  # this invocation's trials: the lost points first, then new draws
     assert len(rerun) == len(lost) and all(t.state.name == "COMPLETE" for t in rerun)
-    drawn = [t for t in lost if t.params]
+    drawn = [t for t in lost if t.params and t.number not in trained]
     assert sorted(t.params["l1_lambda"] for t in rerun[: len(drawn)]) == sorted(
         t.params["l1_lambda"] for t in drawn
     )
@@ -156,3 +167,30 @@ def test_a_trial_killed_before_its_draw_is_failed_and_not_enqueued(tmp_path, cap
         f"trial {trial.number} was left RUNNING (its process {pid} is gone): failed; "
         "it had drawn no parameters" in caplog.text
     )
+
+
+def test_a_lost_trial_whose_job_finished_is_recorded_from_its_files(tmp_path):
+    # The job of trial 0 ran (a real run into its trial directory) but its sweep lost the
+    # storage before telling it: the next start tells it its result and row from the files.
+    # Trial 1 never finished: it is failed and its parameters run again, as before.
+    sweep_dir = tmp_path / "sweep"
+    run_cli(tmp_path, "train.epochs=1", "l1_lambda=2e-4", f"hydra.run.dir={sweep_dir}/trial_0")
+    metrics = json.loads((sweep_dir / "trial_0" / "metrics.json").read_text())
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/s.db", study_name="f",
+                                direction="maximize")  # fmt: skip
+    space = {"l1_lambda": FloatDistribution(1e-5, 1e-3, log=True)}
+    done, unfinished = study.ask(space), study.ask(space)
+    for trial in (done, unfinished):
+        _owned_by_a_dead_process(trial)
+    assert recover_stale(study, grace=300, sweep_dir=sweep_dir) == [0, 1]
+    [told, failed, rerun] = study.trials
+    assert told.state.name == "COMPLETE" and told.value == metrics["val_acc"]
+    assert told.intermediate_values == {1: metrics["val_acc_curve"][0][1]}
+    assert failed.state.name == "FAIL" and rerun.state.name == "WAITING"
+    assert rerun.system_attrs["fixed_params"] == unfinished.params  # runs again first
+    csv = tmp_path / "results.csv"
+    write_csv(study, csv)
+    [row] = pd.read_csv(csv).to_dict("records")
+    assert row["trial"] == 0 and row["status"] == "complete" and row["objective"] == told.value
+    assert row["val_acc"] == metrics["val_acc"] and row["run_dir"] == str(sweep_dir / "trial_0")
+    assert row["overrides"] == "train.epochs=1 l1_lambda=2e-4"  # as a trial row: no hydra.*
