@@ -1,4 +1,4 @@
-"""The callbacks group: the files a run writes are callbacks, and a user's own plugs in the same way."""
+"""The callbacks group: the files a run writes are callbacks; a user's own plugs in the same way."""
 
 from __future__ import annotations
 
