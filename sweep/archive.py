@@ -25,7 +25,7 @@ import lzma
 import math
 import struct
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -142,6 +142,15 @@ def _layers(model: nn.Module, layers: Sequence[str] | None) -> list[str]:
     return chosen
 
 
+def bits_for(bits: int | Mapping[str, int], name: str) -> int:
+    """The codebook bits of layer `name`: `bits` itself, or its entry (ArchiveError if none)."""
+    if isinstance(bits, Mapping):
+        if name not in bits:
+            raise ArchiveError(f"bits names no width for layer {name}")
+        return bits[name]
+    return bits
+
+
 def _float16(t: torch.Tensor) -> torch.Tensor:
     if t.is_floating_point() and not bool(
         torch.isfinite(t).all() and t.abs().max() <= FLOAT16_MAX if t.numel() else True
@@ -151,16 +160,19 @@ def _float16(t: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def quantize(model: nn.Module, bits: int, layers: Sequence[str] | None = None) -> nn.Module:
+def quantize(
+    model: nn.Module, bits: int | Mapping[str, int], layers: Sequence[str] | None = None
+) -> nn.Module:
     """A copy of `model` as its archive decodes it: each compressed layer's weight shared to at
     most 2^bits values (zeros kept), every other floating-point tensor rounded to float16
-    (and back to its dtype). `layers`: state-dict names to share (default: compressible)."""
+    (and back to its dtype). `layers`: state-dict names to share (default: compressible);
+    `bits`: one width for all, or {layer name: bits}."""
     chosen = set(_layers(model, layers))
     out = copy.deepcopy(model).cpu()
     state = out.state_dict()
     for name, t in state.items():
         if name in chosen:
-            t.copy_(torch.from_numpy(share(t.numpy(), bits).values()))
+            t.copy_(torch.from_numpy(share(t.numpy(), bits_for(bits, name)).values()))
         else:
             t.copy_(_float16(t))
     return out
@@ -327,7 +339,10 @@ _NP = {"int8": "<i1", "uint8": "<u1", "int16": "<i2", "int32": "<i4", "int64": "
 
 
 def encode(
-    model: nn.Module, bits: int, arch: dict, layers: Sequence[str] | None = None
+    model: nn.Module,
+    bits: int | Mapping[str, int],
+    arch: dict,
+    layers: Sequence[str] | None = None,
 ) -> bytes:
     """The archive of `model` (its state_dict) with `bits`-bit codebooks: bytes of the file.
 
@@ -348,15 +363,22 @@ def encode(
         if name in chosen:
             if not t.is_floating_point():
                 raise ArchiveError(f"layer {name} is {t.dtype}, not floating point")
-            s = share(t.float().numpy(), bits)
+            s = share(t.float().numpy(), bits_for(bits, name))
             lay = _best_layout(s)
-            entry.update(kind="shared", nnz=len(s.codes), k=len(s.codebook), order=lay.order,
-                         index=lay.index, width=lay.width, entries=len(lay.data))  # fmt: skip
+            # only what decoding needs: a bitmap's length follows from the shape, order 0 and
+            # dtype float32 are defaults (the table is part of the archive's bytes)
+            entry.update(kind="shared", nnz=len(s.codes), k=len(s.codebook), index=lay.index)
+            if lay.index == "relative":
+                entry.update(width=lay.width, entries=len(lay.data))
+            if lay.order:
+                entry["order"] = lay.order
             index.append(lay.data)
             codes.append(lay.codes)
             values.append(s.codebook.astype("<f2").tobytes())
         elif t.is_floating_point():
-            entry.update(kind="float16", dtype=str(t.dtype).removeprefix("torch."))
+            entry["kind"] = "float16"
+            if t.dtype != torch.float32:
+                entry["dtype"] = str(t.dtype).removeprefix("torch.")
             values.append(_float16(t).numpy().astype("<f2").tobytes())
         elif t.dtype in _INT_DTYPES:
             entry.update(kind=_INT_DTYPES[t.dtype])
@@ -364,7 +386,7 @@ def encode(
         else:
             raise ArchiveError(f"tensor {name} is {t.dtype}, which the archive does not store")
         tensors.append(entry)
-    meta = json.dumps({"arch": arch, "bits": bits, "tensors": tensors}, separators=(",", ":"))
+    meta = json.dumps({"arch": arch, "tensors": tensors}, separators=(",", ":"))
     payload = b"".join(
         pack_stream(raw)
         for raw in (meta.encode(), b"".join(index), b"".join(codes), b"".join(values))
@@ -374,11 +396,10 @@ def encode(
 
 @dataclass
 class Archive:
-    """A decoded archive: the architecture, the bits, the state_dict (CPU tensors), and per
-    tensor its entry of the archive's table (name, shape, kind, ...)."""
+    """A decoded archive: the architecture, the state_dict (CPU tensors), and per tensor its
+    entry of the archive's table (name, shape, kind, ...)."""
 
     arch: dict
-    bits: int
     state_dict: dict[str, torch.Tensor]
     tensors: list[dict]
 
@@ -438,10 +459,9 @@ def _parse(payload: memoryview) -> Archive:
         if kind == "shared":
             k, nnz = int(entry["k"]), int(entry["nnz"])
             codebook = take(values, "values", 2 * k).view("<f2").astype(np.float32)
-            raw = take(index, "index", int(entry["entries"]))
-            if entry["index"] == "bitmap":
-                if len(raw) != (n + 7) // 8:
-                    raise ValueError(f"{entry['name']}: its bitmap is {len(raw)} bytes")
+            bitmap = entry["index"] == "bitmap"
+            raw = take(index, "index", (n + 7) // 8 if bitmap else int(entry["entries"]))
+            if bitmap:
                 flat = np.unpackbits(raw, count=n).astype(bool)
             elif entry["index"] == "relative":
                 flat = np.zeros(n, dtype=bool)
@@ -455,11 +475,11 @@ def _parse(payload: memoryview) -> Archive:
                 raise ValueError(f"{entry['name']}: a code exceeds its codebook")
             scanned = np.zeros(n, dtype=np.float32)
             scanned[flat] = codebook[code]
-            perm = _scan(shape, int(entry["order"]))
+            perm = _scan(shape, int(entry.get("order", 0)))
             w = scanned.reshape([shape[a] for a in perm]).transpose(np.argsort(perm))
             state[entry["name"]] = torch.from_numpy(np.ascontiguousarray(w))
         elif kind == "float16":
-            dtype = getattr(torch, entry["dtype"])
+            dtype = getattr(torch, entry.get("dtype", "float32"), None)
             if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
                 raise ValueError(f"unknown dtype {entry['dtype']!r}")
             half = take(values, "values", 2 * n).view("<f2").reshape(shape)
@@ -474,7 +494,7 @@ def _parse(payload: memoryview) -> Archive:
         raise ValueError("streams hold bytes no tensor reads")
     if not isinstance(meta["arch"], dict):
         raise ValueError("the architecture is not a mapping")
-    return Archive(meta["arch"], int(meta["bits"]), state, meta["tensors"])
+    return Archive(meta["arch"], state, meta["tensors"])
 
 
 def decode(data: bytes, name: str = "archive") -> dict[str, torch.Tensor]:
@@ -567,7 +587,7 @@ def dense_bytes(model: nn.Module) -> int:
 
 def finetune(
     model: nn.Module,
-    bits: int,
+    bits: int | Mapping[str, int],
     x: torch.Tensor,
     y: torch.Tensor,
     epochs: int,
@@ -593,7 +613,7 @@ def finetune(
     state = shared.state_dict()
     centroids, index = {}, {}
     for name in chosen:
-        s = share(state[name].numpy(), bits)  # exact: already shared
+        s = share(state[name].numpy(), bits_for(bits, name))  # exact: already shared
         k = len(s.codebook)
         full = np.full(s.mask.shape, k, dtype=np.int64)  # code k: the held zero
         full[s.mask] = s.codes
