@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))
 from sweep import export  # noqa: E402
 
 FRONTIER = ["experiment=fashion_frontier", "train.log_every=5", "train.threads=1"]
-SMOKE = ["train.threads=1", "train.epochs=10"]
+SMOKE = ["train.threads=1", "train.log_every=50"]
 # lenet5 trains about 10x slower than simple_net here: a shorter recipe, the same for its dense
 LENET = ["train.epochs=6", "prune.epochs=2"]
 
@@ -97,7 +97,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="digits, a few seconds")
     parser.add_argument("--work", type=Path, help="keep runs here (default: a temporary dir)")
-    parser.add_argument("--sparsity", type=float, default=0.96, help="the frontier's prune.sparsity")
+    parser.add_argument(
+        "--sparsity", type=float, default=0.96, help="the frontier's prune.sparsity"
+    )
     parser.add_argument("--bits", type=int, default=4)
     parser.add_argument("--epochs", type=int, default=0, help="codebook fine-tuning epochs")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
@@ -108,24 +110,24 @@ def main() -> None:
         work = (a.work or Path(tmp)).resolve()
         work.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
-        (smoke if a.smoke else full)(work, a)
-        print(f"wall {time.perf_counter() - start:.0f} s", flush=True)
+        figures = (smoke if a.smoke else full)(work, a)
+        print(f"{figures} wall_s={time.perf_counter() - start:.0f}", flush=True)
 
 
-def smoke(work: Path, a: argparse.Namespace) -> None:
+def smoke(work: Path, a: argparse.Namespace) -> str:
     dense = measure(train(work, "dense", [*SMOKE, "regularizer=none"]), a.bits, 0)
     sparse = measure(train(work, "pruned", [*SMOKE, "prune=magnitude", "prune.sparsity=0.8",
-                                            "prune.epochs=2"]), a.bits, a.epochs)  # fmt: skip
+                                            "prune.epochs=50"]), a.bits, a.epochs)  # fmt: skip
     print(row("digits dense", dense))
     print(row("digits pruned 80%", sparse, dense))
-    print(
+    return (
         f"mode=smoke bits={a.bits} dense_bytes={sparse['dense_bytes']} "
         f"archive_bytes={sparse['bytes']} ratio={sparse['dense_bytes'] / sparse['bytes']:.2f} "
         f"dense_test={dense['model_test_acc']:.4f} archive_test={sparse['test_acc']:.4f}"
     )
 
 
-def full(work: Path, a: argparse.Namespace) -> None:
+def full(work: Path, a: argparse.Namespace) -> str:
     print(f"simple_net, experiment=fashion_frontier prune.sparsity={a.sparsity}, "
           f"{a.bits}-bit codebooks, {a.epochs} fine-tuning epochs", flush=True)  # fmt: skip
     ratios, drops = [], []
@@ -149,8 +151,11 @@ def full(work: Path, a: argparse.Namespace) -> None:
     methods = {
         "dense": [*FRONTIER, "regularizer=none", "prune=none"],
         f"L1 alone ({a.l1_lambda:g})": [*FRONTIER, "prune=none", f"l1_lambda={a.l1_lambda}"],
-        f"pruning alone ({a.sparsity})": [*FRONTIER, "regularizer=none",
-                                          f"prune.sparsity={a.sparsity}"],  # fmt: skip
+        f"pruning alone ({a.sparsity})": [
+            *FRONTIER,
+            "regularizer=none",
+            f"prune.sparsity={a.sparsity}",
+        ],  # fmt: skip
         f"L1 then pruning ({a.sparsity})": [*FRONTIER, f"prune.sparsity={a.sparsity}"],
     }
     names = ["dense_s0", "l1only_s0", f"pruneonly{a.sparsity}_s0", f"frontier{a.sparsity}_s0"]
@@ -177,7 +182,7 @@ def full(work: Path, a: argparse.Namespace) -> None:
         lenet_line = (f"lenet5_bits={bits} lenet5_bytes={m['bytes']} "
                       f"lenet5_ratio={m['dense_bytes'] / m['bytes']:.1f} "
                       f"lenet5_drop={100 * (ldense['test_acc'] - m['test_acc']):.2f}")  # fmt: skip
-    print(
+    return (
         f"\nmode=full sparsity={a.sparsity} bits={a.bits} epochs={a.epochs} "
         f"min_ratio={min(ratios):.1f} max_drop={max(drops):.2f} target_met={met} "
         f"stretch_met={stretch} {lenet_line}"

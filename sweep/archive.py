@@ -43,13 +43,12 @@ HEADER = struct.Struct("<4sBII")  # magic, version, payload bytes, CRC32 of the 
 BUILTIN_TARGETS = ("sweep.*", "torch.nn.*")
 COMPRESSED = (nn.Linear, nn.modules.conv._ConvNd)  # the layers whose weight is compressed
 FLOAT16_MAX = 65504.0
-WIDTHS = (4, 5, 6, 8)  # relative index widths in bits tried per layer (Deep Compression: 5)
+WIDTHS = (4, 6, 8)  # relative index widths in bits tried per layer (Deep Compression: 5)
 
 # Stream codecs: the id byte that starts every stream.
 STORED, DEFLATE, HUFFMAN, LZMA = 0, 1, 2, 3
 # lzma's literal context / position bits tried for a stream: (lc, lp, pb).
-LZMA_PROPS = ((3, 0, 2), (0, 0, 0), (1, 0, 0), (4, 0, 0))
-LZMA_DICT = 1 << 20
+LZMA_PROPS = ((3, 0, 2), (0, 0, 0))
 
 
 class ArchiveError(UserError):
@@ -203,10 +202,14 @@ def _read_varint(buf: memoryview, pos: int) -> tuple[int, int]:
             raise ValueError("varint too long")
 
 
-def _lzma_filters(props: int) -> list[dict]:
+def _lzma_filters(props: int, n_raw: int) -> list[dict]:
+    """LZMA1 with the properties byte `props` ((pb * 5 + lp) * 9 + lc, as in .lzma files) and
+    a dictionary of the raw length rounded up to a power of two (4 KiB to 64 MiB): no larger
+    than the stream needs, which keeps small streams fast to code."""
     lc, rest = props % 9, props // 9
     lp, pb = rest % 5, rest // 5
-    return [{"id": lzma.FILTER_LZMA1, "preset": 9 | lzma.PRESET_EXTREME, "dict_size": LZMA_DICT,
+    dict_size = min(max(4096, 1 << max(n_raw - 1, 1).bit_length()), 1 << 26)
+    return [{"id": lzma.FILTER_LZMA1, "preset": 9 | lzma.PRESET_EXTREME, "dict_size": dict_size,
              "lc": lc, "lp": lp, "pb": pb}]  # fmt: skip
 
 
@@ -219,7 +222,7 @@ def _candidates(raw: bytes) -> list[bytes]:
     out.append(bytes([HUFFMAN]) + huffman.compress(raw) + huffman.flush())
     for lc, lp, pb in LZMA_PROPS:
         props = (pb * 5 + lp) * 9 + lc
-        coded = lzma.compress(raw, format=lzma.FORMAT_RAW, filters=_lzma_filters(props))
+        coded = lzma.compress(raw, format=lzma.FORMAT_RAW, filters=_lzma_filters(props, len(raw)))
         out.append(bytes([LZMA, props]) + coded)
     return out
 
@@ -246,7 +249,7 @@ def _unpack_stream(buf: memoryview, pos: int) -> tuple[bytes, int]:
     elif codec == LZMA:
         if not body or body[0] % 9 > 4 or body[0] >= 9 * 5 * 5:
             raise ValueError("bad lzma properties")
-        d = lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=_lzma_filters(body[0]))
+        d = lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=_lzma_filters(body[0], n_raw))
         raw = d.decompress(body[1:], n_raw + 1)
     else:
         raise ValueError(f"unknown codec {codec}")
@@ -325,7 +328,14 @@ def _layouts(s: Shared) -> list[_Layout]:
 
 def _best_layout(s: Shared) -> _Layout:
     """The layout whose index and code streams code smallest, each measured on its own."""
-    return min(_layouts(s), key=lambda lay: _coded_size(lay.data) + _coded_size(lay.codes))
+    sizes: dict[bytes, int] = {}  # the codes are the same for every layout of one scan order
+
+    def size(raw: bytes) -> int:
+        if raw not in sizes:
+            sizes[raw] = _coded_size(raw)
+        return sizes[raw]
+
+    return min(_layouts(s), key=lambda lay: size(lay.data) + size(lay.codes))
 
 
 # ---- the file ----------------------------------------------------------------------------
@@ -534,7 +544,9 @@ def rebuild(arch: dict, allow_targets: Sequence[str] = (), name: str = "archive"
         raise ArchiveError(f"{name}: {e}") from None
     except (TypeError, ValueError, RuntimeError) as e:
         reason = (str(e).splitlines() or [type(e).__name__])[0]
-        raise ArchiveError(f"{name}: {target} cannot be built from its arguments ({reason})")
+        raise ArchiveError(
+            f"{name}: {target} cannot be built from its arguments ({reason})"
+        ) from None
     if not isinstance(model, nn.Module):
         raise ArchiveError(f"{name}: {target} returned a {type(model).__name__}, not a module")
     return model
@@ -548,8 +560,11 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], name: str = "ar
     if missing or extra:
         raise ArchiveError(
             f"{name} does not fit its model: "
-            + "; ".join(f"{what} {', '.join(keys[:3])}" for what, keys in
-                        (("missing", missing), ("unexpected", extra)) if keys)  # fmt: skip
+            + "; ".join(
+                f"{what} {', '.join(keys[:3])}"
+                for what, keys in (("missing", missing), ("unexpected", extra))
+                if keys
+            )
         )
     for k, t in own.items():
         if tuple(state[k].shape) != tuple(t.shape):

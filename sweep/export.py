@@ -1,6 +1,7 @@
 """Export trained models for deployment, and load an exported archive back.
 
     python -m sweep.export DIR [--trials N [N ...] | --front | --best] [--bits N] [--epochs N]
+    python -m sweep.export model.l1z [--allow-targets PATTERN ...]   # check an archive
 
 DIR is a run directory (`python -m sweep.run`), a trial directory, or a sweep directory (its
 results.csv; default: the trials on the Pareto front of val_acc and sparsity). For each model
@@ -33,13 +34,13 @@ import torch
 import torch.nn as nn
 
 from sweep import archive
-from sweep.archive import ArchiveError
 from sweep.errors import UserError
 
 ARCHIVE = "model.l1z"
 DEPLOY_HINT = 'pip install -e ".[deploy]" (onnx, onnxscript, onnxruntime)'
 COLUMNS = ["artifact", "bytes", "ratio_to_dense_fp32", "ratio_to_gzip_dense",
-           "bits_per_nonzero", "val_acc", "test_acc", "max_abs_logit_diff", "note"]  # fmt: skip
+           "bits_per_nonzero", "val_acc", "test_acc", "max_abs_logit_diff", "argmax_agreement",
+           "seconds", "note"]  # fmt: skip
 
 
 def load(path: str | Path, allow_targets: Sequence[str] = ()) -> nn.Module:
@@ -114,8 +115,8 @@ def archive_metrics(
     file's size), `compression` (dense fp32 state_dict bytes / archive_bytes) and
     `archive_val_acc`, `archive_test_acc` (accuracy of the weights decoded from those bytes).
     `data`: a sweep.data.Dataset. Cheap: codebook fine-tuning only where epochs > 0."""
-    shared = archive.finetune(model, bits, data.x_train.cpu(), data.y_train.cpu(), epochs,
-                              layers=layers) if epochs else archive.quantize(model, bits, layers)  # fmt: skip
+    x, y = data.x_train.cpu(), data.y_train.cpu()
+    shared = archive.finetune(model, bits, x, y, epochs, layers=layers)
     blob = archive.encode(shared, bits, arch, layers)
     decoded = archive.quantize(model, bits, layers)  # the module, its weights replaced below
     archive.load_state(decoded, archive.decode(blob))
@@ -272,11 +273,13 @@ def measure_artifacts(src: Source, out: Path) -> list[dict]:
     data = src.data
     rows = []
     for name, make in ARTIFACTS:
+        start = time.perf_counter()
         try:
             written = make(src, out)
         except Missing as e:
             rows.append({"artifact": name, "note": str(e)})
             continue
+        seconds = time.perf_counter() - start
         size = os.path.getsize(written.path)
         val = _logits(written.predict, data.x_val)
         test = _logits(written.predict, data.x_test)
@@ -288,7 +291,7 @@ def measure_artifacts(src: Source, out: Path) -> list[dict]:
             "val_acc": accuracy(val, data.y_val), "test_acc": accuracy(test, data.y_test),
             "max_abs_logit_diff": float(np.abs(test - ref).max()),
             "argmax_agreement": float((test.argmax(1) == ref.argmax(1)).mean()),
-            "note": "",
+            "seconds": seconds, "note": "",
         })  # fmt: skip
     return rows
 
@@ -313,9 +316,7 @@ def _status(run_dir: Path) -> None:
         return
     status = json.loads(metrics.read_text()).get("status", "complete")
     if status != "complete":
-        raise UserError(
-            f"{run_dir} is a {status} run; only a complete run's model can be exported"
-        )
+        raise UserError(f"{run_dir} is a {status} run; only a complete run's model can be exported")
 
 
 def source(run_dir: Path, bits: int | None, epochs: int | None, log=print) -> Source:
@@ -408,20 +409,52 @@ def chosen_runs(path: Path, trials: Sequence[int] | None, front: bool, best: boo
     return [analyze._trial_dir(frame.loc[i]) for i in rows]
 
 
+def describe(path: Path, allow_targets: Sequence[str] = ()) -> str:
+    """What an archive holds, checked by loading it: its model and, per tensor, how it is
+    stored. Raises ArchiveError as load does."""
+    model = load(path, allow_targets)
+    table = archive.unpack(path.read_bytes(), str(path)).tensors
+    lines = [f"{path}: {os.path.getsize(path)} bytes, l1sweep archive version "
+             f"{archive.VERSION}, model {type(model).__name__} loads"]  # fmt: skip
+    for e in table:
+        how = (f"{e['nnz']} nonzeros, {e['k']} shared values, {e['index']} index"
+               if e["kind"] == "shared" else e["kind"])  # fmt: skip
+        lines.append(f"  {e['name']} {tuple(e['shape'])}: {how}")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sweep.export", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    parser.add_argument("dir", type=Path, help="a run, trial or sweep directory")
+    parser = argparse.ArgumentParser(
+        prog="python -m sweep.export",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "dir", type=Path, help="a run, trial or sweep directory; or a model.l1z file to check"
+    )
+    parser.add_argument(
+        "--allow-targets",
+        nargs="+",
+        default=[],
+        metavar="PATTERN",
+        help="checking a file: model code outside l1sweep it may run (mypkg.*)",
+    )
     pick = parser.add_mutually_exclusive_group()
     pick.add_argument("--trials", type=int, nargs="+", help="a sweep's trials, by number")
-    pick.add_argument("--front", action="store_true",
-                      help="the sweep's Pareto front of (val_acc, sparsity) (the default)")
+    pick.add_argument(
+        "--front",
+        action="store_true",
+        help="the sweep's Pareto front of (val_acc, sparsity) (the default)",
+    )
     pick.add_argument("--best", action="store_true", help="the sweep's best trial")
     parser.add_argument("--bits", type=int, help="codebook bits, 1..8 (default: export.bits)")
     parser.add_argument("--epochs", type=int,
                         help="codebook fine-tuning epochs (default: export.epochs)")  # fmt: skip
     args = parser.parse_args(argv)
     try:
+        if args.dir.is_file():
+            print(describe(args.dir, args.allow_targets))
+            return 0
         for run_dir in chosen_runs(args.dir, args.trials, args.front, args.best):
             export_run(run_dir, args.bits, args.epochs)
     except UserError as e:

@@ -19,8 +19,8 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig
 
-from sweep.data import Dataset
 from sweep import targets
+from sweep.data import Dataset
 from sweep.errors import UserError
 
 log = logging.getLogger(__name__)
