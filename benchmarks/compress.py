@@ -104,6 +104,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=0, help="codebook fine-tuning epochs")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
     parser.add_argument("--lenet-sparsity", type=float, default=0.9)
+    parser.add_argument("--lenet-epochs", type=int, default=0, help="lenet5's fine-tuning epochs")
     parser.add_argument("--l1-lambda", type=float, default=5e-4, help="L1 alone's strength")
     a = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -171,7 +172,7 @@ def full(work: Path, a: argparse.Namespace) -> str:
                  [*lenet, f"prune.sparsity={a.lenet_sparsity}"])  # fmt: skip
     best = None
     for bits in (8, 6, 5, 4, 3, 2):
-        m = measure(lrun, bits, a.epochs)
+        m = measure(lrun, bits, a.lenet_epochs)
         print(row(f"lenet5 {a.lenet_sparsity} {bits} bits", m, ldense), flush=True)
         if 100 * (ldense["val_acc"] - m["val_acc"]) <= 1.0 and (
             best is None or m["bytes"] < best[1]["bytes"]):  # fmt: skip

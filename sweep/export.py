@@ -19,6 +19,7 @@ In code, with torch and numpy alone (nothing here is unpickled):
 from __future__ import annotations
 
 import argparse
+import copy
 import gzip
 import math
 import os
@@ -118,7 +119,7 @@ def archive_metrics(
     x, y = data.x_train.cpu(), data.y_train.cpu()
     shared = archive.finetune(model, bits, x, y, epochs, layers=layers)
     blob = archive.encode(shared, bits, arch, layers)
-    decoded = archive.quantize(model, bits, layers)  # the module, its weights replaced below
+    decoded = copy.deepcopy(model).cpu()  # the module; its weights replaced by the decoded
     archive.load_state(decoded, archive.decode(blob))
     predict = torch_predict(decoded)
     return {
@@ -242,8 +243,13 @@ def onnx_int8(src: Source, out: Path) -> Written:
     path = out / "model.int8.onnx"
     import logging
 
-    logging.getLogger().setLevel(logging.ERROR)  # its pre-processing hint, once per call
-    _atomic(path, lambda tmp: quantize_dynamic(fp32, tmp, weight_type=QuantType.QInt8))
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # quantize_dynamic's hint to pre-process, on every call
+    try:
+        _atomic(path, lambda tmp: quantize_dynamic(fp32, tmp, weight_type=QuantType.QInt8))
+    finally:
+        root.setLevel(level)
     return Written(path, _ort_predict(path), src.shared)
 
 
