@@ -1,6 +1,7 @@
 """Export trained models for deployment, and load an exported archive back.
 
     python -m sweep.export DIR [--trials N [N ...] | --front | --best] [--bits N] [--epochs N]
+                               [--no-onnx]
     python -m sweep.export model.l1z [--allow-targets PATTERN ...]   # check an archive
 
 DIR is a run directory (`python -m sweep.run`), a trial directory, or a sweep directory (its
@@ -269,7 +270,7 @@ def compressed_nnz(model: nn.Module) -> int:
     return sum(int((state[n] != 0).sum()) for n in archive.compressible(model))
 
 
-def measure_artifacts(src: Source, out: Path) -> list[dict]:
+def measure_artifacts(src: Source, out: Path, artifacts: Sequence[str] | None = None) -> list[dict]:
     """Write every artifact into `out`, read each back from disk and measure it: one row each
     (COLUMNS). Sizes are os.path.getsize; ratios are against model.pt and its gzip -9."""
     out.mkdir(parents=True, exist_ok=True)
@@ -279,6 +280,8 @@ def measure_artifacts(src: Source, out: Path) -> list[dict]:
     data = src.data
     rows = []
     for name, make in ARTIFACTS:
+        if artifacts is not None and name not in artifacts:
+            continue
         start = time.perf_counter()
         try:
             written = make(src, out)
@@ -362,15 +365,21 @@ def source(run_dir: Path, bits: int | None, epochs: int | None, log=print) -> So
     return Source(run_dir, model, shared, arch, bits, data, allow)
 
 
-def export_run(run_dir: Path, bits: int | None = None, epochs: int | None = None,
-               log=print) -> list[dict]:  # fmt: skip
-    """Export one run or trial directory into run_dir/export/; returns export.csv's rows."""
+def export_run(
+    run_dir: Path,
+    bits: int | None = None,
+    epochs: int | None = None,
+    log: Callable[[str], None] = print,
+    onnx: bool = True,
+) -> list[dict]:
+    """Export one run or trial directory into run_dir/export/; returns export.csv's rows.
+    onnx=False: model.pt and model.l1z only (the ONNX exporter takes most of the time)."""
     import pandas as pd
 
     start = time.perf_counter()
     src = source(run_dir, bits, epochs, log)
     out = run_dir / "export"
-    rows = measure_artifacts(src, out)
+    rows = measure_artifacts(src, out, None if onnx else ["model.pt", ARCHIVE])
     frame = pd.DataFrame(rows)
     frame = frame[[c for c in COLUMNS if c in frame] + [c for c in frame if c not in COLUMNS]]
     _atomic(out / "export.csv", lambda p: frame.to_csv(p, index=False))
@@ -456,13 +465,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--bits", type=int, help="codebook bits, 1..8 (default: export.bits)")
     parser.add_argument("--epochs", type=int,
                         help="codebook fine-tuning epochs (default: export.epochs)")  # fmt: skip
+    parser.add_argument("--no-onnx", action="store_true",
+                        help="write model.l1z only, not the ONNX files (faster)")  # fmt: skip
     args = parser.parse_args(argv)
     try:
         if args.dir.is_file():
             print(describe(args.dir, args.allow_targets))
             return 0
         for run_dir in chosen_runs(args.dir, args.trials, args.front, args.best):
-            export_run(run_dir, args.bits, args.epochs)
+            export_run(run_dir, args.bits, args.epochs, onnx=not args.no_onnx)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

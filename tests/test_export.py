@@ -450,14 +450,23 @@ def test_exporting_a_dir_without_a_model_or_a_diverged_run_is_one_line(tmp_path)
 
 
 def test_a_sweep_exports_its_front_and_leaves_its_csv_alone(small_sweep):
-    cwd, frame, _ = small_sweep
+    from sweep import analyze
+
+    cwd, _, _ = small_sweep
     sweep_dir = cwd / "outputs" / "sweeps" / "small"
     csv_before = sha256(sweep_dir / "results.csv")
-    trial = int(frame["trial"].iloc[0])
-    proc = export_cli(str(sweep_dir), "--trials", str(trial), "--bits", "3", cwd=cwd)
+    frame = analyze.load([sweep_dir])
+    front = sorted(int(t) for t in frame.loc[analyze.pareto_front(frame), "trial"])
+    proc = export_cli(str(sweep_dir), "--bits", "3", "--no-onnx", cwd=cwd)  # default: the front
     assert proc.returncode == 0, proc.stderr
-    rows = pd.read_csv(sweep_dir / f"trial_{trial}" / "export" / "export.csv")
-    assert rows["artifact"].iloc[1] == "model.l1z" and rows["bytes"].iloc[1] > 0
+    exported = sorted(int(p.parent.name.removeprefix("trial_"))
+                      for p in sweep_dir.glob("trial_*/export/export.csv"))  # fmt: skip
+    assert exported == front
+    rows = pd.read_csv(sweep_dir / f"trial_{front[0]}" / "export" / "export.csv")
+    assert rows["artifact"].tolist() == ["model.pt", "model.l1z"]  # --no-onnx
+    assert rows["bytes"].iloc[1] == os.path.getsize(
+        sweep_dir / f"trial_{front[0]}" / "export" / "model.l1z")  # fmt: skip
+    assert not list(sweep_dir.glob("trial_*/export/model.onnx"))
     proc = export_cli(str(sweep_dir), "--trials", "999", cwd=cwd)
     assert proc.returncode == 2 and "has no trial 999" in proc.stderr
     assert sha256(sweep_dir / "results.csv") == csv_before
