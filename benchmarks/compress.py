@@ -32,12 +32,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import torch  # noqa: E402
+
 from sweep import export  # noqa: E402
 
 FRONTIER = ["experiment=fashion_frontier", "train.log_every=5", "train.threads=1"]
 SMOKE = ["train.threads=1", "train.log_every=50"]
 # lenet5 trains about 10x slower than simple_net here: a shorter recipe, the same for its dense
-LENET = ["train.epochs=6", "prune.epochs=2"]
+LENET = ["train.epochs=6", "prune.rounds=1", "prune.epochs=2"]
 
 
 def train(work: Path, name: str, overrides: list[str]) -> Path:
@@ -106,7 +108,10 @@ def main() -> None:
     parser.add_argument("--lenet-sparsity", type=float, default=0.9)
     parser.add_argument("--lenet-epochs", type=int, default=0, help="lenet5's fine-tuning epochs")
     parser.add_argument("--l1-lambda", type=float, default=5e-4, help="L1 alone's strength")
+    parts = ["seeds", "methods", "lenet5"]
+    parser.add_argument("--parts", nargs="+", default=parts, choices=parts, help="what full runs")
     a = parser.parse_args()
+    torch.set_num_threads(1)  # as the runs train (train.threads=1); a shared CPU thrashes on more
     with tempfile.TemporaryDirectory() as tmp:
         work = (a.work or Path(tmp)).resolve()
         work.mkdir(parents=True, exist_ok=True)
@@ -129,6 +134,17 @@ def smoke(work: Path, a: argparse.Namespace) -> str:
 
 
 def full(work: Path, a: argparse.Namespace) -> str:
+    figures = [f"mode=full sparsity={a.sparsity} bits={a.bits} epochs={a.epochs}"]
+    if "seeds" in a.parts:
+        figures.append(seeds(work, a))
+    if "methods" in a.parts:
+        methods(work, a)
+    if "lenet5" in a.parts:
+        figures.append(lenet5(work, a))
+    return "\n" + " ".join(figures)
+
+
+def seeds(work: Path, a: argparse.Namespace) -> str:
     print(f"simple_net, experiment=fashion_frontier prune.sparsity={a.sparsity}, "
           f"{a.bits}-bit codebooks, {a.epochs} fine-tuning epochs", flush=True)  # fmt: skip
     ratios, drops = [], []
@@ -146,24 +162,29 @@ def full(work: Path, a: argparse.Namespace) -> str:
     stretch = all(r >= 120 for r in ratios) and all(d <= 1.5 for d in drops)
     print(f"target 80x within 1.0 point on every seed: {'met' if met else 'NOT met'}; "
           f"stretch 120x within 1.5: {'met' if stretch else 'not met'}", flush=True)  # fmt: skip
+    return (f"min_ratio={min(ratios):.1f} max_drop={max(drops):.2f} target_met={met} "
+            f"stretch_met={stretch}")  # fmt: skip
 
+
+def methods(work: Path, a: argparse.Namespace) -> None:
     print("\nmethods, seed 0 (same recipe):", flush=True)
-    dense = json.loads((work / f"dense_s{a.seeds[0]}" / "metrics.json").read_text())
-    methods = {
-        "dense": [*FRONTIER, "regularizer=none", "prune=none"],
-        f"L1 alone ({a.l1_lambda:g})": [*FRONTIER, "prune=none", f"l1_lambda={a.l1_lambda}"],
-        f"pruning alone ({a.sparsity})": [
-            *FRONTIER,
-            "regularizer=none",
-            f"prune.sparsity={a.sparsity}",
-        ],  # fmt: skip
-        f"L1 then pruning ({a.sparsity})": [*FRONTIER, f"prune.sparsity={a.sparsity}"],
-    }
-    names = ["dense_s0", "l1only_s0", f"pruneonly{a.sparsity}_s0", f"frontier{a.sparsity}_s0"]
-    for (label, overrides), name in zip(methods.items(), names):
+    dense_run = train(work, "dense_s0", [*FRONTIER, "regularizer=none", "prune=none", "seed=0"])
+    dense = json.loads((dense_run / "metrics.json").read_text())
+    runs = {
+        "dense": ("dense_s0", [*FRONTIER, "regularizer=none", "prune=none"]),
+        f"L1 alone ({a.l1_lambda:g})": ("l1only_s0",
+                                        [*FRONTIER, "prune=none", f"l1_lambda={a.l1_lambda}"]),
+        f"pruning alone ({a.sparsity})": (f"pruneonly{a.sparsity}_s0",
+            [*FRONTIER, "regularizer=none", f"prune.sparsity={a.sparsity}"]),
+        f"L1 then pruning ({a.sparsity})": (f"frontier{a.sparsity}_s0",
+                                            [*FRONTIER, f"prune.sparsity={a.sparsity}"]),
+    }  # fmt: skip
+    for label, (name, overrides) in runs.items():
         m = measure(train(work, name, [*overrides, "seed=0"]), a.bits, a.epochs)
         print(row(label, m, dense), flush=True)
 
+
+def lenet5(work: Path, a: argparse.Namespace) -> str:
     print(f"\nlenet5, seed 0 ({' '.join(LENET)}), bits chosen on validation:", flush=True)
     lenet = [*FRONTIER, "model=lenet5", *LENET]
     lenet_dense = train(work, "lenet5_dense_s0", [*lenet, "regularizer=none", "prune=none"])
@@ -177,17 +198,12 @@ def full(work: Path, a: argparse.Namespace) -> str:
         if 100 * (ldense["val_acc"] - m["val_acc"]) <= 1.0 and (
             best is None or m["bytes"] < best[1]["bytes"]):  # fmt: skip
             best = (bits, m)
-    lenet_line = "lenet5_ratio=none"
-    if best:
-        bits, m = best
-        lenet_line = (f"lenet5_bits={bits} lenet5_bytes={m['bytes']} "
-                      f"lenet5_ratio={m['dense_bytes'] / m['bytes']:.1f} "
-                      f"lenet5_drop={100 * (ldense['test_acc'] - m['test_acc']):.2f}")  # fmt: skip
-    return (
-        f"\nmode=full sparsity={a.sparsity} bits={a.bits} epochs={a.epochs} "
-        f"min_ratio={min(ratios):.1f} max_drop={max(drops):.2f} target_met={met} "
-        f"stretch_met={stretch} {lenet_line}"
-    )
+    if not best:
+        return "lenet5_ratio=none"
+    bits, m = best
+    return (f"lenet5_bits={bits} lenet5_bytes={m['bytes']} "
+            f"lenet5_ratio={m['dense_bytes'] / m['bytes']:.1f} "
+            f"lenet5_drop={100 * (ldense['test_acc'] - m['test_acc']):.2f}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -347,6 +347,7 @@ def source(run_dir: Path, bits: int | None, epochs: int | None, log=print) -> So
         raise UserError(f"--bits must be in 1..8, got {bits}")
     if epochs < 0:
         raise UserError(f"--epochs must be >= 0, got {epochs}")
+    train.set_threads(cfg.train.threads)  # the run's own thread count (null: every core)
     data = train.dataset(cfg, torch.device("cpu"))
     model = train.build(cfg.model, n_inputs=data.n_inputs, n_classes=data.n_classes,
                         input_shape=data.image_shape)  # fmt: skip

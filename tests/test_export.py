@@ -459,7 +459,7 @@ def test_a_sweep_exports_its_front_and_leaves_its_csv_alone(small_sweep):
     front = sorted(int(t) for t in frame.loc[analyze.pareto_front(frame), "trial"])
     proc = export_cli(str(sweep_dir), "--bits", "3", "--no-onnx", cwd=cwd)  # default: the front
     assert proc.returncode == 0, proc.stderr
-    exported = sorted(int(p.parent.name.removeprefix("trial_"))
+    exported = sorted(int(p.parent.parent.name.removeprefix("trial_"))
                       for p in sweep_dir.glob("trial_*/export/export.csv"))  # fmt: skip
     assert exported == front
     rows = pd.read_csv(sweep_dir / f"trial_{front[0]}" / "export" / "export.csv")
