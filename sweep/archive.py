@@ -39,8 +39,9 @@ from sweep.errors import UserError
 MAGIC = b"\x89L1Z"
 VERSION = 1
 HEADER = struct.Struct("<4sBII")  # magic, version, payload bytes, CRC32 of the payload
-# What an archive's `_target_` may name without allow_targets: l1sweep's models, torch's layers.
-BUILTIN_TARGETS = ("sweep.*", "torch.nn.*")
+# What an archive's `_target_` may name without allow_targets: l1sweep's model factories and
+# torch's layers (not all of sweep.*, as a run's config may: an archive is data from anywhere).
+BUILTIN_TARGETS = ("sweep.models.*", "torch.nn.*")
 COMPRESSED = (nn.Linear, nn.modules.conv._ConvNd)  # the layers whose weight is compressed
 FLOAT16_MAX = 65504.0
 WIDTHS = (4, 6, 8)  # relative index widths in bits tried per layer (Deep Compression: 5)

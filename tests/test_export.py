@@ -476,3 +476,11 @@ def test_export_bits_is_a_checked_config_key(tmp_path):
     proc = run_cli(tmp_path, "export.bits=9", check=False)
     assert proc.returncode == 2
     assert "export.bits must be an integer in 1..8, got 9" in proc.stdout + proc.stderr
+
+
+def test_an_archive_may_not_name_other_l1sweep_code(tmp_path):
+    model = sparsify(models.mlp(64, 10, [16]), 0.5)
+    path = tmp_path / "evil.l1z"
+    path.write_bytes(archive.encode(model, 4, {"_target_": "sweep.export.main", "argv": ["x"]}))
+    with pytest.raises(ArchiveError, match=r"builds its model with sweep\.export\.main, code "):
+        load(path)
