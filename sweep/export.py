@@ -78,15 +78,19 @@ def accuracy(logits: np.ndarray, y: torch.Tensor) -> float:
     return float((logits.argmax(1) == y.numpy()).mean())
 
 
-def architecture(model_node: object, n_inputs: int, n_classes: int,
-                 input_shape: Sequence[int]) -> dict:  # fmt: skip
-    """The `arch` an archive stores: the config's model node (`_target_` and its keys,
-    resolved) and the data's sizes the factory accepts, as sweep.train.build passes them.
-    Raises UserError for a model config the archive cannot name (a nested `_target_`)."""
+def architecture(
+    model_node: object, n_inputs: int, n_classes: int, input_shape: Sequence[int]
+) -> dict:
+    """The `arch` an archive stores: the config's model node (a DictConfig or dict: `_target_`
+    and its keys, resolved) and the data's sizes the factory accepts, as sweep.train.build
+    passes them. Raises UserError for a model config the archive cannot name (a nested
+    `_target_`, `_partial_`, `_args_`)."""
     from omegaconf import DictConfig, OmegaConf
 
-    node = OmegaConf.to_container(model_node, resolve=True) if isinstance(
-        model_node, DictConfig) else dict(model_node)  # fmt: skip
+    if isinstance(model_node, DictConfig):
+        node = OmegaConf.to_container(model_node, resolve=True)
+    else:
+        node = dict(model_node)
     target = node.get("_target_")
     extra = [k for k in node if k.startswith("_") and k.endswith("_") and k != "_target_"]
     nested = [k for k, v in node.items() if isinstance(v, dict) and "_target_" in v]
