@@ -95,6 +95,17 @@ class SparsityConfig:
     tol: float = ruled(NONNEGATIVE)
 
 
+BITS = Rule("must be an integer in 1..8", lambda v: _number(v) and v == int(v) and 1 <= v <= 8)
+
+
+@dataclass
+class ExportConfig:
+    """The compressed archive, model.l1z (sweep/archive.py, docs/deploy.md)."""
+
+    bits: int = ruled(BITS)  # codebook of 2^bits shared values per compressed layer
+    epochs: int = ruled(NONNEGATIVE)  # codebook fine-tuning epochs; 0 = off
+
+
 @dataclass
 class Config:
     # The groups: each option brings its own schema (below).
@@ -114,6 +125,7 @@ class Config:
     callbacks: dict[str, Any] = field(default_factory=dict)  # name -> _target_: callbacks.py
     train: TrainConfig = field(default_factory=TrainConfig)
     sparsity: SparsityConfig = field(default_factory=SparsityConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
 
 
 # ---- groups -------------------------------------------------------------------------------
