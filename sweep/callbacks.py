@@ -90,6 +90,39 @@ class RoundsCsv(Callback):
         pd.DataFrame(self.rows).to_csv(run.out_dir / "rounds.csv", index=False)
 
 
+class Archive(Callback):
+    """model.l1z beside model.pt: the final model compressed in l1sweep's archive format
+    (sweep/archive.py, docs/deploy.md; `export.bits`, `export.epochs` of codebook fine-tuning),
+    and its cost in the row: `archive_bytes` (the file's size), `compression` (dense fp32
+    state_dict bytes / archive bytes), `archive_val_acc` and `archive_test_acc` (the accuracies
+    of the weights decoded from those bytes). Each prune round's row of rounds.csv gets the
+    same figures of that round's model (no file). A diverged model has none (its weights mean
+    nothing); a model with no Linear or Conv weight to compress has none either."""
+
+    def __init__(self, bits: int = 5, epochs: int = 0) -> None:
+        self.bits, self.epochs = bits, epochs
+
+    def _figures(self, run: Run, path: Path | None) -> dict[str, Any]:
+        from sweep import archive, export  # numpy and lzma work only where a run asks for it
+
+        arch = export.architecture(
+            run.cfg.model, run.data.n_inputs, run.data.n_classes, run.data.image_shape
+        )
+        try:
+            return export.archive_metrics(
+                run.model, run.data, self.bits, arch, self.epochs, path=path
+            )
+        except archive.ArchiveError:  # nothing to compress: the row says nothing of it
+            return {}
+
+    def on_prune_round_end(self, run: Run, round: int, metrics: dict[str, Any]) -> None:
+        metrics.update(self._figures(run, None))
+
+    def on_run_end(self, run: Run, metrics: dict[str, Any]) -> None:
+        if metrics["status"] != "diverged":
+            metrics.update(self._figures(run, run.out_dir / "model.l1z"))
+
+
 class MetricsJson(Callback):
     """metrics.json: the run's whole row, and its validation curve ([step, val_acc], ...)."""
 

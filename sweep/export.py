@@ -116,14 +116,18 @@ def archive_metrics(
     arch: dict,
     epochs: int = 0,
     layers: Sequence[str] | None = None,
+    path: Path | None = None,
 ) -> dict:
     """What a trial's archive costs and scores, for its results row: `archive_bytes` (the
     file's size), `compression` (dense fp32 state_dict bytes / archive_bytes) and
     `archive_val_acc`, `archive_test_acc` (accuracy of the weights decoded from those bytes).
-    `data`: a sweep.data.Dataset. Cheap: codebook fine-tuning only where epochs > 0."""
+    `data`: a sweep.data.Dataset. Cheap: codebook fine-tuning only where epochs > 0. With
+    `path`, the archive's bytes are also written there (the file is exactly what was scored)."""
     x, y = data.x_train.cpu(), data.y_train.cpu()
     shared = archive.finetune(model, bits, x, y, epochs, layers=layers)
     blob = archive.encode(shared, bits, arch, layers)
+    if path is not None:
+        path.write_bytes(blob)
     decoded = copy.deepcopy(model).cpu()  # the module; its weights replaced by the decoded
     archive.load_state(decoded, archive.decode(blob))
     predict = torch_predict(decoded)
@@ -336,7 +340,7 @@ def source(run_dir: Path, bits: int | None, epochs: int | None, log=print) -> So
     """Rebuild a run's data and model from its .hydra/config.yaml and model.pt; share the
     weights (fine-tuning the codebook `epochs` epochs; None: the config's export.* or 5 bits,
     0 epochs). Raises UserError: no model, not complete, no layer to compress."""
-    from sweep import train, user_code
+    from sweep import job, train, user_code
 
     if not (run_dir / "model.pt").is_file():
         seeds = sorted(p.name for p in run_dir.glob("seed_*") if (p / "model.pt").is_file())
@@ -352,7 +356,7 @@ def source(run_dir: Path, bits: int | None, epochs: int | None, log=print) -> So
     if epochs < 0:
         raise UserError(f"--epochs must be >= 0, got {epochs}")
     train.set_threads(cfg.train.threads)  # the run's own thread count (null: every core)
-    data = train.dataset(cfg, torch.device("cpu"))
+    data = job.dataset(cfg, torch.device("cpu"))
     model = train.build(cfg.model, n_inputs=data.n_inputs, n_classes=data.n_classes,
                         input_shape=data.image_shape)  # fmt: skip
     try:

@@ -206,9 +206,10 @@ def prune_and_finetune(
         if result["status"] != "complete":
             break
         measured = measure(model, data, counted, cfg.sparsity.tol, result["val_acc"])
-        measured.pop("layers")
+        del measured["layers"]
+        figures = {"round": r, "target": target, **measured}  # callbacks may add to it
         for cb in callbacks:
-            cb.on_prune_round_end(run, r, {"round": r, "target": target, **measured})
+            cb.on_prune_round_end(run, r, figures)
     return result, oneshot_acc
 
 

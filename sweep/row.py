@@ -73,6 +73,10 @@ DEFINITION: tuple[Column, ...] = (
     _c("trained_train_loss", "float64", _PRUNED + "`train_loss` of the training, before pruning"),  # noqa: E501
     _c("oneshot_val_acc", "float64", _PRUNED + "the trained model cut at once to the final target, without fine-tuning; `val_acc - oneshot_val_acc` is what fine-tuning won back", spread=True),  # noqa: E501
     _c("oneshot_test_acc", "float64", _PRUNED + "`test_acc` of that one-shot cut", spread=True),
+    _c("archive_bytes", "float64", "bytes of the final model's compressed archive `model.l1z`, everything included (sweep/archive.py: CSR or bitmap indices, `export.bits`-bit codebooks, biases, header, checksum)"),  # noqa: E501
+    _c("compression", "float64", "the dense fp32 `state_dict`'s bytes (as `torch.save` writes them) / `archive_bytes`"),  # noqa: E501
+    _c("archive_val_acc", "float64", "`val_acc` of the weights decoded from the archive's bytes (shared codebook values, fp16 biases)", spread=True),  # noqa: E501
+    _c("archive_test_acc", "float64", "`test_acc` of the weights decoded from the archive's bytes", spread=True),  # noqa: E501
     _c("train_seconds", "float64", "wall time of the training loop and any fine-tuning (with the per-epoch validation lines); the seeds' total for a repeated run"),  # noqa: E501
     _c("device", "string", "where it trained"),
     _c("objective", "float64", "the value the sweeper optimized, in its direction (single-objective sweeps)"),  # noqa: E501

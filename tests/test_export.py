@@ -330,11 +330,11 @@ def test_export_writes_every_artifact_and_its_row(exported):
 def test_exported_accuracies_are_those_of_the_files_read_back(exported):
     from omegaconf import OmegaConf
 
-    from sweep import train
+    from sweep import job
 
     run, csv, _, _ = exported
     cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
-    data = train.dataset(cfg, torch.device("cpu"))
+    data = job.dataset(cfg, torch.device("cpu"))
     rows = csv.set_index("artifact")
     model = load(run / "export" / "model.l1z")
     with torch.no_grad():
@@ -354,7 +354,7 @@ def test_onnx_and_int8_agree_with_torch(exported):
     import onnxruntime as ort
     from omegaconf import OmegaConf
 
-    from sweep import train
+    from sweep import job
 
     run, csv, _, _ = exported
     rows = csv.set_index("artifact")
@@ -365,7 +365,7 @@ def test_onnx_and_int8_agree_with_torch(exported):
     assert rows.loc["model.int8.onnx", "bytes"] < rows.loc["model.onnx", "bytes"] / 2
     # and checked here, on the test images, against the archive's model
     cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
-    x = train.dataset(cfg, torch.device("cpu")).x_test
+    x = job.dataset(cfg, torch.device("cpu")).x_test
     with torch.no_grad():
         ref = load(run / "export" / "model.l1z")(x).numpy()
     for name, tol in (("model.onnx", ONNX_MAX_DIFF), ("model.int8.onnx", INT8_MAX_DIFF)):
