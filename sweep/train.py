@@ -18,7 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
-from sweep import fastmlp, fastsgd, features, pruning, schema, sparsity, user_code
+from sweep import compact, fastmlp, fastsgd, features, pruning, schema, sparsity, user_code
 from sweep.data import Dataset
 from sweep.errors import UserError
 from sweep.pruning import Pruner
@@ -178,18 +178,21 @@ def fit(
     validation accuracy of the final weights where the last epoch's log line measured it.
 
     schedule(optimizer, total_steps) may return an lr scheduler, stepped after every step.
-    keep: a mask over the regularized weights (pruning's); the others are held at exactly zero.
+    keep: a mask (pruning's) over the regularized weights, or over every parameter in
+    flatten_parameters' order (`sweep.pruning.NeuronPruner`'s, biases too); the entries it
+    leaves out are held at exactly zero.
     on_epoch(epoch, val_acc) is called at every epoch whose validation accuracy is measured;
     if it returns True, training stops there with status 'pruned' (a sweep's hopeless trial).
     fast: use sweep.fastmlp's step for an mlp and sweep.fastsgd's for a plain torch.optim.SGD,
     both the same bits (False: autograd and the optimizer's own step, for every model).
     """
-    flat, grad, k = flatten_parameters(model, reg.select(model))
+    flat, grad, k = flatten_parameters(model, reg.bind(model))
     step = training_step(model, grad, fast)  # after flattening: it holds the views
     w, g = flat[:k], grad[:k]  # the regularized weights and their gradient
-    if keep is not None:
+    if keep is not None:  # over the regularized weights, or (prune=neurons) every parameter
         keep = keep.to(w)
-        w.mul_(keep)
+        held, held_grad = flat[: keep.numel()], grad[: keep.numel()]
+        held.mul_(keep)
     gen = torch.Generator().manual_seed(seed)
     n = len(data.y_train)
     scheduler = schedule(optimizer, epochs * math.ceil(n / batch_size)) if schedule else None
@@ -205,11 +208,11 @@ def fit(
             total += step(x, y)  # summed on the device: no host sync per step
             reg.add_gradient_(w, g, meter)
             if keep is not None:  # no gradient, so no momentum or Adam moment, for a pruned w
-                g.mul_(keep)
+                held_grad.mul_(keep)
             optimizer_step()
             reg.prox_(w, optimizer.param_groups[0]["lr"])  # the lr this step used
             if keep is not None:  # and weight decay cannot move it off zero either
-                w.mul_(keep)
+                held.mul_(keep)
             if scheduler is not None:
                 scheduler.step()
         loss_mean = (float(total) + reg.value(meter)) / math.ceil(n / batch_size)
@@ -267,18 +270,18 @@ def prune_and_finetune(
     trained model pruned at once to the final target without any fine-tuning. on_epoch gets
     each round's epochs numbered on from the previous round's."""
     counted = reg.select(model)
-    sizes = [p.numel() for p in counted]
     oneshot = copy.deepcopy(model)
-    pruning.apply_(reg.select(oneshot), pruner.keep(pruning.flat(counted), sizes, pruner.target))
+    held = pruner.held(oneshot, reg.select(oneshot))  # what the pruner's masks cover
+    pruning.apply_(held, pruner.mask(model, counted, pruner.target))
     oneshot_acc = {
         "oneshot_val_acc": accuracy(oneshot, data.x_val, data.y_val),
         "oneshot_test_acc": accuracy(oneshot, data.x_test, data.y_test),
     }
-    finetune_reg = Regularizer(0.0, reg.l2, reg.proximal, reg.params)
+    finetune_reg = reg.for_finetuning()
     schedule = build(cfg.schedule)
     result: dict = {}
     for r, target in enumerate(pruner.targets(), start=1):
-        keep = pruner.keep(pruning.flat(counted), sizes, target)  # zeros so far stay pruned
+        keep = pruner.mask(model, counted, target)  # zeros so far stay pruned
         optimizer = make_optimizer(cfg.optimizer, model, lr_scale=pruner.lr_scale)
         log.info(
             f"prune round {r}/{pruner.rounds} ({pruner.method}): "
@@ -368,6 +371,7 @@ def run_seed(
                   input_shape=data.image_shape).to(device)  # fmt: skip
     optimizer = make_optimizer(cfg.optimizer, model)
     user_code.check_model(model, data)  # the factory's contract, before any training
+    pruner.check(model)  # prune=neurons: a model it can follow
 
     start = time.perf_counter()
     # (epoch, val_acc) where measured, fine-tuning epochs numbered on: a sweep's learning curves
@@ -403,9 +407,12 @@ def run_seed(
         **{k: choices.get(k) for k in CHOICES},
         "l1_lambda": reg.l1,
         "l2_lambda": reg.l2,
+        **reg.columns(),  # group_lambda, groups of a group lasso
         "seed": cfg.seed,
         "epochs": epochs,
         **measures,
+        # groups_removed, compact_shape, flops, flops_ratio: the model with its dead units out
+        **compact.measures(model, data.image_shape),
         "tol": cfg.sparsity.tol,
         "sparsity_params": reg.params,
         "train_loss": result["train_loss"],
