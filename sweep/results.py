@@ -12,12 +12,14 @@ import pandas as pd
 
 # The order a reader meets them in; any extra keys a run reports follow these.
 COLUMNS = [
-    "trial", "status", "l1_lambda", "l2_lambda", "regularizer", "model", "data", "optimizer",
+    "trial", "status", "l1_lambda", "l2_lambda", "group_lambda", "regularizer", "groups",
+    "model", "data", "optimizer",
     "schedule", "prune", "prune_sparsity", "prune_scope", "prune_rounds", "prune_epochs",
     "prune_lr_scale", "seed", "repeats", "epochs", "val_acc", "val_acc_std", "test_acc",
     "test_acc_std", "pruned_val_acc", "pruned_test_acc", "sparsity", "sparsity_std",
     "sparsity_tol", "tol", "sparsity_params", "nnz", "n_params",
-    "active_inputs", "n_inputs", "train_loss", "trained_val_acc", "trained_test_acc",
+    "active_inputs", "n_inputs", "groups_removed", "compact_shape", "flops", "flops_ratio",
+    "train_loss", "trained_val_acc", "trained_test_acc",
     "trained_sparsity", "trained_sparsity_tol", "trained_nnz", "trained_active_inputs",
     "trained_train_loss", "oneshot_val_acc", "oneshot_test_acc", "train_seconds", "objective",
     "pareto", "overrides", "run_dir",

@@ -154,3 +154,28 @@ def test_models_it_cannot_follow_are_refused_in_one_line():
             compact.compact(model, (4,))
         assert "\n" not in str(e.value)
     assert compact.measures(Residual(), (4,))["compact_shape"] is None  # a row still gets one
+
+
+def test_a_flops_pareto_sweep_searches_group_lambda_and_writes_the_columns(tmp_path):
+    import pandas as pd
+
+    from conftest import run_cli
+
+    run_cli(tmp_path, "-m", "objective=pareto_flops", "regularizer=group_l1",
+            "regularizer.groups=both", "train.epochs=20", "optimizer.momentum=0.9",
+            "hydra.sweeper.n_trials=3", "hydra.sweeper.n_jobs=1", "hydra.sweeper.study_name=fl",
+            "hydra.sweeper.params={group_lambda: 'tag(log, interval(1e-3, 1e-2))'}",
+            "hydra.sweeper.enqueue=[{group_lambda: 0.001}, {group_lambda: 0.008}]",
+            )  # fmt: skip
+    df = pd.read_csv(tmp_path / "outputs" / "sweeps" / "fl" / "results.csv")
+    cols = list(df.columns)
+    assert cols.index("group_lambda") == cols.index("l2_lambda") + 1
+    assert cols[cols.index("n_inputs") + 1 : cols.index("n_inputs") + 5] == [
+        "groups_removed", "compact_shape", "flops", "flops_ratio"]  # fmt: skip
+    assert len(df) == 3 and df["pareto"].any() and (df["groups"] == "both").all()
+    assert df["group_lambda"].between(1e-3, 1e-2).all()
+    weak, strong = df.set_index("group_lambda").loc[[0.001, 0.008]].to_dict("records")
+    assert strong["flops"] < weak["flops"] and strong["flops_ratio"] > 1  # more removed
+    for row in df.to_dict("records"):
+        widths = list(map(int, row["compact_shape"].split("-")))
+        assert row["flops"] == widths[0] * widths[1] + widths[1] * widths[2]
