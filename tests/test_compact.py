@@ -164,7 +164,7 @@ def test_a_flops_pareto_sweep_searches_group_lambda_and_writes_the_columns(tmp_p
     run_cli(tmp_path, "-m", "objective=pareto_flops", "regularizer=group_l1",
             "regularizer.groups=both", "train.epochs=20", "optimizer.momentum=0.9",
             "hydra.sweeper.n_trials=3", "hydra.sweeper.n_jobs=1", "hydra.sweeper.study_name=fl",
-            "hydra.sweeper.params={group_lambda: 'tag(log, interval(1e-3, 1e-2))'}",
+            "group_lambda=tag(log, interval(1e-3, 1e-2))",
             "hydra.sweeper.enqueue=[{group_lambda: 0.001}, {group_lambda: 0.008}]",
             )  # fmt: skip
     df = pd.read_csv(tmp_path / "outputs" / "sweeps" / "fl" / "results.csv")
