@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
+from torch.nn.utils import skip_init  # the weights are copied in: no init
 
 from sweep.errors import UserError
 
@@ -263,12 +264,12 @@ def compact(
             bias += sums[k][:, const[k - 1]] @ values[k - 1][const[k - 1]]
         weight = m.weight.detach().cpu()[rows]
         if isinstance(m, nn.Linear):
-            weight = weight.view(len(weight), -1, L.spread)[:, cols].flatten(1)
-            new: nn.Module = nn.Linear(weight.shape[1], weight.shape[0], bias=True)
+            weight = weight.view(len(weight), len(cols), L.spread)[:, cols].flatten(1)
+            new: nn.Module = skip_init(nn.Linear, weight.shape[1], weight.shape[0])
         else:
             weight = weight[:, cols]
-            new = nn.Conv2d(weight.shape[1], weight.shape[0], m.kernel_size, m.stride,
-                            m.padding, m.dilation, bias=True)  # fmt: skip
+            new = skip_init(nn.Conv2d, weight.shape[1], weight.shape[0], m.kernel_size,
+                            m.stride, m.padding, m.dilation)  # fmt: skip
         new = new.to(dtype=weight.dtype)
         new.weight.copy_(weight)
         new.bias.copy_(bias[rows])

@@ -112,6 +112,19 @@ def test_a_neuron_whose_outgoing_weights_are_zero_is_removed_and_an_unread_input
     assert m["flops_ratio"] == pytest.approx((5 * 4 + 4 * 4 + 4 * 3) / 30)
 
 
+def test_a_layer_with_every_unit_dead_compacts_to_a_constant_model():
+    torch.manual_seed(0)
+    model = mlp(6, 3, [4])
+    with torch.no_grad():
+        model.fc1.weight.zero_()  # every neuron outputs relu(bias): a constant, folded
+    small, kept = compact.compact(model, (6,))
+    assert not kept.any() and compact.shape_string(small, 0) == "0-0-3"
+    x = torch.randn(5, 6)
+    torch.testing.assert_close(small(compact.select_inputs(x, kept)), model(x))
+    m = compact.measures(model, (6,))
+    assert m["flops"] == 0 and m["flops_ratio"] == float("inf") and m["groups_removed"] == 10
+
+
 @pytest.mark.parametrize(
     "make,shape,hand",
     [
@@ -164,8 +177,8 @@ def test_a_flops_pareto_sweep_searches_group_lambda_and_writes_the_columns(tmp_p
     run_cli(tmp_path, "-m", "objective=pareto_flops", "regularizer=group_l1",
             "regularizer.groups=both", "train.epochs=20", "optimizer.momentum=0.9",
             "hydra.sweeper.n_trials=3", "hydra.sweeper.n_jobs=1", "hydra.sweeper.study_name=fl",
-            "group_lambda=tag(log, interval(1e-3, 1e-2))",
-            "hydra.sweeper.enqueue=[{group_lambda: 0.001}, {group_lambda: 0.008}]",
+            "group_lambda=tag(log, interval(1e-3, 1e-1))",
+            "hydra.sweeper.enqueue=[{group_lambda: 0.001}, {group_lambda: 0.05}]",
             )  # fmt: skip
     df = pd.read_csv(tmp_path / "outputs" / "sweeps" / "fl" / "results.csv")
     cols = list(df.columns)
@@ -173,8 +186,8 @@ def test_a_flops_pareto_sweep_searches_group_lambda_and_writes_the_columns(tmp_p
     assert cols[cols.index("n_inputs") + 1 : cols.index("n_inputs") + 5] == [
         "groups_removed", "compact_shape", "flops", "flops_ratio"]  # fmt: skip
     assert len(df) == 3 and df["pareto"].any() and (df["groups"] == "both").all()
-    assert df["group_lambda"].between(1e-3, 1e-2).all()
-    weak, strong = df.set_index("group_lambda").loc[[0.001, 0.008]].to_dict("records")
+    assert df["group_lambda"].between(1e-3, 1e-1).all()
+    weak, strong = df.set_index("group_lambda").loc[[0.001, 0.05]].to_dict("records")
     assert strong["flops"] < weak["flops"] and strong["flops_ratio"] > 1  # more removed
     for row in df.to_dict("records"):
         widths = list(map(int, row["compact_shape"].split("-")))
