@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 from omegaconf import DictConfig, OmegaConf
 
-from sweep import pruning, row, schema, user_code
+from sweep import compact, pruning, row, schema, user_code
 from sweep.callbacks import Callback, write_json
 from sweep.data import Dataset
 from sweep.errors import UserError
@@ -180,9 +180,9 @@ def prune_and_finetune(
     callbacks' on_prune_round_end."""
     model, data, reg, cfg = run.model, run.data, run.reg, run.cfg
     counted = run.counted
-    sizes = [p.numel() for p in counted]
     oneshot = copy.deepcopy(model)
-    pruning.apply_(reg.select(oneshot), pruner.keep(pruning.flat(counted), sizes, pruner.target))
+    held = pruner.held(oneshot, reg.select(oneshot))  # what the pruner's masks cover
+    pruning.apply_(held, pruner.mask(model, counted, pruner.target))
     oneshot_acc = {
         "oneshot_val_acc": accuracy(oneshot, data.x_val, data.y_val),
         "oneshot_test_acc": accuracy(oneshot, data.x_test, data.y_test),
@@ -191,7 +191,7 @@ def prune_and_finetune(
     schedule = build(cfg.schedule)
     result: dict = {}
     for r, target in enumerate(pruner.targets(), start=1):
-        keep = pruner.keep(pruning.flat(counted), sizes, target)  # zeros so far stay pruned
+        keep = pruner.mask(model, counted, target)  # zeros so far stay pruned
         optimizer = make_optimizer(cfg.optimizer, model, lr_scale=pruner.lr_scale)
         log.info(
             f"prune round {r}/{pruner.rounds} ({pruner.method}): "
@@ -230,6 +230,7 @@ def run_seed(
                   input_shape=data.image_shape).to(device)  # fmt: skip
     optimizer = make_optimizer(cfg.optimizer, model)
     user_code.check_model(model, data)  # the factory's contract, before any training
+    pruner.check(model)  # prune=neurons: a model it can follow
     out_dir.mkdir(parents=True, exist_ok=True)
     run = Run(cfg, data, model, reg, reg.select(model), out_dir)
     progress = Progress(run, cbs, report)
@@ -266,6 +267,9 @@ def run_seed(
         **measures,
         "tol": tol,
         "sparsity_params": reg.params,
+        **reg.columns(),  # group_lambda, groups of a group lasso
+        # groups_removed, compact_shape, flops, flops_ratio: the model with its dead units out
+        **compact.measures(model, data.image_shape),
         "train_loss": result["train_loss"],
         "train_seconds": seconds,
         "device": str(device),

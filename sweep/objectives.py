@@ -19,4 +19,5 @@ def values(metrics: dict, objective: DictConfig) -> list[float]:
             # Infeasible runs score below every feasible one (>= 0) but still rank by how
             # close they came, so the sampler is led back towards the accuracy floor.
             return [metrics["val_acc"] - floor]
-    return [float(metrics[m]) for m in objective.metrics]
+    # None: a figure the run could not measure (flops of a model compact cannot follow)
+    return [math.nan if metrics[m] is None else float(metrics[m]) for m in objective.metrics]

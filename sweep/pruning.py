@@ -1,14 +1,20 @@
-"""Pruning after training (group `prune`): which regularized weights become exact zeros, in
-how many rounds, and how each round is fine-tuned. The fine-tuning itself is sweep.train.fit
-with a mask; this module only decides the masks."""
+"""Pruning after training (group `prune`): which regularized weights (or, for `neurons`, whole
+neurons and filters) become exact zeros, in how many rounds, and how each round is fine-tuned.
+The fine-tuning itself is sweep.train.fit with a mask; this module only decides the masks."""
 
 from __future__ import annotations
 
-import torch
+import logging
 
+import torch
+import torch.nn as nn
+
+from sweep import compact
 from sweep.errors import UserError
 
-METHODS = ("none", "magnitude", "threshold")
+log = logging.getLogger(__name__)
+
+METHODS = ("none", "magnitude", "threshold", "neurons")
 
 
 class Pruner:
@@ -43,7 +49,7 @@ class Pruner:
             raise UserError(f"prune.scope must be 'global' or 'layer', got {scope!r}")
         if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)):
             raise UserError(f"prune.sparsity must be a number in [0, 1), got {sparsity!r}")
-        if method == "magnitude" and not 0.0 <= sparsity < 1.0:
+        if method in ("magnitude", "neurons") and not 0.0 <= sparsity < 1.0:
             raise UserError(f"prune.sparsity must be in [0, 1), got {sparsity}")
         for key, value, least in (("rounds", rounds, 1), ("epochs", epochs, 0)):
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
@@ -52,7 +58,7 @@ class Pruner:
             raise UserError(f"prune.lr_scale must be a number > 0, got {lr_scale!r}")
         self.sparsity, self.scope, self.tol = float(sparsity), scope, float(tol)
         self.epochs, self.lr_scale = epochs, lr_scale
-        self.rounds = rounds if method == "magnitude" else 1
+        self.rounds = rounds if method in ("magnitude", "neurons") else 1
 
     @property
     def active(self) -> bool:
@@ -67,13 +73,24 @@ class Pruner:
         if not self.active:
             return {}
         cut = {"prune_sparsity": self.sparsity, "prune_scope": self.scope,
-               "prune_rounds": self.rounds} if self.method == "magnitude" else {}  # fmt: skip
+               "prune_rounds": self.rounds} if self.method != "threshold" else {}  # fmt: skip
         return {**cut, "prune_epochs": self.epochs, "prune_lr_scale": self.lr_scale}
 
     def targets(self) -> list[float]:
         """The sparsity each magnitude round reaches; the last is `sparsity` exactly."""
         r = self.rounds
         return [1.0 - (1.0 - self.sparsity) ** (i / r) for i in range(1, r)] + [self.sparsity]
+
+    def check(self, model: nn.Module) -> None:
+        """Raise UserError, before any training, if this pruning cannot act on `model`."""
+
+    def held(self, model: nn.Module, counted: list[nn.Parameter]) -> list[nn.Parameter]:
+        """The tensors `mask` covers, in its order: the regularized weights `counted`."""
+        return counted
+
+    def mask(self, model: nn.Module, counted: list[nn.Parameter], target: float) -> torch.Tensor:
+        """The flat mask (True = kept) over `held(model, counted)` after pruning to `target`."""
+        return self.keep(flat(counted), [p.numel() for p in counted], target)
 
     @torch.no_grad()
     def keep(self, w: torch.Tensor, sizes: list[int], target: float) -> torch.Tensor:
@@ -100,3 +117,96 @@ def apply_(params: list[torch.Tensor], keep: torch.Tensor) -> None:
     """Zero, in place, every element of `params` whose entry of the flat mask is False."""
     for p, kept in zip(params, keep.split([p.numel() for p in params])):
         p.mul_(kept.view_as(p))
+
+
+class NeuronPruner(Pruner):
+    """`neurons`: structured pruning. Removes whole hidden neurons (a Linear layer's output
+    rows) and conv filters, those with the smallest L2 norm of their incoming weights, until
+    `sparsity` of them are gone: in each layer (scope=layer) or over all layers at once
+    (scope=global), each norm divided by its layer's mean norm so that layers of different
+    fan-in compare; every layer keeps at least one unit. The output layer's units (the
+    classes) are never removed. Rounds, fine-tuning and lr as for `magnitude` (Pruner).
+
+    A removed unit's incoming weights, its bias and its outgoing weights (the next layer's
+    columns it feeds) are masked to exactly zero, so the model computes what
+    `sweep.compact.compact` makes of it. Units already dead (incoming weights and bias all
+    zero, or outgoing weights all zero: a group lasso's) are removed first, and regularized
+    weights already zero stay zero. The mask covers every parameter, in the order
+    `sweep.train.flatten_parameters(model, counted)` lays them out.
+    """
+
+    def check(self, model: nn.Module) -> None:
+        try:
+            chain = compact.trace(model)
+        except compact.CannotCompact as e:
+            raise UserError(f"prune=neurons cannot follow this model: {e}") from e
+        if not chain.hidden:
+            raise UserError(
+                "prune=neurons needs a hidden layer, and this model has only its output layer "
+                "(model=linear); use prune=magnitude, or regularizer=group_l1 "
+                "regularizer.groups=inputs to remove inputs"
+            )
+
+    def held(self, model: nn.Module, counted: list[nn.Parameter]) -> list[nn.Parameter]:
+        ids = {id(p) for p in counted}
+        return [*counted, *(p for p in model.parameters() if id(p) not in ids)]
+
+    @torch.no_grad()
+    def removed(self, model: nn.Module, target: float) -> list[torch.Tensor]:
+        """Per hidden layer of `compact.trace(model)`, a bool mask of its units to remove."""
+        chain = compact.trace(model)
+        scores = []
+        for k, layer in enumerate(chain.hidden):
+            w = layer.module.weight.detach()
+            norms = w.flatten(1).norm(dim=1)
+            nxt = chain.layers[k + 1]
+            outgoing = nxt.unit_weights(len(norms)).any(0)
+            dead = ((norms == 0) & (layer.bias() == 0)) | ~outgoing
+            mean = float(norms[~dead].mean()) if (~dead).any() else 1.0
+            scores.append(torch.where(dead, -1.0, norms / (mean or 1.0)))
+        cut = [s < 0 for s in scores]  # the dead are removed whatever the target
+        if self.scope == "layer":
+            for s, c in zip(scores, cut):
+                k = min(round(target * len(s)), len(s) - 1)
+                c[s.argsort(stable=True)[:k]] = True
+            return cut
+        every = torch.cat(scores)
+        owner = torch.cat([torch.full((len(s),), i) for i, s in enumerate(scores)])
+        start = [0, *torch.tensor([len(s) for s in scores]).cumsum(0).tolist()]
+        left = [int((~c).sum()) for c in cut]
+        k = round(target * len(every)) - sum(int(c.sum()) for c in cut)
+        for j in every.argsort(stable=True).tolist():
+            if k <= 0:
+                break
+            i = int(owner[j])
+            if every[j] >= 0 and left[i] > 1:  # a layer with no unit left cuts the network
+                cut[i][j - start[i]] = True
+                left[i] -= 1
+                k -= 1
+        return cut
+
+    @torch.no_grad()
+    def mask(self, model: nn.Module, counted: list[nn.Parameter], target: float) -> torch.Tensor:
+        chain = compact.trace(model)
+        cut = self.removed(model, target)
+        params = self.held(model, counted)
+        ids = {id(p) for p in counted}
+        masks = {id(p): (p != 0) if id(p) in ids else torch.ones_like(p, dtype=torch.bool)
+                 for p in params}  # fmt: skip
+        for k, gone in enumerate(cut):
+            layer, nxt = chain.layers[k], chain.layers[k + 1]
+            masks[id(layer.module.weight)][gone] = False
+            if layer.module.bias is not None:
+                masks[id(layer.module.bias)][gone] = False
+            out = masks[id(nxt.module.weight)]
+            if isinstance(nxt.module, nn.Conv2d):
+                out[:, gone] = False
+            else:
+                out.view(len(out), len(gone), nxt.spread)[:, gone] = False
+        n = sum(len(c) for c in cut)
+        log.info(
+            f"prune=neurons: {sum(int(c.sum()) for c in cut)} of {n} hidden units removed "
+            f"(target {target:.4f}); per layer "
+            + ", ".join(f"{L.name} {int((~c).sum())}/{len(c)}" for L, c in zip(chain.hidden, cut))
+        )
+        return torch.cat([masks[id(p)].reshape(-1) for p in params])

@@ -1,8 +1,11 @@
-"""L1 / L2 / elastic-net regularization, as a loss penalty or as a proximal step."""
+"""L1 / L2 / elastic-net regularization, as a loss penalty or as a proximal step; the group
+lasso and the sparse group lasso over whole neurons, filters and inputs."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -13,6 +16,9 @@ from sweep.errors import UserError
 # counted. Biases, normalization scales and embeddings are not; regularizer.params=[...] names
 # other types, regularizer.params=all takes every parameter.
 WEIGHT_LAYERS = ("Linear", "Conv1d", "Conv2d", "Conv3d")
+# The layers whose weight rows are neurons (Linear) or filters (Conv): the structured groups.
+GROUP_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+GROUPINGS = ("neurons", "inputs", "both")
 
 
 def check_nonnegative(key: str, value: object) -> float:
@@ -38,7 +44,9 @@ class Regularizer:
 
     The methods take the regularized weights as one flat tensor `w` (and their gradient
     as `g`), which `sweep.train.flatten_parameters` makes: each step is then a handful of
-    kernels over all weights at once instead of a handful per parameter tensor.
+    kernels over all weights at once instead of a handful per parameter tensor. `bind(model)`,
+    called once before training, records the shapes of the tensors behind `w`, so that a
+    subclass can act on views of them (a group lasso on a layer's rows).
     """
 
     def __init__(self, l1: float, l2: float, proximal: bool, params: str | Sequence[str]) -> None:
@@ -60,11 +68,6 @@ class Regularizer:
             params = ",".join(layers)  # as the CSV's sparsity_params column shows it
         self.l1, self.l2, self.proximal, self.params = l1, l2, proximal, params
         self.layers = layers
-
-    def for_finetuning(self) -> Regularizer:
-        """The regularizer masked fine-tuning after pruning uses: this one without its L1 term
-        (the mask does the sparsifying then), the L2 term and the counted parameters kept."""
-        return Regularizer(0.0, self.l2, self.proximal, self.params)
 
     def select(self, model: nn.Module) -> list[nn.Parameter]:
         """The parameters the regularizer acts on; every sparsity figure counts these.
@@ -90,7 +93,34 @@ class Regularizer:
             )
         return chosen
 
-    def meter(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def bind(self, model: nn.Module) -> list[nn.Parameter]:
+        """Select this model's regularized parameters (`select`) and record their shapes and
+        offsets in the flat vector `w` the other methods take; returns the selection, in the
+        order `w` holds it. Raises UserError where the selection is impossible."""
+        chosen = self.select(model)
+        self.shapes = [p.shape for p in chosen]
+        self.offsets = [0]
+        for p in chosen[:-1]:
+            self.offsets.append(self.offsets[-1] + p.numel())
+        return chosen
+
+    def view(self, w: torch.Tensor, i: int) -> torch.Tensor:
+        """The i-th bound tensor as a view of the flat `w` (in its own shape)."""
+        n = math.prod(self.shapes[i])
+        return w[self.offsets[i] : self.offsets[i] + n].view(self.shapes[i])
+
+    def for_finetuning(self) -> Regularizer:
+        """The regularizer the masked fine-tuning after pruning uses: every sparsity term off
+        (the mask holds the zeros), the L2 term and the parameter selection kept. A subclass
+        whose fine-tuning needs more overrides this."""
+        params = self.params if self.params in ("all", "weights") else list(self.layers)
+        return Regularizer(0.0, self.l2, self.proximal, params)
+
+    def columns(self) -> dict:
+        """Extra results.csv columns of this regularizer's strengths (l1/l2 are always there)."""
+        return {}
+
+    def meter(self, w: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Running sums, on w's device, of the norms the penalty's value needs: (|w|_1, |w|_2^2)."""
         return w.new_zeros(()), w.new_zeros(())
 
@@ -133,3 +163,162 @@ class Regularizer:
         if self.proximal and self.l1:
             t = lr * self.l1
             w.sub_(w.clamp(-t, t))
+
+
+@dataclass(frozen=True)
+class Groups:
+    """One layer's groups: the slices of bound tensor `weight` (an index into
+    Regularizer.shapes) along `dim` (0: its rows, each a neuron's or filter's incoming
+    weights; 1: its columns, each an input's outgoing weights), with the entries of bound
+    tensor `bias` (None where the bias is not regularized) in the row groups; `size` elements
+    per group, biases included."""
+
+    weight: int
+    dim: int
+    bias: int | None
+    size: int
+
+
+class GroupLasso(Regularizer):
+    """The group lasso (Yuan and Lin 2006) and, with l1 > 0, the sparse group lasso (Simon et
+    al. 2013; Scardapane et al. 2017):
+
+        l1 * sum|w| + group * sum_g sqrt(|g|) * ||w_g||_2 + l2 * sum w^2
+
+    groups: `neurons`: each Linear layer's output rows and each Conv layer's filters (with
+    the neuron's bias where biases are regularized), except the output layer, whose rows are
+    the classes (the last Linear/Conv module in model.modules() order); `inputs`: the first
+    layer's input columns (Linear) or input channels (Conv), i.e. feature and pixel selection;
+    `both`: the two families. size_weighted=False drops the sqrt(|g|) weights.
+
+    proximal=True: after each optimizer step, the elementwise soft-threshold at lr * l1 (as
+    Regularizer does), then the block soft-threshold of every group,
+    w_g <- w_g * max(0, 1 - lr * group * sqrt(|g|) / ||w_g||_2), which sets whole groups
+    exactly to zero. For non-overlapping groups this composition is the exact proximal
+    operator of the sparse group lasso (Friedman, Hastie and Tibshirani 2010, "A note on the
+    group lasso and a sparse group lasso"; Simon et al. 2013, sec. 3). With groups=both a
+    first-layer weight lies in a row and in a column group; the neuron step then the input
+    step is the usual approximation of that overlapping prox. Under Adam the thresholds are
+    decoupled, as for l1_prox. proximal=False: the penalty's (sub)gradient,
+    group * sqrt(|g|) * w_g / ||w_g||_2 (0 for a zero group) and l1 * sign(w).
+
+    Raises UserError for group < 0, an unknown `groups`, and (at bind) a model without the
+    groups asked for: no hidden Linear/Conv layer for neurons, no regularized first
+    Linear/Conv layer for inputs.
+    """
+
+    def __init__(
+        self,
+        l1: float,
+        l2: float,
+        proximal: bool,
+        params: str | Sequence[str],
+        group: float,
+        groups: str = "neurons",
+        size_weighted: bool = True,
+    ) -> None:
+        super().__init__(l1, l2, proximal, params)
+        self.group = check_nonnegative("group_lambda", group)
+        if groups not in GROUPINGS:
+            raise UserError(
+                f"regularizer.groups must be one of {', '.join(GROUPINGS)}, got {groups!r}"
+            )
+        self.groups, self.size_weighted = groups, bool(size_weighted)
+        self.families: list[Groups] = []
+
+    def bind(self, model: nn.Module) -> list[nn.Parameter]:
+        """As Regularizer.bind, and find the groups in this model's layers."""
+        chosen = super().bind(model)
+        index = {id(p): i for i, p in enumerate(chosen)}
+        layers = [m for m in model.modules() if isinstance(m, GROUP_LAYERS)]
+        self.families = []
+        if self.groups in ("neurons", "both"):
+            for m in layers[:-1]:
+                if id(m.weight) not in index:
+                    continue
+                bias = index.get(id(m.bias)) if m.bias is not None else None
+                size = m.weight[0].numel() + (bias is not None)
+                self.families.append(Groups(index[id(m.weight)], 0, bias, size))
+            if not self.families:
+                raise UserError(
+                    "regularizer.groups=neurons finds no hidden Linear/Conv layer with a "
+                    "regularized weight in this model (the output layer's rows are the classes); "
+                    "use regularizer.groups=inputs, or a model with a hidden layer"
+                )
+        if self.groups in ("inputs", "both"):
+            first = next(
+                (m for m in model.modules() if next(m.parameters(recurse=False), None) is not None),
+                None,
+            )
+            if not isinstance(first, GROUP_LAYERS) or id(first.weight) not in index:
+                kind = type(first).__name__ if first is not None else "no layer"
+                raise UserError(
+                    f"regularizer.groups=inputs needs a first layer that is a Linear or Conv "
+                    f"with a regularized weight; this model's first layer with parameters is "
+                    f"{kind}; use regularizer.groups=neurons"
+                )
+            size = first.weight[:, 0].numel()
+            self.families.append(Groups(index[id(first.weight)], 1, None, size))
+        return chosen
+
+    def columns(self) -> dict:
+        return {"group_lambda": self.group, "groups": self.groups}
+
+    def _weight(self, grp: Groups) -> float:
+        return math.sqrt(grp.size) if self.size_weighted else 1.0
+
+    def _norms(
+        self, w: torch.Tensor, grp: Groups
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, list[int]]:
+        """(weight view, bias view or None, each group's L2 norm, the shape that broadcasts
+        a per-group value over the weight)."""
+        weight = self.view(w, grp.weight)
+        dims = [d for d in range(weight.dim()) if d != grp.dim]
+        norms = torch.linalg.vector_norm(weight, dim=dims)
+        bias = self.view(w, grp.bias) if grp.bias is not None else None
+        if bias is not None:
+            norms = torch.hypot(norms, bias)
+        return weight, bias, norms, [-1 if d == grp.dim else 1 for d in range(weight.dim())]
+
+    def meter(self, w: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Running sums of (|w|_1, |w|_2^2, sum_g sqrt(|g|) ||w_g||_2)."""
+        return w.new_zeros(()), w.new_zeros(()), w.new_zeros(())
+
+    def value(self, meter: tuple[torch.Tensor, ...]) -> float:
+        return super().value(meter) + self.group * float(meter[2])
+
+    @torch.no_grad()
+    def penalty(self, w: torch.Tensor) -> float:
+        total = sum(self._weight(g) * float(self._norms(w, g)[2].sum()) for g in self.families)
+        return super().penalty(w) + self.group * total
+
+    @torch.no_grad()
+    def add_gradient_(
+        self, w: torch.Tensor, g: torch.Tensor, meter: tuple[torch.Tensor, ...] | None = None
+    ) -> None:
+        super().add_gradient_(w, g, meter)
+        if not self.group or (meter is None and self.proximal):
+            return
+        for grp in self.families:
+            weight, bias, norms, shape = self._norms(w, grp)
+            if meter is not None:
+                meter[2].add_(norms.sum(), alpha=self._weight(grp))
+            if not self.proximal:  # d||w_g||/dw_g = w_g / ||w_g||; 0 at a zero group
+                coef = torch.where(norms > 0, self.group * self._weight(grp) / norms, 0.0)
+                self.view(g, grp.weight).add_(weight * coef.view(shape))
+                if bias is not None:
+                    self.view(g, grp.bias).add_(bias * coef)
+
+    @torch.no_grad()
+    def prox_(self, w: torch.Tensor, lr: float) -> None:
+        """The elementwise soft-threshold, then the block soft-threshold of each group."""
+        super().prox_(w, lr)
+        if not (self.proximal and self.group):
+            return
+        for grp in self.families:
+            weight, bias, norms, shape = self._norms(w, grp)
+            # a zero group: 1 - t / 0 = -inf, clamped to 0, and it stays zero
+            scale = (1.0 - lr * self.group * self._weight(grp) / norms).clamp_(min=0.0)
+            weight.mul_(scale.view(shape))
+            if bias is not None:
+                bias.mul_(scale)

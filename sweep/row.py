@@ -37,7 +37,9 @@ DEFINITION: tuple[Column, ...] = (
     _c("error", "string", "for a `failed` row, why, in one line: the exception's type and first line (`KeyError: 'bogus'`), or how the trial's process ended (`... was killed by SIGKILL (out of memory?)`, `... exited with code 3 before returning its result`); empty otherwise"),  # noqa: E501
     _c("l1_lambda", "float64", "the L1 strength the regularizer applied (0 where it has no L1 term)"),  # noqa: E501
     _c("l2_lambda", "float64", "the L2 strength the regularizer applied (0 where it has no L2 term)"),  # noqa: E501
+    _c("group_lambda", "float64", "`regularizer=group_l1` / `sparse_group_l1` only: the group lasso's strength"),  # noqa: E501
     _c("regularizer", "string", "the `regularizer` group option of the run", choice=True),
+    _c("groups", "string", "the group lasso's groups: `neurons`, `inputs` or `both`"),
     _c("model", "string", "the `model` group option", choice=True),
     _c("data", "string", "the `data` group option", choice=True),
     _c("optimizer", "string", "the `optimizer` group option", choice=True),
@@ -63,6 +65,10 @@ DEFINITION: tuple[Column, ...] = (
     _c("n_params", "Int64", "counted parameters"),
     _c("active_inputs", "float64", "input features (pixels) with at least one non-zero outgoing weight in the first layer; empty where the first layer is a convolution"),  # noqa: E501
     _c("n_inputs", "Int64", "input features of the data"),
+    _c("groups_removed", "float64", "hidden neurons and conv filters, and inputs (features or pixels; a conv first layer's channels), that `sweep.compact` takes out: a unit goes when its incoming weights are all zero (its constant output folded into the next layer's bias) or its outgoing weights are (unreachable); the output layer's units never"),  # noqa: E501
+    _c("compact_shape", "string", "the compact model's widths: inputs read, then the units of each layer (`430-37-10`; lenet5: `784-4-11-70-84-10`, channels for the convolutions); empty for a model compaction cannot follow"),  # noqa: E501
+    _c("flops", "float64", "multiply-adds per example of the compact model's Linear and Conv layers (biases, activations, pooling not counted)"),  # noqa: E501
+    _c("flops_ratio", "float64", "the dense model's multiply-adds divided by `flops`"),
     _c("train_loss", "float64", "mean training loss of the last epoch (of the last fine-tuning round, where pruned): cross-entropy plus the penalty's value"),  # noqa: E501
     _c("trained_val_acc", "float64", _PRUNED + "`val_acc` of the model as trained, before pruning", spread=True),  # noqa: E501
     _c("trained_test_acc", "float64", _PRUNED + "`test_acc` of the model as trained", spread=True),

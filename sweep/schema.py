@@ -118,6 +118,7 @@ class Config:
     objective: Any = MISSING
     l1_lambda: float = ruled(NONNEGATIVE)
     l2_lambda: float = ruled(NONNEGATIVE)
+    group_lambda: float = ruled(NONNEGATIVE)
     seed: int = ruled(SEED)
     repeats: int = ruled(AT_LEAST_1)
     device: str = MISSING
@@ -184,6 +185,13 @@ class RegularizerConfig:
 
 
 @dataclass
+class GroupRegularizerConfig(RegularizerConfig):
+    group: float = ruled(NONNEGATIVE)
+    groups: str = ruled(one_of("neurons", "inputs", "both"))
+    size_weighted: bool = MISSING
+
+
+@dataclass
 class OptimizerConfig:
     _target_: str = MISSING
     _partial_: bool = MISSING
@@ -211,7 +219,7 @@ class CosineConfig(ScheduleConfig):
 @dataclass
 class PruneConfig:
     _target_: str = MISSING
-    method: str = ruled(one_of("none", "magnitude", "threshold"))
+    method: str = ruled(one_of("none", "magnitude", "threshold", "neurons"))
     sparsity: float = ruled(SPARSITY)
     scope: str = ruled(one_of("global", "layer"))
     rounds: int = ruled(AT_LEAST_1)
@@ -311,7 +319,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "csv": CsvConfig,
         "npz": NpzConfig,
     },
-    "regularizer": {"regularizer": RegularizerConfig},
+    "regularizer": {"regularizer": RegularizerConfig, "group": GroupRegularizerConfig},
     "optimizer": {"optimizer": OptimizerConfig, "sgd": SGDConfig},
     "schedule": {"schedule": ScheduleConfig, "cosine": CosineConfig},
     "prune": {"prune": PruneConfig, "threshold": ThresholdPruneConfig},

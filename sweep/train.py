@@ -146,7 +146,9 @@ def fit(
     validation accuracy of the final weights where the last epoch's log line measured it.
 
     schedule(optimizer, total_steps) may return an lr scheduler, stepped after every step.
-    keep: a mask over the regularized weights (pruning's); the others are held at exactly zero.
+    keep: a mask (pruning's) over the regularized weights, or over every parameter in
+    flatten_parameters' order (`sweep.pruning.NeuronPruner`'s, biases too); the entries it
+    leaves out are held at exactly zero.
     on_epoch(epoch, metrics) is called at every epoch whose validation accuracy is measured,
     with metrics {val_acc, train_loss, sparsity} (sparsity: the fraction of the regularized
     weights exactly zero); if it returns True, training stops there with status 'pruned' (a
@@ -154,12 +156,13 @@ def fit(
     fast: use sweep.fastmlp's step for an mlp and sweep.fastsgd's for a plain torch.optim.SGD,
     both the same bits (False: autograd and the optimizer's own step, for every model).
     """
-    flat, grad, k = flatten_parameters(model, reg.select(model))
+    flat, grad, k = flatten_parameters(model, reg.bind(model))
     step = training_step(model, grad, fast)  # after flattening: it holds the views
     w, g = flat[:k], grad[:k]  # the regularized weights and their gradient
-    if keep is not None:
+    if keep is not None:  # over the regularized weights, or (prune=neurons) every parameter
         keep = keep.to(w)
-        w.mul_(keep)
+        held, held_grad = flat[: keep.numel()], grad[: keep.numel()]
+        held.mul_(keep)
     gen = torch.Generator().manual_seed(seed)
     n = len(data.y_train)
     scheduler = schedule(optimizer, epochs * math.ceil(n / batch_size)) if schedule else None
@@ -175,11 +178,11 @@ def fit(
             total += step(x, y)  # summed on the device: no host sync per step
             reg.add_gradient_(w, g, meter)
             if keep is not None:  # no gradient, so no momentum or Adam moment, for a pruned w
-                g.mul_(keep)
+                held_grad.mul_(keep)
             optimizer_step()
             reg.prox_(w, optimizer.param_groups[0]["lr"])  # the lr this step used
             if keep is not None:  # and weight decay cannot move it off zero either
-                w.mul_(keep)
+                held.mul_(keep)
             if scheduler is not None:
                 scheduler.step()
         loss_mean = (float(total) + reg.value(meter)) / math.ceil(n / batch_size)

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -25,3 +27,30 @@ def test_benchmark_smoke_prints_its_figures_and_a_parsable_last_line(tmp_path):
         "overhead_per_trial_s", "overhead_pct", "startup_s", "peak_rss_mib",
     }  # fmt: skip
     assert all(float(v) > 0 for v in figures.values()), proc.stdout
+
+
+def test_structured_benchmark_smoke_compacts_and_times_dense_against_compact(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "structured.py"), "--smoke"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    seed = next(ln for ln in lines if ln.startswith("seed 0:"))
+    assert "dense 64-128-10" in seed and "logit gap" in seed, proc.stdout
+    shape = seed.split("| compact ")[1].split()[0]
+    widths = list(map(int, shape.split("-")))
+    assert widths[1] == 26 and widths[-1] == 10 and widths[0] <= 64  # 128 * (1 - 0.8) left
+    figures = dict(pair.split("=") for pair in lines[-1].split())
+    assert set(figures) == {
+        "seeds", "dense_test_acc", "compact_test_acc", "mean_drop_points", "speedup_batch256",
+        "speedup_batch1", "flops_ratio", "min_speedup_batch256", "min_speedup_batch1",
+        "run_speedup_batch256", "run_speedup_batch1",
+    }  # fmt: skip
+    assert figures["seeds"] == "1" and float(figures["compact_test_acc"]) > 0.8
+    assert float(figures["flops_ratio"]) == pytest.approx(
+        (64 * 128 + 1280) / (widths[0] * 26 + 260), rel=1e-3
+    )
+    assert float(figures["speedup_batch256"]) > 0 and float(figures["speedup_batch1"]) > 0
+    assert (tmp_path / "structured-bench" / "simple_net_structured_0" / "model.pt").exists()

@@ -202,3 +202,106 @@ def test_lenet5_trains_on_real_images_and_refuses_8x8(tmp_path, fashion_like):
     assert proc.returncode == 2 and "Traceback" not in out
     assert "model=lenet5 needs 28x28 single-channel images" in out
     assert "got examples of shape (8, 8)" in out
+
+
+# ---- prune=neurons ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scope", ["layer", "global"])
+def test_neuron_pruning_removes_the_smallest_norm_units_never_the_classes(scope):
+    from sweep.pruning import NeuronPruner
+
+    torch.manual_seed(0)
+    model = mlp(20, 5, [40, 10])
+    with torch.no_grad():
+        model.fc1.weight[:8] *= 0.01  # 8 small neurons in fc1
+        model.fc2.weight[:, 30] = 0.0  # fc1's neuron 30 feeds nothing: dead already
+    pruner = NeuronPruner("neurons", sparsity=0.5, scope=scope)
+    cut = pruner.removed(model, 0.5)
+    assert [len(c) for c in cut] == [40, 10]  # hidden layers only: fc3's rows are the classes
+    assert int(sum(c.sum() for c in cut)) == 25  # half of the 50 hidden units
+    assert cut[0][:8].all() and cut[0][30]  # the smallest first, and the dead one
+    if scope == "layer":
+        assert [int(c.sum()) for c in cut] == [20, 5]
+    counted = Regularizer(0, 0, False, "weights").select(model)
+    keep = pruner.mask(model, counted, 0.5)
+    params = pruner.held(model, counted)
+    assert keep.numel() == sum(p.numel() for p in model.parameters())
+    masks = dict(zip([id(p) for p in params], keep.split([p.numel() for p in params])))
+    w1 = masks[id(model.fc1.weight)].view(40, 20)
+    assert not w1[cut[0]].any() and w1[~cut[0]].all()
+    assert not masks[id(model.fc1.bias)][cut[0]].any()  # a removed neuron's bias too
+    assert not masks[id(model.fc2.weight)].view(10, 40)[:, cut[0]].any()  # and what it feeds
+    assert masks[id(model.fc3.bias)].all()
+
+
+@pytest.mark.parametrize(
+    "make_opt",
+    [lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, weight_decay=1e-3),
+     lambda p: torch.optim.Adam(p, lr=1e-3, weight_decay=1e-3)],
+    ids=["sgd-momentum-wd", "adam-wd"],
+)  # fmt: skip
+def test_pruned_neurons_stay_exactly_zero_biases_included_under_fine_tuning(digits, make_opt):
+    from sweep import compact
+    from sweep.pruning import NeuronPruner
+
+    torch.manual_seed(0)
+    model = mlp(64, 10, [32])
+    reg = Regularizer(0.0, 0.0, False, "weights")
+    fit(
+        model,
+        digits,
+        reg,
+        make_opt(model.parameters()),
+        epochs=3,
+        batch_size=64,
+        seed=0,
+        log_every=5,
+    )
+    pruner = NeuronPruner("neurons", sparsity=0.75, scope="layer")
+    keep = pruner.mask(model, reg.select(model), 0.75)
+    gone = pruner.removed(model, 0.75)[0]
+    opt = make_opt(model.parameters())
+    result = fit(model, digits, reg, opt, epochs=3, batch_size=64, seed=1, log_every=5, keep=keep)
+    assert result["status"] == "complete" and result["val_acc"] > 0.3  # chance: 0.1
+    assert int(gone.sum()) == 24
+    assert not model.fc1.weight[gone].any() and not model.fc1.bias[gone].any()
+    assert not model.fc2.weight[:, gone].any()
+    assert model.fc1.bias[~gone].all() and model.fc1.weight[~gone].any(1).all()
+    for key, state in opt.state[model.fc1.bias].items():
+        if key != "step":
+            assert not state[gone].any(), key  # nothing that could move a pruned bias
+    small, kept = compact.compact(model, (8, 8))
+    assert small.fc1.out_features == 8
+    torch.testing.assert_close(small(compact.select_inputs(digits.x_val, kept)),
+                               model(digits.x_val))  # fmt: skip
+
+
+def test_neuron_pruning_run_reports_the_compact_model(tmp_path):
+    run_cli(tmp_path, "regularizer=group_l1", "group_lambda=1e-3", "prune=neurons",
+            "prune.sparsity=0.75", "prune.rounds=2", "prune.epochs=5", "train.epochs=30",
+            "optimizer.momentum=0.9", "train.threads=1", "hydra.run.dir=out")  # fmt: skip
+    m = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert m["prune"] == "neurons" and m["prune_rounds"] == 2 and m["regularizer"] == "group_l1"
+    assert m["group_lambda"] == 1e-3 and m["groups"] == "neurons" and m["l1_lambda"] == 0.0
+    inputs, hidden, classes = map(int, m["compact_shape"].split("-"))
+    assert hidden == 32 and classes == 10 and inputs <= 64  # 128 * (1 - 0.75) neurons left
+    assert m["flops"] == inputs * 32 + 32 * 10
+    assert m["flops_ratio"] == pytest.approx((64 * 128 + 1280) / m["flops"])
+    assert m["groups_removed"] == 96 + 64 - inputs
+    assert m["val_acc"] > 0.8
+    state = torch.load(tmp_path / "out" / "model.pt", weights_only=True)
+    assert int((state["fc1.weight"].abs().sum(1) + state["fc1.bias"].abs() > 0).sum()) == 32
+
+
+def test_neuron_pruning_and_group_lasso_refuse_models_without_their_groups(tmp_path):
+    for args, message in [
+        (["model=linear", "prune=neurons"], "prune=neurons needs a hidden layer"),
+        (["model=linear", "regularizer=group_l1"], "groups=neurons finds no hidden"),
+        (["regularizer=group_l1", "group_lambda=-1"], "group_lambda must be >= 0, got -1"),
+        (["regularizer=group_l1", "regularizer.groups=rows"], "regularizer.groups must be one of"),
+    ]:
+        proc = run_cli(tmp_path, *args, "train.epochs=1", check=False)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 2 and "Traceback" not in out, out
+        assert message in out and "epoch 1/1" not in out, args  # before any training

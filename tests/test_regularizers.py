@@ -104,3 +104,126 @@ def test_prox_does_nothing_for_the_penalty_method():
 def test_bad_lambdas_are_refused(l1, l2, msg):
     with pytest.raises(UserError, match=msg):
         Regularizer(l1, l2, False, "all")
+
+
+# ---- the group lasso -------------------------------------------------------------------
+
+
+def _bound(reg, model):
+    flat, grad, k = flatten_parameters(model, reg.bind(model))
+    return flat[:k], grad[:k]
+
+
+def _small_mlp():
+    torch.manual_seed(0)
+    model = mlp(3, 2, [2])
+    with torch.no_grad():  # fc1 rows norms: sqrt(.09+.16+0 + .0) = 0.5 and a small one
+        model.fc1.weight.copy_(torch.tensor([[0.3, 0.4, 0.0], [0.01, -0.02, 0.02]]))
+        model.fc1.bias.copy_(torch.tensor([0.0, 0.0]))
+        model.fc2.weight.copy_(torch.tensor([[1.0, -1.0], [0.5, 2.0]]))
+        model.fc2.bias.copy_(torch.tensor([0.1, -0.1]))
+    return model
+
+
+def test_group_prox_is_the_block_soft_threshold_in_closed_form():
+    from sweep.regularizers import GroupLasso
+
+    model = _small_mlp()
+    reg = GroupLasso(0.0, 0.0, True, "all", group=0.5, groups="neurons")
+    w, _ = _bound(reg, model)
+    reg.prox_(w, lr=0.1)  # threshold lr * group * sqrt(|g|) = 0.05 * sqrt(4): rows + bias
+    t = 0.05 * 2.0
+    row0 = torch.tensor([0.3, 0.4, 0.0]) * (1 - t / 0.5)  # norm 0.5 -> scaled by 0.8
+    torch.testing.assert_close(model.fc1.weight[0], row0)
+    assert torch.equal(model.fc1.weight[1], torch.zeros(3))  # norm 0.03 < t: exactly zero
+    assert torch.equal(model.fc1.bias, torch.zeros(2))
+    # the output layer's rows are the classes: no group, untouched
+    assert torch.equal(model.fc2.weight, torch.tensor([[1.0, -1.0], [0.5, 2.0]]))
+    # size_weighted=False: threshold 0.05, the small row still goes, row 0 scaled by 0.9
+    model = _small_mlp()
+    reg = GroupLasso(0.0, 0.0, True, "weights", group=0.5, size_weighted=False)
+    w, _ = _bound(reg, model)
+    reg.prox_(w, lr=0.1)
+    torch.testing.assert_close(model.fc1.weight[0], torch.tensor([0.3, 0.4, 0.0]) * 0.9)
+    assert not model.fc1.weight[1].any()
+
+
+def test_input_groups_are_the_first_layers_columns_and_sparse_group_nests_the_prox():
+    from sweep.regularizers import GroupLasso
+
+    model = _small_mlp()
+    reg = GroupLasso(0.05, 0.0, True, "weights", group=0.2, groups="inputs")
+    w, _ = _bound(reg, model)
+    before = model.fc1.weight.detach().clone()
+    reg.prox_(w, lr=1.0)
+    # elementwise soft-threshold at 0.05 first, then each column's block threshold
+    # 0.2 * sqrt(2) (columns have 2 entries)
+    soft = torch.sign(before) * (before.abs() - 0.05).clamp(min=0)
+    norms = soft.norm(dim=0)
+    expected = soft * (1 - 0.2 * 2**0.5 / norms).clamp(min=0).nan_to_num(0.0)
+    torch.testing.assert_close(model.fc1.weight, expected)
+    assert model.fc1.weight[:, 0].tolist() == [0.0, 0.0]  # ||(0.25, 0)|| < 0.28: column gone
+    assert model.fc1.weight[0, 1] != 0  # ||(0.35, 0)|| = 0.35 > 0.28: kept, shrunk
+    assert reg.columns() == {"group_lambda": 0.2, "groups": "inputs"}
+
+
+def test_group_penalty_value_and_subgradient_match_autograd():
+    from sweep.regularizers import GroupLasso
+
+    model = _small_mlp()
+    reg = GroupLasso(0.01, 0.0, False, "all", group=0.3, groups="both")
+    params = reg.select(model)
+    fc1w, fc1b = model.fc1.weight, model.fc1.bias
+    rows = torch.sqrt((fc1w**2).sum(1) + fc1b**2)
+    penalty = 0.3 * (2.0 * rows.sum() + 2**0.5 * fc1w.norm(dim=0).sum())
+    penalty = penalty + 0.01 * sum(p.abs().sum() for p in params)
+    penalty.backward()
+    expected = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    w, g = _bound(reg, model)
+    g.zero_()
+    meter = reg.meter(w)
+    reg.add_gradient_(w, g, meter)
+    assert reg.value(meter) == pytest.approx(float(penalty.detach()))
+    assert reg.penalty(w) == pytest.approx(float(penalty.detach()))
+    for ours, autograd in zip(model.parameters(), expected):
+        torch.testing.assert_close(ours.grad, autograd)
+
+
+def test_conv_filters_and_input_channels_are_groups():
+    from sweep.models import lenet5
+    from sweep.regularizers import GroupLasso
+
+    model = lenet5(784, 10, (28, 28))
+    reg = GroupLasso(0.0, 0.0, True, "weights", group=1.0, groups="both")
+    w, _ = _bound(reg, model)
+    kinds = [(tuple(reg.shapes[f.weight]), f.dim, f.size) for f in reg.families]
+    assert kinds == [((6, 1, 5, 5), 0, 25), ((16, 6, 5, 5), 0, 150), ((120, 400), 0, 400),
+                     ((84, 120), 0, 120), ((6, 1, 5, 5), 1, 150)]  # fmt: skip
+    reg.prox_(w, lr=10.0)  # a huge threshold: every group goes
+    assert not model.conv2.weight.any() and not model.fc1.weight.any()
+    assert model.fc3.weight.any()  # the classes are no group
+
+
+def test_group_lasso_refuses_bad_input_and_models_without_its_groups():
+    from sweep.regularizers import GroupLasso
+
+    with pytest.raises(UserError, match="group_lambda must be >= 0"):
+        GroupLasso(0.0, 0.0, True, "all", group=-1.0)
+    with pytest.raises(UserError, match="regularizer.groups must be one of neurons, inputs, both"):
+        GroupLasso(0.0, 0.0, True, "all", group=1.0, groups="rows")
+    with pytest.raises(UserError, match="groups=neurons finds no hidden Linear/Conv layer"):
+        GroupLasso(0.0, 0.0, True, "all", group=1.0).bind(mlp(4, 2, []))
+    model = torch.nn.Sequential(torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 2))
+    with pytest.raises(UserError, match="first layer with parameters is BatchNorm1d"):
+        GroupLasso(0.0, 0.0, True, "all", group=1.0, groups="inputs").bind(model)
+
+
+def test_for_finetuning_turns_the_sparsity_terms_off_and_keeps_the_selection():
+    from sweep.regularizers import GroupLasso
+
+    reg = GroupLasso(1e-3, 1e-4, True, ["Linear"], group=1e-2, groups="both")
+    tune = reg.for_finetuning()
+    assert type(tune) is Regularizer and (tune.l1, tune.l2, tune.params) == (0.0, 1e-4, "Linear")
+    model = mlp(4, 2, [3])
+    assert tune.select(model) == reg.select(model)
