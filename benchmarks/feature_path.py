@@ -1,13 +1,14 @@
 """L1 feature selection: l1sweep's regularization path beside scikit-learn's.
 
     python benchmarks/feature_path.py [--work DIR] [--plot docs/feature_path.png] [--quick]
+                                      [--settings defaults,minibatch,obvious]
 
 Two tables, written as CSV files into the work directory: scikit-learn's bundled breast-cancer
 table (569 rows, 30 features, labels benign/malignant) and a synthetic one from
 make_classification (1000 rows, 200 features of which the first 10, f0-f9, are informative;
 one cluster per class, so that a linear model suits it).
 For each, l1sweep runs a grid sweep over l1_lambda with the commands a user would type
-(`python -m sweep.run -m data=csv ... model=linear regularizer.params=weights`), and
+(`python -m sweep.run -m data=csv ... model=linear`), and
 scikit-learn's L1 logistic regression (saga) is fitted on the very same standardized training
 split (the Dataset l1sweep's config builds). Both minimize the same objective:
 l1sweep's mean cross-entropy + l1_lambda * sum|W| is scikit-learn's
@@ -15,10 +16,15 @@ C * sum(log-loss) + |w|_1 divided by C * n_train, so C = 1 / (l1_lambda * n_trai
 classes l1sweep's two weight rows reach the same optimum as scikit-learn's one (w1 - w0), and
 neither penalizes the intercept.
 
-l1sweep is run twice: with full-batch proximal gradient steps (train.batch_size larger than the
-table, optimizer.lr=0.25, 8000 steps: ISTA, which converges to the exact L1 optimum), and with
-its defaults (minibatches of 64, lr 0.01, 200 epochs), whose gradient noise leaves weights
-that the exact optimum has at zero just off it.
+l1sweep is run with its defaults, which for model=linear with sgd on data=csv are the
+full-batch proximal recipe (conf/recipe/full_batch.yaml: every training row in each step, lr
+0.25, 8000 steps, L1 on the weights only: ISTA, which converges to the exact L1 optimum), and
+with recipe=none, the minibatch defaults of l1sweep's network sweeps (minibatches of 64, lr
+0.01, 200 epochs), whose gradient noise leaves weights that the exact optimum has at zero just
+off it. `obvious` runs the command a user types first, a TPE sweep of 20 trials over
+l1_lambda in [1e-4, 0.3], with the defaults. Each setting is summed up as its best test
+accuracy among the points with at most 10 selected features, beside scikit-learn's (its
+40-lambda path).
 """
 
 from __future__ import annotations
@@ -38,11 +44,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a script from anywhere: import sweep from this checkout
 
 LAMBDAS = [1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 1e-1, 2e-1]
-COMMON = ["model=linear", "regularizer.params=weights"]
+COMMON = ["model=linear"]
 SETTINGS = {
-    "full batch": ["train.batch_size=1024", "optimizer.lr=0.25", "train.epochs=8000"],
-    "defaults": [],  # batch 64, lr 0.01, data=csv's 200 epochs
+    "defaults": [],  # for model=linear on a table: the full-batch recipe
+    # batch 64, lr 0.01, data=csv's 200 epochs: the defaults before the recipe, L1 on weights
+    "minibatch": ["recipe=none", "regularizer.params=weights"],
 }
+OBVIOUS = "l1_lambda=tag(log, interval(1e-4, 3e-1))"  # TPE, the default 20 trials
+MAX_FEATURES = 10  # "best test accuracy with at most 10 features"
 
 
 def write_tables(work: Path) -> dict[str, tuple[Path, str, list[str]]]:
@@ -72,15 +81,31 @@ def data_overrides(csv: Path, target: str) -> list[str]:
 
 
 def l1sweep_path(
-    work: Path, name: str, csv: Path, target: str, lambdas: list[float], setting: list[str]
+    work: Path,
+    name: str,
+    csv: Path,
+    target: str,
+    lambdas: list[float] | None,
+    setting: list[str],
 ) -> pd.DataFrame:
-    """Run the grid sweep as a user would; one row per l1_lambda with the selected features."""
+    """Run the grid sweep as a user would; one row per l1_lambda with the selected features.
+    lambdas=None: the obvious command's TPE sweep instead (its 20 trials, seed 0)."""
+    search = (
+        [OBVIOUS]
+        if lambdas is None
+        else [
+            "hydra/sweeper/sampler=grid",
+            f"l1_lambda=choice({','.join(map(repr, lambdas))})",
+            f"hydra.sweeper.n_trials={len(lambdas)}",
+        ]
+    )
     args = [
         sys.executable, "-m", "sweep.run", "-m", *data_overrides(csv, target), *COMMON,
-        *setting, "train.log_every=100000", "hydra/sweeper/sampler=grid",
-        f"l1_lambda=choice({','.join(map(repr, lambdas))})",
-        f"hydra.sweeper.n_trials={len(lambdas)}", f"hydra.sweeper.study_name={name}",
-        "hydra.sweeper.n_jobs=1",  # one trial at a time, all cores: as docs' figures were made
+        *setting, "train.log_every=100000", *search, f"hydra.sweeper.study_name={name}",
+        # one trial at a time on one thread: a full-batch step on a small table is a few small
+        # matrix products, and on a shared machine a second torch thread waiting for a busy
+        # core made each trial 100x slower (545 s against 3.7 s, measured)
+        "hydra.sweeper.n_jobs=1", "train.threads=1",
     ]  # fmt: skip
     proc = subprocess.run(
         args, cwd=work, capture_output=True, text=True,
@@ -154,6 +179,17 @@ def at_equal_sparsity(ours: pd.DataFrame, reference: pd.DataFrame) -> pd.Series:
     return pd.Series(out, index=ours.index)
 
 
+def best_sparse(path: pd.DataFrame) -> str:
+    """The best test accuracy among the path's points with at most MAX_FEATURES features."""
+    sparse = path[path["features"] <= MAX_FEATURES]
+    if sparse.empty:
+        return f"no point with <= {MAX_FEATURES} features"
+    best = sparse.loc[sparse["test_acc"].idxmax()]
+    return (
+        f"{best['test_acc']:.4f} ({best['features']} features, l1_lambda {best['l1_lambda']:.3g})"
+    )
+
+
 def report(
     name: str, paths: dict[str, pd.DataFrame], fine: pd.DataFrame, informative: list[str]
 ) -> str:
@@ -199,7 +235,7 @@ def plot(
     for ax, (name, paths) in zip(np.atleast_1d(axes), results.items()):
         fine = fine_paths[name].sort_values("features")
         ax.plot(fine["features"], fine["test_acc"], "-", color="0.6", label="scikit-learn (saga)")
-        styles = {"full batch": ("o", "C0"), "defaults": ("x", "C3")}
+        styles = {"defaults": ("o", "C0"), "minibatch": ("x", "C3"), "obvious": ("+", "C2")}
         for label, path in paths.items():
             if label in styles:
                 marker, color = styles[label]
@@ -217,7 +253,15 @@ def main() -> None:
     parser.add_argument("--work", type=Path, help="where the CSVs and sweeps go (default: temp)")
     parser.add_argument("--plot", type=Path, default=Path("feature_path.png"))
     parser.add_argument("--quick", action="store_true", help="breast cancer, 3 lambdas")
+    parser.add_argument(
+        "--settings", default="defaults,minibatch,obvious",
+        help="which l1sweep runs: defaults, minibatch (recipe=none), obvious (TPE, 20 trials)",
+    )  # fmt: skip
     args = parser.parse_args()
+    chosen = [s for s in args.settings.split(",") if s]
+    unknown = set(chosen) - {*SETTINGS, "obvious"}
+    if unknown:
+        parser.error(f"--settings: unknown {', '.join(sorted(unknown))}")
     work = (args.work or Path(tempfile.mkdtemp(prefix="feature_path-"))).resolve()
     tables = write_tables(work)
     lambdas = [1e-2, 3e-2, 1e-1] if args.quick else LAMBDAS
@@ -232,10 +276,22 @@ def main() -> None:
         paths = {"scikit-learn": sklearn_path(data, lambdas)}
         fine_paths[name] = sklearn_path(data, list(np.geomspace(5e-4, 0.5, 40)))
         for label, setting in SETTINGS.items():
-            study = f"{name}-{label.replace(' ', '_')}"
-            paths[label] = l1sweep_path(work, study, csv, target, lambdas, setting)
+            if label in chosen:
+                study = f"{name}-{label.replace(' ', '_')}"
+                paths[label] = l1sweep_path(work, study, csv, target, lambdas, setting)
         results[name] = paths
         print(report(name, paths, fine_paths[name], informative))
+        sparse = {"scikit-learn (the grid)": paths["scikit-learn"],
+                  "scikit-learn (40 lambdas)": fine_paths[name], **paths}  # fmt: skip
+        sparse.pop("scikit-learn")
+        if "obvious" in chosen:
+            sparse["obvious (TPE, 20 trials)"] = paths_obvious = l1sweep_path(
+                work, f"{name}-obvious", csv, target, None, []
+            )
+            results[name]["obvious"] = paths_obvious
+        for label, path in sparse.items():
+            print(f"{name}: best test_acc with <= {MAX_FEATURES} features, {label}: "
+                  f"{best_sparse(path)}")  # fmt: skip
         if informative:
             for label, path in paths.items():
                 best = path.loc[path["test_acc"].idxmax()]

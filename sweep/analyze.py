@@ -8,8 +8,14 @@ default by the sweep (where several are read) and by whichever of model, regular
 prune vary within a sweep; `--by` names the columns instead. The dense baseline (rows with
 no regularizer and no pruning, or a within_drop sweep's baseline run) is drawn for reference.
 
-Works from results.csv alone (and the trials' model.pt for the input mask): no Hydra, no
-Optuna storage. In a notebook: `load(paths)`, `pareto_front(frame)`, `knee(frame)`,
+Best trial, fronts, knees, plots and their wording follow the objectives the sweep was run
+with (`objective.metrics` and `objective.direction`: from optimization_results.yaml, else from
+a trial's .hydra/config.yaml; see `objective_of`). A sweep of one objective has its best
+trial by that objective in its direction, and its front of that metric against sparsity; a
+sweep of several has the front of its own metrics, in their directions, and its knee.
+
+Works from results.csv and the files beside it (the trials' model.pt for the input mask): no
+Hydra, no Optuna storage. In a notebook: `load(paths)`, `pareto_front(frame)`, `knee(frame)`,
 `input_mask(frame, index)`.
 """
 
@@ -23,6 +29,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +41,8 @@ from sweep.row import dtypes
 REQUIRED = ["trial", "status", "l1_lambda", "val_acc", "test_acc", "sparsity", "overrides"]
 TYPES = dtypes()  # every column's type, from the row's one definition
 FRONT = ("val_acc", "sparsity")
-KNEE_RULE = "the front's point nearest the ideal (max val_acc, max sparsity), each axis min-max scaled over the front"  # noqa: E501
+# the columns `load` adds: each row's sweep's objective metrics and directions, comma-joined
+METRICS_COLUMN, DIRECTIONS_COLUMN = "objective_metrics", "objective_directions"
 SHOWN = ["trial", "l1_lambda", "prune_sparsity", "val_acc", "test_acc", "trained_test_acc",
          "sparsity", "sparsity_tol", "pruned_test_acc", "overrides"]  # fmt: skip
 METHOD_COLUMNS = ("model", "regularizer", "prune")
@@ -76,9 +84,100 @@ def _read(csv: Path) -> pd.DataFrame:
     return frame
 
 
+@dataclass(frozen=True)
+class Objective:
+    """What a sweep optimized: its metrics (results.csv columns) and, one for each, the
+    direction ("maximize" or "minimize"); `source` says where they were read."""
+
+    metrics: tuple[str, ...]
+    directions: tuple[str, ...]
+    source: str
+
+    def maximize(self, column: str) -> bool:
+        """The sweep's direction for `column` if it is one of its metrics, else maximize (the
+        direction of accuracy and sparsity, the columns a front is drawn against)."""
+        if column in self.metrics:
+            return self.directions[self.metrics.index(column)] == "maximize"
+        return True
+
+    def front(self) -> tuple[tuple[str, str], tuple[bool, bool]]:
+        """The two columns of the sweep's Pareto front and whether each is maximized: a
+        sweep's two objectives; else its one metric against sparsity (accuracy against
+        sparsity where the metric is sparsity itself, as in objective=within_drop)."""
+        if len(self.metrics) == 2:
+            cols = (self.metrics[0], self.metrics[1])
+        elif len(self.metrics) == 1 and self.metrics[0] != "sparsity":
+            cols = (self.metrics[0], "sparsity")
+        else:
+            cols = FRONT
+        return cols, (self.maximize(cols[0]), self.maximize(cols[1]))
+
+
+UNRECORDED = Objective(("val_acc",), ("maximize",), "not recorded: assumed maximize val_acc")
+
+
+def _objective_in(config: Path) -> Objective | None:
+    """The objective of a trial's .hydra/config.yaml, or of optimization_results.yaml (the
+    `metrics` and `directions` keys the sweeper writes there)."""
+    from omegaconf import OmegaConf
+
+    try:
+        node = OmegaConf.load(config)
+    except Exception:  # unreadable: the next source is tried
+        return None
+    if config.name == "optimization_results.yaml":
+        metrics, directions = node.get("metrics"), node.get("directions")
+    else:
+        objective = node.get("objective") or {}
+        metrics, directions = objective.get("metrics"), objective.get("direction")
+    if not metrics or not directions or len(metrics) != len(directions):
+        return None
+    directions = tuple(str(d) for d in directions)
+    if not set(directions) <= {"maximize", "minimize"}:
+        return None
+    return Objective(tuple(str(m) for m in metrics), directions, str(config))
+
+
+def objective_of(csv: Path, frame: pd.DataFrame) -> Objective:
+    """The objective a sweep was run with: its optimization_results.yaml (written when the
+    sweep ends), else the first trial's .hydra/config.yaml that can be read (there from the
+    first trial on, so a running or killed sweep has it too), else UNRECORDED."""
+    sources = [csv.parent / "optimization_results.yaml"]
+    for run_dir in frame.get("run_dir", pd.Series(dtype="string")).dropna().head(20):
+        sources += [Path(run_dir) / ".hydra" / "config.yaml",
+                    csv.parent / Path(run_dir).name / ".hydra" / "config.yaml"]  # fmt: skip
+    for source in sources:
+        if source.is_file() and (found := _objective_in(source)) is not None:
+            return found
+    return UNRECORDED
+
+
+def objectives(frame: pd.DataFrame) -> Objective:
+    """The objective of the rows of one sweep (the columns `load` adds)."""
+    if METRICS_COLUMN not in frame or frame[METRICS_COLUMN].isna().all():
+        return UNRECORDED
+    first = frame.iloc[0]
+    return Objective(tuple(str(first[METRICS_COLUMN]).split(",")),
+                     tuple(str(first[DIRECTIONS_COLUMN]).split(",")), "results")  # fmt: skip
+
+
+def _word(maximize: bool) -> str:
+    return "max" if maximize else "min"
+
+
+def knee_rule(cols: Sequence[str], maximize: Sequence[bool]) -> str:
+    """How `knee` picks its point, in words."""
+    ideal = ", ".join(f"{_word(m)} {c}" for c, m in zip(cols, maximize))
+    return f"the front's point nearest the ideal ({ideal}), each axis min-max scaled over the front"
+
+
+KNEE_RULE = knee_rule(FRONT, (True, True))
+
+
 def load(paths: Sequence[str | Path]) -> pd.DataFrame:
     """One typed frame of the trials of every sweep, with a `sweep` column (its directory name,
-    or its path where two sweeps share a name) and a `csv` column (the file it came from).
+    or its path where two sweeps share a name), a `csv` column (the file it came from) and
+    each sweep's objective (`objective_metrics`, `objective_directions`: see objective_of).
     A sweep named twice is read once."""
     frames = []
     csvs = dict.fromkeys(_csv_path(Path(p)).resolve() for p in paths)
@@ -86,6 +185,10 @@ def load(paths: Sequence[str | Path]) -> pd.DataFrame:
         frame = _read(csv)
         frame.insert(0, "sweep", csv.parent.name)
         frame["csv"] = str(csv)
+        objective = objective_of(csv, frame)
+        recorded = objective is not UNRECORDED  # else empty: `objectives` gives UNRECORDED
+        frame[METRICS_COLUMN] = ",".join(objective.metrics) if recorded else pd.NA
+        frame[DIRECTIONS_COLUMN] = ",".join(objective.directions) if recorded else pd.NA
         frames.append(frame)
     combined = pd.concat(frames, ignore_index=True)
     if combined.groupby("sweep")["csv"].nunique().gt(1).any():  # two sweeps, one name
@@ -161,27 +264,49 @@ def pareto_front(
     return front
 
 
-def knee(frame: pd.DataFrame, cols: Sequence[str] = FRONT) -> int:
-    """Index label of the knee of the (val_acc, sparsity) front: see KNEE_RULE."""
-    front = frame[pareto_front(frame, cols)]
+def fronts(frame: pd.DataFrame) -> pd.Series:
+    """True for the rows on their method's front (`method` column, else their sweep's), each
+    of its own sweep's front columns in their directions (Objective.front)."""
+    by = "method" if "method" in frame else "sweep"
+    parts = [pareto_front(g, *objectives(g).front()) for _, g in frame.groupby(by, sort=False)]
+    return pd.concat(parts).reindex(frame.index)
+
+
+def knee(
+    frame: pd.DataFrame, cols: Sequence[str] = FRONT, maximize: Sequence[bool] = (True, True)
+) -> int:
+    """Index label of the knee of the front of `cols` (each maximized or not): see knee_rule.
+    Ties go to the point best in the first column."""
+    front = frame[pareto_front(frame, cols, maximize)]
     if front.empty:
         raise UserError(f"no complete trial has {' and '.join(cols)}; nothing to pick a knee from")
-    vals = front[list(cols)].to_numpy(dtype=float)
+    signs = np.array([1.0 if m else -1.0 for m in maximize])
+    vals = front[list(cols)].to_numpy(dtype=float) * signs  # larger is better on each axis
     span = vals.max(axis=0) - vals.min(axis=0)
     scaled = (vals - vals.min(axis=0)) / np.where(span > 0, span, 1.0)
     distance = np.sqrt(((1.0 - scaled) ** 2).sum(axis=1))
-    order = np.lexsort((-vals[:, 0], distance))  # ties: the more accurate one
+    order = np.lexsort((-vals[:, 0], distance))  # ties: the better in the first column
     return int(front.index[order[0]])
 
 
 def best(frame: pd.DataFrame) -> tuple[int, str]:
-    """The best trial by the study's objective, and how it was chosen."""
+    """The best trial of one sweep's rows by its objective, in the sweep's direction (see
+    objective_of), and how it was chosen: a single objective's best value (the `objective`
+    column), else the knee of the front of the sweep's objectives."""
     done = frame[_complete(frame)]
     if done.empty:
         raise UserError(f"no complete trials in {frame['csv'].iloc[0]}; see their run.log")
-    if "objective" in done and done["objective"].notna().any():
-        return int(done["objective"].idxmax()), "max objective (the value the sweep maximized)"
-    return knee(done), "knee of the Pareto front (multi-objective sweep)"
+    objective = objectives(frame)
+    names = ", ".join(objective.metrics)
+    if len(objective.metrics) == 1 and "objective" in done and done["objective"].notna().any():
+        up = objective.directions[0] == "maximize"
+        index = done["objective"].idxmax() if up else done["objective"].idxmin()
+        verb = "maximized" if up else "minimized"
+        guess = "" if objective is not UNRECORDED else "; the direction was not recorded"
+        return int(index), f"{_word(up)} objective ({names}, the value the sweep {verb}{guess})"
+    cols, maximize = objective.front()
+    axes = " and ".join(f"{c} ({_word(m)})" for c, m in zip(cols, maximize))
+    return knee(done, cols, maximize), f"knee of the Pareto front of {axes} (multi-objective sweep)"
 
 
 def _row_table(frame: pd.DataFrame, index: Sequence[int]) -> str:
@@ -190,12 +315,15 @@ def _row_table(frame: pd.DataFrame, index: Sequence[int]) -> str:
 
 
 def _comparison(frame: pd.DataFrame, knees: dict[str, int], dense: dict[str, float]) -> str:
-    """One line per method: its trials, best val_acc and knee; the dense baselines below."""
+    """One line per method: its trials, best val_acc (the lowest where its sweep minimized
+    val_acc) and knee; the dense baselines below."""
     rows = []
     for name, trials in frame.groupby("method", sort=False):
         k = frame.loc[knees[name]]
+        up = objectives(trials).maximize("val_acc")
         rows.append({"method": name, "trials": len(trials),
-                     "best val_acc": trials["val_acc"].max(), "knee trial": k["trial"],
+                     "best val_acc": trials["val_acc"].max() if up else trials["val_acc"].min(),
+                     "knee trial": k["trial"],
                      "knee sparsity": k["sparsity"], "knee val_acc": k["val_acc"],
                      "knee test_acc": k["test_acc"]})  # fmt: skip
     table = pd.DataFrame(rows).to_markdown(index=False, floatfmt=".4g")
@@ -216,25 +344,30 @@ def summarize(frame: pd.DataFrame) -> tuple[str, dict[str, int]]:
         pruned = counts.get("pruned", 0)  # stopped early by the sweep's pruner
         failed = len(sweep) - complete - diverged - pruned  # or any status this code predates
         if not complete:
+            # Data with inf or NaN never reaches training (sweep.data.Dataset refuses it), so a
+            # diverged trial's loss grew without bound from finite data: its step was too big.
             raise UserError(
                 f"{name} has no complete trial ({diverged} diverged, {pruned} pruned, "
-                f"{failed} failed); "
-                "see the trials' run.log, then rerun (diverged: lower optimizer.lr or l1_lambda)"
+                f"{failed} failed); see the trials' run.log, then rerun (diverged: the training "
+                "loss overflowed to inf or nan; lower optimizer.lr, or l1_lambda for a "
+                "non-proximal regularizer, or keep data.standardize=true for large inputs)"
             )
         labels = [", ".join(sweep[c].dropna().unique()) if c in sweep else "?" for c in
                   ("regularizer", "data")]  # fmt: skip
         best_index, how = best(sweep)
-        front = sweep[pareto_front(sweep)].sort_values("sparsity")
-        knees[name] = knee(sweep)
+        cols, maximize = objectives(sweep).front()
+        front = sweep[pareto_front(sweep, cols, maximize)].sort_values(cols[1])
+        knees[name] = knee(sweep, cols, maximize)
+        axes = " vs ".join(f"{c} ({_word(m)})" for c, m in zip(cols, maximize))
         parts += [
             f"## {name} (regularizer {labels[0]}, data {labels[1]})",
             f"trials: {len(sweep)}, complete {complete}, pruned {pruned}, diverged {diverged}, "
             f"failed {failed}",
             f"\nbest trial, by {how}:\n",
             _row_table(sweep, [best_index]),
-            f"\nPareto front, val_acc vs sparsity, both maximized ({len(front)} trials):\n",
+            f"\nPareto front, {axes} ({len(front)} trials):\n",
             _row_table(sweep, front.index),
-            f"\nknee ({KNEE_RULE}):\n",
+            f"\nknee ({knee_rule(cols, maximize)}):\n",
             _row_table(sweep, [knees[name]]),
             "",
         ]
@@ -275,7 +408,9 @@ def plot(
     """accuracy_vs_sparsity.png (a colour, marker and front per method, dense baselines as
     dashed lines), lambda.png, and input_mask_<method>.png for each method in `masks`
     (method -> (index of the trial shown, its input_mask)). kept_axis: x is the fraction of
-    weights kept, 1 - sparsity, on a log scale, which spreads out the 90-99% zeros region."""
+    weights kept, 1 - sparsity, on a log scale, which spreads out the 90-99% zeros region.
+    Each method's points and front are drawn on its sweep's front columns, in their
+    directions (Objective.front: val_acc against sparsity, both maximized, by default)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -286,21 +421,32 @@ def plot(
     done = frame[_complete(frame)]
     colours = plt.get_cmap("tab10").colors
     fig, ax = plt.subplots(figsize=(5.5, 4), dpi=100)
-    x = (1.0 - frame["sparsity"]).clip(lower=1e-4) if kept_axis else frame["sparsity"]
+    axes: list[tuple[tuple[str, str], tuple[bool, bool]]] = []
     for i, (name, trials) in enumerate(done.groupby("method", sort=False)):
         colour, marker = colours[i % 10], "osD^v<>p*h"[i % 10]
-        ax.scatter(x[trials.index], trials["val_acc"], color=colour, marker=marker,
+        (y_col, x_col), maximize = objectives(trials).front()
+        axes.append(((y_col, x_col), maximize))
+        x = frame[x_col]
+        if kept_axis and x_col == "sparsity":
+            x = (1.0 - x).clip(lower=1e-4)
+        ax.scatter(x[trials.index], trials[y_col], color=colour, marker=marker,
                    edgecolor="k", lw=0.3, s=22, alpha=0.8)  # fmt: skip
-        front = trials[pareto_front(trials)].sort_values("sparsity")
-        ax.step(x[front.index], front["val_acc"], where="pre", color=colour, label=name)
+        front = trials[pareto_front(trials, (y_col, x_col), maximize)].sort_values(x_col)
+        # a staircase from each front point towards the worse x: "pre" when x is maximized
+        ax.step(x[front.index], front[y_col], where="pre" if maximize[1] else "post",
+                color=colour, label=name)  # fmt: skip
         k = knees[name]
-        ax.annotate("knee", (x[k], frame.loc[k, "val_acc"]), xytext=(4, 4),
+        ax.annotate("knee", (x[k], frame.loc[k, y_col]), xytext=(4, 4),
                     textcoords="offset points", fontsize=7, color=colour)  # fmt: skip
-    for i, (label, acc) in enumerate(baselines(frame).items()):
-        ax.axhline(acc, color="0.4", ls=(0, (4, 2 + i)), lw=0.8, label=label)
-    ax.set(xlabel="sparsity (exact zeros)", ylabel="validation accuracy",
-           title="accuracy vs sparsity, one front per method")  # fmt: skip
-    if kept_axis:
+    (y_col, x_col), maximize = axes[0] if axes else (FRONT, (True, True))
+    if y_col == "val_acc":  # the dense models' accuracy, for reference
+        for i, (label, acc) in enumerate(baselines(frame).items()):
+            ax.axhline(acc, color="0.4", ls=(0, (4, 2 + i)), lw=0.8, label=label)
+    names = {"sparsity": "sparsity (exact zeros)", "val_acc": "validation accuracy"}
+    ax.set(xlabel=f"{names.get(x_col, x_col)}, {_word(maximize[1])}imized",
+           ylabel=f"{names.get(y_col, y_col)}, {_word(maximize[0])}imized",
+           title=f"{y_col} vs {x_col}, one front per method")  # fmt: skip
+    if kept_axis and x_col == "sparsity":
         ax.set(xscale="log", xlabel="weights kept, 1 - sparsity (exact zeros), log scale")
         ax.invert_xaxis()  # sparser to the right, as on the linear axis
     ax.legend(fontsize=7)
@@ -372,8 +518,10 @@ def analyze(
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out, prefix=".analyze-") as tmp:
         staging = Path(tmp)
-        front = frame[pareto_front(frame, by="method")]
-        front.drop(columns="csv").to_csv(staging / "pareto.csv", index=False)
+        front = frame[fronts(frame)]
+        front.drop(columns=["csv", METRICS_COLUMN, DIRECTIONS_COLUMN]).to_csv(
+            staging / "pareto.csv", index=False
+        )
         plot_features(frame, chosen, staging)
         (staging / "summary.md").write_text(text + "\n")
         plot(frame, knees, staging, masks, kept_axis)
@@ -463,7 +611,9 @@ def feature_report(
             index, how = int(done.index[done["trial"] == trial][0]), "--trial"
         else:
             fewer = done.assign(fewer_inputs=-done["active_inputs"])
-            index, how = knee(fewer, ("val_acc", "fewer_inputs")), FEATURE_KNEE_RULE
+            up = objectives(sweep).maximize("val_acc")  # a sweep that minimized it: min
+            index = knee(fewer, ("val_acc", "fewer_inputs"), (up, True))
+            how = FEATURE_KNEE_RULE if up else FEATURE_KNEE_RULE.replace("val_acc", "min val_acc")
         path = _trial_dir(frame.loc[index]) / "features.csv"
         if not path.is_file():  # repeats > 1: each seed has its own; the first seed's is shown
             path = path.parent / f"seed_{int(frame.loc[index, 'seed'])}" / "features.csv"

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from sweep.errors import UserError
+from sweep.searched import required
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,13 @@ class Dataset:
     feature_names: tuple[str, ...] | None = None  # one per input, for features.csv
     class_names: tuple[str, ...] | None = None  # the label value of each class index
 
+    def __post_init__(self) -> None:
+        """Every Dataset is checked here, whoever made it (a built-in loader, data=csv or npz,
+        a user's own loader): inf, -inf or NaN in any input or label of any split is a
+        UserError naming the columns and the count of rows, raised before any training.
+        Such a value makes every trial's loss non-finite (or scores a row silently)."""
+        _check_finite(self)
+
     @property
     def n_inputs(self) -> int:
         return int(np.prod(self.image_shape))
@@ -53,6 +61,56 @@ class Dataset:
 
 _TENSORS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
 _ON_DEVICE: dict[tuple[int, str], tuple[Dataset, Dataset]] = {}
+_SPLITS = ("train", "val", "test")
+
+
+def _check_finite(data: Dataset) -> None:
+    """Raise a UserError if a float input or label of any split is inf, -inf or NaN (see
+    Dataset.__post_init__); one pass of torch.isfinite per tensor when all is well."""
+    bad_x, bad_y, counts, kinds = None, 0, [], set()
+    for part in _SPLITS:
+        x, y = getattr(data, f"x_{part}"), getattr(data, f"y_{part}")
+        rows = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+        if x.is_floating_point() and x.numel() and not bool(torch.isfinite(x).all()):
+            bad = ~torch.isfinite(x.reshape(len(x), -1))
+            rows |= bad.any(dim=1)
+            columns = bad.any(dim=0).cpu()
+            bad_x = columns if bad_x is None else bad_x | columns
+            kinds |= _kinds(x[bad.reshape(x.shape)])
+        if y.is_floating_point() and y.numel() and not bool(torch.isfinite(y).all()):
+            labels = ~torch.isfinite(y)
+            rows |= labels
+            bad_y += int(labels.sum())
+            kinds |= _kinds(y[labels])
+        counts.append(int(rows.sum()))
+    if not sum(counts):
+        return
+    names = []
+    if bad_x is not None:
+        where = bad_x.nonzero().flatten().tolist()
+        shape = tuple(data.x_train.shape[1:])
+        for i in where[:5]:
+            if data.feature_names and len(data.feature_names) == bad_x.numel():
+                names.append(data.feature_names[i])
+            else:  # an image: the input's position in it
+                names.append(f"input {tuple(int(j) for j in np.unravel_index(i, shape))}")
+        names[-1] += f" and {len(where) - 5} more" if len(where) > 5 else ""
+    if bad_y:
+        names.append("the labels")
+    split = ", ".join(f"{n} {p}" for n, p in zip(counts, _SPLITS) if n)
+    raise UserError(
+        f"the data holds {' and '.join(sorted(kinds))} values in {sum(counts)} rows ({split}), "
+        f"in {'column' if len(names) == 1 else 'columns'} {', '.join(names)}; l1sweep trains "
+        "on finite numbers only (float32: |x| < 3.4e38): fix or drop those rows, or leave the "
+        "columns out"
+    )
+
+
+def _kinds(values: torch.Tensor) -> set[str]:
+    """Which of inf, -inf and NaN occur among `values`."""
+    kinds = {"NaN"} if bool(torch.isnan(values).any()) else set()
+    kinds |= {"inf"} if bool((values == math.inf).any()) else set()
+    return kinds | ({"-inf"} if bool((values == -math.inf).any()) else set())
 
 
 def split(
@@ -312,9 +370,10 @@ def load_torchvision(
     """A torchvision classification set by class name; `options` are extra arguments of its
     constructor (EMNIST's split)."""
     if not dataset:
-        raise UserError(
+        raise required(
+            "data.dataset",
             "data=torchvision needs data.dataset=NAME, a torchvision.datasets class such as "
-            "KMNIST or CIFAR10"
+            "KMNIST or CIFAR10",
         )
     opts = tuple(sorted((str(k), v) for k, v in (options or {}).items()))
     return _load_torchvision(seed, dataset, str(root), val_fraction, fallback_dir, opts)

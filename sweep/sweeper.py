@@ -671,6 +671,8 @@ class L1Sweeper(OptunaSweeper):
                 "name": "optuna",
                 "solutions": [{"params": t.params, "values": t.values} for t in study.best_trials],
             }
+        # what the study optimized, for sweep.analyze: its best trial, front and knee follow these
+        summary.update(metrics=list(self.sweeper.config.objective.metrics), directions=directions)
         OmegaConf.save(OmegaConf.create(summary), csv_path.parent / "optimization_results.yaml")
         pruned = study.get_trials(deepcopy=False, states=[TrialState.PRUNED])
         log.info(

@@ -7,7 +7,9 @@ Every problem with a file is one UserError line that names the file and what to 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -16,14 +18,24 @@ import torch
 
 from sweep.data import Dataset, split
 from sweep.errors import UserError
+from sweep.searched import required
 
 
 def _file(path: str | None, kind: str, example: str) -> Path:
     if not path:
-        raise UserError(f"data={kind} needs data.path={example}")
+        raise required("data.path", f"data={kind} needs data.path={example}")
     file = Path(path).expanduser()
     if not file.is_file():
-        raise UserError(f"data.path={path}: no such file (relative paths start where you run)")
+        # a trial's share of a path that -m split at its comma: a file whose name holds it
+        parent = file.parent if file.parent.is_dir() else None
+        whole = [p for p in parent.glob("*,*") if file.name in p.name.split(",")] if parent else []
+        hint = ""
+        if whole:
+            quoted = shlex.quote(f'data.path="{whole[0]}"')
+            hint = f"; {whole[0]} exists: under -m a comma separates values, so quote it: {quoted}"
+        raise UserError(
+            f"data.path={path}: no such file (relative paths start where you run){hint}"
+        )
     return file
 
 
@@ -32,6 +44,11 @@ def _classes(y: np.ndarray, where: str) -> tuple[np.ndarray, tuple[str, ...]]:
     if y.dtype.kind == "f":
         if np.isnan(y).any():
             raise UserError(f"{where} has {int(np.isnan(y).sum())} empty labels; fill or drop them")
+        if np.isinf(y).any():
+            raise UserError(
+                f"{where} holds inf or -inf in {int(np.isinf(y).sum())} rows; a class label "
+                "must be a finite value: fix or drop those rows"
+            )
         if not np.all(y == np.round(y)):
             raise UserError(
                 f"{where} holds non-integer numbers (e.g. {y[y != np.round(y)][0]:g}); "
@@ -86,14 +103,28 @@ def _dataset(
     n_classes: int,
     feature_names: tuple[str, ...],
     class_names: tuple[str, ...],
+    where: str,
 ) -> Dataset:
+    """The Dataset of the split parts, standardized if asked. The Dataset checks its values
+    (inf, NaN: sweep/data.py) as read, before scaling spreads one bad cell over its column."""
     x_train, y_train, x_val, y_val, x_test, y_test = parts
-    if standardize:
-        x_train, x_val, x_test = _standardize(x_train, x_val, x_test)
-    return Dataset(
-        x_train, y_train, x_val, y_val, x_test, y_test,
-        tuple(x_train.shape[1:]), n_classes, feature_names, class_names,
-    )  # fmt: skip
+    try:
+        data = Dataset(
+            x_train, y_train, x_val, y_val, x_test, y_test,
+            tuple(x_train.shape[1:]), n_classes, feature_names, class_names,
+        )  # fmt: skip
+    except UserError as e:
+        raise UserError(f"{where}: {e}") from None
+    if not standardize:
+        return data
+    x_train, x_val, x_test = _standardize(x_train, x_val, x_test)
+    try:
+        return dataclasses.replace(data, x_train=x_train, x_val=x_val, x_test=x_test)
+    except UserError:  # finite as read: the mean or std of a column overflowed float32
+        raise UserError(
+            f"{where}: a feature's mean or standard deviation overflows float32 (values near "
+            "3.4e38); rescale those columns, or set data.standardize=false"
+        ) from None
 
 
 def load_csv(
@@ -111,7 +142,7 @@ def load_csv(
     (default: all others) the inputs, which must be numbers (booleans count as 0/1)."""
     file = _file(path, "csv", "<file.csv> data.target=<label column>")
     if not target:
-        raise UserError("data=csv needs data.target=<the label column of the CSV>")
+        raise required("data.target", "data=csv needs data.target=<the label column of the CSV>")
     stat = file.stat()  # in the cache key: an edited file is read again
     return _load_csv(
         seed, str(file), stat.st_mtime_ns, stat.st_size, str(target),
@@ -187,7 +218,7 @@ def _load_csv(
     parts = _splits(
         x, torch.from_numpy(y), None, seed, val_fraction, test_fraction, test_seed, path
     )
-    return _dataset(parts, standardize, len(class_names), tuple(features), class_names)
+    return _dataset(parts, standardize, len(class_names), tuple(features), class_names, path)
 
 
 def load_npz(
@@ -293,4 +324,4 @@ def _load_npz(
         torch.tensor(x, dtype=torch.float32), torch.from_numpy(index[: len(y)]), test,
         seed, val_fraction, test_fraction, test_seed, path,
     )  # fmt: skip
-    return _dataset(parts, standardize, len(class_names), feature_names, class_names)
+    return _dataset(parts, standardize, len(class_names), feature_names, class_names, path)

@@ -4,6 +4,7 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from PIL import Image
 
 from conftest import run_cli
@@ -134,7 +135,8 @@ def test_a_two_objective_sweep_reports_its_knee_and_the_sweepers_front(sweeps, c
     printed = capsys.readouterr().out
     df = load([two])
     assert "objective" not in df and df["pareto"].dtype == "boolean"
-    [row] = table_rows(printed, "best trial, by knee of the Pareto front (multi-objective sweep)")
+    heading = "best trial, by knee of the Pareto front of val_acc (max) and sparsity (max)"
+    [row] = table_rows(printed, heading)
     assert int(row[0]) == df.loc[knee(df), "trial"]
     # Optuna's own front (the sweeper's `pareto` column) is the helper's front.
     assert pareto_front(df).tolist() == df["pareto"].tolist()
@@ -267,3 +269,54 @@ def test_methods_are_split_apart_each_with_its_own_front(methods_sweep, capsys, 
     assert_png(tmp_path / "k" / "accuracy_vs_sparsity.png")
     capsys.readouterr()
     _fails(capsys, [str(methods_sweep), "--by", "nope"], "--by nope: no such column; use", out)
+
+
+def test_the_analysis_follows_a_minimized_objective(tmp_path, capsys):
+    """A real sweep that minimized val_acc: the best trial is the lowest, its wording says min,
+    the front and knee minimize val_acc, with or without optimization_results.yaml."""
+    run_cli(tmp_path, "-m", "objective.direction=[minimize]", "hydra.sweeper.n_trials=3",
+            "hydra.sweeper.study_name=low", "train.epochs=2",
+            "l1_lambda=tag(log, interval(1e-4, 0.3))")  # fmt: skip
+    sweep = tmp_path / "outputs" / "sweeps" / "low"
+    written = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert written["directions"] == ["minimize"] and written["metrics"] == ["val_acc"]
+    csv = pd.read_csv(sweep / "results.csv")
+    assert csv["objective"].nunique() == 3  # three different values: the choice matters
+    lowest = csv.loc[csv["objective"].idxmin()]
+    for source in ("optimization_results.yaml", ".hydra/config.yaml"):
+        out = tmp_path / source.replace("/", "_")
+        assert main([str(sweep), "--out", str(out), "--no-mask"]) == 0
+        printed = capsys.readouterr().out
+        heading = "best trial, by min objective (val_acc, the value the sweep minimized)"
+        [row] = table_rows(printed, heading)
+        assert int(row[0]) == lowest["trial"]
+        assert "Pareto front, val_acc (min) vs sparsity (max)" in printed
+        assert "nearest the ideal (min val_acc, max sparsity)" in printed
+        df = load([sweep])
+        front = pareto_front(df, maximize=(False, True))
+        assert set(pd.read_csv(out / "pareto.csv")["trial"]) == set(df.loc[front, "trial"])
+        [knee_row] = table_rows(printed, "knee (")
+        assert int(knee_row[0]) == df.loc[knee(df, maximize=(False, True)), "trial"]
+        (sweep / "optimization_results.yaml").unlink(missing_ok=True)  # killed: trial configs
+    # Neither source: the analysis says it assumed the direction.
+    for trial in csv["trial"]:
+        (sweep / f"trial_{trial}" / ".hydra" / "config.yaml").unlink()
+    assert main([str(sweep), "--out", str(tmp_path / "none"), "--no-mask"]) == 0
+    assert "the direction was not recorded" in capsys.readouterr().out
+
+
+def test_a_pareto_sweep_front_and_knee_follow_its_directions(tmp_path, capsys):
+    """Two objectives, val_acc minimized and sparsity maximized: the front is Optuna's."""
+    run_cli(tmp_path, "-m", "objective=pareto", "objective.direction=[minimize,maximize]",
+            "hydra.sweeper.n_trials=4", "hydra.sweeper.study_name=mixed", "train.epochs=2",
+            "l1_lambda=tag(log, interval(1e-4, 0.3))")  # fmt: skip
+    sweep = tmp_path / "outputs" / "sweeps" / "mixed"
+    assert main([str(sweep), "--out", str(tmp_path / "o"), "--no-mask"]) == 0
+    printed = capsys.readouterr().out
+    df = load([sweep])
+    front = pareto_front(df, maximize=(False, True))
+    assert front.tolist() == df["pareto"].tolist()  # Optuna's own front, as the study ran
+    heading = "best trial, by knee of the Pareto front of val_acc (min) and sparsity (max)"
+    [row] = table_rows(printed, heading)
+    assert int(row[0]) == df.loc[knee(df, maximize=(False, True)), "trial"]
+    assert set(pd.read_csv(tmp_path / "o" / "pareto.csv")["trial"]) == set(df.loc[front, "trial"])

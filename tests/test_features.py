@@ -34,14 +34,14 @@ def test_feature_table_reads_the_first_layer():
 
 @pytest.fixture(scope="module")
 def breast_cancer_path(tmp_path_factory):
-    """l1sweep's path on the bundled breast-cancer table, by the benchmark's own commands,
+    """l1sweep's path on the bundled breast-cancer table, by the benchmark's own commands
+    with l1sweep's defaults (`data=csv ... model=linear`, which bring the full-batch recipe),
     beside scikit-learn's on the same splits."""
     bench = load_benchmark()
     work = tmp_path_factory.mktemp("features")
     csv, target, _ = bench.write_tables(work)["breast_cancer"]
     lambdas = [0.02, 0.1]
-    setting = ["train.batch_size=1024", "optimizer.lr=0.25", "train.epochs=8000"]
-    ours = bench.l1sweep_path(work, "bc", csv, target, lambdas, setting)
+    ours = bench.l1sweep_path(work, "bc", csv, target, lambdas, bench.SETTINGS["defaults"])
     reference = bench.sklearn_path(bench.dataset(csv, target), lambdas)
     return work, ours, reference
 

@@ -56,6 +56,11 @@ MISTAKES = [
     (["objective.direction=[up]"], "objective.direction entries must be one of maximize"),
     (["objective=within_drop", "objective.max_drop=2"], "objective.max_drop must be in [0, 1)"),
     (["experiment=fashion_frontier", "train.epochs=-3"], "train.epochs must be an integer >= 1"),
+    (["recipe=fullbatch"], "Could not find 'recipe/fullbatch'. Available options in 'recipe'"),
+    # data files the test writes (write_files): values that are not finite
+    (["data=csv", "data.path=inf.csv", "data.target=y"],
+     "inf.csv: the data holds inf values in 1 rows"),
+    (["data=npz", "data.path=nan.npz"], "nan.npz: the data holds NaN values in 1 rows"),
 ]  # fmt: skip
 
 SWEEP_MISTAKES = [
@@ -116,7 +121,32 @@ SWEEP_MISTAKES = [
     *[([f"hydra/sweeper/sampler={option}"], f"pip install {package}")
       for option, package in (("cmaes", "cmaes"), ("qmc", "scipy"), ("gp", "scipy"))
       if importlib.util.find_spec(package) is None],
+    (["data=csv", "data.path=inf.csv", "data.target=y"], "the data holds inf values in 1 rows"),
+    # a comma makes a sweep list under -m: a key that needs one value says so, and how to quote
+    (["data=csv", "data.path=a,b.csv", "data.target=y"],
+     "data.path=a,b.csv is a sweep list of 2 values"),
+    (["data=csv", "data.path=t.csv", "data.target=y,z"], "data.target=y,z is a sweep list"),
+    (["data=torchvision", "data.dataset=KMNIST,MNIST"],
+     "data.dataset=KMNIST,MNIST is a sweep list of 2 values"),
+    (["data=npz", "data.path=choice(nan.npz,t.npz)"], "is a search space, but data.path must"),
 ]  # fmt: skip
+
+
+def write_files(cwd) -> None:
+    """The data files the rows above name: a clean table (t.csv, and a,b.csv), one with an
+    inf cell (inf.csv), arrays with a NaN (nan.npz)."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame(rng.normal(size=(40, 2)), columns=["a", "b"]).assign(y=np.arange(40) % 2)
+    for name in ("t.csv", "a,b.csv"):
+        table.to_csv(cwd / name, index=False)
+    table.loc[7, "b"] = np.inf
+    table.to_csv(cwd / "inf.csv", index=False)
+    x = rng.normal(size=(40, 3))
+    x[11, 0] = np.nan
+    np.savez(cwd / "nan.npz", x=x, y=np.arange(40) % 2)
 
 
 def _one_line_exit_2(proc, message: str) -> None:
@@ -129,6 +159,7 @@ def _one_line_exit_2(proc, message: str) -> None:
 
 @pytest.mark.parametrize("args,message", MISTAKES, ids=[" ".join(a) for a, _ in MISTAKES])
 def test_a_mistaken_key_is_one_line_and_exit_2(tmp_path, args, message):
+    write_files(tmp_path)
     proc = run_cli(tmp_path, *args, "hydra.run.dir=out", check=False)
     _one_line_exit_2(proc, message)
     assert not (tmp_path / "out" / "metrics.json").exists()
@@ -139,6 +170,7 @@ def test_a_mistaken_key_is_one_line_and_exit_2(tmp_path, args, message):
 )
 def test_a_mistaken_sweep_stops_before_any_trial(tmp_path, args, message):
     # run_cli's timeout would fail a sweep that spins (n_jobs=0 used to loop for ever)
+    write_files(tmp_path)
     proc = run_cli(tmp_path, "-m", "hydra.sweeper.study_name=b", "train.epochs=1", *args,
                    check=False)  # fmt: skip
     _one_line_exit_2(proc, message)
@@ -165,7 +197,8 @@ def test_every_group_option_has_a_schema():
         for group in groups:
             for option in sorted(group.glob("*.yaml")):
                 cfg = compose("config", overrides=[f"{group.name}={option.stem}"])
-                node = cfg if group.name == "experiment" else cfg[group.name]
+                # experiment and recipe options are global presets: the root's schema
+                node = cfg if group.name in ("experiment", "recipe") else cfg[group.name]
                 kind = OmegaConf.get_type(node)
                 assert dataclasses.is_dataclass(kind), f"{group.name}={option.stem}: {kind}"
         for option in sorted((REPO / "conf" / "hydra" / "sweeper" / "pruner").glob("*.yaml")):

@@ -174,3 +174,152 @@ def test_csv_run_end_to_end_and_its_bad_file_error(tmp_path, iris_csv):
     out = proc.stdout + proc.stderr
     assert proc.returncode == 2 and "Traceback" not in out
     assert f"data.target=kind is not a column of {iris_csv}; its columns: sepal length" in out
+
+
+# ---- non-finite values: refused wherever they sit, by the Dataset every loader makes -------
+
+
+def _table(n: int = 60) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(n, 3)), columns=["a", "b", "c"])
+    frame["y"] = np.arange(n) % 2
+    return frame
+
+
+def _split_of_rows(tmp_path, frame: pd.DataFrame) -> dict[str, int]:
+    """The table's row numbers in each split, as load_csv splits the table (read from a copy
+    whose column `a` numbers the rows)."""
+    marked = frame.assign(a=np.arange(len(frame), dtype=float))
+    path = tmp_path / "marked.csv"
+    marked[["a", "y"]].to_csv(path, index=False)
+    data = load_csv(seed=0, path=str(path), target="y", standardize=False)
+    return {p: getattr(data, f"x_{p}")[:, 0].long().tolist() for p in ("train", "val", "test")}
+
+
+def test_inf_and_nan_anywhere_in_a_csv_are_one_line_naming_columns_and_rows(tmp_path):
+    frame = _table()
+    where = _split_of_rows(tmp_path, frame)
+    # spread over the splits: two training rows, a validation row, two test rows
+    bad_rows = [where["train"][0], where["val"][0], where["test"][0], where["train"][5],
+                where["test"][3]]  # fmt: skip
+    frame.loc[bad_rows[:4], "b"] = np.inf
+    frame.loc[bad_rows[4], "c"] = -np.inf
+    frame.loc[bad_rows[0], "c"] = -np.inf  # a second bad cell in a row already counted
+    path = tmp_path / "inf.csv"
+    frame.to_csv(path, index=False)
+    assert "inf" in path.read_text()  # written as a user's tool writes it
+    per_split = {p: sum(r in bad_rows for r in rows) for p, rows in where.items()}
+    assert per_split == {"train": 2, "val": 1, "test": 2}
+    for standardize in (True, False):
+        with pytest.raises(UserError) as err:
+            load_csv(seed=0, path=str(path), target="y", standardize=standardize)
+        message = str(err.value)
+        assert "\n" not in message and message.startswith(f"{path}: ")
+        split = ", ".join(f"{per_split[p]} {p}" for p in ("train", "val", "test"))
+        assert f"the data holds -inf and inf values in 5 rows ({split}), in columns b, c" in message
+        assert "fix or drop those rows" in message
+
+
+def test_a_non_finite_label_in_a_csv_or_npz_is_refused(tmp_path):
+    frame = _table()
+    frame["y"] = frame["y"].astype(float)
+    frame.loc[7, "y"] = np.inf
+    frame.to_csv(tmp_path / "label.csv", index=False)
+    with pytest.raises(UserError, match=r"data.target=y of .* holds inf or -inf in 1 rows"):
+        load_csv(seed=0, path=str(tmp_path / "label.csv"), target="y")
+    y = (np.arange(40) % 2).astype(float)
+    y[5] = -np.inf
+    np.savez(tmp_path / "label.npz", x=np.ones((40, 2)), y=y)
+    with pytest.raises(UserError, match=r"y of .* holds inf or -inf in 1 rows"):
+        load_npz(seed=0, path=str(tmp_path / "label.npz"))
+
+
+def test_nan_in_an_npz_test_set_is_refused_before_it_is_scored(tmp_path):
+    x = np.random.default_rng(0).normal(size=(40, 3))
+    x_test = np.ones((10, 3))
+    x_test[4, 2] = np.nan
+    y, y_test = np.arange(40) % 2, np.arange(10) % 2
+    np.savez(tmp_path / "a.npz", x=x, y=y, x_test=x_test, y_test=y_test,
+             feature_names=np.array(["p", "q", "r"]))  # fmt: skip
+    with pytest.raises(UserError) as err:
+        load_npz(seed=0, path=str(tmp_path / "a.npz"))
+    assert "the data holds NaN values in 1 rows (1 test), in column r;" in str(err.value)
+
+
+def test_a_users_own_dataset_is_checked_too():
+    """A loader of the user's own returns a Dataset: the same check, images named by position."""
+    from sweep.data import Dataset
+
+    x = torch.zeros(6, 8, 8)
+    y = torch.tensor([0, 1, 0, 1, 0, 1])
+    bad = x.clone()
+    bad[1, 2, 3] = float("nan")
+    bad[4, 2, 3] = float("inf")
+    with pytest.raises(UserError) as err:
+        Dataset(x, y, bad, y, x, y, (8, 8), 2)
+    assert str(err.value).startswith(
+        "the data holds NaN and inf values in 2 rows (2 val), in column input (2, 3);"
+    )
+    with pytest.raises(UserError, match=r"in 1 rows \(1 train\), in column the labels"):
+        Dataset(x, torch.tensor([0.0, 1, float("nan"), 1, 0, 1]), x, y, x, y, (8, 8), 2)
+    Dataset(x, y, x, y, x, y, (8, 8), 2)  # finite: accepted
+
+
+def test_a_sweep_on_a_table_with_inf_stops_before_training(tmp_path):
+    frame = _table()
+    frame.loc[[3, 41], "b"] = np.inf
+    frame.to_csv(tmp_path / "inf.csv", index=False)
+    for mode in (["-m", "hydra.sweeper.study_name=inf"], ["hydra.run.dir=out"]):
+        proc = run_cli(tmp_path, *mode, "data=csv", "data.path=inf.csv", "data.target=y",
+                       "model=linear", check=False)  # fmt: skip
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 2 and "Traceback" not in out, out
+        [line] = [ln for ln in out.splitlines() if "error:" in ln]
+        assert "inf.csv: the data holds inf values in 2 rows" in line and "column b;" in line
+        assert "epoch" not in out  # nothing trained
+    assert not list(tmp_path.glob("outputs/sweeps/inf/trial_*"))
+    assert not (tmp_path / "out" / "metrics.json").exists()
+
+
+# ---- a value that -m turned into a sweep list --------------------------------------------
+
+
+def test_a_path_with_a_comma_under_m_says_how_to_quote_it(tmp_path, iris_csv):
+    (tmp_path / "a,b.csv").write_bytes(iris_csv.read_bytes())
+    args = ["-m", "data=csv", "data.target=species", "train.epochs=1",
+            "hydra.sweeper.n_trials=1"]  # fmt: skip
+    proc = run_cli(tmp_path, *args, "data.path=a,b.csv", "hydra.sweeper.study_name=c",
+                   check=False)  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2 and "Traceback" not in out
+    [line] = [ln for ln in out.splitlines() if "error:" in ln]
+    assert "data.path=a,b.csv is a sweep list of 2 values" in line
+    assert "quote it: 'data.path=\"a,b.csv\"' (or data.path='\"a,b.csv\"')" in line
+    assert "needs data.path" not in line
+    assert not list(tmp_path.glob("outputs/sweeps/c/trial_*"))
+    # both quotings the message shows, as the shell passes them, run the sweep
+    for i, quoted in enumerate(['data.path="a,b.csv"', "data.path='a,b.csv'"]):
+        run_cli(tmp_path, *args, quoted, f"hydra.sweeper.study_name=q{i}")
+        rows = pd.read_csv(tmp_path / "outputs" / "sweeps" / f"q{i}" / "results.csv")
+        assert rows["status"].tolist() == ["complete"]
+    # a data config with a default path: the trial's half of the split path names the whole
+    (tmp_path / "conf" / "data").mkdir(parents=True)
+    (tmp_path / "conf" / "data" / "mine.yaml").write_text(
+        "defaults:\n  - csv\n  - _self_\npath: iris.csv\ntarget: species\n"
+    )
+    proc = run_cli(tmp_path, "--config-dir", "conf", *args, "data=mine", "data.path=a,b.csv",
+                   "hydra.sweeper.study_name=d", check=False)  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "a,b.csv exists: under -m a comma separates values" in out
+
+
+def test_a_required_key_given_as_a_search_space_says_so(tmp_path, iris_csv):
+    proc = run_cli(tmp_path, "-m", "data=csv", f"data.path={iris_csv}",
+                   "data.target=choice(species,kind)", "hydra.sweeper.study_name=t",
+                   check=False)  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2 and "Traceback" not in out
+    [line] = [ln for ln in out.splitlines() if "error:" in ln]
+    assert (
+        "data.target=choice(species,kind) is a search space, but data.target must have one" in line
+    )
