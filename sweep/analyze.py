@@ -44,7 +44,8 @@ FRONT = ("val_acc", "sparsity")
 # the columns `load` adds: each row's sweep's objective metrics and directions, comma-joined
 METRICS_COLUMN, DIRECTIONS_COLUMN = "objective_metrics", "objective_directions"
 SHOWN = ["trial", "l1_lambda", "prune_sparsity", "val_acc", "test_acc", "trained_test_acc",
-         "sparsity", "sparsity_tol", "pruned_test_acc", "overrides"]  # fmt: skip
+         "sparsity", "sparsity_tol", "pruned_test_acc", "archive_bytes", "compression",
+         "archive_test_acc", "overrides"]  # fmt: skip
 METHOD_COLUMNS = ("model", "regularizer", "prune")
 
 
@@ -454,6 +455,9 @@ def plot(
     fig.savefig(out / "accuracy_vs_sparsity.png")
     plt.close(fig)
 
+    if "archive_bytes" in done and done["archive_bytes"].notna().any():
+        _plot_bytes(done, frame, out, plt)
+
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(5.5, 5), dpi=100, sharex=True)
     for name, trials in done.sort_values("l1_lambda").groupby("method", sort=False):
         top.plot(trials["l1_lambda"], trials["val_acc"], "o-", ms=3, label=f"{name} val")
@@ -481,6 +485,36 @@ def plot(
         fig.tight_layout()
         fig.savefig(out / f"input_mask_{_file_name(name)}.png")
         plt.close(fig)
+
+
+def _plot_bytes(done: pd.DataFrame, frame: pd.DataFrame, out: Path, plt: object) -> None:
+    """accuracy_vs_kilobytes.png: each method's validation accuracy against the bytes of its
+    trials' compressed archives (model.l1z, log axis), with its front (accuracy maximized,
+    bytes minimized) and the dense baselines; test accuracy of the archives as crosses."""
+    colours = plt.get_cmap("tab10").colors
+    fig, ax = plt.subplots(figsize=(5.5, 4), dpi=100)
+    for i, (name, trials) in enumerate(done.groupby("method", sort=False)):
+        trials = trials[trials["archive_bytes"].notna()]
+        if trials.empty:
+            continue
+        colour, marker = colours[i % 10], "osD^v<>p*h"[i % 10]
+        kb = trials["archive_bytes"] / 1000
+        ax.scatter(kb, trials["val_acc"], color=colour, marker=marker, edgecolor="k", lw=0.3,
+                   s=22, alpha=0.8)  # fmt: skip
+        ax.scatter(kb, trials["archive_test_acc"], color=colour, marker="x", s=14, alpha=0.6)
+        front = trials[pareto_front(trials, ("val_acc", "archive_bytes"), (True, False))]
+        front = front.sort_values("archive_bytes")
+        ax.step(front["archive_bytes"] / 1000, front["val_acc"], where="post", color=colour,
+                label=name)  # fmt: skip
+    for i, (label, acc) in enumerate(baselines(frame).items()):
+        ax.axhline(acc, color="0.4", ls=(0, (4, 2 + i)), lw=0.8, label=label)
+    ax.set(xscale="log", xlabel="compressed archive model.l1z, kB (log scale)",
+           ylabel="validation accuracy (o); archive's test accuracy (x)",
+           title="accuracy vs bytes, one front per method")  # fmt: skip
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "accuracy_vs_kilobytes.png")
+    plt.close(fig)
 
 
 def _file_name(label: str) -> str:

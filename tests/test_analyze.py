@@ -86,8 +86,10 @@ def test_command_writes_table_files_and_plots(sweeps, capsys, tmp_path):
     assert {int(r[0]) for r in front_rows} == set(csv.loc[pareto_front(csv), "trial"])
     [knee_row] = table_rows(printed, "knee (the front's point nearest the ideal")
     assert int(knee_row[0]) == csv.loc[knee(csv), "trial"]
-    for name in ("accuracy_vs_sparsity.png", "lambda.png", "input_mask_small.png"):
+    for name in ("accuracy_vs_sparsity.png", "lambda.png", "input_mask_small.png",
+                 "accuracy_vs_kilobytes.png"):  # fmt: skip
         assert_png(out / name)
+    assert "archive_bytes" in printed and "compression" in printed  # the tables carry them
     front = pd.read_csv(out / "pareto.csv")
     assert set(front["trial"]) == set(csv.loc[pareto_front(csv), "trial"])
     assert "csv" not in front and (front["sweep"] == "small").all()
