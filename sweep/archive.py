@@ -42,7 +42,7 @@ HEADER = struct.Struct("<4sBII")  # magic, version, payload bytes, CRC32 of the 
 # What an archive's `_target_` may name without allow_targets: l1sweep's model factories and
 # torch's layers (not all of sweep.*, as a run's config may: an archive is data from anywhere).
 BUILTIN_TARGETS = ("sweep.models.*", "torch.nn.*")
-COMPRESSED = (nn.Linear, nn.modules.conv._ConvNd)  # the layers whose weight is compressed
+COMPRESSED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)  # the layers whose weight is compressed
 FLOAT16_MAX = 65504.0
 WIDTHS = (4, 6, 8)  # relative index widths in bits tried per layer (Deep Compression: 5)
 
