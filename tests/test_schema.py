@@ -197,8 +197,12 @@ def test_every_group_option_has_a_schema():
         for group in groups:
             for option in sorted(group.glob("*.yaml")):
                 cfg = compose("config", overrides=[f"{group.name}={option.stem}"])
-                # experiment and recipe options are global presets: the root's schema
-                node = cfg if group.name in ("experiment", "recipe") else cfg[group.name]
+                # experiment and recipe options are global presets: the root's schema; a
+                # callbacks option is a mapping of _target_s (the root's `callbacks` field),
+                # each checked when job.callbacks builds it
+                node = (
+                    cfg if group.name in ("experiment", "recipe", "callbacks") else cfg[group.name]
+                )
                 kind = OmegaConf.get_type(node)
                 assert dataclasses.is_dataclass(kind), f"{group.name}={option.stem}: {kind}"
         for option in sorted((REPO / "conf" / "hydra" / "sweeper" / "pruner").glob("*.yaml")):
