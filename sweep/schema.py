@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -344,9 +345,12 @@ def register() -> None:
             cs.store(name=name, group=f"schema/{group}", node=node)
     cs.store(name="l1sweep", group="hydra/sweeper", node=SweeperConfig, provider="l1sweep")
     cs.store(name="fork", group="hydra/launcher", node=ForkLauncherConfig, provider="l1sweep")
-    # replaces the plugin's entry (its module is imported above, so it is not stored again)
-    cs.store(name="motpe", group="hydra/sweeper/sampler", node=MOTPERemovedConfig,
-             provider="l1sweep")  # fmt: skip
+    # replaces the plugin's entry (its module is imported above, so it is not stored again);
+    # Hydra warns of every replaced entry, on every command: this one is meant
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cs.store(name="motpe", group="hydra/sweeper/sampler", node=MOTPERemovedConfig,
+                 provider="l1sweep")  # fmt: skip
 
 
 register()
