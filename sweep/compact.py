@@ -30,6 +30,7 @@ import torch
 import torch.nn as nn
 from torch.nn.utils import skip_init  # the weights are copied in: no init
 
+from sweep import _compat
 from sweep.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -111,7 +112,7 @@ def _modules(model: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
     out = []
     for name, m in model.named_children():
         full = f"{prefix}_{name}" if prefix else name
-        if m._forward_hooks or m._forward_pre_hooks:
+        if _compat.has_module_hooks(m, forward_only=True):
             raise CannotCompact(f"compact cannot follow layer {full}: it has a forward hook")
         out.extend(_modules(m, full) if isinstance(m, nn.Sequential) else [(full, m)])
     return out
@@ -120,7 +121,7 @@ def _modules(model: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
 def trace(model: nn.Module) -> Chain:
     """The model as a Chain; CannotCompact (one line: which layer, why) where it is not a plain
     Sequential of the layers compact knows, wired as it can follow."""
-    if model._forward_hooks or model._forward_pre_hooks:
+    if _compat.has_module_hooks(model, forward_only=True):
         raise CannotCompact("compact cannot follow the model: it has a forward hook")
     prefix: list[tuple[str, nn.Module]] = []
     layers: list[Layer] = []

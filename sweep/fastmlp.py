@@ -15,6 +15,8 @@ import logging
 import torch
 import torch.nn as nn
 
+from sweep import _compat
+
 log = logging.getLogger(__name__)
 
 _MEAN = 1  # ATen's Reduction::Mean, what F.cross_entropy uses
@@ -37,8 +39,11 @@ def unsupported(model: nn.Module) -> str | None:
     if not layers or len(layers) % 2 == 0 or got != want:
         names = ", ".join(t.__name__ for t in got)
         return f"its layers ({names}) are not Linear, ReLU, ..., Linear"
+    gone = _compat.missing()
+    if gone:  # torch changed: the step cannot check for hooks or compute autograd's bits
+        return f"the installed torch lacks {', '.join(gone)}"
     for m in model.modules():
-        if m._forward_hooks or m._forward_pre_hooks or m._backward_hooks:
+        if _compat.has_module_hooks(m):
             return f"a hook is registered on its {type(m).__name__}"
     for p in model.parameters():
         if not p.requires_grad:
@@ -73,6 +78,8 @@ class FastMLP:
         self._one = torch.ones((), dtype=self.weights[0].dtype, device=self.weights[0].device)
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """One training step's gradients for inputs `x` (N, ...) and labels `y` (N,): each
+        parameter's .grad written in place; returns the mean cross-entropy (a 0-d tensor)."""
         n = len(y)
         a = x.reshape(n, -1)
         acts = [a]  # each layer's input: the weight gradients need them
@@ -82,12 +89,12 @@ class FastMLP:
             if i < last:
                 a = torch.relu(a)
                 acts.append(a)
-        logp = torch._log_softmax(a, 1, False)
+        logp = torch.log_softmax(a, 1)
         loss, total_weight = _aten.nll_loss_forward.default(logp, y, None, _MEAN, _IGNORE)
         dlogp = _aten.nll_loss_backward.default(
             self._one, logp, y, None, _MEAN, _IGNORE, total_weight
         )
-        dz = torch._log_softmax_backward_data(dlogp, logp, 1, logp.dtype)
+        dz = _compat.log_softmax_backward(dlogp, logp, 1, logp.dtype)
         for i in range(last, -1, -1):
             # dz.t() @ input, not input.t() @ dz: autograd's choice for a transposed weight,
             # and a different summation order would change the last bits

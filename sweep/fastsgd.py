@@ -11,8 +11,8 @@ elementwise, so every weight and momentum buffer comes out bit for bit torch's
 `optimizer.state[p]["momentum_buffer"]`, as views of one flat buffer. `step_for` gives
 `sweep.train.fit` this step where it applies and the optimizer's own elsewhere.
 
-Importing this module also spares a process the torch._dynamo import that
-`Optimizer.add_param_group` (run by every optimizer's constructor) would pay (`skip_dynamo_import`).
+The first step is the optimizer's own `step()` (it makes the momentum buffers, and records for
+an lr scheduler that the optimizer stepped); the flat step carries on from there.
 """
 
 from __future__ import annotations
@@ -21,42 +21,16 @@ import logging
 from collections.abc import Callable
 
 import torch
-from torch.optim import optimizer as torch_optimizer
+
+from sweep import _compat
 
 log = logging.getLogger(__name__)
-
-_DISABLED = ("add_param_group", "zero_grad", "state_dict", "load_state_dict")
-
-
-def skip_dynamo_import() -> None:
-    """Let torch.optim.Optimizer's dynamo-disabled methods run without importing torch._dynamo.
-
-    torch._compile._disable_dynamo's wrapper imports torch._dynamo at its first call (~1 s,
-    measured with `python -X importtime`) to build the method's disabled twin, which it caches
-    on the method as `__dynamo_disable`. The twin differs from the method only under
-    torch.compile, which never runs an optimizer here, so the method itself is cached. Where
-    torch wraps them otherwise, nothing changes (the import is paid)."""
-    disable = getattr(getattr(torch, "_compile", None), "_disable_dynamo", None)
-    if disable is None:
-        return
-    wrapper_code = disable(skip_dynamo_import).__code__
-    for name in _DISABLED:
-        method = getattr(torch.optim.Optimizer, name, None)
-        if getattr(method, "__code__", None) is not wrapper_code:
-            continue
-        cells = dict(zip(method.__code__.co_freevars, method.__closure__ or ()))
-        fn = cells["fn"].cell_contents if "fn" in cells else None
-        if callable(fn) and getattr(fn, "__dynamo_disable", None) is None:
-            fn.__dynamo_disable = fn
-
-
-skip_dynamo_import()
 
 
 def _is_scheduler_counter(step: Callable, cls: type) -> bool:
     """Whether `step` is the wrapper an lr scheduler puts on optimizer.step around the class's
     step: it only records that the step ran, for the scheduler's order check."""
-    return bool(getattr(step, "_wrapped_by_lr_sched", False)) and (
+    return getattr(step, "__module__", None) == "torch.optim.lr_scheduler" and (
         getattr(step, "__wrapped__", None) is cls.step
     )
 
@@ -85,10 +59,10 @@ def unsupported(
         return "a hyperparameter is a Tensor"
     if getattr(optimizer, "grad_scale", None) is not None:
         return "a grad scale is attached"
-    hooks = (optimizer._optimizer_step_pre_hooks, optimizer._optimizer_step_post_hooks,
-             torch_optimizer._global_optimizer_pre_hooks,
-             torch_optimizer._global_optimizer_post_hooks)  # fmt: skip
-    if any(hooks):
+    gone = _compat.missing()
+    if gone:  # torch changed: the step hooks cannot be checked
+        return f"the installed torch lacks {', '.join(gone)}"
+    if _compat.has_optimizer_step_hooks(optimizer):
         return "an optimizer step hook is registered"
     step = vars(optimizer).get("step")
     if step is not None and not _is_scheduler_counter(step, type(optimizer)):
@@ -157,6 +131,7 @@ class FlatSGD:
 
     @torch.no_grad()
     def step(self) -> None:
+        """One SGD update of every parameter (and momentum buffer), as torch.optim.SGD.step."""
         # _single_tensor_sgd's operations, in its order, on the whole buffer at once
         group = self.group
         lr, momentum, dampening = group["lr"], group["momentum"], group["dampening"]
@@ -176,8 +151,6 @@ class FlatSGD:
             else:
                 d = self.buf
         self.flat.add_(d, alpha=-lr)
-        # what an lr scheduler's wrapper of optimizer.step records; its order check reads it
-        self.optimizer._opt_called = True
 
 
 def step_for(
@@ -186,7 +159,17 @@ def step_for(
     """The optimizer step for `sweep.train.fit`'s loop: FlatSGD's where `unsupported` finds
     nothing against it, else the optimizer's own (the log says why)."""
     reason = unsupported(optimizer, flat, grad)
-    if reason is None:
-        return FlatSGD(optimizer, flat, grad).step
-    log.info(f"flat SGD step off: {reason}")
-    return optimizer.step
+    if reason is not None:
+        log.info(f"flat SGD step off: {reason}")
+        return optimizer.step
+    flat_step: Callable[[], None] | None = None
+
+    def step() -> None:
+        nonlocal flat_step
+        if flat_step is None:  # torch's own first step; then the flat one, from its state
+            optimizer.step()
+            flat_step = FlatSGD(optimizer, flat, grad).step
+        else:
+            flat_step()
+
+    return step

@@ -19,7 +19,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig
 
-from sweep import targets
+from sweep import _compat, targets
 from sweep.data import Dataset
 from sweep.errors import UserError
 
@@ -33,7 +33,7 @@ _REFUSED = re.compile(r"Target '([^']+)' is not in the Hydra execution whitelist
 
 def allowed(node: DictConfig) -> tuple[str, ...]:
     """The user's `allow_targets` patterns, from the root of the config `node` belongs to."""
-    root = node._get_root()
+    root = _compat.config_root(node)
     value = root.get(ALLOW_KEY) if isinstance(root, DictConfig) else None
     if value is None:
         return ()
@@ -97,11 +97,31 @@ def _check_arguments(
         ) from None
 
 
+def key_of(node: DictConfig) -> str:
+    """The dotted key of `node` in its config ("model", "callbacks.archive"), found from the
+    root by identity through public lookups; "config" for the root itself or a node the walk
+    does not reach."""
+    stack: list[tuple[str, DictConfig | ListConfig]] = [("", _compat.config_root(node))]
+    while stack:
+        prefix, parent = stack.pop()
+        keys = parent.keys() if isinstance(parent, DictConfig) else range(len(parent))
+        for k in keys:
+            try:
+                child = parent[k]
+            except Exception:  # an interpolation that does not resolve here: not the node
+                continue
+            if child is node:
+                return f"{prefix}{k}"
+            if isinstance(child, (DictConfig, ListConfig)):
+                stack.append((f"{prefix}{k}.", child))
+    return "config"
+
+
 def instantiate_checked(node: DictConfig, base: tuple[str, ...], **offered: object) -> object:
     """hydra.utils.instantiate of `node` with the execution whitelist `base` plus the user's
     `allow_targets`, given those of `offered` its target accepts. A refused target, or a
     UserError the target raises, becomes one UserError line."""
-    key = node._get_full_key(None) or "config"
+    key = key_of(node)
     name = node.get("_target_")
     user = allowed(node)
     whitelist = base + user
