@@ -13,16 +13,14 @@ main thread, where Ctrl-C lands and can be deferred.
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
+import multiprocessing
 import os
-import queue
-import sys
-import threading
 from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 from sweep import interrupts
 from sweep.errors import UserError
@@ -147,14 +145,6 @@ def plan(
     return Plan(jobs, threads, why)
 
 
-@dataclass
-class _Slot(Generic[Job]):
-    job: Job
-    wait: Callable[[], Any]
-    result: Any = None
-    error: BaseException | None = None
-
-
 def run(
     n_trials: int,
     jobs: int,
@@ -167,11 +157,13 @@ def run(
 
     ask() makes the next job and appends it to `running` (main thread; in one step, so that
     an interrupt cannot lose a job made but not yet listed); launch(job) starts it (main
-    thread) and returns wait(), which blocks until its result (in a slot thread; on the main
-    thread when jobs == 1); tell(job, result) records it (main thread) and returns False to
-    ask no more: the running ones are still waited for and told, then run returns. `running`
-    holds the jobs in flight, for a heartbeat and for failing them on an interrupt. A
-    launcher error is raised on the main thread once the others are told.
+    thread) and returns wait(), which blocks until its result (in a worker thread of a
+    concurrent.futures pool; on the main thread when jobs == 1); tell(job, result) records it
+    (main thread) and returns False to ask no more: the running ones are still waited for and
+    told, then run returns. `running` holds the jobs in flight, for a heartbeat and for failing
+    them on an interrupt. A launcher error is raised on the main thread once the others are
+    told. The loop is Optuna's own `_optimize` for n_jobs > 1: submit, then
+    wait(FIRST_COMPLETED), with a timeout so that Ctrl-C is seen within 0.5 s.
     """
     if jobs == 1:  # on the main thread, as a plain loop: Ctrl-C reaches an in-process job
         for _ in range(n_trials):
@@ -183,95 +175,46 @@ def run(
             if not keep_asking:
                 return
         return
-    done: queue.Queue[_Slot[Job]] = queue.Queue()
-
-    def slot(s: _Slot[Job]) -> None:
-        try:
-            s.result = s.wait()
-        except BaseException as e:  # raised on the main thread, which owns the sweep
-            s.error = e
-        done.put(s)
-
-    asked, in_flight, asking = 0, 0, True
+    pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="l1sweep-trial")
+    futures: dict[Future, Job] = {}
+    asked, asking = 0, True
     error: BaseException | None = None
-    while (asking and asked < n_trials) or in_flight:
-        interrupts.check()
-        while asking and asked < n_trials and len(running) < jobs:
-            job = ask()
-            asked += 1
-            in_flight += 1
-            try:
-                wait = launch(job)
-            except Exception as e:  # as if it had failed in its slot
-                wait = functools.partial(_raise, e)
-            # daemon: an interrupted sweep exits without waiting for its launcher calls
-            threading.Thread(target=slot, args=(_Slot(job, wait),), daemon=True).start()
-        while True:
-            try:  # a timeout keeps the main thread responsive to Ctrl-C
-                finished = done.get(timeout=0.5)
-                break
-            except queue.Empty:
-                interrupts.check()
-        in_flight -= 1
-        if finished.error is not None:  # left in `running`: the caller fails its trial
-            error, asking = error or finished.error, False
-            continue
-        asking = tell(finished.job, finished.result) and asking
-        running.remove(finished.job)
+    try:
+        while (asking and asked < n_trials) or futures:
+            interrupts.check()
+            while asking and asked < n_trials and len(futures) < jobs:
+                job = ask()
+                asked += 1
+                try:
+                    futures[pool.submit(launch(job))] = job
+                except Exception as e:  # as if it had failed in its worker
+                    failed: Future = Future()
+                    failed.set_exception(e)
+                    futures[failed] = job
+            done, _ = wait(futures, timeout=0.5, return_when=FIRST_COMPLETED)
+            for future in done:
+                job = futures.pop(future)
+                if future.exception() is not None:  # left in `running`: the caller fails it
+                    error, asking = error or future.exception(), False
+                    continue
+                asking = tell(job, future.result()) and asking
+                running.remove(job)
+    finally:
+        # an interrupted sweep does not wait here for its launcher calls: the caller ends
+        # their processes, which ends the calls
+        pool.shutdown(wait=False, cancel_futures=True)
     if error is not None:
         raise error
 
 
-def _raise(error: BaseException) -> Any:
-    raise error
-
-
-def warm_workers(joblib_options: dict, jobs: int, task: dict) -> threading.Thread:
-    """Start joblib's `jobs` worker processes now, in a background thread: each imports torch
-    and loads the data (which it then keeps for its trials) while this process does its own
-    start-up, rather than after it, before the first trial. The workers are joblib's reusable
-    pool, made with the options the launcher will use, so its first launch finds them."""
-
-    def start() -> None:
-        from hydra_plugins.hydra_joblib_launcher._core import process_joblib_cfg
-        from joblib import Parallel, delayed
-
-        options = dict(joblib_options, n_jobs=jobs)
-        process_joblib_cfg(options)
-        options.pop("inner_max_num_threads", None)
-        try:
-            Parallel(**options)(delayed(_load)(task) for _ in range(jobs))
-        except Exception:  # the trials meet the same problem and report it properly
-            pass
-
-    thread = threading.Thread(target=start, name="l1sweep-warm", daemon=True)
-    thread.start()
-    return thread
-
-
 def stop_workers() -> None:
     """End joblib's worker processes now (after an interrupt or an error): their trials are
-    failed already, and loky would keep them running, and the exit waiting, to their end."""
-    if "joblib.externals.loky" not in sys.modules:
-        return
-    from joblib.externals.loky import reusable_executor
-
-    # The pool itself: get_reusable_executor() with other arguments than joblib's first
-    # replaces it, waiting for its running trials to end (a Ctrl-C took 50 s so).
-    executor = reusable_executor._executor
-    if executor is not None:
+    failed already, and loky would keep them running, and the exit waiting, to their end.
+    They are this process's multiprocessing children (loky's processes are
+    multiprocessing.Process subclasses), so the standard library lists and kills them."""
+    for child in multiprocessing.active_children():
         with contextlib.suppress(Exception):
-            executor.shutdown(wait=False, kill_workers=True)
-
-
-def _load(task: dict) -> None:
-    """In a worker: import what a trial needs and load its data into the process's cache."""
-    from omegaconf import OmegaConf
-
-    from sweep import train
-
-    cfg = OmegaConf.create(task)
-    train.build(cfg.data, seed=cfg.seed)
+            child.kill()
 
 
 def gpu_memory() -> int:

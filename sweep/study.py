@@ -26,9 +26,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from sweep import results
+from sweep import row as result_row
 from sweep.errors import UserError
 from sweep.launcher import FORK_LOCK
-from sweep.trials import ROW_ATTR, SUBDIR, record
+from sweep.trials import ROW_ATTR, SUBDIR, record, trial_by_number
 
 CONFIG_ATTR = "l1sweep_config"
 log = logging.getLogger(__name__)
@@ -75,8 +76,10 @@ def open_study(
     directions: list[str],
     sampler: optuna.samplers.BaseSampler,
     pruner: optuna.pruners.BasePruner | None = None,
-) -> tuple[optuna.Study, bool]:
-    """The study `name` in `storage`, made if it does not exist; and whether this call made it.
+) -> tuple[optuna.Study, optuna.storages.BaseStorage, bool]:
+    """The study `name` in `storage` (a URL, a storage config or object), made if it does not
+    exist; the storage object it is held in (Optuna's public lookups are the storage's); and
+    whether this call made it.
     Bad input (a URL, a server that does not answer, other directions) is a UserError."""
     url = storage
     for attempt in range(5):
@@ -85,8 +88,8 @@ def open_study(
                 Path(storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
             if isinstance(storage, DictConfig):
                 storage = instantiate(storage, _execution_whitelist_=("optuna.storages.*",))
-            if isinstance(storage, str):  # one engine for both calls below
-                storage = optuna.storages.get_storage(storage)
+            # one engine for both calls below, and held for the lookups a Study lacks
+            storage = optuna.storages.get_storage(storage)
             created = (
                 name is None or storage is None or name not in optuna.get_all_study_names(storage)
             )
@@ -98,7 +101,7 @@ def open_study(
                 directions=directions,
                 load_if_exists=True,
             )
-            return study, created
+            return study, storage, created
         except ValueError as e:
             if "direction" in str(e).lower():
                 raise UserError(f"study {name!r} was created with other directions: {e}") from e
@@ -118,14 +121,15 @@ def open_study(
     ) from None  # the chained error's text may hold the password
 
 
-def drop_if_unused(study: optuna.Study) -> bool:
-    """Delete `study` (which this process made) if no trial of it has started: a start that
-    failed before its first trial leaves no study, so the corrected command may use its name.
-    Returns whether it was deleted; a storage that fails here keeps it (nothing is lost)."""
+def drop_if_unused(study: optuna.Study, storage: optuna.storages.BaseStorage) -> bool:
+    """Delete `study` (which this process made in `storage`) if no trial of it has started: a
+    start that failed before its first trial leaves no study, so the corrected command may use
+    its name. Returns whether it was deleted; a storage that fails here keeps it (nothing is
+    lost)."""
     try:
         if any(t.state != TrialState.WAITING for t in study.get_trials(deepcopy=False)):
             return False
-        optuna.delete_study(study_name=study.study_name, storage=study._storage)
+        optuna.delete_study(study_name=study.study_name, storage=storage)
     except Exception:  # the error being reported matters more than this clean-up
         return False
     log.info(f"study {study.study_name} had no trial yet: deleted")
@@ -217,6 +221,8 @@ def fingerprint(cfg: DictConfig, space: dict, directions: list[str]) -> dict:
 
 
 def check_same_config(study: optuna.Study, fingerprint: dict) -> None:
+    """Record the study's configuration `fingerprint` on a new study; on a resumed one, a
+    UserError naming each key that differs (a resumed study must search the same thing)."""
     old = study.user_attrs.get(CONFIG_ATTR)
     if old is None:
         study.set_user_attr(CONFIG_ATTR, fingerprint)
@@ -231,6 +237,7 @@ def check_same_config(study: optuna.Study, fingerprint: dict) -> None:
 
 
 def flatten(d: dict, prefix: str = "") -> dict:
+    """A nested dict as one level of dotted keys: {"a": {"b": 1}} -> {"a.b": 1}."""
     out = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
@@ -303,7 +310,13 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def recover_stale(study: optuna.Study, grace: float, sweep_dir: Path | None = None) -> list[int]:
+def recover_stale(
+    study: optuna.Study,
+    grace: float,
+    sweep_dir: Path | None = None,
+    *,
+    storage: optuna.storages.BaseStorage,
+) -> list[int]:
     """Settle the study's RUNNING trials whose sweep is gone; returns their numbers. Gone: on
     this host, its pid is not alive; on any host, no heartbeat for `grace` seconds. A live
     trial of another process is untouched.
@@ -311,7 +324,8 @@ def recover_stale(study: optuna.Study, grace: float, sweep_dir: Path | None = No
     A lost trial whose job finished (its sweep_dir/trial_<n>/metrics.json says complete,
     pruned or diverged: the sweep lost the storage, or was killed, before telling it) is told
     that result, with its row, from its files (`finished_from_files`). Any other is failed,
-    and its parameters (if it had drawn any) enqueued, so that they run first."""
+    and its parameters (if it had drawn any) enqueued, so that they run first. `storage` is
+    the one `study` was opened with (see `trial_by_number`)."""
     host, now, lost = socket.gethostname(), time.time(), []
     for t in study.get_trials(deepcopy=False, states=[TrialState.RUNNING]):
         owner = t.user_attrs.get(OWNER_ATTR) or {}
@@ -326,7 +340,8 @@ def recover_stale(study: optuna.Study, grace: float, sweep_dir: Path | None = No
             why = f"no heartbeat for {now - beat:.0f}s, grace {grace:g}s"
         if why is None:
             continue
-        if sweep_dir is not None and _told_from_files(study, t, sweep_dir / f"{SUBDIR}{t.number}"):
+        trial_dir = sweep_dir / f"{SUBDIR}{t.number}" if sweep_dir is not None else None
+        if trial_dir is not None and _told_from_files(study, storage, t, trial_dir):
             log.warning(
                 f"trial {t.number} was left RUNNING ({why}) after its job had finished: its "
                 f"result is recorded from {sweep_dir / f'{SUBDIR}{t.number}'}, not trained again"
@@ -337,7 +352,7 @@ def recover_stale(study: optuna.Study, grace: float, sweep_dir: Path | None = No
             if t.user_attrs.get(ROW_ATTR) is not None:
                 # killed between recording its row and telling its state: the row would stand
                 # in the CSV as a finished trial the study has failed (its parameters rerun)
-                study._storage.set_trial_user_attr(t._trial_id, ROW_ATTR, None)
+                trial_by_number(study, storage, t.number).set_user_attr(ROW_ATTR, None)
             study.tell(t.number, state=TrialState.FAIL)
         except (ValueError, RuntimeError):  # another process recovered it first
             continue
@@ -369,21 +384,27 @@ def finished_from_files(trial_dir: Path, number: int) -> tuple[dict, list, list[
     metrics.pop("seeds", None)  # kept in metrics.json only, as the sweeper's row does
     curve = metrics.pop("val_acc_curve", [])
     values = objectives.values(metrics, config.objective)
-    task = [o for o in overrides if not o.startswith("hydra.")]
-    row = {"trial": number, **metrics, "overrides": shlex.join(task), "run_dir": output_dir}
-    if len(values) == 1:
-        row["objective"] = values[0]
-    return row, curve, values
+    metrics["objective"] = values
+    return (
+        result_row.of_trial(number, metrics, overrides, output_dir, len(values) == 1),
+        curve,
+        values,
+    )
 
 
-def _told_from_files(study: optuna.Study, t: optuna.trial.FrozenTrial, trial_dir: Path) -> bool:
+def _told_from_files(
+    study: optuna.Study,
+    storage: optuna.storages.BaseStorage,
+    t: optuna.trial.FrozenTrial,
+    trial_dir: Path,
+) -> bool:
     """Tell lost trial `t` the result its job left in `trial_dir`; False if it left none (or
     another process settled the trial first)."""
     found = finished_from_files(trial_dir, t.number)
     if found is None:
         return False
     row, curve, values = found
-    trial = optuna.Trial(study, t._trial_id)
+    trial = trial_by_number(study, storage, t.number)
     single = len(study.directions) == 1
     reported = set(t.intermediate_values)  # a pruning job reported its curve itself
     try:

@@ -19,15 +19,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import gc
 import itertools
 import logging
 import math
 import os
-import shlex
 import stat
 import sys
-import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -36,18 +33,24 @@ from typing import Any
 
 import optuna
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import Glob
+from hydra.core.override_parser.types import FloatRange, Glob
+from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn
+from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from hydra.utils import instantiate
-from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
-from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
-from omegaconf import DictConfig, OmegaConf
-from optuna.distributions import CategoricalDistribution
+from hydra_plugins.hydra_optuna_sweeper.config import Direction
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
 from optuna.trial import TrialState
 
-from sweep import interrupts, launcher, parallel, schema, trials, user_code
-from sweep.compose import ComposeCache, value_keys
+from sweep import _compat, interrupts, launcher, parallel, schema, trials, user_code
+from sweep import row as result_row
 from sweep.errors import UserError
 from sweep.storage import StorageUnavailable, retrying
 from sweep.study import (
@@ -81,28 +84,110 @@ OPTIONAL = {
 }
 
 
-class L1Sweeper(OptunaSweeper):
-    _grid: dict[str, list] | None = None
-    _warming: threading.Thread | None = None  # joblib's workers starting (parallel.py)
-    _resume: str | None = None  # the command that continues the study, once it is open
+@dataclasses.dataclass(frozen=True)
+class SweepPlan:
+    """What `L1Sweeper.prepare` settles before the first trial: the search space (Optuna
+    distributions by key), the fixed values and other overrides every trial gets, the study
+    and its storage, where results.csv goes, how many trials, how many at a time
+    (`parallel.Plan`), the extra overrides of every job, whether a pruner runs, the sampler's
+    reseed base and the command that resumes the study."""
+
+    space: dict[str, BaseDistribution]
+    fixed: dict[str, Any]
+    fixed_overrides: tuple[str, ...]
+    directions: tuple[str, ...]
+    study: optuna.Study
+    storage: optuna.storages.BaseStorage
+    csv_path: Path
+    n_trials: int
+    jobs: parallel.Plan
+    extra: tuple[str, ...]
+    pruning: bool
+    reseed: int | None
+    resume: str
+
+
+def suggest(trial: optuna.Trial, name: str, dist: BaseDistribution) -> Any:
+    """Draw `name` from `dist` for `trial` through Optuna's public suggest API."""
+    if isinstance(dist, FloatDistribution):
+        return trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
+    if isinstance(dist, IntDistribution):
+        return trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
+    if isinstance(dist, CategoricalDistribution):
+        return trial.suggest_categorical(name, dist.choices)
+    raise TypeError(f"{name}: no suggest for {type(dist).__name__}")
+
+
+def grid_choices(dist: BaseDistribution) -> list:
+    """The points GridSampler runs for `dist`, as the Optuna sweeper plugin lists them: a
+    choice's values, an int range's every step, a stepped float range's points with its high
+    end. ValueError for a continuous interval, which has no grid."""
+    if isinstance(dist, CategoricalDistribution):
+        return list(dist.choices)
+    if isinstance(dist, IntDistribution):
+        return list(range(dist.low, dist.high + 1, dist.step))
+    if isinstance(dist, FloatDistribution) and dist.step is not None:
+        points = list(FloatRange(dist.low, dist.high, dist.step))
+        if not points or points[-1] != dist.high:
+            points.append(dist.high)
+        return points
+    raise ValueError("GridSampler only supports discrete distributions.")
+
+
+def _directions(direction: Any) -> list[str]:
+    """hydra.sweeper.direction (one, or a list; names or the plugin's Direction enum) as
+    Optuna's direction names."""
+    given = list(direction) if isinstance(direction, (list, tuple, ListConfig)) else [direction]
+    return [d.name if isinstance(d, Direction) else str(d) for d in given]
+
+
+def _inside(dist: BaseDistribution, value: Any) -> bool:
+    """Whether `value` is a point of `dist` (within its bounds and on its step; one of its
+    choices)."""
+    if isinstance(dist, CategoricalDistribution):
+        return value in dist.choices
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    if not dist.low <= value <= dist.high:
+        return False
+    step = getattr(dist, "step", None)
+    return step is None or math.isclose((value - dist.low) / step, round((value - dist.low) / step))
+
+
+class L1Sweeper(Sweeper):
+    """`hydra/sweeper=l1sweep`: an Optuna study over the search space, run as Hydra jobs.
+
+    A Hydra sweeper plugin on Hydra's and Optuna's public APIs. It takes the Optuna sweeper
+    plugin's options (hydra.sweeper.*: sampler, direction, storage, study_name, n_trials,
+    n_jobs, max_failure_rate, params, custom_search_space, with that plugin's search-space
+    syntax) and its own (pruner, stale_after, storage_wait, enqueue), and runs in plain steps:
+    `prepare` (checks, the study, the plan) → `run_trials` (ask, launch, tell) → `finish`.
+    Bad input is one line and exit 2 (`sweep.errors.UserError`).
+    """
 
     def __init__(self, **options: Any) -> None:
-        """The stock sweeper's options (hydra.sweeper.*), their ranges checked first: the stock
-        one asserts some (a traceback) and loops for ever on n_jobs=0; then ours, which the
-        stock one does not take: the pruner, stale_after and enqueue."""
+        """The options (hydra.sweeper.*), their ranges checked first, the pruner and sampler
+        made. Exits 2 with one line on bad input."""
         try:
             for key, rule in schema.rules(schema.SweeperConfig).items():
                 schema.check_value(f"hydra.sweeper.{key}", rule, options.get(key))
             pruner = options.pop("pruner")
             self.stale_after: float = options.pop("stale_after")
             self.storage_wait: float = options.pop("storage_wait")
-            # checked against allow_targets once the task config is known (setup)
+            # checked against allow_targets once the task config is known (prepare)
             self.custom_search_space: str | None = options.pop("custom_search_space", None)
+            self.extend_space: Callable[[DictConfig, optuna.Trial], None] | None = None
             self.enqueue: list = list(options.pop("enqueue") or [])
-            self.n_jobs = options["n_jobs"]  # auto or a number: resolved once the data is seen
-            options["n_jobs"] = 1 if self.n_jobs == "auto" else self.n_jobs
+            self.n_jobs = options.pop("n_jobs")  # auto or a number: resolved once data is seen
+            self.n_trials: int = options.pop("n_trials")
+            self.max_failure_rate: float = options.pop("max_failure_rate")
+            self.direction = options.pop("direction")
+            self.storage = options.pop("storage")
+            self.study_name: str | None = options.pop("study_name")
+            self.params: DictConfig | None = options.pop("params", None)
+            sampler = options.pop("sampler")
             schema.check(pruner, "hydra.sweeper.pruner.")
-            _check_sampler_target(options["sampler"])
+            _check_sampler_target(sampler)
             try:
                 self.pruner = instantiate(pruner, _execution_whitelist_=("optuna.pruners.*",))
             except Exception as e:  # Optuna's own check of the pruner's options
@@ -110,30 +195,46 @@ class L1Sweeper(OptunaSweeper):
                 raise UserError(f"hydra.sweeper.pruner: {reason}") from e
             _check_optional_packages(self.pruner, "hydra/sweeper/pruner")
             try:
-                super().__init__(**options, custom_search_space=None)
+                self.sampler = instantiate(sampler, _execution_whitelist_=SAMPLERS)
             except Exception as e:  # the sampler's own check of its options (any exception type)
                 reason = str(e).splitlines()[0]
                 raise UserError(
                     f"cannot make the sampler: {reason}; check hydra.sweeper.sampler.* and seed "
                     "(the sampler's seed)"
                 ) from e
-            _check_optional_packages(self.sweeper.sampler, "hydra/sweeper/sampler")
+            _check_optional_packages(self.sampler, "hydra/sweeper/sampler")
         except UserError as e:
             log.error(f"error: {e}")
             sys.exit(2)
+        self.job_idx = 0
+        self._grid: dict[str, list] | None = None
+        self._resume: str | None = None  # the command that continues the study, once open
+        self._sampler_extra: dict[str, Any] = {}
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
     ) -> None:
-        # The launcher composes trial configs through this cache (see sweep/compose.py).
-        self._compose = ComposeCache(hydra_context.config_loader)
-        context = dataclasses.replace(hydra_context, config_loader=self._compose)
-        super().setup(hydra_context=context, task_function=task_function, config=config)
+        """Hydra's plugin call: the composed config and the launcher that runs the jobs."""
+        self.config = config
+        self.hydra_context = hydra_context
+        # Resolved now, from the config itself: its ${now:} is then cached in the config, so
+        # hydra.sweep.dir (which names the study) holds this name for the whole sweep.
+        self.study_name = config.hydra.sweeper.study_name
+        self.loader = hydra_context.config_loader
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
 
     def sweep(self, arguments: list[str]) -> None:
+        """Hydra's plugin call: run the sweep; bad input exits 2, a stopped sweep 1 (130 on
+        Ctrl-C), each with one line and, where it helps, the command that resumes it."""
         try:
             with interrupts.handled():
-                self._sweep(arguments)
+                plan = self.prepare(arguments)
+                start = time.perf_counter()
+                told = self.run_trials(plan)
+                self.finish(plan, time.perf_counter() - start)
+                _check_some_finished(told)
         except UserError as e:
             log.error(f"error: {e}")
             sys.exit(2)
@@ -151,21 +252,18 @@ class L1Sweeper(OptunaSweeper):
             again = f"; resume with: {self._resume}" if self._resume else ""
             log.error(f"interrupted: the trials that were running are failed{again}")
             sys.exit(130)
-        finally:
-            gc.unfreeze()  # frozen objects are never freed; native extensions warn of leaks
-            if self._warming is not None and self._warming.is_alive():
-                # stopped before its workers were up (bad input): end them in order, as an
-                # exit in the middle of joblib's start-up prints loky's tracebacks
-                parallel.stop_workers()
-                self._warming.join(timeout=10)
 
-    def _sweep(self, arguments: list[str]) -> None:
-        impl = self.sweeper  # the stock OptunaSweeperImpl: config, launcher, sampler, options
-        cfg = impl.config
-        impl._process_searchspace_config()
-        given = self._expand_globs(impl._parse_sweeper_params_config() + list(arguments))
+    def search_space(
+        self, arguments: list[str]
+    ) -> tuple[dict[str, BaseDistribution], dict[str, Any], list[str]]:
+        """hydra.sweeper.params plus the command line's sweep overrides as Optuna
+        distributions (the Optuna sweeper plugin's syntax and its parser), the fixed values
+        and the other overrides (e.g. deletions). Bad syntax or ranges: UserError."""
+        given = [f"{k!s}={v}" for k, v in (self.params or {}).items()] + list(arguments)
         try:
-            space, fixed, fixed_overrides = create_params_from_overrides(given)
+            space, fixed, fixed_overrides = _compat.create_params_from_overrides(
+                self._expand_globs(given)
+            )
         except (ValueError, AssertionError, NotImplementedError) as e:
             # e.g. Optuna's "low must be larger than 0 for log"; the plugin asserts the types
             # of choice values and raises NotImplementedError for sweeps it has no
@@ -178,20 +276,25 @@ class L1Sweeper(OptunaSweeper):
         for name in fixed:
             space.pop(name, None)
         _check_space(space)
+        return space, fixed, fixed_overrides
+
+    def prepare(self, arguments: list[str]) -> SweepPlan:
+        """Every check that can fail before a trial runs, then the study opened (made, or
+        resumed) and the plan of the run: what run_trials and finish need."""
+        cfg = self.config
+        space, fixed, fixed_overrides = self.search_space(arguments)
         enqueue = _check_enqueue(self.enqueue, space)
-        directions = impl._get_directions()
+        directions = _directions(self.direction)
         _check_directions(list(cfg.objective.metrics), directions)
         self._check_custom_search_space(cfg)
         self._check_composable(cfg, space, fixed, fixed_overrides)
-        self._compose.value_keys = value_keys(space)
         self._fork_or_not(cfg)
-        self._warm(cfg)
         data_bytes = _check_task_config(cfg)
-        self.plan = self._plan(cfg, data_bytes)
+        jobs = self._plan(cfg, data_bytes)
         joblib = self._joblib()
         if joblib is not None:
             # its pool holds every slot's job; with one slot joblib runs the job in-process
-            joblib.joblib["n_jobs"] = self.plan.jobs
+            joblib.joblib["n_jobs"] = jobs.jobs
         pruning = not isinstance(self.pruner, optuna.pruners.NopPruner)
         if pruning and len(directions) > 1:
             raise UserError(
@@ -201,16 +304,18 @@ class L1Sweeper(OptunaSweeper):
             )
         sweep_dir = Path(cfg.hydra.sweep.dir)
         csv_path = sweep_dir / "results.csv"
-        owner = check_owner(sweep_dir, impl.study_name, impl.storage)  # before writing there
+        owner = check_owner(sweep_dir, self.study_name, self.storage)  # before writing there
         _check_writable(sweep_dir, csv_path)
 
-        study, created = open_study(
-            impl.study_name, impl.storage, directions, self._sampler(space, cfg), self.pruner
+        sampler = self._make_study_sampler(space, cfg, jobs.jobs)
+        study, storage, created = open_study(
+            self.study_name, self.storage, directions, sampler, self.pruner
         )
+        n_trials = self.n_trials
         try:  # a start that fails before its first trial leaves no study it made behind
-            study = self._prepare(study, cfg, space, directions, enqueue, sweep_dir, owner)
-            resume = self._resume = resume_command(cfg, study.study_name, arguments, impl.storage)
-            where = shown(impl.storage)
+            self._prepare_study(study, storage, cfg, space, directions, enqueue, sweep_dir, owner)
+            resume = self._resume = resume_command(cfg, study.study_name, arguments, self.storage)
+            where = shown(self.storage)
             log.info(f"study {study.study_name} in {where} ({len(study.trials)} trials so far)")
             log.info(f"results: {csv_path}")
             log.info(f"resume or extend with: {resume}")
@@ -218,70 +323,68 @@ class L1Sweeper(OptunaSweeper):
             self._db("writing results.csv", write_csv, study, csv_path)  # catch up after a crash
             if self._grid is not None:
                 left = self._grid_left(study)
-                if left < impl.n_trials:
+                if left < n_trials:
                     log.info(f"grid: {left} of its points not yet run in this study; running those")
-                impl.n_trials = min(impl.n_trials, left)
-            threads = self.plan.threads if cfg.train.threads is None else None
+                n_trials = min(n_trials, left)
+            threads = jobs.threads if cfg.train.threads is None else None
             extra = [f"train.threads={threads}"] if threads is not None else []
             extra += self._baseline(cfg, study, fixed, fixed_overrides)
         except BaseException:
             if created:
-                drop_if_unused(study)
+                drop_if_unused(study, storage)
             raise
         # The sampler draws with seed + the number of the first trial this process asks: numbers
         # are unique in a study, so processes sharing one (even started at the same instant on
         # an empty study) draw differently; a lone process on a new study uses `seed` itself
         # (reproducible), and a resumed study does not replay its first draws.
         seed = cfg.hydra.sweeper.sampler.get("seed")
-        reseed = seed is not None and not isinstance(impl.sampler, functools.partial)
+        reseed = seed is not None and not isinstance(self.sampler, functools.partial)
         if pruning:  # each job reaches its trial by name: the name resolved here, not ${now:}
             extra.append(f"hydra.sweeper.study_name={study.study_name}")
-        # What is loaded by now (torch, the data, the study) lives until exit: frozen, the
-        # collector stops re-scanning it in every full collection (~20 ms a trial here).
-        gc.collect()
-        gc.freeze()
         log.info(
-            f"{self.plan.jobs} trial(s) at a time"
+            f"{jobs.jobs} trial(s) at a time"
             + (f", train.threads={threads} each" if threads else "")
-            + f" (n_jobs={self.n_jobs}: {self.plan.why})"
+            + f" (n_jobs={self.n_jobs}: {jobs.why})"
             + (", TPE with constant_liar" if self._sampler_extra else "")
         )
-        start = time.perf_counter()
-        told = self._run_trials(study, space, fixed, fixed_overrides, extra, directions, csv_path,
-                                pruning, reseed=seed if reseed else None)  # fmt: skip
-        self._finish(study, directions, csv_path, resume, time.perf_counter() - start)
-        _check_some_finished(told)
+        return SweepPlan(
+            space=space, fixed=fixed, fixed_overrides=tuple(fixed_overrides),
+            directions=tuple(directions), study=study, storage=storage, csv_path=csv_path,
+            n_trials=n_trials, jobs=jobs, extra=tuple(extra), pruning=pruning,
+            reseed=seed if reseed else None, resume=resume,
+        )  # fmt: skip
 
-    def _prepare(
+    def _prepare_study(
         self,
         study: optuna.Study,
+        storage: optuna.storages.BaseStorage,
         cfg: DictConfig,
         space: dict,
         directions: list[str],
         enqueue: list[dict],
         sweep_dir: Path,
         owner: str | None,
-    ) -> optuna.Study:
+    ) -> None:
         """The study's side of the start: its configuration checked (or recorded, on a new
         study), the sweep directory claimed, its metric names, lost trials recovered (from
         their files where they finished) and the enqueued parameter sets added."""
         self._db("checking the study's configuration", check_same_config, study,
                  fingerprint(cfg, space, directions))  # fmt: skip
         if owner is not None:  # before anything is written there
-            claim_dir(sweep_dir, study, self.sweeper.storage, owner)
+            claim_dir(sweep_dir, study, self.storage, owner)
         with warnings.catch_warnings():  # experimental since Optuna 3.2, and what dashboards show
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             self._db("naming the metrics", study.set_metric_names, list(cfg.objective.metrics))
         # before any ask: their parameters run first
-        self._db("recovering lost trials", recover_stale, study, self.stale_after, sweep_dir)
+        self._db("recovering lost trials", recover_stale, study, self.stale_after, sweep_dir,
+                 storage=storage)  # fmt: skip
         for params in enqueue:  # run before the sampler's own; not again in a resumed study
             self._db("enqueuing", study.enqueue_trial, params, skip_if_exists=True)
-        return study
 
     def _db(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """fn(*args, **kwargs), a storage operation, retried while the storage fails for a
         while (sweep/storage.py); `what` names it in the log and the final line."""
-        where = shown(self.sweeper.storage)
+        where = shown(self.storage)
         return retrying(what, lambda: fn(*args, **kwargs), self.storage_wait, where)
 
     def _expand_globs(self, arguments: list[str]) -> list[str]:
@@ -296,8 +399,8 @@ class L1Sweeper(OptunaSweeper):
                 continue
             key = override.get_key_element()
             group = key.lstrip("+~")
-            options = self._compose.get_group_options(
-                group, config_name=self.sweeper.config.hydra.job.config_name, overrides=[]
+            options = self.loader.get_group_options(
+                group, config_name=self.config.hydra.job.config_name, overrides=[]
             )
             if not options:
                 raise UserError(
@@ -336,7 +439,7 @@ class L1Sweeper(OptunaSweeper):
         lacking: dict[str, list[str]] = {}
         for what, overrides in options:
             try:
-                composed = self._compose.loader.load_sweep_config(self.sweeper.config, overrides)
+                composed = self.loader.load_sweep_config(self.config, overrides)
             except Exception as e:  # an option that does not compose at all
                 from sweep.run import config_error
 
@@ -366,7 +469,7 @@ class L1Sweeper(OptunaSweeper):
         if not user_code.is_allowed(name, base):
             log.info(f"{key}: running outside code {name} (allowed by allow_targets={list(user)})")
         try:
-            self.sweeper.custom_search_space_extender = instantiate(
+            self.extend_space = instantiate(
                 {"_target_": name, "_partial_": True}, _execution_whitelist_=base + user
             )
         except Exception as e:
@@ -376,7 +479,7 @@ class L1Sweeper(OptunaSweeper):
     def _fork_or_not(self, cfg: DictConfig) -> None:
         """The fork launcher (the default) forks its trials where that is safe, and keeps this
         process at one torch thread for it; elsewhere it hands them to joblib's launcher."""
-        chosen = self.sweeper.launcher
+        chosen = self.launcher
         if isinstance(chosen, launcher.ForkLauncher):
             why = launcher.unsafe(_device(cfg))
             if why is None:
@@ -387,7 +490,7 @@ class L1Sweeper(OptunaSweeper):
     def _runner(self) -> Any:
         """The launcher that runs the trials: the fork launcher's joblib, where it handed
         them over."""
-        used = self.sweeper.launcher
+        used = self.launcher
         if isinstance(used, launcher.ForkLauncher) and used.fallback is not None:
             return used.fallback
         return used
@@ -405,37 +508,15 @@ class L1Sweeper(OptunaSweeper):
         device = _device(cfg)
         return parallel.plan(
             self.n_jobs, launcher=self._launcher(), device=device,
-            n_trials=self.sweeper.n_trials, cores=parallel.cores(),
+            n_trials=self.n_trials, cores=parallel.cores(),
             memory=parallel.available_memory(), data_bytes=data_bytes, threads=cfg.train.threads,
             gpu_memory=parallel.gpu_memory() if device == "cuda" else None,
         )  # fmt: skip
 
-    def _warm(self, cfg: DictConfig) -> None:
-        """Under joblib with parallel trials, start its workers while this process starts."""
-        if self.n_jobs == 1 or self._joblib() is None:
-            return
-        with contextlib.suppress(Exception):  # bad input is reported by the checks that follow
-            jobs = self._plan(cfg, data_bytes=0).jobs
-            task = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
-            if jobs > 1:
-                self._warming = parallel.warm_workers(
-                    self._joblib().joblib, jobs, OmegaConf.to_container(task, resolve=True)
-                )
-
-    def _run_trials(
-        self,
-        study: optuna.Study,
-        space: dict,
-        fixed: dict,
-        fixed_overrides: list[str],
-        extra: list[str],
-        directions: list[str],
-        csv_path: Path,
-        pruning: bool,
-        reseed: int | None,
-    ) -> list[BaseException | None]:
-        """Run n_trials trials, plan.jobs at a time (sweep/parallel.py); each is told and its
-        row written as it finishes. Returns each told trial's error (None: it did not fail).
+    def run_trials(self, plan: SweepPlan) -> list[BaseException | None]:
+        """Run plan.n_trials trials, plan.jobs.jobs at a time (sweep/parallel.py); each is told
+        and its row written as it finishes. Returns each told trial's error (None: it did not
+        fail).
 
         The rule for failures, Optuna's `catch` made a rate: a trial whose job raised (or whose
         process died) is a failed trial with its row; the sweep goes on while the failed share
@@ -445,11 +526,12 @@ class L1Sweeper(OptunaSweeper):
         raised once the running trials are told. A storage that stays unavailable
         (StorageUnavailable) stops at once, leaving the running trials RUNNING for the next
         start to settle from their files."""
-        impl = self.sweeper
+        study = plan.study
         kind = parallel.launcher_kind(self._launcher())
         overrides: dict[int, tuple[str, ...]] = {}
         told: list[BaseException | None] = []
         stop: list[BaseException] = []
+        reseed = plan.reseed
 
         def ask() -> optuna.Trial:
             nonlocal reseed
@@ -460,22 +542,19 @@ class L1Sweeper(OptunaSweeper):
             if reseed is not None and trial.number:  # before its parameters are drawn
                 study.sampler = self._make_sampler(seed=reseed + trial.number)
             reseed = None
-            [o] = impl._configure_trials([trial], space, fixed, fixed_overrides)
-            overrides[trial.number] = (*o, *extra, f"hydra.sweep.subdir=trial_{trial.number}")
-            if kind in ("fork", "process") and not told and len(overrides) == 1:
-                # workers compose from a copy of the cache: let it hold this shape's template
-                self._compose.load_sweep_config(impl.config, list(overrides[trial.number]))
+            subdir = f"hydra.sweep.subdir=trial_{trial.number}"
+            overrides[trial.number] = (*self._draw(trial, plan), *plan.extra, subdir)
             return trial
 
         def launch(trial: optuna.Trial) -> Callable[[], JobReturn]:  # main thread
-            idx, impl.job_idx = impl.job_idx, impl.job_idx + 1
+            idx, self.job_idx = self.job_idx, self.job_idx + 1
             job = overrides[trial.number]
             if kind == "fork":  # forked now, on the main thread (sweep/launcher.py)
-                return impl.launcher.start(job, idx)
+                return self.launcher.start(job, idx)
 
-            def wait() -> JobReturn:  # in a slot
+            def wait() -> JobReturn:  # in a worker thread
                 try:
-                    return impl.launcher.launch([job], initial_job_idx=idx)[0]
+                    return self.launcher.launch([job], initial_job_idx=idx)[0]
                 except Exception as e:  # composing the job failed in its worker: a failed job
                     return launcher.failed_return(e, job)
 
@@ -483,14 +562,14 @@ class L1Sweeper(OptunaSweeper):
 
         def tell(trial: optuna.Trial, ret: JobReturn) -> bool:
             del overrides[trial.number]
-            row, error = self._tell(study, trial, ret, directions, csv_path, pruning)
+            row, error = self._tell(plan, trial, ret)
             told.append(error)
-            self._log_progress(study, row, len(told), directions)
+            self._log_progress(plan, row, len(told))
             failed = sum(e is not None for e in told)
             if (
                 error is not None
                 and not stop
-                and (isinstance(error, UserError) or failed / len(told) > impl.max_failure_rate)
+                and (isinstance(error, UserError) or failed / len(told) > self.max_failure_rate)
             ):
                 stop.append(error)  # a UserError is bad input: every trial would fail so
             return not stop
@@ -499,7 +578,7 @@ class L1Sweeper(OptunaSweeper):
         try:
             # beats often enough that a live trial is never taken for a lost one
             with heartbeat(running, every=min(30.0, self.stale_after / 4)):
-                parallel.run(impl.n_trials, self.plan.jobs, ask, launch, tell, running)
+                parallel.run(plan.n_trials, plan.jobs.jobs, ask, launch, tell, running)
         except BaseException as e:  # Ctrl-C or a launcher error: leave no trial RUNNING for ever
             interrupts.clear()  # this one is handled here
             try:
@@ -513,51 +592,68 @@ class L1Sweeper(OptunaSweeper):
                             with contextlib.suppress(ValueError, RuntimeError):
                                 study.tell(t, state=TrialState.FAIL)
                         # a trial told just before the interrupt may not have its row written
-                        write_csv(study, csv_path)
+                        write_csv(study, plan.csv_path)
             finally:  # a second Ctrl-C meanwhile still ends the trials' processes
                 if kind == "process":
                     parallel.stop_workers()
                 elif kind == "fork":
-                    impl.launcher.kill_children()
+                    self.launcher.kill_children()
             raise
         if stop:
             raise stop[0]  # a programming error: stop with its traceback
         return told
 
+    def _draw(self, trial: optuna.Trial, plan: SweepPlan) -> tuple[str, ...]:
+        """Draw the trial's parameters (Optuna's public suggest API) and return its overrides:
+        the searched values, the fixed ones, the other overrides; as the Optuna sweeper plugin
+        makes them (fixed values as user attributes, the custom search space after)."""
+        for name, dist in plan.space.items():
+            suggest(trial, name, dist)
+        for name, value in plan.fixed.items():
+            trial.set_user_attr(name, value)
+        if self.extend_space is not None:
+            self.extend_space(self.config, trial)
+        overlap = trial.params.keys() & plan.fixed.keys()
+        if overlap:
+            raise UserError(
+                f"{', '.join(sorted(overlap))}: both searched (custom_search_space) and fixed"
+            )
+        params = {**trial.params, **plan.fixed}
+        return (*(f"{name}={value}" for name, value in params.items()), *plan.fixed_overrides)
+
     def _make_sampler(self, **kwargs: Any) -> optuna.samplers.BaseSampler:
         """The configured sampler with `kwargs` and, for parallel trials, TPE's constant liar."""
         return instantiate(
-            self.sweeper.config.hydra.sweeper.sampler,
+            self.config.hydra.sweeper.sampler,
             **self._sampler_extra,
             **kwargs,
             _execution_whitelist_=SAMPLERS,
         )
 
-    def _sampler(self, space: dict, cfg: DictConfig) -> optuna.samplers.BaseSampler:
+    def _make_study_sampler(
+        self, space: dict, cfg: DictConfig, jobs: int
+    ) -> optuna.samplers.BaseSampler:
         """The configured sampler; GridSampler (a partial) gets its grid, as the stock loop does.
         TPE with parallel trials gets constant_liar=True (Optuna's option for that: a running
         trial counts as a bad result, so concurrent asks do not all draw the same point),
         unless the command line sets hydra.sweeper.sampler.constant_liar."""
-        impl = self.sweeper
-        self._sampler_extra: dict[str, Any] = {}
         chosen = any(
             o.startswith("hydra.sweeper.sampler.constant_liar=") for o in cfg.hydra.overrides.hydra
         )
-        if self.plan.jobs > 1 and isinstance(impl.sampler, optuna.samplers.TPESampler):
-            if not chosen:
-                self._sampler_extra = {"constant_liar": True}
-                impl.sampler = self._make_sampler()
-        if not isinstance(impl.sampler, functools.partial):
-            return impl.sampler
+        if jobs > 1 and isinstance(self.sampler, optuna.samplers.TPESampler) and not chosen:
+            self._sampler_extra = {"constant_liar": True}
+            self.sampler = self._make_sampler()
+        if not isinstance(self.sampler, functools.partial):
+            return self.sampler
         try:
-            grid = {name: impl._to_grid_sampler_choices(d) for name, d in space.items()}
+            grid = {name: grid_choices(d) for name, d in space.items()}
         except ValueError as e:
             raise UserError(
                 f"{e} Every searched key needs choice(...) or range(...) with the grid sampler, "
                 f"e.g. 'l1_lambda=choice(1e-5,1e-4,1e-3)'; searched: {', '.join(space)}"
             ) from e
         self._grid = grid
-        return impl.sampler(grid)
+        return self.sampler(grid)
 
     def _grid_left(self, study: optuna.Study) -> int:
         """Grid points no finished trial of the study has run. GridSampler re-runs a finished
@@ -570,15 +666,10 @@ class L1Sweeper(OptunaSweeper):
         return len(set(itertools.product(*self._grid.values())) - done)
 
     def _tell(
-        self,
-        study: optuna.Study,
-        trial: optuna.Trial,
-        ret: JobReturn,
-        directions: list[str],
-        csv_path: Path,
-        pruning: bool = False,
+        self, plan: SweepPlan, trial: optuna.Trial, ret: JobReturn
     ) -> tuple[dict, BaseException | None]:
         """Record one finished job in the study and in results.csv; return its row, exception."""
+        study, directions = plan.study, plan.directions
         error: BaseException | None = None
         try:
             metrics = dict(ret.return_value)
@@ -586,15 +677,9 @@ class L1Sweeper(OptunaSweeper):
             error, metrics = e, {"status": "failed", "error": one_line(e)}
             log.warning(f"trial {trial.number} failed: {metrics['error']}")
         curve = metrics.pop("val_acc_curve", [])  # metrics.json keeps it; the CSV row does not
-        task_overrides = [o for o in ret.overrides or [] if not o.startswith("hydra.")]
-        row = {
-            "trial": trial.number,
-            **{k: v for k, v in metrics.items() if k != "objective"},
-            "overrides": shlex.join(task_overrides),
-            "run_dir": ret.hydra_cfg.hydra.runtime.output_dir if ret.hydra_cfg else None,
-        }
-        if len(directions) == 1:
-            row["objective"] = metrics.get("objective", [math.nan])[0]
+        run_dir = ret.hydra_cfg.hydra.runtime.output_dir if ret.hydra_cfg else None
+        row = result_row.of_trial(trial.number, metrics, ret.overrides or [], run_dir,
+                                  len(directions) == 1)  # fmt: skip
         values = metrics.get("objective")
         if metrics["status"] == "complete" and values and all(map(math.isfinite, values)):
             state, told_values = TrialState.COMPLETE, values
@@ -605,9 +690,9 @@ class L1Sweeper(OptunaSweeper):
         with interrupts.deferred():  # the row without its state would be a wrong row
             # a pruning job reported its curve itself, as it trained
             self._db(f"recording trial {trial.number}", trials.record, trial, row,
-                     [] if pruning else curve, len(directions) == 1)  # fmt: skip
+                     [] if plan.pruning else curve, len(directions) == 1)  # fmt: skip
             self._db(f"telling trial {trial.number}", _tell_once, study, trial, state, told_values)
-        self._db("writing results.csv", write_csv, study, csv_path)
+        self._db("writing results.csv", write_csv, study, plan.csv_path)
         return row, error
 
     def _baseline(
@@ -631,36 +716,30 @@ class L1Sweeper(OptunaSweeper):
                     if k.lstrip("+~").split(".")[0] not in dense]  # fmt: skip
             log.info("training the dense baseline (regularizer=none prune=none) for this study")
             dense_run = (*keep, *fixed_overrides, "regularizer=none", "prune=none")
-            [ret] = self.sweeper.launcher.launch(
-                [(*dense_run, "hydra.sweep.subdir=baseline")],
-                initial_job_idx=self.sweeper.job_idx,
+            [ret] = self.launcher.launch(
+                [(*dense_run, "hydra.sweep.subdir=baseline")], initial_job_idx=self.job_idx
             )
-            self.sweeper.job_idx += 1
+            self.job_idx += 1
             value = float(ret.return_value["val_acc"])
             study.set_user_attr(BASELINE_ATTR, value)
         log.info(f"baseline val_acc {value:.4f}; floor {value - cfg.objective.max_drop:.4f}")
         return [f"objective.baseline_val_acc={value!r}"]
 
-    def _log_progress(
-        self, study: optuna.Study, row: dict, n_done: int, directions: list[str]
-    ) -> None:
-        best = self._db("reading the best trials", _best_so_far, study, directions)
+    def _log_progress(self, plan: SweepPlan, row: dict, n_done: int) -> None:
+        """The one line a finished trial gets in the sweep's log."""
+        best = self._db("reading the best trials", _best_so_far, plan.study, plan.directions)
         log.info(
-            f"trial {row['trial']} [{n_done}/{self.sweeper.n_trials}] {row['status']}"
+            f"trial {row['trial']} [{n_done}/{plan.n_trials}] {row['status']}"
             f"  l1_lambda={row.get('l1_lambda', math.nan):.3g}"
             f"  val_acc={row.get('val_acc', math.nan):.4f}"
             f"  sparsity={row.get('sparsity', math.nan):.4f}"
             f"  {row.get('train_seconds', math.nan):.1f}s  | {best}"
         )
 
-    def _finish(
-        self,
-        study: optuna.Study,
-        directions: list[str],
-        csv_path: Path,
-        resume: str,
-        seconds: float,
-    ) -> None:
+    def finish(self, plan: SweepPlan, seconds: float) -> None:
+        """After the last trial: optimization_results.yaml (Hydra's Optuna sweeper's file),
+        the summary and the resume command in the log, the CSV's path on stdout."""
+        study, directions, csv_path = plan.study, plan.directions, plan.csv_path
         complete = study.get_trials(states=[TrialState.COMPLETE])
         if len(directions) == 1:
             summary: dict[str, Any] = {"name": "optuna", "best_params": {}, "best_value": None}
@@ -672,7 +751,7 @@ class L1Sweeper(OptunaSweeper):
                 "solutions": [{"params": t.params, "values": t.values} for t in study.best_trials],
             }
         # what the study optimized, for sweep.analyze: its best trial, front and knee follow these
-        summary.update(metrics=list(self.sweeper.config.objective.metrics), directions=directions)
+        summary.update(metrics=list(self.config.objective.metrics), directions=list(directions))
         OmegaConf.save(OmegaConf.create(summary), csv_path.parent / "optimization_results.yaml")
         pruned = study.get_trials(deepcopy=False, states=[TrialState.PRUNED])
         log.info(
@@ -680,7 +759,7 @@ class L1Sweeper(OptunaSweeper):
             f" of {len(study.trials)} trials"
         )
         log.info(f"sweep took {seconds:.1f}s; results: {csv_path}")
-        log.info(f"resume or extend with: {resume}")
+        log.info(f"resume or extend with: {plan.resume}")
         print(csv_path)
 
 
@@ -712,7 +791,8 @@ def _tell_once(
         if "Study.stop" not in str(e):
             raise
     except ValueError:
-        if study._storage.get_trial(trial._trial_id).state != state:
+        [now] = [t for t in study.get_trials(deepcopy=False) if t.number == trial.number]
+        if now.state != state:
             raise
 
 
@@ -800,10 +880,7 @@ def _check_enqueue(sets: list, space: dict) -> list[dict]:
                 raise UserError(
                     f"hydra.sweeper.enqueue: {key} is not searched; searched: {', '.join(space)}"
                 )
-            try:
-                inside = dist._contains(dist.to_internal_repr(value))
-            except (ValueError, TypeError):
-                inside = False
+            inside = _inside(dist, value)
             if not inside:
                 raise UserError(f"hydra.sweeper.enqueue: {key}={value!r} is outside {dist}")
         out.append(params)

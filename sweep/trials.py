@@ -52,6 +52,16 @@ def record(trial: optuna.Trial, row: dict, curve: list, single_objective: bool) 
 Reporter = Callable[[int, float], bool]
 
 
+def trial_by_number(
+    study: optuna.Study, storage: optuna.storages.BaseStorage, number: int
+) -> optuna.Trial:
+    """Trial `number` of `study` (held in `storage`) as an `optuna.Trial` to record into or
+    report to. Optuna's public lookup by number is the storage's; a Study does not expose its
+    storage, so the caller passes the one it opened the study with."""
+    study_id = storage.get_study_id_from_name(study.study_name)
+    return optuna.Trial(study, storage.get_trial_id_from_study_id_trial_number(study_id, number))
+
+
 def job_reporter() -> Reporter | None:
     """report(step, val_acc) -> stop?, for the trial this job runs; None outside a sweep, for
     the baseline job and when hydra.sweeper.pruner is NopPruner."""
@@ -65,6 +75,7 @@ def job_reporter() -> Reporter | None:
     storage = hc.sweeper.storage
     if isinstance(storage, DictConfig):
         storage = instantiate(storage, _execution_whitelist_=("optuna.storages.*",))
+    storage = optuna.storages.get_storage(storage)  # held: the lookup by number is its
     study = optuna.load_study(
         study_name=hc.sweeper.study_name,
         storage=storage,
@@ -72,9 +83,7 @@ def job_reporter() -> Reporter | None:
         sampler=optuna.samplers.RandomSampler(),  # never asked: no TPE set-up for nothing
     )
     number = int(hc.sweep.subdir.removeprefix(SUBDIR))
-    # Optuna has no public lookup by number; the storage's is public, the study's id is not.
-    trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
-    trial = optuna.Trial(study, trial_id)
+    trial = trial_by_number(study, storage, number)
 
     def report(step: int, value: float) -> bool:
         trial.report(value, step)

@@ -141,11 +141,12 @@ def test_a_trial_killed_between_its_row_and_its_state_leaves_no_row(tmp_path):
     # The sweep records a finished job's row, then tells its state; a SIGKILL between the two
     # leaves a RUNNING trial holding a row. Recovered, it is failed and its row dropped: the
     # CSV never shows a finished row for a trial the study failed (its parameters run again).
-    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/s.db", study_name="r")
+    storage = optuna.storages.get_storage(f"sqlite:///{tmp_path}/s.db")
+    study = optuna.create_study(storage=storage, study_name="r")
     trial = study.ask({"l1_lambda": FloatDistribution(1e-5, 1e-3, log=True)})
     _owned_by_a_dead_process(trial)
     trial.set_user_attr("row", {"trial": trial.number, "status": "complete", "val_acc": 0.9})
-    assert recover_stale(study, grace=300) == [trial.number]
+    assert recover_stale(study, grace=300, storage=storage) == [trial.number]
     [failed, enqueued] = study.trials
     assert failed.state.name == "FAIL" and failed.user_attrs["row"] is None
     assert enqueued.params == {} and enqueued.state.name == "WAITING"
@@ -157,10 +158,11 @@ def test_a_trial_killed_between_its_row_and_its_state_leaves_no_row(tmp_path):
 def test_a_trial_killed_before_its_draw_is_failed_and_not_enqueued(tmp_path, caplog):
     # Killed between study.ask and its first suggest, a trial holds no parameters: enqueuing
     # {} would add a trial that is a fresh draw under the name of a rerun.
-    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/s.db", study_name="e")
+    storage = optuna.storages.get_storage(f"sqlite:///{tmp_path}/s.db")
+    study = optuna.create_study(storage=storage, study_name="e")
     trial = study.ask()
     pid = _owned_by_a_dead_process(trial)
-    assert recover_stale(study, grace=300) == [trial.number]
+    assert recover_stale(study, grace=300, storage=storage) == [trial.number]
     [failed] = study.trials
     assert failed.state.name == "FAIL"
     assert (
@@ -176,13 +178,13 @@ def test_a_lost_trial_whose_job_finished_is_recorded_from_its_files(tmp_path):
     sweep_dir = tmp_path / "sweep"
     run_cli(tmp_path, "train.epochs=1", "l1_lambda=2e-4", f"hydra.run.dir={sweep_dir}/trial_0")
     metrics = json.loads((sweep_dir / "trial_0" / "metrics.json").read_text())
-    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/s.db", study_name="f",
-                                direction="maximize")  # fmt: skip
+    storage = optuna.storages.get_storage(f"sqlite:///{tmp_path}/s.db")
+    study = optuna.create_study(storage=storage, study_name="f", direction="maximize")
     space = {"l1_lambda": FloatDistribution(1e-5, 1e-3, log=True)}
     done, unfinished = study.ask(space), study.ask(space)
     for trial in (done, unfinished):
         _owned_by_a_dead_process(trial)
-    assert recover_stale(study, grace=300, sweep_dir=sweep_dir) == [0, 1]
+    assert recover_stale(study, grace=300, sweep_dir=sweep_dir, storage=storage) == [0, 1]
     [told, failed, rerun] = study.trials
     assert told.state.name == "COMPLETE" and told.value == metrics["val_acc"]
     assert told.intermediate_values == {1: metrics["val_acc_curve"][0][1]}
