@@ -9,6 +9,8 @@ column is one line here plus the code that computes its value.
 
 from __future__ import annotations
 
+import math
+import shlex
 from dataclasses import dataclass
 
 
@@ -125,3 +127,23 @@ def markdown() -> str:
 
 if __name__ == "__main__":
     print(markdown())
+
+
+def of_trial(
+    number: int, metrics: dict, overrides: list[str], run_dir: str | None, single: bool
+) -> dict:
+    """A trial's row: the job's `metrics` (its row, as `sweep.job` made it) with the columns
+    the sweep adds: `trial`, `overrides` (the task's overrides as one shell-quoted line, no
+    hydra.*), `run_dir` and, for a single objective, `objective` (its one value, NaN if none).
+    The sweeper (a told job) and the stale-trial recovery (a job's files) both make it here."""
+    task = [o for o in overrides if not o.startswith("hydra.")]
+    row = {
+        "trial": number,
+        **{k: v for k, v in metrics.items() if k != "objective"},
+        "overrides": shlex.join(task),
+        "run_dir": run_dir,
+    }
+    if single:
+        values = metrics.get("objective") or [math.nan]
+        row["objective"] = values[0]
+    return row
