@@ -71,6 +71,7 @@ class Shared:
     codebook: np.ndarray
 
     def values(self) -> np.ndarray:
+        """The dense float32 weights: each kept position holds its codebook value, others 0."""
         out = np.zeros(self.mask.shape, dtype=np.float32)
         out[self.mask] = self.codebook.astype(np.float32)[self.codes]
         return out

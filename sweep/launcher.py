@@ -96,6 +96,9 @@ def failed_return(error: BaseException, overrides: Sequence[str]) -> JobReturn:
 
 
 class ForkLauncher(Launcher):
+    """`hydra/launcher=fork`: each job in a process forked from the sweep's (see the
+    module's doc); joblib's launcher where forking is unsafe (`use_joblib`)."""
+
     def __init__(self) -> None:
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
@@ -106,6 +109,7 @@ class ForkLauncher(Launcher):
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
     ) -> None:
+        """Hydra's plugin call: the config, context and task function the jobs run with."""
         self.config = config
         self.hydra_context = hydra_context
         self.task_function = task_function

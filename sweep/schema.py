@@ -67,10 +67,12 @@ PARAMS = Rule(
 
 
 def one_of(*choices: str) -> Rule:
+    """A rule: the value is one of `choices`."""
     return Rule(f"must be one of {', '.join(choices)}", lambda v: v in choices)
 
 
 def each(rule: Rule) -> Rule:
+    """A rule: every entry of a list value keeps `rule`."""
     return Rule(f"entries {rule.text}", lambda v: all(rule.test(x) for x in v))
 
 
@@ -84,6 +86,8 @@ def ruled(rule: Rule, default: Any = MISSING) -> Any:
 
 @dataclass
 class TrainConfig:
+    """train.*: the training loop's length, batch, CPU threads, log cadence and fast steps."""
+
     epochs: int = ruled(AT_LEAST_1)
     batch_size: int = ruled(AT_LEAST_1)
     threads: int | None = ruled(AT_LEAST_1)
@@ -93,6 +97,8 @@ class TrainConfig:
 
 @dataclass
 class SparsityConfig:
+    """sparsity.*: tol, the |w| at or below which a weight counts for sparsity_tol."""
+
     tol: float = ruled(NONNEGATIVE)
 
 
@@ -109,6 +115,8 @@ class ExportConfig:
 
 @dataclass
 class Config:
+    """The root config (conf/config.yaml): the groups, the strengths, seeds and device."""
+
     # The groups: each option brings its own schema (below).
     model: Any = MISSING
     data: Any = MISSING
@@ -135,16 +143,22 @@ class Config:
 
 @dataclass
 class ModelConfig:
+    """model: any `_target_` building an nn.Module (its own arguments pass through)."""
+
     _target_: str = MISSING
 
 
 @dataclass
 class MLPConfig(ModelConfig):
+    """model=mlp / simple_net: `sweep.models.mlp` with these hidden widths."""
+
     hidden: list[int] = ruled(WIDTHS)
 
 
 @dataclass
 class DataConfig:
+    """data: a `_target_` returning a `sweep.data.Dataset`; its validation share and epochs."""
+
     _target_: str = MISSING
     val_fraction: float = ruled(FRACTION)
     epochs: int = ruled(AT_LEAST_1)
@@ -152,12 +166,16 @@ class DataConfig:
 
 @dataclass
 class DigitsConfig(DataConfig):
+    """data=digits: scikit-learn's 8x8 digits, with a held-out test split."""
+
     test_fraction: float = ruled(FRACTION)
     test_seed: int = ruled(SEED)
 
 
 @dataclass
 class TorchvisionConfig(DataConfig):
+    """data=torchvision / mnist / fashion_mnist: a torchvision data set (offline IDX files)."""
+
     dataset: str | None = MISSING
     root: str = MISSING
     fallback_dir: str | None = MISSING
@@ -166,18 +184,24 @@ class TorchvisionConfig(DataConfig):
 
 @dataclass
 class NpzConfig(DigitsConfig):
+    """data=npz: arrays x, y from a .npz file, split and optionally standardized."""
+
     path: str | None = MISSING
     standardize: bool = MISSING
 
 
 @dataclass
 class CsvConfig(NpzConfig):
+    """data=csv: a table with a target column and the feature columns."""
+
     target: str | None = MISSING
     features: list[str] | None = MISSING
 
 
 @dataclass
 class RegularizerConfig:
+    """regularizer: L1 / L2 / elastic net, as a penalty or a proximal step."""
+
     _target_: str = MISSING
     l1: float = ruled(NONNEGATIVE)
     l2: float = ruled(NONNEGATIVE)
@@ -187,6 +211,8 @@ class RegularizerConfig:
 
 @dataclass
 class GroupRegularizerConfig(RegularizerConfig):
+    """regularizer=group_l1 / sparse_group_l1: the group lasso's strength and groups."""
+
     group: float = ruled(NONNEGATIVE)
     groups: str = ruled(one_of("neurons", "inputs", "both"))
     size_weighted: bool = MISSING
@@ -194,6 +220,8 @@ class GroupRegularizerConfig(RegularizerConfig):
 
 @dataclass
 class OptimizerConfig:
+    """optimizer: a torch.optim class (partial) and its learning rate."""
+
     _target_: str = MISSING
     _partial_: bool = MISSING
     lr: float = ruled(POSITIVE)
@@ -201,6 +229,8 @@ class OptimizerConfig:
 
 @dataclass
 class SGDConfig(OptimizerConfig):
+    """optimizer=sgd: momentum, Nesterov and weight decay."""
+
     momentum: float = ruled(NONNEGATIVE)
     nesterov: bool = MISSING
     weight_decay: float = ruled(NONNEGATIVE)
@@ -208,17 +238,23 @@ class SGDConfig(OptimizerConfig):
 
 @dataclass
 class ScheduleConfig:
+    """schedule: a learning-rate scheduler factory (partial), or none."""
+
     _target_: str = MISSING
     _partial_: bool = MISSING
 
 
 @dataclass
 class CosineConfig(ScheduleConfig):
+    """schedule=cosine: cosine annealing down to eta_min."""
+
     eta_min: float = ruled(NONNEGATIVE)
 
 
 @dataclass
 class PruneConfig:
+    """prune: which weights to remove after training, in rounds with fine-tuning."""
+
     _target_: str = MISSING
     method: str = ruled(one_of("none", "magnitude", "threshold", "neurons"))
     sparsity: float = ruled(SPARSITY)
@@ -230,17 +266,23 @@ class PruneConfig:
 
 @dataclass
 class ThresholdPruneConfig(PruneConfig):
+    """prune=threshold: remove every weight with |w| <= tol."""
+
     tol: float = ruled(NONNEGATIVE)
 
 
 @dataclass
 class ObjectiveConfig:
+    """objective: the row's metrics the sweep optimizes, one direction each."""
+
     metrics: list[str] = MISSING
     direction: list[str] = ruled(each(one_of("maximize", "minimize")))
 
 
 @dataclass
 class WithinDropConfig(ObjectiveConfig):
+    """objective=within_drop: sparsity while val_acc stays within max_drop of dense."""
+
     max_drop: float = ruled(SPARSITY)
     baseline_val_acc: float | None = ruled(PROBABILITY)
 
@@ -250,11 +292,15 @@ class WithinDropConfig(ObjectiveConfig):
 
 @dataclass
 class PrunerConfig:
+    """hydra/sweeper/pruner: an Optuna pruner (early stopping of hopeless trials)."""
+
     _target_: str = MISSING
 
 
 @dataclass
 class MedianPrunerConfig(PrunerConfig):
+    """hydra/sweeper/pruner=median: Optuna's MedianPruner options."""
+
     n_startup_trials: int = ruled(NONNEGATIVE)
     n_warmup_steps: int = ruled(NONNEGATIVE)
     interval_steps: int = ruled(AT_LEAST_1)
@@ -263,6 +309,8 @@ class MedianPrunerConfig(PrunerConfig):
 
 @dataclass
 class SuccessiveHalvingPrunerConfig(PrunerConfig):
+    """hydra/sweeper/pruner=successive_halving: Optuna's options."""
+
     min_resource: Any = MISSING  # "auto" or an epoch count: Optuna checks it
     reduction_factor: int = ruled(Rule("must be an integer >= 2", lambda v: _number(v) and v >= 2))
     min_early_stopping_rate: int = ruled(NONNEGATIVE)
@@ -271,6 +319,8 @@ class SuccessiveHalvingPrunerConfig(PrunerConfig):
 
 @dataclass
 class HyperbandPrunerConfig(PrunerConfig):
+    """hydra/sweeper/pruner=hyperband: Optuna's HyperbandPruner options."""
+
     min_resource: int = ruled(AT_LEAST_1)
     max_resource: Any = MISSING  # "auto" or an epoch count: Optuna checks it
     reduction_factor: int = ruled(Rule("must be an integer >= 2", lambda v: _number(v) and v >= 2))
@@ -364,6 +414,7 @@ def rules(kind: type) -> dict[str, Rule]:
 
 
 def check_value(name: str, rule: Rule, value: Any) -> None:
+    """`value` (of key `name`) keeps `rule`, or a UserError naming the key and the rule."""
     if isinstance(value, ListConfig):
         value = OmegaConf.to_container(value, resolve=True)
     if value is not None and not rule.test(value):

@@ -33,6 +33,7 @@ def build(node: DictConfig, **kwargs: object) -> object:
 
 
 def resolve_device(name: str) -> torch.device:
+    """`device` (auto, cpu, cuda, mps) as a torch.device; auto: cuda, then mps, then cpu."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -62,6 +63,8 @@ def set_threads(threads: int | None) -> None:
 def make_optimizer(
     node: DictConfig, model: nn.Module, lr_scale: float = 1.0
 ) -> torch.optim.Optimizer:
+    """The optimizer `node` (a partial torch.optim class) over `model`'s parameters, its lr
+    times `lr_scale` (fine-tuning's)."""
     try:
         if lr_scale == 1.0:
             return build(node)(model.parameters())
@@ -72,6 +75,8 @@ def make_optimizer(
 
 @torch.no_grad()
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 8192) -> float:
+    """Top-1 accuracy (0..1) of `model` on `x` (N, ...) against labels `y` (N,), in batches
+    of `batch` examples, in eval mode and without gradients."""
     model.eval()
     correct = sum(
         int((model(x[i : i + batch]).argmax(1) == y[i : i + batch]).sum())
