@@ -126,53 +126,16 @@ def split(
 
 
 def stratified(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(keep, held) row indices: the rows scikit-learn's `train_test_split(rows,
-    test_size=fraction, random_state=seed, stratify=y)` gives, drawn the same way (its
-    StratifiedShuffleSplit; tests/test_data.py compares them). Written out because importing
-    scikit-learn costs 0.7 s of every sweep process's start-up; a ValueError says why a split
-    is impossible, as scikit-learn's does."""
-    n = len(y)
-    n_held = math.ceil(fraction * n)
-    n_keep = n - n_held
-    classes, inverse, counts = np.unique(y, return_inverse=True, return_counts=True)
-    if counts.min() < 2:
-        raise ValueError(
-            f"the least populated classes have only 1 member, which is too few: "
-            f"{classes[counts < 2].tolist()}"
-        )
-    if min(n_keep, n_held) < len(classes):
-        raise ValueError(
-            f"{n} rows split {n_keep}/{n_held} cannot hold each of the {len(classes)} classes"
-        )
-    by_class = np.split(np.argsort(inverse, kind="stable"), np.cumsum(counts)[:-1])
-    rng = np.random.RandomState(seed)
-    keep_n = _approximate_mode(counts, n_keep, rng)
-    held_n = _approximate_mode(counts - keep_n, n_held, rng)
-    keep: list[int] = []
-    held: list[int] = []
-    for rows, k, h in zip(by_class, keep_n, held_n):
-        rows = rows.take(rng.permutation(len(rows)), mode="clip")
-        keep.extend(rows[:k])
-        held.extend(rows[k : k + h])
-    return np.asarray(keep, dtype=np.int64), np.asarray(held, dtype=np.int64)
+    """(keep, held) row indices of scikit-learn's `train_test_split(rows, test_size=fraction,
+    random_state=seed, stratify=y)`: `held` is ceil(fraction * len(y)) rows, each class in
+    proportion. ValueError (scikit-learn's) where a class has one row or a part is smaller
+    than the number of classes."""
+    from sklearn.model_selection import train_test_split
 
-
-def _approximate_mode(counts: np.ndarray, draws: int, rng: np.random.RandomState) -> np.ndarray:
-    """Rows per class when `draws` rows are drawn: scikit-learn's `_approximate_mode` (the
-    floor of each class's share, the rest to the largest remainders, ties broken by `rng`)."""
-    continuous = counts / counts.sum() * draws
-    floored = np.floor(continuous)
-    need = int(draws - floored.sum())
-    if need > 0:
-        remainder = continuous - floored
-        for value in np.sort(np.unique(remainder))[::-1]:
-            (inds,) = np.where(remainder == value)
-            add = min(len(inds), need)
-            floored[rng.choice(inds, size=add, replace=False)] += 1
-            need -= add
-            if need == 0:
-                break
-    return floored.astype(int)
+    keep, held = train_test_split(
+        np.arange(len(y)), test_size=fraction, random_state=seed, stratify=y
+    )
+    return keep.astype(np.int64), held.astype(np.int64)
 
 
 @functools.lru_cache(maxsize=4)
@@ -229,12 +192,6 @@ def _torchvision(
     """(x, y, x_test, y_test, n_classes) of torchvision's class `dataset`, x as stored (uint8
     images for most), channels first."""
     raw = Path(root) / dataset / "raw"
-    plain = dataset in PLAIN_IDX and not options
-    if plain:
-        if fallback_dir and Path(fallback_dir).is_dir():
-            _unpack_into(raw, Path(fallback_dir), dataset)
-        if all((raw / name).exists() for name in _IDX_FILES):
-            return _read_idx_set(raw, dataset)
     import torchvision
 
     cls = getattr(torchvision.datasets, dataset, None)
@@ -245,7 +202,7 @@ def _torchvision(
             "FashionMNIST, CIFAR10, CIFAR100, SVHN, STL10, USPS"
         )
     idx_layout = issubclass(cls, torchvision.datasets.MNIST)  # MNIST, FashionMNIST, KMNIST...
-    if idx_layout and not plain and fallback_dir and Path(fallback_dir).is_dir():
+    if idx_layout and fallback_dir and Path(fallback_dir).is_dir():
         _unpack_into(raw, Path(fallback_dir), dataset)
     have_files = idx_layout and all((raw / name).exists() for name in _IDX_FILES)
     try:
@@ -286,42 +243,11 @@ def _unpack_into(raw: Path, fallback_dir: Path, dataset: str) -> None:
         ) from e
 
 
-# The torchvision sets stored as exactly the four IDX files, ten classes. Their files are
-# decoded here as torchvision decodes them: importing torchvision costs ~1 s (it loads
-# torch._dynamo), a sixth of a sweep process's start-up, for a 16-byte header and a reshape.
-PLAIN_IDX = ("MNIST", "FashionMNIST", "KMNIST")
-
-
-def _read_idx_set(raw: Path, dataset: str) -> tuple[torch.Tensor, ...]:
-    """(x, y, x_test, y_test, 10) from the four IDX files in `raw`, as torchvision's MNIST reads
-    them: uint8 images (n, h, w) and int64 labels."""
-    try:
-        x, y, x_test, y_test = (read_idx(raw / name) for name in _IDX_FILES)
-        if x.dim() != 3 or y.dim() != 1 or len(x) != len(y) or len(x_test) != len(y_test):
-            raise ValueError("images and labels do not match")
-    except ValueError as e:
-        raise _corrupt(dataset, raw, e) from e
-    return x, y.long(), x_test, y_test.long(), 10
-
-
 def _corrupt(dataset: str, raw: Path, e: Exception) -> UserError:
     return UserError(
         f"{dataset}: the IDX files in {raw.resolve()} are truncated or corrupt ({e}); "
         "delete them and copy fresh ones"
     )
-
-
-def read_idx(path: Path) -> torch.Tensor:
-    """An uncompressed uint8 IDX file (magic 0x00000800 + dims, big-endian sizes, the bytes)."""
-    data = path.read_bytes()
-    dims = data[3] if len(data) >= 4 else 0
-    head = 4 * (dims + 1)
-    if data[:3] != b"\0\0\x08" or not 1 <= dims <= 3 or len(data) < head:
-        raise ValueError(f"{path.name} is not a uint8 IDX file")
-    shape = [int.from_bytes(data[4 * i + 4 : 4 * i + 8], "big") for i in range(dims)]
-    if len(data) != head + math.prod(shape):
-        raise ValueError(f"{path.name} holds {len(data) - head} bytes, its header says {shape}")
-    return torch.frombuffer(bytearray(data), dtype=torch.uint8, offset=head).view(*shape)
 
 
 def _split(cls: type, root: str, train: bool, download: bool, options: dict) -> object:
