@@ -163,27 +163,44 @@ def _study(cwd: Path, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=f"sqlite:///{cwd}/outputs/optuna.db")
 
 
-# Epochs of the slow trial (the others train 1), and how many others must finish while it
-# runs: with a batch barrier not even the third trial could start before it ended. A submitit
-# job is a fresh process (seconds of imports), so fewer of them fit.
-SLOW = {"fork": (4000, 4), "joblib": (4000, 4), "local": (8000, 2)}  # with the fast MLP step
+# The slow trial trains 2 epochs and then sleeps in a user callback, so it holds its slot
+# without taking a core from the rest of the suite; the others train 1 epoch. `beside`: how
+# many others must finish while it runs (with a batch barrier not even the third trial could
+# start before it ended). A submitit job is a fresh process (seconds of imports), so fewer fit.
+SLOW_SECONDS = 45
+BESIDE = {"fork": 4, "joblib": 4, "local": 2}
+SLEEPER = """
+import time
+
+from sweep.callbacks import Callback
+
+
+class Slow(Callback):
+    def on_run_end(self, run, metrics):
+        if run.cfg.train.epochs > 1:
+            time.sleep(%d)
+"""
 
 
 @pytest.mark.parametrize("launcher", ["fork", "joblib", "local"])
 def test_a_slow_trial_does_not_hold_a_real_sweep(tmp_path, launcher):
-    slow, beside = SLOW[launcher]
+    beside = BESIDE[launcher]
+    (tmp_path / "sleeper.py").write_text(SLEEPER % SLOW_SECONDS)
     fast = ",".join(f"{{train.epochs:1,l1_lambda:{k}e-4}}" for k in range(2, 6))
     proc = run_cli(
         tmp_path, "-m", f"hydra/launcher={launcher}", "hydra.sweeper.n_jobs=2",
-        "hydra.sweeper.n_trials=5", "hydra.sweeper.study_name=slow", f"train.log_every={slow}",
-        f"train.epochs=choice(1,{slow})",
-        f"hydra.sweeper.enqueue=[{{train.epochs:{slow},l1_lambda:1e-4}},{fast}]",
+        "hydra.sweeper.n_trials=5", "hydra.sweeper.study_name=slow",
+        "+callbacks.slow._target_=sleeper.Slow", "allow_targets=[sleeper.*]",
+        "train.epochs=choice(1,2)",
+        f"hydra.sweeper.enqueue=[{{train.epochs:2,l1_lambda:1e-4}},{fast}]",
+        # every launcher's worker imports the callback, whatever its working directory
+        env={"PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.getenv("PYTHONPATH")]))},
     )  # fmt: skip
     out = proc.stdout + proc.stderr
     assert "2 trial(s) at a time, train.threads=" in out and "TPE with constant_liar" in out
     study = _study(tmp_path, "slow")
     trials = {t.number: t for t in study.trials}
-    assert trials[0].params["train.epochs"] == slow
+    assert trials[0].params["train.epochs"] == 2
     assert all(t.state.name == "COMPLETE" for t in trials.values())
     # the next trials started and finished while trial 0 ran: no batch waits for it
     for n in range(1, beside + 1):
