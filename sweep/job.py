@@ -49,8 +49,16 @@ def check(cfg: DictConfig) -> Regularizer:
     """Reject bad input before any training; returns the regularizer it had to build.
 
     Raises UserError naming the first key out of range (the schema's rules, the lambdas too: a
-    regularizer that ignores one never sees it), or the regularizer's own complaint."""
+    regularizer that ignores one never sees it), an objective of a path without a path, or
+    the regularizer's own complaint."""
     schema.check(cfg)
+    if "path_hypervolume" in cfg.objective.metrics and (
+        cfg.prune.method == "none" or cfg.prune.get("path") is None
+    ):
+        raise UserError(
+            "objective=path_hypervolume needs a path to measure: set prune=magnitude (or "
+            "neurons) and prune.path=[...], e.g. 'prune.path=[0.5,0.8,0.9,0.95]'"
+        )
     return build(cfg.regularizer)
 
 
