@@ -32,15 +32,14 @@ def kept_axis(sparsity: float) -> float:
     return min(-math.log10(max(1.0 - sparsity, 10.0**-MAX_X)), MAX_X)
 
 
-def front(points: Iterable[tuple[float, float]]) -> list[tuple[float, float]]:
-    """The non-dominated points of (x, y), both maximized, by x ascending (so y descending);
-    nan points are dropped, and of equal points one is kept."""
-    best: list[tuple[float, float]] = []
-    for x, y in sorted(
-        (p for p in points if not any(map(math.isnan, p))), key=lambda p: (-p[0], -p[1])
-    ):
-        if not best or y > best[-1][1]:
-            best.append((x, y))
+def front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """The indices of the non-dominated points of (x, y), both maximized, by x ascending (so
+    y descending); nan points are never on it, and of equal points the first is."""
+    best: list[int] = []
+    finite = [i for i, p in enumerate(points) if not any(map(math.isnan, p))]
+    for i in sorted(finite, key=lambda i: (-points[i][0], -points[i][1], i)):
+        if not best or points[i][1] > points[best[-1]][1]:
+            best.append(i)
     return best[::-1]
 
 

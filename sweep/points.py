@@ -23,6 +23,8 @@ from pathlib import Path
 import optuna
 import pandas as pd
 
+from sweep.hypervolume import CHANCE_10, front, hypervolume, kept_axis
+
 NAME = "points.csv"
 # What a point copies from its trial's row (the level's own figures come from rounds.csv).
 TRIAL_COLUMNS = ("status", "model", "data", "regularizer", "prune", "l1_lambda", "seed",
@@ -100,3 +102,39 @@ def write(trials: Sequence[optuna.trial.FrozenTrial], rows: Sequence[dict], path
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     frame.to_csv(tmp, index=False)
     os.replace(tmp, path)
+
+
+REFERENCE = (0.0, CHANCE_10)  # (x: the dense model, y: chance on 10 classes)
+
+
+def front_figures(frame: pd.DataFrame, reference: Sequence[float] = REFERENCE) -> dict:
+    """The front of `frame`'s points (columns sparsity, val_acc, test_acc) chosen on
+    validation accuracy, and its hypervolumes against `reference` (sweep/hypervolume.py):
+    `hypervolume` of (kept_axis(sparsity), val_acc), `test_hypervolume` of the same points'
+    (kept_axis(sparsity), test_acc): the test set never chooses a point. `front` is the
+    front's row labels, by sparsity ascending."""
+    xs = [kept_axis(s) for s in frame["sparsity"]]
+    val = list(zip(xs, frame["val_acc"]))
+    best = front(val)
+    test = [(xs[i], frame["test_acc"].iloc[i]) for i in best]
+    return {"front": [frame.index[i] for i in best],
+            "hypervolume": hypervolume([val[i] for i in best], reference),
+            "test_hypervolume": hypervolume(test, reference)}  # fmt: skip
+
+
+def history(frame: pd.DataFrame, reference: Sequence[float] = REFERENCE) -> pd.DataFrame:
+    """The front's hypervolumes as a sweep ran: one row per trial of points.csv's `frame`, in
+    the order they finished, with `finished` (a datetime), `seconds` (from points.csv), the
+    points measured so far, and `hypervolume`, `test_hypervolume` (front_figures) of the
+    points of the trials finished by then."""
+    f = frame.dropna(subset=["val_acc", "test_acc", "sparsity"]).reset_index(drop=True)
+    f["finished"] = pd.to_datetime(f["finished"])
+    done = f.groupby("trial")[["finished", "seconds"]].first().sort_values("finished")
+    rows = []
+    for trial, (finished, seconds) in done.iterrows():
+        seen = f[f["finished"] <= finished]
+        figures = front_figures(seen, reference)
+        rows.append({"trial": trial, "finished": finished, "seconds": seconds,
+                     "points": len(seen), "hypervolume": figures["hypervolume"],
+                     "test_hypervolume": figures["test_hypervolume"]})  # fmt: skip
+    return pd.DataFrame(rows)
