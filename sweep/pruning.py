@@ -71,6 +71,7 @@ class Pruner:
         self.sparsity, self.scope, self.tol = float(sparsity), scope, float(tol)
         self.epochs, self.lr_scale = epochs, lr_scale
         self.rounds = rounds if method in ("magnitude", "neurons") else 1
+        self.planned = self.rounds  # the rounds' rule's R, whatever stop_at cuts off
         self.path = check_path(path, method) if path is not None else None
         self.keep_models = bool(keep_models)
         self.stop_at: float | None = None
@@ -107,7 +108,7 @@ class Pruner:
     def _levels(self) -> list[float]:
         if self.path is not None:
             return list(self.path)
-        r = self.rounds
+        r = self.planned
         return [1.0 - (1.0 - self.sparsity) ** (i / r) for i in range(1, r)] + [self.sparsity]
 
     def _level(self, stop_at: float) -> float:
