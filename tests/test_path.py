@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from conftest import run_cli
-from sweep import points, schema
+from sweep import analyze, points, schema
 from sweep.errors import UserError
 from sweep.hypervolume import front, hypervolume, kept_axis, path_hypervolume
 from sweep.pruning import Pruner
@@ -109,3 +109,24 @@ def test_a_path_sweep_writes_its_points_and_a_point_reproduces_as_one_run(tmp_pa
     for key in ("val_acc", "test_acc", "sparsity", "nnz", "archive_bytes", "flops"):
         assert again[key] == point[key], key
     assert again["prune_path"] == "0.01,0.5"
+    # sweep.analyze: the front over every point, and a sweep read from its results.csv alone
+    # (no points.csv: its trials' final models are its points) on the same plot and table
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "results.csv").write_text((sweep / "results.csv").read_text())
+    assert analyze.main([str(sweep), str(plain), "--out", str(tmp_path / "an"), "--no-mask"]) == 0
+    summary = (tmp_path / "an" / "summary.md").read_text()
+    assert "reference point (0, 0.1)" in summary
+    hv = points.front_figures(pts)
+    table = summary.split("## front over every point")[1].split("\n\n")[2].splitlines()
+    cells = [c.strip() for c in table[2].strip("|").split("|")]
+    assert [c.strip() for c in table[0].strip("|").split("|")] == [
+        "sweep", "trials", "path points", "trial points", "front", "val hypervolume",
+        "test hypervolume",
+    ]  # fmt: skip
+    assert cells[0] == "p" and cells[1:5] == ["2", "6", "0", str(len(hv["front"]))]
+    assert float(cells[5]) == pytest.approx(hv["hypervolume"], abs=1e-4)
+    assert float(cells[6]) == pytest.approx(hv["test_hypervolume"], abs=1e-4)
+    assert [c.strip() for c in table[3].strip("|").split("|")][:4] == ["plain", "2", "0", "2"]
+    for png in ("front_points.png", "hypervolume_vs_time.png"):
+        assert (tmp_path / "an" / png).stat().st_size > 1000
