@@ -52,11 +52,11 @@ FULL = {
     "frontier": ["experiment=fashion_frontier"],
 }
 SMOKE = {  # digits, a few epochs: the same two kinds of sweep, in seconds
-    "path": ["prune=magnitude", "objective=path_hypervolume", "train.epochs=3",
-             "optimizer.lr=0.1", "prune.path=[0.5,0.8,0.9,0.95]", "prune.epochs=1",
+    "path": ["prune=magnitude", "objective=path_hypervolume", "train.epochs=2",
+             "optimizer.lr=0.1", "prune.path=[0.5,0.9]", "prune.epochs=1",
              "hydra.sweeper.n_trials=1"],
-    "frontier": ["prune=magnitude", "objective=pareto", "train.epochs=3", "optimizer.lr=0.1",
-                 "prune.rounds=2", "prune.epochs=1", "hydra.sweeper.n_trials=2",
+    "frontier": ["prune=magnitude", "objective=pareto", "train.epochs=2", "optimizer.lr=0.1",
+                 "prune.rounds=1", "prune.epochs=1", "hydra.sweeper.n_trials=2",
                  "prune.sparsity=interval(0.5, 0.95)"],
 }  # fmt: skip
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shlex
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
 
-from conftest import run_cli
+from conftest import REPO, run_cli
 from sweep import analyze, points, schema
 from sweep.errors import UserError
 from sweep.hypervolume import front, hypervolume, kept_axis, path_hypervolume
@@ -130,3 +133,25 @@ def test_a_path_sweep_writes_its_points_and_a_point_reproduces_as_one_run(tmp_pa
     assert [c.strip() for c in table[3].strip("|").split("|")][:4] == ["plain", "2", "0", "2"]
     for png in ("front_points.png", "hypervolume_vs_time.png"):
         assert (tmp_path / "an" / png).stat().st_size > 1000
+
+
+def test_the_frontier_speed_benchmark_smoke_prints_both_curves(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "frontier_speed.py"), "--smoke", "--out",
+         str(tmp_path / "b")],
+        capture_output=True, text=True, timeout=600,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert (
+        "path: 1 trials, 2 points" in proc.stdout and "frontier: 2 trials, 2 points" in proc.stdout
+    )
+    figures = {k: float(v) for k, v in (pair.split("=") for pair in lines[-1].split())}
+    path = pd.read_csv(tmp_path / "b" / "path" / "sweep" / "points.csv")
+    frontier = pd.read_csv(tmp_path / "b" / "frontier" / "sweep" / "points.csv")
+    assert figures["path_hv"] == pytest.approx(points.front_figures(path)["hypervolume"], abs=1e-4)
+    assert figures["frontier_hv"] == pytest.approx(
+        points.front_figures(frontier)["hypervolume"], abs=1e-4
+    )
+    assert 0 < figures["frontier_s"] and 0 < figures["path_s"]
