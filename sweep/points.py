@@ -107,13 +107,16 @@ def write(trials: Sequence[optuna.trial.FrozenTrial], rows: Sequence[dict], path
 REFERENCE = (0.0, CHANCE_10)  # (x: the dense model, y: chance on 10 classes)
 
 
-def front_figures(frame: pd.DataFrame, reference: Sequence[float] = REFERENCE) -> dict:
+def front_figures(
+    frame: pd.DataFrame, reference: Sequence[float] = REFERENCE, x_max: float = math.inf
+) -> dict:
     """The front of `frame`'s points (columns sparsity, val_acc, test_acc) chosen on
     validation accuracy, and its hypervolumes against `reference` (sweep/hypervolume.py):
     `hypervolume` of (kept_axis(sparsity), val_acc), `test_hypervolume` of the same points'
     (kept_axis(sparsity), test_acc): the test set never chooses a point. `front` is the
-    front's row labels, by sparsity ascending."""
-    xs = [kept_axis(s) for s in frame["sparsity"]]
+    front's row labels, by sparsity ascending. `x_max` caps x: the space beyond it is left
+    out, and a sparser point counts as one at x_max (it is at least as sparse)."""
+    xs = [min(kept_axis(s), x_max) for s in frame["sparsity"]]
     val = list(zip(xs, frame["val_acc"]))
     best = front(val)
     test = [(xs[i], frame["test_acc"].iloc[i]) for i in best]
