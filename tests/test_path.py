@@ -155,3 +155,22 @@ def test_the_frontier_speed_benchmark_smoke_prints_both_curves(tmp_path):
         points.front_figures(frontier)["hypervolume"], abs=1e-4
     )
     assert 0 < figures["frontier_s"] and 0 < figures["path_s"]
+
+
+def test_a_level_is_reached_when_the_zeros_are_already_there():
+    import torch
+    import torch.nn as nn
+
+    from sweep.pruning import NeuronPruner
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
+    with torch.no_grad():
+        model[0].weight[:, :2] = 0.0
+        model[0].weight[0] = 0.0  # hidden unit 0 dead, with its bias: 10 of 24 weights zero
+        model[0].bias[0] = 0.0
+    counted = [model[0].weight, model[2].weight]
+    magnitude = Pruner("magnitude", path=[0.3, 0.5])
+    assert magnitude.reached(model, counted, 0.3) and not magnitude.reached(model, counted, 0.5)
+    neurons = NeuronPruner("neurons", path=[0.25, 0.5])  # 1 of 4 hidden units dead
+    assert neurons.reached(model, counted, 0.25) and not neurons.reached(model, counted, 0.5)
