@@ -27,6 +27,7 @@ from sweep import compact, pruning, row, schema, user_code
 from sweep.callbacks import Callback, write_json
 from sweep.data import Dataset
 from sweep.errors import UserError
+from sweep.hypervolume import path_hypervolume
 from sweep.pruning import Pruner
 from sweep.regularizers import Regularizer
 from sweep.train import (
@@ -48,8 +49,16 @@ def check(cfg: DictConfig) -> Regularizer:
     """Reject bad input before any training; returns the regularizer it had to build.
 
     Raises UserError naming the first key out of range (the schema's rules, the lambdas too: a
-    regularizer that ignores one never sees it), or the regularizer's own complaint."""
+    regularizer that ignores one never sees it), an objective of a path without a path, or
+    the regularizer's own complaint."""
     schema.check(cfg)
+    if "path_hypervolume" in cfg.objective.metrics and (
+        cfg.prune.method == "none" or cfg.prune.get("path") is None
+    ):
+        raise UserError(
+            "objective=path_hypervolume needs a path to measure: set prune=magnitude (or "
+            "neurons) and prune.path=[...], e.g. 'prune.path=[0.5,0.8,0.9,0.95]'"
+        )
     return build(cfg.regularizer)
 
 
@@ -172,12 +181,15 @@ def combine(runs: list[dict]) -> dict:
 
 def prune_and_finetune(
     run: Run, pruner: Pruner, progress: Progress, callbacks: list[Callback]
-) -> tuple[dict, dict]:
-    """Prune the trained model in the pruner's rounds, fine-tuning each with the mask held and
-    the regularizer's fine-tuning form (`reg.for_finetuning()`: the L1 term off); returns the
-    last fine-tuning's fit result, and the accuracies of the trained model pruned at once to
-    the final target without any fine-tuning. Each round's model is measured and handed to the
-    callbacks' on_prune_round_end."""
+) -> tuple[dict, dict, list[dict]]:
+    """Prune the trained model in the pruner's rounds (its path's levels), fine-tuning each with
+    the mask held and the regularizer's fine-tuning form (`reg.for_finetuning()`: the L1 term
+    off); returns the last fine-tuning's fit result, the accuracies of the trained model
+    pruned at once to the final target without any fine-tuning, and each round's figures
+    (the points of the run's path). Each round's model is measured (accuracies, sparsity,
+    the compact model's FLOPs) and handed to the callbacks' on_prune_round_end, which may add
+    figures (the archive's bytes). On a path, a level the model already has (the proximal L1
+    step's zeros) is recorded as reached by training: measured, not cut or fine-tuned."""
     model, data, reg, cfg = run.model, run.data, run.reg, run.cfg
     counted = run.counted
     oneshot = copy.deepcopy(model)
@@ -190,27 +202,43 @@ def prune_and_finetune(
     finetune_reg = reg.for_finetuning()
     schedule = build(cfg.schedule)
     result: dict = {}
+    points: list[dict] = []
     for r, target in enumerate(pruner.targets(), start=1):
-        keep = pruner.mask(model, counted, target)  # zeros so far stay pruned
-        optimizer = make_optimizer(cfg.optimizer, model, lr_scale=pruner.lr_scale)
-        log.info(
-            f"prune round {r}/{pruner.rounds} ({pruner.method}): "
-            f"{1 - float(keep.float().mean()):.4f} of {keep.numel()} weights zero; "
-            f"fine-tuning {pruner.epochs} epochs from lr {optimizer.param_groups[0]['lr']:.3g}"
-        )
-        result = fit(model, data, finetune_reg, optimizer, epochs=pruner.epochs,
-                     batch_size=cfg.train.batch_size, seed=cfg.seed,
-                     log_every=cfg.train.log_every, schedule=schedule, keep=keep,
-                     on_epoch=progress, fast=cfg.train.fast)  # fmt: skip
-        progress.advance(pruner.epochs)
-        if result["status"] != "complete":
-            break
-        measured = measure(model, data, counted, cfg.sparsity.tol, result["val_acc"])
+        if pruner.path is not None and pruner.reached(model, counted, target):
+            log.info(f"prune level {r}/{pruner.rounds}: {target} already reached by training")
+            progress.advance(pruner.epochs)  # the step axis stays the same for every trial
+            measured = measure(model, data, counted, cfg.sparsity.tol, result.get("val_acc"))
+            result = result or {"status": "complete", "epochs_run": 0, "train_loss": math.nan,
+                                "val_acc": measured["val_acc"]}  # fmt: skip
+            reached_by = "training"
+        else:
+            keep = pruner.mask(model, counted, target)  # zeros so far stay pruned
+            optimizer = make_optimizer(cfg.optimizer, model, lr_scale=pruner.lr_scale)
+            log.info(
+                f"prune round {r}/{pruner.rounds} ({pruner.method}): "
+                f"{1 - float(keep.float().mean()):.4f} of {keep.numel()} weights zero; "
+                f"fine-tuning {pruner.epochs} epochs from lr {optimizer.param_groups[0]['lr']:.3g}"
+            )
+            result = fit(model, data, finetune_reg, optimizer, epochs=pruner.epochs,
+                         batch_size=cfg.train.batch_size, seed=cfg.seed,
+                         log_every=cfg.train.log_every, schedule=schedule, keep=keep,
+                         on_epoch=progress, fast=cfg.train.fast)  # fmt: skip
+            progress.advance(pruner.epochs)
+            if result["status"] != "complete":
+                break
+            measured = measure(model, data, counted, cfg.sparsity.tol, result["val_acc"])
+            reached_by = "pruning"
         del measured["layers"]
-        figures = {"round": r, "target": target, **measured}  # callbacks may add to it
-        for cb in callbacks:
+        figures = {"round": r, "target": target, "reached_by": reached_by, **measured,
+                   **compact.measures(model, data.image_shape)}  # fmt: skip
+        if pruner.keep_models:
+            name = f"level_{r}.pt"
+            torch.save({k: v.clone() for k, v in model.state_dict().items()}, run.out_dir / name)
+            figures["model_file"] = name
+        for cb in callbacks:  # callbacks may add to figures (the archive's)
             cb.on_prune_round_end(run, r, figures)
-    return result, oneshot_acc
+        points.append(figures)
+    return result, oneshot_acc, points
 
 
 def run_seed(
@@ -247,8 +275,10 @@ def run_seed(
         trained = measure(model, data, run.counted, tol, result["val_acc"])
         before = {f"trained_{k}": trained[k] for k in row.TRAINED}
         before["trained_train_loss"] = result["train_loss"]
-        finetuned, oneshot = prune_and_finetune(run, pruner, progress, cbs)
+        finetuned, oneshot, points = prune_and_finetune(run, pruner, progress, cbs)
         before.update(oneshot)
+        if pruner.path is not None:  # the run's objective where a sweep walks paths
+            before["path_hypervolume"] = path_hypervolume(points, data.n_classes)
         if not finetuned["epochs_run"]:  # prune.epochs=0: the last loss is the training's
             finetuned["train_loss"] = result["train_loss"]
         result = finetuned

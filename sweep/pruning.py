@@ -5,6 +5,7 @@ The fine-tuning itself is sweep.train.fit with a mask; this module only decides 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
@@ -28,6 +29,14 @@ class Pruner:
     Weights the training already left exactly zero (the proximal L1 step's) are pruned first
     and stay zero. `none`: no pruning; the other options are ignored, so an experiment that
     sets them can still be run with prune=none (the dense baseline of objective=within_drop).
+
+    A path (`path=[0.5, 0.8, ..., 0.99]`, magnitude and neurons) replaces the rounds' rule:
+    its levels, strictly increasing in (0, 1), are the rounds' targets, each fine-tuned from
+    the previous level's model with the mask growing, and each level's model is a point of
+    the trial's accuracy-sparsity curve (sweep/points.py). `stop_at` ends the walk at one of
+    the levels (of the path, or of the rounds' rule): the run is then exactly the walk's
+    first levels, so any point reproduces as a single run. `keep_models` keeps each level's
+    weights (level_<r>.pt beside model.pt).
     """
 
     def __init__(
@@ -39,6 +48,9 @@ class Pruner:
         epochs: int = 0,
         lr_scale: float = 0.1,
         tol: float = 0.0,
+        path: list[float] | None = None,
+        stop_at: float | None = None,
+        keep_models: bool = False,
     ) -> None:
         if method not in METHODS:
             raise UserError(f"prune.method must be one of {', '.join(METHODS)}, got {method!r}")
@@ -59,6 +71,13 @@ class Pruner:
         self.sparsity, self.scope, self.tol = float(sparsity), scope, float(tol)
         self.epochs, self.lr_scale = epochs, lr_scale
         self.rounds = rounds if method in ("magnitude", "neurons") else 1
+        self.planned = self.rounds  # the rounds' rule's R, whatever stop_at cuts off
+        self.path = check_path(path, method) if path is not None else None
+        self.keep_models = bool(keep_models)
+        self.stop_at: float | None = None
+        if stop_at is not None:
+            self.stop_at = self._level(stop_at)
+        self.rounds = len(self.targets())
 
     @property
     def active(self) -> bool:
@@ -72,14 +91,43 @@ class Pruner:
         """The options as results.csv columns (prune_<option>); none for method=none."""
         if not self.active:
             return {}
-        cut = {"prune_sparsity": self.sparsity, "prune_scope": self.scope,
+        cut = {"prune_sparsity": self.target, "prune_scope": self.scope,
                "prune_rounds": self.rounds} if self.method != "threshold" else {}  # fmt: skip
+        if self.path is not None:
+            cut["prune_path"] = ",".join(repr(x) for x in self.targets())
         return {**cut, "prune_epochs": self.epochs, "prune_lr_scale": self.lr_scale}
 
     def targets(self) -> list[float]:
-        """The sparsity each magnitude round reaches; the last is `sparsity` exactly."""
-        r = self.rounds
+        """The sparsity each round reaches: the path's levels, else 1 - (1 - sparsity)^(r/R)
+        for r = 1..R (the last is `sparsity` exactly); up to `stop_at` where it is set."""
+        levels = self._levels()
+        if self.stop_at is None:
+            return levels
+        return levels[: levels.index(self.stop_at) + 1]
+
+    def _levels(self) -> list[float]:
+        if self.path is not None:
+            return list(self.path)
+        r = self.planned
         return [1.0 - (1.0 - self.sparsity) ** (i / r) for i in range(1, r)] + [self.sparsity]
+
+    def _level(self, stop_at: float) -> float:
+        """The level `stop_at` names (equal to 1e-9: a printed float reads back within it)."""
+        if self.method == "threshold":
+            raise UserError("prune.stop_at applies to prune=magnitude and neurons, not threshold")
+        levels = self._levels()
+        near = [x for x in levels if _number(stop_at) and abs(x - stop_at) <= 1e-9]
+        if not near:
+            shown = ", ".join(repr(x) for x in levels)
+            raise UserError(f"prune.stop_at must be one of the levels walked ({shown}), "
+                            f"got {stop_at!r}")  # fmt: skip
+        return near[0]
+
+    def reached(self, model: nn.Module, counted: list[nn.Parameter], target: float) -> bool:
+        """Whether the model is already at `target` without a cut: as many of the regularized
+        weights exactly zero as `keep` would make (the proximal L1 step's zeros)."""
+        zeros = int((flat(counted) == 0).sum())
+        return zeros >= round(target * sum(p.numel() for p in counted))
 
     def check(self, model: nn.Module) -> None:
         """Raise UserError, before any training, if this pruning cannot act on `model`."""
@@ -105,6 +153,30 @@ class Pruner:
             # argsort, not a threshold: ties at the cut would miss the target count
             kept[part.abs().argsort(stable=True)[:k]] = False
         return keep
+
+
+def _number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def check_path(path: object, method: str) -> list[float]:
+    """The levels of `prune.path` as floats; UserError (one line) for a path that cannot be
+    walked: another method than magnitude or neurons, an empty list, a level outside (0, 1),
+    levels not strictly increasing."""
+    if method not in ("magnitude", "neurons"):
+        raise UserError(f"prune.path applies to prune=magnitude and neurons, not {method}")
+    levels = list(path) if isinstance(path, Sequence) and not isinstance(path, str) else None
+    if not levels or not all(_number(x) for x in levels):
+        raise UserError(f"prune.path must be a non-empty list of sparsities, got {path!r}")
+    for x in levels:
+        if not 0.0 < x < 1.0:
+            raise UserError(f"prune.path levels must be in (0, 1), got {x!r} in {levels}")
+    for a, b in zip(levels, levels[1:]):
+        if b <= a:
+            what = "repeats" if a == b else "is not increasing at"
+            raise UserError(f"prune.path {what} {b!r} (after {a!r}): list each sparsity once, "
+                            f"in increasing order, e.g. [0.5, 0.8, 0.9]")  # fmt: skip
+    return [float(x) for x in levels]
 
 
 def flat(params: list[torch.Tensor]) -> torch.Tensor:
@@ -150,6 +222,14 @@ class NeuronPruner(Pruner):
     def held(self, model: nn.Module, counted: list[nn.Parameter]) -> list[nn.Parameter]:
         ids = {id(p) for p in counted}
         return [*counted, *(p for p in model.parameters() if id(p) not in ids)]
+
+    def reached(self, model: nn.Module, counted: list[nn.Parameter], target: float) -> bool:
+        """Whether the units already dead (a group lasso's) are as many as a cut to `target`
+        removes, in each layer (scope=layer) or over all (scope=global)."""
+        dead = self.removed(model, 0.0)
+        if self.scope == "layer":
+            return all(int(d.sum()) >= min(round(target * len(d)), len(d) - 1) for d in dead)
+        return sum(int(d.sum()) for d in dead) >= round(target * sum(len(d) for d in dead))
 
     @torch.no_grad()
     def removed(self, model: nn.Module, target: float) -> list[torch.Tensor]:

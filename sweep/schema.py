@@ -57,6 +57,18 @@ WIDTHS = Rule(
 )
 
 
+PATH = Rule(
+    "must be a non-empty list of sparsities in (0, 1), each once, in increasing order "
+    "(e.g. [0.5,0.8,0.9,0.95])",
+    lambda v: (
+        isinstance(v, list)
+        and bool(v)
+        and all(_number(x) and 0 < x < 1 for x in v)
+        and all(b > a for a, b in zip(v, v[1:]))
+    ),
+)
+
+
 PARAMS = Rule(
     "must be all, weights or a list of layer class names (e.g. [Linear,Conv2d])",
     lambda v: (
@@ -262,6 +274,9 @@ class PruneConfig:
     rounds: int = ruled(AT_LEAST_1)
     epochs: int = ruled(NONNEGATIVE)
     lr_scale: float = ruled(POSITIVE)
+    path: list[float] | None = ruled(PATH)  # levels walked in order (pruning.Pruner)
+    stop_at: float | None = ruled(FRACTION)  # end the walk at this level
+    keep_models: bool = MISSING  # each level's weights, level_<r>.pt
 
 
 @dataclass

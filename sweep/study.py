@@ -25,7 +25,7 @@ from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from sweep import results
+from sweep import points, results
 from sweep import row as result_row
 from sweep.errors import UserError
 from sweep.launcher import FORK_LOCK
@@ -68,6 +68,7 @@ def write_csv(study: optuna.Study, csv_path: Path) -> None:
             for row in rows:
                 row["pareto"] = row["trial"] in front
         results.write_atomic(rows, csv_path)
+        points.write(trials, rows, csv_path.with_name(points.NAME))  # every level's model
 
 
 def open_study(
