@@ -124,6 +124,8 @@ class Progress:
         return bool(self.report and self.report(step, metrics["val_acc"]))
 
     def advance(self, epochs: int) -> None:
+        """Move the axis on by `epochs` (a fine-tuning round's), so the next round's epochs
+        number on from there."""
         self.base += epochs
 
 

@@ -81,10 +81,12 @@ class Pruner:
 
     @property
     def active(self) -> bool:
+        """Whether pruning runs at all (method is not none)."""
         return self.method != "none"
 
     @property
     def target(self) -> float:
+        """The final sparsity (fraction of the counted weights removed, 0..1): the last level."""
         return self.targets()[-1]
 
     def columns(self) -> dict:
@@ -130,13 +132,19 @@ class Pruner:
         return zeros >= round(target * sum(p.numel() for p in counted))
 
     def check(self, model: nn.Module) -> None:
+        """Before training: UserError (one line) where `model` has no neurons this pruner can
+        remove: a wiring compact cannot follow, or no hidden layer."""
         """Raise UserError, before any training, if this pruning cannot act on `model`."""
 
     def held(self, model: nn.Module, counted: list[nn.Parameter]) -> list[nn.Parameter]:
+        """The parameters the mask covers, in flatten_parameters' order: the counted weights,
+        then every other parameter (biases: a removed neuron's bias is held at zero too)."""
         """The tensors `mask` covers, in its order: the regularized weights `counted`."""
         return counted
 
     def mask(self, model: nn.Module, counted: list[nn.Parameter], target: float) -> torch.Tensor:
+        """The keep-mask (1 = kept, 0 = removed; one entry per parameter of `held`, flat) that
+        removes the neurons with the smallest norms until `target` of the groups are gone."""
         """The flat mask (True = kept) over `held(model, counted)` after pruning to `target`."""
         return self.keep(flat(counted), [p.numel() for p in counted], target)
 

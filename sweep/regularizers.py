@@ -262,6 +262,7 @@ class GroupLasso(Regularizer):
         return chosen
 
     def columns(self) -> dict:
+        """The options as results.csv columns: group_lambda and groups."""
         return {"group_lambda": self.group, "groups": self.groups}
 
     def _weight(self, grp: Groups) -> float:
@@ -285,10 +286,14 @@ class GroupLasso(Regularizer):
         return w.new_zeros(()), w.new_zeros(()), w.new_zeros(())
 
     def value(self, meter: tuple[torch.Tensor, ...]) -> float:
+        """The epoch's summed penalty from `meter`: the elementwise part plus group_lambda
+        times the summed weighted group norms."""
         return super().value(meter) + self.group * float(meter[2])
 
     @torch.no_grad()
     def penalty(self, w: torch.Tensor) -> float:
+        """The penalty of weights `w`: the elementwise part plus group_lambda * sum_g
+        sqrt(|g|) ||w_g||_2 (Yuan and Lin 2006; weights 1 with size_weighted=false)."""
         total = sum(self._weight(g) * float(self._norms(w, g)[2].sum()) for g in self.families)
         return super().penalty(w) + self.group * total
 
@@ -296,6 +301,8 @@ class GroupLasso(Regularizer):
     def add_gradient_(
         self, w: torch.Tensor, g: torch.Tensor, meter: tuple[torch.Tensor, ...] | None = None
     ) -> None:
+        """Add the penalty's (sub)gradient to `g` (the penalty form; the proximal form steps in
+        `prox_` instead), and its value to `meter`."""
         super().add_gradient_(w, g, meter)
         if not self.group or (meter is None and self.proximal):
             return
