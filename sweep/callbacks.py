@@ -55,6 +55,7 @@ class LayersCsv(Callback):
     of the final model."""
 
     def on_run_end(self, run: Run, metrics: dict[str, Any]) -> None:
+        """Write layers.csv into the run's directory."""
         table = sparsity.layer_table(run.model, run.counted, run.cfg.sparsity.tol)
         pd.DataFrame(table).to_csv(run.out_dir / "layers.csv", index=False)
 
@@ -64,6 +65,7 @@ class ModelCheckpoint(Callback):
     weights_only=True)` reads it)."""
 
     def on_run_end(self, run: Run, metrics: dict[str, Any]) -> None:
+        """Write model.pt into the run's directory."""
         # Cloned: the parameters are views of fit's flat buffer, which torch.save would keep
         # whole in every tensor's storage.
         state = {k: v.clone() for k, v in run.model.state_dict().items()}
@@ -75,6 +77,7 @@ class FeaturesCsv(Callback):
     sweep/features.py); nothing for a conv first layer."""
 
     def on_run_end(self, run: Run, metrics: dict[str, Any]) -> None:
+        """Write features.csv into the run's directory (nothing for a conv first layer)."""
         features.write(run.model, run.data, run.out_dir / "features.csv")
 
 
@@ -86,6 +89,7 @@ class RoundsCsv(Callback):
         self.rows: list[dict[str, Any]] = []
 
     def on_prune_round_end(self, run: Run, round: int, metrics: dict[str, Any]) -> None:
+        """Add the round's row and rewrite rounds.csv (a killed run keeps its rounds)."""
         self.rows.append(dict(metrics))
         pd.DataFrame(self.rows).to_csv(run.out_dir / "rounds.csv", index=False)
 
@@ -116,9 +120,11 @@ class Archive(Callback):
             return {}
 
     def on_prune_round_end(self, run: Run, round: int, metrics: dict[str, Any]) -> None:
+        """Add the round's model's archive figures to its rounds.csv row (no file)."""
         metrics.update(self._figures(run, None))
 
     def on_run_end(self, run: Run, metrics: dict[str, Any]) -> None:
+        """Write model.l1z and add its figures to the row (not for a diverged model)."""
         if metrics["status"] != "diverged":
             metrics.update(self._figures(run, run.out_dir / "model.l1z"))
 
@@ -129,6 +135,7 @@ class MetricsJson(Callback):
     order = 100  # after every callback that adds to the row
 
     def on_run_end(self, run: Run, metrics: dict[str, Any]) -> None:
+        """Write metrics.json, the row as every callback before it left it."""
         write_json(run.out_dir / "metrics.json", metrics)
 
 
