@@ -32,25 +32,20 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import FloatRange, Glob
 from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from hydra.utils import instantiate
-from hydra_plugins.hydra_optuna_sweeper.config import Direction
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import (
     BaseDistribution,
-    CategoricalDistribution,
-    FloatDistribution,
-    IntDistribution,
 )
 from optuna.trial import TrialState
 
-from sweep import _compat, interrupts, launcher, parallel, schema, trials, user_code
+from sweep import interrupts, launcher, parallel, schema, trials, user_code
 from sweep import row as result_row
+from sweep import space as search
 from sweep.errors import UserError
 from sweep.storage import StorageUnavailable, retrying
 from sweep.study import (
@@ -72,7 +67,6 @@ log = logging.getLogger(__name__)
 
 SAMPLERS = ("hydra_plugins.hydra_optuna_sweeper.*", "optuna.samplers.*")
 BASELINE_ATTR = "baseline_val_acc"
-_ABSENT = object()
 # Optuna's samplers and pruners that need a package Optuna does not install, and what to
 # install: checked before trial 0 (CmaEsSampler imports `cmaes` only at its second trial).
 OPTIONAL = {
@@ -105,53 +99,6 @@ class SweepPlan:
     pruning: bool
     reseed: int | None
     resume: str
-
-
-def suggest(trial: optuna.Trial, name: str, dist: BaseDistribution) -> Any:
-    """Draw `name` from `dist` for `trial` through Optuna's public suggest API."""
-    if isinstance(dist, FloatDistribution):
-        return trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
-    if isinstance(dist, IntDistribution):
-        return trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
-    if isinstance(dist, CategoricalDistribution):
-        return trial.suggest_categorical(name, dist.choices)
-    raise TypeError(f"{name}: no suggest for {type(dist).__name__}")
-
-
-def grid_choices(dist: BaseDistribution) -> list:
-    """The points GridSampler runs for `dist`, as the Optuna sweeper plugin lists them: a
-    choice's values, an int range's every step, a stepped float range's points with its high
-    end. ValueError for a continuous interval, which has no grid."""
-    if isinstance(dist, CategoricalDistribution):
-        return list(dist.choices)
-    if isinstance(dist, IntDistribution):
-        return list(range(dist.low, dist.high + 1, dist.step))
-    if isinstance(dist, FloatDistribution) and dist.step is not None:
-        points = list(FloatRange(dist.low, dist.high, dist.step))
-        if not points or points[-1] != dist.high:
-            points.append(dist.high)
-        return points
-    raise ValueError("GridSampler only supports discrete distributions.")
-
-
-def _directions(direction: Any) -> list[str]:
-    """hydra.sweeper.direction (one, or a list; names or the plugin's Direction enum) as
-    Optuna's direction names."""
-    given = list(direction) if isinstance(direction, (list, tuple, ListConfig)) else [direction]
-    return [d.name if isinstance(d, Direction) else str(d) for d in given]
-
-
-def _inside(dist: BaseDistribution, value: Any) -> bool:
-    """Whether `value` is a point of `dist` (within its bounds and on its step; one of its
-    choices)."""
-    if isinstance(dist, CategoricalDistribution):
-        return value in dist.choices
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    if not dist.low <= value <= dist.high:
-        return False
-    step = getattr(dist, "step", None)
-    return step is None or math.isclose((value - dist.low) / step, round((value - dist.low) / step))
 
 
 class L1Sweeper(Sweeper):
@@ -253,41 +200,16 @@ class L1Sweeper(Sweeper):
             log.error(f"interrupted: the trials that were running are failed{again}")
             sys.exit(130)
 
-    def search_space(
-        self, arguments: list[str]
-    ) -> tuple[dict[str, BaseDistribution], dict[str, Any], list[str]]:
-        """hydra.sweeper.params plus the command line's sweep overrides as Optuna
-        distributions (the Optuna sweeper plugin's syntax and its parser), the fixed values
-        and the other overrides (e.g. deletions). Bad syntax or ranges: UserError."""
-        given = [f"{k!s}={v}" for k, v in (self.params or {}).items()] + list(arguments)
-        try:
-            space, fixed, fixed_overrides = _compat.create_params_from_overrides(
-                self._expand_globs(given)
-            )
-        except (ValueError, AssertionError, NotImplementedError) as e:
-            # e.g. Optuna's "low must be larger than 0 for log"; the plugin asserts the types
-            # of choice values and raises NotImplementedError for sweeps it has no
-            # distribution for
-            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise UserError(
-                f"bad search space in hydra.sweeper.params or the command line: {reason}; "
-                "Optuna searches choice(...), range(...) and interval(...)"
-            ) from e
-        for name in fixed:
-            space.pop(name, None)
-        _check_space(space)
-        return space, fixed, fixed_overrides
-
     def prepare(self, arguments: list[str]) -> SweepPlan:
         """Every check that can fail before a trial runs, then the study opened (made, or
         resumed) and the plan of the run: what run_trials and finish need."""
         cfg = self.config
-        space, fixed, fixed_overrides = self.search_space(arguments)
-        enqueue = _check_enqueue(self.enqueue, space)
-        directions = _directions(self.direction)
+        space, fixed, fixed_overrides = search.parse(self.params, arguments, self.loader, cfg)
+        enqueue = search.check_enqueue(self.enqueue, space)
+        directions = search.directions(self.direction)
         _check_directions(list(cfg.objective.metrics), directions)
         self._check_custom_search_space(cfg)
-        self._check_composable(cfg, space, fixed, fixed_overrides)
+        search.check_composable(self.loader, cfg, space, fixed, fixed_overrides)
         self._fork_or_not(cfg)
         data_bytes = _check_task_config(cfg)
         jobs = self._plan(cfg, data_bytes)
@@ -386,73 +308,6 @@ class L1Sweeper(Sweeper):
         while (sweep/storage.py); `what` names it in the log and the final line."""
         where = shown(self.storage)
         return retrying(what, lambda: fn(*args, **kwargs), self.storage_wait, where)
-
-    def _expand_globs(self, arguments: list[str]) -> list[str]:
-        """`group=glob(...)` as the choice of the group's options it matches (Hydra's glob
-        sweep, which the Optuna plugin has no distribution for). A glob over a key that is no
-        config group, or one that matches no option, is a UserError."""
-        out = []
-        parsed = OverridesParser.create().parse_overrides(arguments)
-        for argument, override in zip(arguments, parsed):
-            if not override.is_sweep_override() or not isinstance(override.value(), Glob):
-                out.append(argument)
-                continue
-            key = override.get_key_element()
-            group = key.lstrip("+~")
-            options = self.loader.get_group_options(
-                group, config_name=self.config.hydra.job.config_name, overrides=[]
-            )
-            if not options:
-                raise UserError(
-                    f"{argument}: glob(...) chooses among a config group's options, as in "
-                    f"'optimizer=glob(*)', and {group} is no config group; use "
-                    f"choice(...) for a key's values"
-                )
-            chosen = override.value().filter(options)
-            if not chosen:
-                raise UserError(
-                    f"{argument} matches none of {group}'s options ({', '.join(options)})"
-                )
-            out.append(f"{key}=choice({','.join(chosen)})")
-        return out
-
-    def _check_composable(
-        self, cfg: DictConfig, space: dict, fixed: dict, fixed_overrides: list[str]
-    ) -> None:
-        """Every configuration the search can choose must have every searched key, before any
-        trial: compose each option of each searched config group once (the others at their
-        defaults; no group searched: the fixed configuration once) and look each searched value
-        key up in it. A key that `+key` adds needs no such check."""
-        choices = cfg.hydra.runtime.choices
-        groups = {
-            name: dist.choices
-            for name, dist in space.items()
-            if isinstance(dist, CategoricalDistribution) and name.lstrip("+~") in choices
-        }
-        keys = [k for k in space if k not in groups and (k.startswith("++") or k[0] not in "+~")]
-        base = [f"{k}={v}" for k, v in fixed.items()] + list(fixed_overrides)
-        options = [(f"{g}={c}", [*base, f"{g}={c}"]) for g, cs in groups.items() for c in cs]
-        if not options:
-            if not keys:
-                return
-            options = [("the configuration", base)]
-        lacking: dict[str, list[str]] = {}
-        for what, overrides in options:
-            try:
-                composed = self.loader.load_sweep_config(self.config, overrides)
-            except Exception as e:  # an option that does not compose at all
-                from sweep.run import config_error
-
-                raise UserError(f"searched {what}: {config_error(e)}") from None
-            for key in keys:
-                if OmegaConf.select(composed, key.lstrip("+"), default=_ABSENT) is _ABSENT:
-                    lacking.setdefault(key, []).append(what)
-        for key, where in lacking.items():
-            raise UserError(
-                f"{key} is searched, but {', '.join(where)} has no {key}: every configuration "
-                "the search can choose needs each searched key (search it in a sweep of its "
-                "own with only the options that have it, or leave those options out)"
-            )
 
     def _check_custom_search_space(self, cfg: DictConfig) -> None:
         """hydra.sweeper.custom_search_space is outside code (unless it is l1sweep's): it runs
@@ -608,7 +463,7 @@ class L1Sweeper(Sweeper):
         the searched values, the fixed ones, the other overrides; as the Optuna sweeper plugin
         makes them (fixed values as user attributes, the custom search space after)."""
         for name, dist in plan.space.items():
-            suggest(trial, name, dist)
+            search.suggest(trial, name, dist)
         for name, value in plan.fixed.items():
             trial.set_user_attr(name, value)
         if self.extend_space is not None:
@@ -646,7 +501,7 @@ class L1Sweeper(Sweeper):
         if not isinstance(self.sampler, functools.partial):
             return self.sampler
         try:
-            grid = {name: grid_choices(d) for name, d in space.items()}
+            grid = {name: search.grid_choices(d) for name, d in space.items()}
         except ValueError as e:
             raise UserError(
                 f"{e} Every searched key needs choice(...) or range(...) with the grid sampler, "
@@ -853,38 +708,6 @@ def _check_some_finished(told: list[BaseException | None]) -> None:
             f"every trial of this sweep failed ({len(told)} of {len(told)}); the first: "
             f"{one_line(errors[0])} (the rows' error column has each)"
         )
-
-
-def _check_space(space: dict) -> None:
-    for name, dist in space.items():
-        low = getattr(dist, "low", None)
-        if name.endswith("_lambda") and low is not None and not (low > 0 and dist.high < math.inf):
-            raise UserError(
-                f"search interval for {name} must lie in (0, inf), got [{low}, {dist.high}]"
-            )
-
-
-def _check_enqueue(sets: list, space: dict) -> list[dict]:
-    """hydra.sweeper.enqueue as plain dicts, each naming searched keys with values in range."""
-    out = []
-    for params in sets:
-        params = OmegaConf.to_container(params) if isinstance(params, DictConfig) else params
-        if not isinstance(params, dict) or not params:
-            raise UserError(
-                f"hydra.sweeper.enqueue holds parameter sets like {{l1_lambda: 1e-4}}, "
-                f"got {params!r}"
-            )
-        for key, value in params.items():
-            dist = space.get(key)
-            if dist is None:
-                raise UserError(
-                    f"hydra.sweeper.enqueue: {key} is not searched; searched: {', '.join(space)}"
-                )
-            inside = _inside(dist, value)
-            if not inside:
-                raise UserError(f"hydra.sweeper.enqueue: {key}={value!r} is outside {dist}")
-        out.append(params)
-    return out
 
 
 def _check_task_config(cfg: DictConfig) -> int:

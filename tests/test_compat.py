@@ -14,7 +14,7 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from sweep import _compat, fastmlp, fastsgd
 from sweep.models import mlp
-from sweep.sweeper import grid_choices, suggest
+from sweep.space import grid_choices, suggest
 from sweep.train import flatten_parameters
 from sweep.user_code import key_of
 
