@@ -30,7 +30,9 @@ log = logging.getLogger(__name__)
 def _is_scheduler_counter(step: Callable, cls: type) -> bool:
     """Whether `step` is the wrapper an lr scheduler puts on optimizer.step around the class's
     step: it only records that the step ran, for the scheduler's order check."""
-    return getattr(step, "__module__", None) == "torch.optim.lr_scheduler" and (
+    # functools.wraps copies the step's names onto the wrapper; its code is torch's own
+    code = getattr(step, "__code__", None)
+    return getattr(code, "co_filename", None) == torch.optim.lr_scheduler.__file__ and (
         getattr(step, "__wrapped__", None) is cls.step
     )
 
