@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from sweep import speed_plots
 from sweep.errors import UserError
 from sweep.row import dtypes
 
@@ -559,6 +560,7 @@ def analyze(
         plot_features(frame, chosen, staging)
         (staging / "summary.md").write_text(text + "\n")
         plot(frame, knees, staging, masks, kept_axis)
+        speed_plots.plot_speed(frame, staging)  # accuracy vs FLOPs and vs measured time
         for made in staging.iterdir():
             shutil.move(str(made), out / made.name)
     return text + f"\nwrote pareto.csv, summary.md and plots to {out}"
