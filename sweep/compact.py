@@ -368,6 +368,26 @@ def measures(model: nn.Module, input_shape: tuple[int, ...]) -> dict:
     }
 
 
+# The row's figures that only a compact model has.
+MEASURES = ("groups_removed", "compact_shape", "flops", "flops_ratio")
+
+
+def check_objective(model: nn.Module, input_shape: tuple[int, ...], metrics: list[str]) -> None:
+    """Before training: an objective on a compact figure (`flops`, ...) needs a model compact
+    can follow. Raises UserError, one line, naming the objective and why; any other model
+    trains (its compact figures are empty)."""
+    wanted = [m for m in metrics if m in MEASURES]
+    if not wanted:
+        return
+    try:
+        compact(model, input_shape)
+    except CannotCompact as e:
+        raise UserError(
+            f"the objective's {', '.join(wanted)} is of the compact model, which this model "
+            f"has none of ({e}); use an objective without it, e.g. objective=pareto"
+        ) from None
+
+
 def _units(small: nn.Sequential) -> int:
     """Input units and hidden units of a compact model (its output units excluded)."""
     params = [m for m in small if isinstance(m, PARAM_LAYERS)]

@@ -192,3 +192,44 @@ def test_a_flops_pareto_sweep_searches_group_lambda_and_writes_the_columns(tmp_p
     for row in df.to_dict("records"):
         widths = list(map(int, row["compact_shape"].split("-")))
         assert row["flops"] == widths[0] * widths[1] + widths[1] * widths[2]
+
+
+SKIP_PACKAGE = '''
+import torch.nn as nn
+
+
+class Skip(nn.Module):
+    """A skip connection: what compact cannot follow."""
+
+    def __init__(self, n_inputs, n_classes):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(n_inputs, n_inputs), nn.Linear(n_inputs, n_classes)
+
+    def forward(self, x):
+        x = x.flatten(1)
+        return self.fc2(x + self.fc1(x).relu())
+'''
+
+
+def test_a_model_compact_cannot_follow_trains_but_a_flops_objective_is_refused_first(tmp_path):
+    import json
+
+    from conftest import run_cli
+
+    (tmp_path / "skippkg").mkdir()
+    (tmp_path / "skippkg" / "__init__.py").write_text(SKIP_PACKAGE)
+    (tmp_path / "myconf" / "model").mkdir(parents=True)
+    (tmp_path / "myconf" / "model" / "skip.yaml").write_text("_target_: skippkg.Skip\n")
+    args = ["--config-dir", "myconf", "model=skip", "allow_targets=[skippkg.*]",
+            "train.epochs=1", "train.threads=1"]  # fmt: skip
+    proc = run_cli(tmp_path, *args, "objective=pareto_flops", "hydra.run.dir=flops", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2 and "Traceback" not in out, out
+    assert ("error: the objective's flops is of the compact model, which this model has none "
+            "of (compact follows a plain nn.Sequential, and this model is a Skip with its own "
+            "forward") in out  # fmt: skip
+    assert "epoch 1/1" not in out and not (tmp_path / "flops" / "metrics.json").exists()
+    run_cli(tmp_path, *args, "hydra.run.dir=plain")  # the default objective: it trains
+    m = json.loads((tmp_path / "plain" / "metrics.json").read_text())
+    assert m["status"] == "complete" and m["val_acc"] > 0.1
+    assert m["compact_shape"] is None and m["flops"] is None
