@@ -75,6 +75,24 @@ def test_compact_logits_equal_the_masked_models_on_digits(digits, make, hidden_l
         assert shrunk[0][0] <= dense[0][0] // 2 - 2
 
 
+@pytest.mark.parametrize(
+    "hidden", [[128], [300, 100], [64, 32]], ids=["simple_net", "mlp", "two_hidden"]
+)
+def test_compact_mlps_on_idx_images_equal_the_masked_models(idx_images, hidden):
+    torch.manual_seed(0)
+    model = mlp(784, 10, hidden)
+    structured_zeros(model)
+    small, kept = compact.compact(model, (28, 28))
+    x = idx_images.x_test
+    assert x.shape[1:] == (28, 28)
+    torch.testing.assert_close(
+        small(compact.select_inputs(x, kept)), model(x), rtol=1e-5, atol=1e-5
+    )
+    assert kept.shape == (28, 28) and 300 < int(kept.sum()) < 784
+    shrunk = [m.out_features for m in small if isinstance(m, nn.Linear)]
+    assert all(s < h for s, h in zip(shrunk, hidden)) and shrunk[-1] == 10
+
+
 def test_compact_lenet5_on_idx_images_equals_the_masked_model(idx_images):
     torch.manual_seed(0)
     model = lenet5(784, 10, (28, 28))
