@@ -414,7 +414,11 @@ SPEC_ARGS = {
 class Gather(nn.Module):
     """The compact model's first step: each example (batch, *input_shape) flattened, then only
     the kept inputs, in order (`index`: their flat positions); out (batch, len(index)). A model
-    with it takes the same inputs as the model it was compacted from."""
+    with it takes the same inputs as the model it was compacted from. Where the kept inputs
+    are a few runs of consecutive positions (pixels dropped at the image's border), it copies
+    the runs (torch.cat of slices: about 3x faster than index_select at batch 256 here)."""
+
+    MAX_RUNS = 32  # more runs than this: one index_select
 
     def __init__(self, index: list[int], n_inputs: int | None = None) -> None:
         super().__init__()
@@ -422,10 +426,17 @@ class Gather(nn.Module):
         self.register_buffer("index", torch.tensor(index, dtype=torch.long), persistent=False)
         # every input kept, in order (n_inputs of them): nothing to gather, no copy
         self.every = index == list(range(len(index))) and len(index) == n_inputs
+        starts = [i for k, i in enumerate(index) if k == 0 or index[k - 1] != i - 1]
+        ends = [i + 1 for k, i in enumerate(index) if k == len(index) - 1 or index[k + 1] != i + 1]
+        self.runs = list(zip(starts, ends)) if 0 < len(starts) <= self.MAX_RUNS else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.flatten(1)
-        return x if self.every else x.index_select(1, self.index)
+        if self.every:
+            return x
+        if self.runs is not None:
+            return torch.cat([x[:, a:b] for a, b in self.runs], 1)
+        return x.index_select(1, self.index)
 
 
 def spec(model: nn.Sequential) -> list[list]:
