@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sweep import hypervolume, points
+from sweep import hypervolume, points, speed_plots
 from sweep.errors import UserError
 from sweep.row import dtypes
 
@@ -564,6 +564,7 @@ def analyze(
         plot(frame, knees, staging, masks, kept_axis)
         if len(pts):
             plot_hypervolume(pts, staging)
+        speed_plots.plot_speed(frame, staging)  # accuracy vs FLOPs and vs measured time
         for made in staging.iterdir():
             shutil.move(str(made), out / made.name)
     return text + f"\nwrote pareto.csv, summary.md and plots to {out}"

@@ -1,15 +1,20 @@
 """Export trained models for deployment, and load an exported archive back.
 
     python -m sweep.export DIR [--trials N [N ...] | --front | --best] [--bits N] [--epochs N]
-                               [--no-onnx]
+                               [--no-onnx] [--latency-rounds N] [--latency-seconds S]
     python -m sweep.export model.l1z [--allow-targets PATTERN ...]   # check an archive
 
 DIR is a run directory (`python -m sweep.run`), a trial directory, or a sweep directory (its
 results.csv; default: the trials on the Pareto front of val_acc and sparsity). For each model
 it writes `<run or trial dir>/export/`: `model.l1z` (l1sweep's compressed format,
-docs/deploy.md), `model.onnx` and `model.int8.onnx` (with the `deploy` extra), and
-`export.csv`, one row per artifact with its bytes on disk and the accuracies of the file read
-back from disk. It reads model.pt, results.csv and the study; it changes none of them.
+docs/deploy.md), `model.onnx` and `model.int8.onnx` (with the `deploy` extra), the compact
+model (every removed neuron, filter and input taken out, sweep.compact) as
+`model.compact.l1z` and `model.compact.onnx` with `kept_inputs.csv` (the inputs it reads; it
+takes the full inputs and gathers them itself), and `export.csv`, one row per artifact with
+its bytes on disk, the accuracies of the file read back from disk, its shape and FLOPs, and
+its measured latency against the dense model's (sweep.latency). A model compact cannot
+follow gets no compact files, and a one-line note saying why. It reads model.pt,
+results.csv and the study; it changes none of them.
 
 In code, with torch and numpy alone (nothing here is unpickled):
 
@@ -35,14 +40,21 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from sweep import archive
+from sweep import archive, latency
+from sweep import compact as compact_
 from sweep.errors import UserError
 
 ARCHIVE = "model.l1z"
+COMPACT = "model.compact.l1z"
+KEPT_INPUTS = "kept_inputs.csv"
+CSR = "model.l1z (torch CSR)"
+# what the command prints of export.csv (the file has every column)
+SHOWN = ["artifact", "bytes", "ratio_to_dense_fp32", "test_acc", "max_abs_logit_diff", "shape",
+         "flops"]  # fmt: skip
 DEPLOY_HINT = 'pip install -e ".[deploy]" (onnx, onnxscript, onnxruntime)'
 COLUMNS = ["artifact", "bytes", "ratio_to_dense_fp32", "ratio_to_gzip_dense",
            "bits_per_nonzero", "val_acc", "test_acc", "max_abs_logit_diff", "argmax_agreement",
-           "seconds", "note"]  # fmt: skip
+           "shape", "flops", "seconds", *latency.columns(), "note"]  # fmt: skip
 
 
 def load(path: str | Path, allow_targets: Sequence[str] = ()) -> nn.Module:
@@ -155,9 +167,24 @@ class Source:
     data: object  # sweep.data.Dataset, on the CPU
     allow_targets: tuple[str, ...] = ()
     example: torch.Tensor = field(init=False)
+    _compact: object = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.example = self.data.x_val[:2]
+
+    def compact(self) -> compact_.Deployable:
+        """The shared-weight model compacted (its removed units taken out), checked on the
+        validation split against the shared model; Missing (the one-line reason) where it
+        cannot be."""
+        if self._compact is None:
+            try:
+                names = getattr(self.data, "feature_names", None)
+                self._compact = compact_.deployable(self.shared, self.data.x_val, names)
+            except compact_.CannotCompact as e:
+                self._compact = Missing(f"no compact model: {e}")
+        if isinstance(self._compact, Missing):
+            raise self._compact
+        return self._compact
 
 
 @dataclass
@@ -168,6 +195,8 @@ class Written:
     path: Path
     predict: Callable[[np.ndarray], np.ndarray]
     reference: nn.Module
+    module: nn.Module | None = None  # the torch module read back (for timing), if any
+    holds: nn.Module | None = None  # the model the file holds (shape, flops); else reference
 
 
 class Missing(Exception):
@@ -191,14 +220,32 @@ def dense_pt(src: Source, out: Path) -> Written:
     path = src.run_dir / "model.pt"
     model = archive.rebuild(src.arch, src.allow_targets, str(path))
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    return Written(path, torch_predict(model.eval()), src.trained)
+    return Written(path, torch_predict(model.eval()), src.trained, model)
 
 
 def l1z(src: Source, out: Path) -> Written:
     path = out / ARCHIVE
     blob = archive.encode(src.shared, src.bits, src.arch)
     _atomic(path, lambda p: p.write_bytes(blob))
-    return Written(path, torch_predict(load(path, src.allow_targets)), src.shared)
+    model = load(path, src.allow_targets)
+    return Written(path, torch_predict(model), src.shared, model)
+
+
+def compact_l1z(src: Source, out: Path) -> Written:
+    """The compact model (sweep.compact: removed neurons, filters and inputs taken out) as an
+    archive that `load` reads: it takes the same inputs as the model (its first step gathers
+    the kept ones). Beside it, kept_inputs.csv: the inputs it reads (position in the example,
+    name). Its max_abs_logit_diff is against the masked shared-weight model."""
+    small = src.compact()
+    path = out / COMPACT
+    blob = archive.encode(small.model, src.bits, small.arch)
+    _atomic(path, lambda p: p.write_bytes(blob))
+    import pandas as pd
+
+    kept = pd.DataFrame({"index": small.arch["inputs"], "name": small.names})
+    _atomic(out / KEPT_INPUTS, lambda p: kept.to_csv(p, index=False))
+    model = load(path, src.allow_targets)
+    return Written(path, torch_predict(model), src.shared, model)
 
 
 def _onnxruntime():
@@ -218,11 +265,12 @@ def _ort_predict(path: Path) -> Callable[[np.ndarray], np.ndarray]:
     return lambda x: session.run(None, {name: x})[0]
 
 
-def onnx_fp32(src: Source, out: Path) -> Written:
+def onnx_fp32(src: Source, out: Path, name: str = "model.onnx", model=None) -> Written:
     """The decoded (shared-weight) model through torch.onnx.export's current (dynamo)
     exporter, one file (no external data), a dynamic batch axis."""
     _onnxruntime()
-    path = out / "model.onnx"
+    path = out / name
+    model = src.shared if model is None else model
     import logging
     import warnings
 
@@ -231,13 +279,24 @@ def onnx_fp32(src: Source, out: Path) -> Written:
             warnings.simplefilter("ignore")
             logging.getLogger("torch.onnx").setLevel(logging.ERROR)
             torch.onnx.export(
-                src.shared.eval(), (src.example,), str(tmp), dynamo=True, external_data=False,
+                model.eval(), (src.example,), str(tmp), dynamo=True, external_data=False,
                 input_names=["x"], output_names=["logits"], verbose=False,
                 dynamic_shapes=({0: torch.export.Dim("batch")},),
             )  # fmt: skip
 
     _atomic(path, write)
     return Written(path, _ort_predict(path), src.shared)
+
+
+def compact_onnx(src: Source, out: Path) -> Written:
+    """The compact model as ONNX (fp32), its logits against the masked shared model."""
+    try:
+        small = src.compact()
+    except Missing:
+        raise Missing(f"not written: no compact model ({COMPACT} says why)") from None
+    written = onnx_fp32(src, out, "model.compact.onnx", small.model)
+    written.holds = small.model
+    return written
 
 
 def onnx_int8(src: Source, out: Path) -> Written:
@@ -269,6 +328,8 @@ ARTIFACTS: list[tuple[str, Callable[[Source, Path], Written]]] = [
     (ARCHIVE, l1z),
     ("model.onnx", onnx_fp32),
     ("model.int8.onnx", onnx_int8),
+    (COMPACT, compact_l1z),
+    ("model.compact.onnx", compact_onnx),
 ]
 
 
@@ -278,15 +339,26 @@ def compressed_nnz(model: nn.Module) -> int:
     return sum(int((state[n] != 0).sum()) for n in archive.compressible(model))
 
 
-def measure_artifacts(src: Source, out: Path, artifacts: Sequence[str] | None = None) -> list[dict]:
+def measure_artifacts(
+    src: Source,
+    out: Path,
+    artifacts: Sequence[str] | None = None,
+    timing: tuple[int, float] | None = None,
+) -> list[dict]:
     """Write every artifact into `out`, read each back from disk and measure it: one row each
-    (COLUMNS). Sizes are os.path.getsize; ratios are against model.pt and its gzip -9."""
+    (COLUMNS). Sizes are os.path.getsize; ratios are against model.pt and its gzip -9.
+    `shape` and `flops` (multiply-adds per example, sweep.compact.flops) are of the model the
+    file holds. Where half the Linear weights or more are zeros (an unstructured model), a row
+    CSR (model.l1z's weights as torch.sparse_csr, in memory: no file). timing=(repeats,
+    seconds): the latency columns (sweep.latency) of every model, measured in alternation;
+    None: not measured."""
     out.mkdir(parents=True, exist_ok=True)
     dense = (src.run_dir / "model.pt").read_bytes()
     gzipped = len(gzip.compress(dense, compresslevel=9, mtime=0))
     nnz = compressed_nnz(src.trained)
     data = src.data
-    rows = []
+    rows, timed = [], {}
+    shape = tuple(data.x_val.shape[1:])
     for name, make in ARTIFACTS:
         if artifacts is not None and name not in artifacts:
             continue
@@ -297,20 +369,68 @@ def measure_artifacts(src: Source, out: Path, artifacts: Sequence[str] | None = 
             rows.append({"artifact": name, "note": str(e)})
             continue
         seconds = time.perf_counter() - start
-        size = os.path.getsize(written.path)
-        val = _logits(written.predict, data.x_val)
-        test = _logits(written.predict, data.x_test)
-        ref = _logits(torch_predict(written.reference), data.x_test)
-        rows.append({
-            "artifact": name, "bytes": size, "ratio_to_dense_fp32": len(dense) / size,
-            "ratio_to_gzip_dense": gzipped / size,
-            "bits_per_nonzero": 8 * size / nnz if nnz else math.nan,
-            "val_acc": accuracy(val, data.y_val), "test_acc": accuracy(test, data.y_test),
-            "max_abs_logit_diff": float(np.abs(test - ref).max()),
-            "argmax_agreement": float((test.argmax(1) == ref.argmax(1)).mean()),
-            "seconds": seconds, "note": "",
-        })  # fmt: skip
+        rows.append({"artifact": name, **_scores(written, data, os.path.getsize(written.path),
+                                                 len(dense), gzipped, nnz),
+                     **_structure(_held(written), shape),
+                     "seconds": seconds, "note": ""})  # fmt: skip
+        timed[name] = _runner(written)
+    if ARCHIVE in timed and latency.linear_zeros(src.shared) >= 0.5:  # unstructured zeros
+        sparse = latency.csr(load(out / ARCHIVE, src.allow_targets))
+        written = Written(out / ARCHIVE, torch_predict(sparse), src.shared, sparse)
+        rows.append({"artifact": CSR, **_scores(written, data, None, len(dense), gzipped, nnz),
+                     **_structure(src.shared, shape),
+                     "note": f"in memory: {ARCHIVE}'s Linear weights as torch.sparse_csr "
+                             "(torch's sparse kernels)"})  # fmt: skip
+        timed[CSR] = latency.torch_runner(sparse)
+    if timing and "model.pt" in timed:
+        timed = {k: v for k, v in timed.items() if v is not None}
+        x = data.x_test[:256].numpy()
+        measured = latency.measure(timed, x, "model.pt", *timing)
+        for row in rows:
+            row.update(measured.get(row["artifact"], {}))
     return rows
+
+
+def _scores(written: Written, data, size, dense: int, gzipped: int, nnz: int) -> dict:
+    """A file's size ratios (size None: no file) and its accuracies as read back."""
+    val = _logits(written.predict, data.x_val)
+    test = _logits(written.predict, data.x_test)
+    ref = _logits(torch_predict(written.reference), data.x_test)
+    sizes = {}
+    if size is not None:
+        sizes = {"bytes": size, "ratio_to_dense_fp32": dense / size,
+                 "ratio_to_gzip_dense": gzipped / size,
+                 "bits_per_nonzero": 8 * size / nnz if nnz else math.nan}  # fmt: skip
+    return {
+        **sizes, "val_acc": accuracy(val, data.y_val), "test_acc": accuracy(test, data.y_test),
+        "max_abs_logit_diff": float(np.abs(test - ref).max()),
+        "argmax_agreement": float((test.argmax(1) == ref.argmax(1)).mean()),
+    }  # fmt: skip
+
+
+def _structure(model: nn.Module, input_shape: tuple[int, ...]) -> dict:
+    """`shape` ('777-32-10': inputs read, then each layer's units) and `flops` of a model."""
+    gather = next((m for m in model.modules() if isinstance(m, compact_.Gather)), None)
+    n_in = len(gather.index) if gather is not None else math.prod(input_shape)
+    params = [m for m in model.modules() if isinstance(m, compact_.PARAM_LAYERS)]
+    widths = [n_in] + [m.weight.shape[0] for m in params]
+    return {"shape": "-".join(map(str, widths)), "flops": compact_.flops(model, input_shape)}
+
+
+def _held(written: Written) -> nn.Module:
+    """The in-memory model a written file holds."""
+    for model in (written.module, written.holds):
+        if model is not None:
+            return model
+    return written.reference
+
+
+def _runner(written: Written) -> latency.Runner | None:
+    if written.module is not None:
+        return latency.torch_runner(written.module)
+    if written.path.suffix == ".onnx":
+        return latency.ort_runner(written.path)
+    return None
 
 
 # ---- run directories ---------------------------------------------------------------------
@@ -380,20 +500,25 @@ def export_run(
     epochs: int | None = None,
     log: Callable[[str], None] = print,
     onnx: bool = True,
+    timing: tuple[int, float] | None = (3, 0.1),
 ) -> list[dict]:
     """Export one run or trial directory into run_dir/export/; returns export.csv's rows.
-    onnx=False: model.pt and model.l1z only (the ONNX exporter takes most of the time)."""
+    onnx=False: model.pt, model.l1z and model.compact.l1z only (the ONNX exporter takes most
+    of the time). timing: (rounds, seconds per model and round) of the latency measurement
+    (sweep.latency), None: not measured."""
     import pandas as pd
 
     start = time.perf_counter()
     src = source(run_dir, bits, epochs, log)
     out = run_dir / "export"
-    rows = measure_artifacts(src, out, None if onnx else ["model.pt", ARCHIVE])
+    chosen = None if onnx else ["model.pt", ARCHIVE, COMPACT]
+    rows = measure_artifacts(src, out, chosen, timing)
     frame = pd.DataFrame(rows)
     frame = frame[[c for c in COLUMNS if c in frame] + [c for c in frame if c not in COLUMNS]]
     _atomic(out / "export.csv", lambda p: frame.to_csv(p, index=False))
     log(f"{out} ({src.bits} bits, {time.perf_counter() - start:.1f} s):")
-    log(frame.drop(columns=["note"]).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    shown = [c for c in SHOWN if c in frame] + [c for c in frame if c.startswith("speedup_")]
+    log(frame[shown].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     for row in rows:
         if row.get("note"):
             log(f"{row['artifact']}: {row['note']}")
@@ -475,14 +600,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int,
                         help="codebook fine-tuning epochs (default: export.epochs)")  # fmt: skip
     parser.add_argument("--no-onnx", action="store_true",
-                        help="write model.l1z only, not the ONNX files (faster)")  # fmt: skip
+                        help="write the .l1z files only, not the ONNX files (faster)")  # fmt: skip
+    parser.add_argument("--latency-rounds", type=int, default=3, metavar="N",
+                        help="alternating timing rounds per model and configuration "
+                             "(default 3; 0: no latency columns)")  # fmt: skip
+    parser.add_argument("--latency-seconds", type=float, default=0.1, metavar="S",
+                        help="seconds of calls per model and round (default 0.1)")  # fmt: skip
     args = parser.parse_args(argv)
     try:
         if args.dir.is_file():
             print(describe(args.dir, args.allow_targets))
             return 0
+        if args.latency_rounds < 0 or args.latency_seconds <= 0:
+            raise UserError("--latency-rounds must be >= 0 and --latency-seconds > 0")
         for run_dir in chosen_runs(args.dir, args.trials, args.front, args.best):
-            export_run(run_dir, args.bits, args.epochs, onnx=not args.no_onnx)
+            timing = (args.latency_rounds, args.latency_seconds) if args.latency_rounds else None
+            export_run(run_dir, args.bits, args.epochs, onnx=not args.no_onnx, timing=timing)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

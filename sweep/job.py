@@ -261,6 +261,7 @@ def run_seed(
     optimizer = make_optimizer(cfg.optimizer, model)
     user_code.check_model(model, data)  # the factory's contract, before any training
     pruner.check(model)  # prune=neurons: a model it can follow
+    compact.check_objective(model, data.image_shape, list(cfg.objective.metrics))
     out_dir.mkdir(parents=True, exist_ok=True)
     run = Run(cfg, data, model, reg, reg.select(model), out_dir)
     progress = Progress(run, cbs, report)

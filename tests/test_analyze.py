@@ -87,8 +87,9 @@ def test_command_writes_table_files_and_plots(sweeps, capsys, tmp_path):
     [knee_row] = table_rows(printed, "knee (the front's point nearest the ideal")
     assert int(knee_row[0]) == csv.loc[knee(csv), "trial"]
     for name in ("accuracy_vs_sparsity.png", "lambda.png", "input_mask_small.png",
-                 "accuracy_vs_kilobytes.png"):  # fmt: skip
+                 "accuracy_vs_kilobytes.png", "accuracy_vs_flops.png"):  # fmt: skip
         assert_png(out / name)
+    assert not (out / "accuracy_vs_latency.png").exists()  # no trial was exported
     assert "archive_bytes" in printed and "compression" in printed  # the tables carry them
     front = pd.read_csv(out / "pareto.csv")
     assert set(front["trial"]) == set(csv.loc[pareto_front(csv), "trial"])
@@ -322,3 +323,28 @@ def test_a_pareto_sweep_front_and_knee_follow_its_directions(tmp_path, capsys):
     [row] = table_rows(printed, heading)
     assert int(row[0]) == df.loc[knee(df, maximize=(False, True)), "trial"]
     assert set(pd.read_csv(tmp_path / "o" / "pareto.csv")["trial"]) == set(df.loc[front, "trial"])
+
+
+def test_an_exported_trial_is_drawn_against_its_measured_time(sweeps, tmp_path):
+    from sweep import speed_plots
+    from sweep.export import export_run
+
+    copy = tmp_path / "small"
+    shutil.copytree(sweeps["small"], copy)
+    results = pd.read_csv(copy / "results.csv")  # the copy's rows name its own trial dirs
+    results["run_dir"] = results["run_dir"].str.replace(str(sweeps["small"]), str(copy))
+    results.to_csv(copy / "results.csv", index=False)
+    df = load([copy])
+    df["method"] = methods(df)
+    trial = df.index[df["status"] == "complete"][0]
+    run = copy / f"trial_{df.loc[trial, 'trial']}"
+    export_run(run, onnx=False, timing=(1, 0.002), log=lambda *_: None)
+    times = speed_plots.exported_times(df)
+    exported = pd.read_csv(run / "export" / "export.csv").set_index("artifact")
+    assert times["index"].tolist() == [trial]
+    assert times["ms"][0] == exported.loc["model.compact.l1z", "ms_batch256_1thread"] > 0
+    assert times["dense_ms"][0] == exported.loc["model.pt", "ms_batch256_1thread"] > 0
+    assert times["test_acc"][0] == exported.loc["model.compact.l1z", "test_acc"]
+    written = speed_plots.plot_speed(df, tmp_path)  # as sweep.analyze calls it
+    assert written == ["accuracy_vs_flops.png", "accuracy_vs_latency.png"]
+    assert_png(tmp_path / "accuracy_vs_latency.png")

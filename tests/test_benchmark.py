@@ -41,7 +41,7 @@ def test_structured_benchmark_smoke_compacts_and_times_dense_against_compact(tmp
     assert "dense 64-128-10" in seed and "logit gap" in seed, proc.stdout
     shape = seed.split("| compact ")[1].split()[0]
     widths = list(map(int, shape.split("-")))
-    assert widths[1] == 26 and widths[-1] == 10 and widths[0] <= 64  # 128 * (1 - 0.8) left
+    assert widths[1] == 32 and widths[-1] == 10 and widths[0] <= 64  # 128 * (1 - 0.75) left
     figures = dict(pair.split("=") for pair in lines[-1].split())
     assert set(figures) == {
         "seeds", "dense_test_acc", "compact_test_acc", "mean_drop_points", "speedup_batch256",
@@ -50,7 +50,7 @@ def test_structured_benchmark_smoke_compacts_and_times_dense_against_compact(tmp
     }  # fmt: skip
     assert figures["seeds"] == "1" and float(figures["compact_test_acc"]) > 0.8
     assert float(figures["flops_ratio"]) == pytest.approx(
-        (64 * 128 + 1280) / (widths[0] * 26 + 260), rel=1e-3
+        (64 * 128 + 1280) / (widths[0] * 32 + 320), rel=1e-3
     )
     assert float(figures["speedup_batch256"]) > 0 and float(figures["speedup_batch1"]) > 0
     assert (tmp_path / "structured-bench" / "simple_net_structured_0" / "model.pt").exists()

@@ -75,6 +75,24 @@ def test_compact_logits_equal_the_masked_models_on_digits(digits, make, hidden_l
         assert shrunk[0][0] <= dense[0][0] // 2 - 2
 
 
+@pytest.mark.parametrize(
+    "hidden", [[128], [300, 100], [64, 32]], ids=["simple_net", "mlp", "two_hidden"]
+)
+def test_compact_mlps_on_idx_images_equal_the_masked_models(idx_images, hidden):
+    torch.manual_seed(0)
+    model = mlp(784, 10, hidden)
+    structured_zeros(model)
+    small, kept = compact.compact(model, (28, 28))
+    x = idx_images.x_test
+    assert x.shape[1:] == (28, 28)
+    torch.testing.assert_close(
+        small(compact.select_inputs(x, kept)), model(x), rtol=1e-5, atol=1e-5
+    )
+    assert kept.shape == (28, 28) and 300 < int(kept.sum()) < 784
+    shrunk = [m.out_features for m in small if isinstance(m, nn.Linear)]
+    assert all(s < h for s, h in zip(shrunk, hidden)) and shrunk[-1] == 10
+
+
 def test_compact_lenet5_on_idx_images_equals_the_masked_model(idx_images):
     torch.manual_seed(0)
     model = lenet5(784, 10, (28, 28))
@@ -192,3 +210,44 @@ def test_a_flops_pareto_sweep_searches_group_lambda_and_writes_the_columns(tmp_p
     for row in df.to_dict("records"):
         widths = list(map(int, row["compact_shape"].split("-")))
         assert row["flops"] == widths[0] * widths[1] + widths[1] * widths[2]
+
+
+SKIP_PACKAGE = '''
+import torch.nn as nn
+
+
+class Skip(nn.Module):
+    """A skip connection: what compact cannot follow."""
+
+    def __init__(self, n_inputs, n_classes):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(n_inputs, n_inputs), nn.Linear(n_inputs, n_classes)
+
+    def forward(self, x):
+        x = x.flatten(1)
+        return self.fc2(x + self.fc1(x).relu())
+'''
+
+
+def test_a_model_compact_cannot_follow_trains_but_a_flops_objective_is_refused_first(tmp_path):
+    import json
+
+    from conftest import run_cli
+
+    (tmp_path / "skippkg").mkdir()
+    (tmp_path / "skippkg" / "__init__.py").write_text(SKIP_PACKAGE)
+    (tmp_path / "myconf" / "model").mkdir(parents=True)
+    (tmp_path / "myconf" / "model" / "skip.yaml").write_text("_target_: skippkg.Skip\n")
+    args = ["--config-dir", "myconf", "model=skip", "allow_targets=[skippkg.*]",
+            "train.epochs=1", "train.threads=1"]  # fmt: skip
+    proc = run_cli(tmp_path, *args, "objective=pareto_flops", "hydra.run.dir=flops", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2 and "Traceback" not in out, out
+    assert ("error: the objective's flops is of the compact model, which this model has none "
+            "of (compact follows a plain nn.Sequential, and this model is a Skip with its own "
+            "forward") in out  # fmt: skip
+    assert "epoch 1/1" not in out and not (tmp_path / "flops" / "metrics.json").exists()
+    run_cli(tmp_path, *args, "hydra.run.dir=plain")  # the default objective: it trains
+    m = json.loads((tmp_path / "plain" / "metrics.json").read_text())
+    assert m["status"] == "complete" and m["val_acc"] > 0.1
+    assert m["compact_shape"] is None and m["flops"] is None
