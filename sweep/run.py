@@ -19,7 +19,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from sweep import objectives, schema, trials  # schema: registers the config schemas
+from sweep import console, objectives, schema, trials  # schema: registers the config schemas
 from sweep.errors import UserError
 
 log = logging.getLogger("sweep")
@@ -84,6 +84,7 @@ def check_run_dir(args: list[str]) -> None:
 @hydra.main(config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> dict:
     hc = HydraConfig.get()
+    console.quiet_trial()  # a sweep's trial: its epochs go to its run.log only
     try:
         schema.check(cfg)
         # Imported once the config is known good: torch and scikit-learn take 2-4 s to load,

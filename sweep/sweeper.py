@@ -46,7 +46,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 
-from sweep import interrupts, launcher, parallel, schema, trials, user_code
+from sweep import console, interrupts, launcher, parallel, schema, trials, user_code
 from sweep.compose import ComposeCache, value_keys
 from sweep.errors import UserError
 from sweep.storage import StorageUnavailable, retrying
@@ -245,6 +245,9 @@ class L1Sweeper(OptunaSweeper):
             + (f", train.threads={threads} each" if threads else "")
             + f" (n_jobs={self.n_jobs}: {self.plan.why})"
             + (", TPE with constant_liar" if self._sampler_extra else "")
+        )
+        self._console = console.SweepConsole(
+            impl.n_trials, cfg.hydra.verbose, cfg.hydra.overrides.task
         )
         start = time.perf_counter()
         told = self._run_trials(study, space, fixed, fixed_overrides, extra, directions, csv_path,
@@ -645,13 +648,14 @@ class L1Sweeper(OptunaSweeper):
         self, study: optuna.Study, row: dict, n_done: int, directions: list[str]
     ) -> None:
         best = self._db("reading the best trials", _best_so_far, study, directions)
-        log.info(
+        self._console.trial_done(
             f"trial {row['trial']} [{n_done}/{self.sweeper.n_trials}] {row['status']}"
             f"  l1_lambda={row.get('l1_lambda', math.nan):.3g}"
             f"  val_acc={row.get('val_acc', math.nan):.4f}"
             f"  sparsity={row.get('sparsity', math.nan):.4f}"
-            f"  {row.get('train_seconds', math.nan):.1f}s  | {best}"
-        )
+            f"  {row.get('train_seconds', math.nan):.1f}s  | {best}",
+            n_done, best, log,
+        )  # fmt: skip
 
     def _finish(
         self,
@@ -661,6 +665,7 @@ class L1Sweeper(OptunaSweeper):
         resume: str,
         seconds: float,
     ) -> None:
+        self._console.close()
         complete = study.get_trials(states=[TrialState.COMPLETE])
         if len(directions) == 1:
             summary: dict[str, Any] = {"name": "optuna", "best_params": {}, "best_value": None}

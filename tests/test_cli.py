@@ -44,6 +44,24 @@ def test_sweep_writes_one_row_per_trial_with_honest_values(small_sweep):
     assert proc.stdout.strip().endswith("outputs/sweeps/small/results.csv")
 
 
+def test_a_sweep_prints_a_line_per_trial_and_keeps_the_epochs_in_each_trials_run_log(
+    small_sweep,
+):
+    cwd, df, proc = small_sweep
+    lines = (proc.stdout + proc.stderr).splitlines()
+    trial_lines = [ln for ln in lines if re.search(r"trial \d+ \[\d/3\] complete", ln)]
+    assert len(trial_lines) == 3
+    # no epoch lines, no launch lines, no bar (not a terminal: no carriage return, no escape)
+    assert not [ln for ln in lines if "epoch " in ln or " : l1_lambda=" in ln]
+    assert "\r" not in proc.stdout + proc.stderr and "\x1b[" not in proc.stdout + proc.stderr
+    # what is not a trial's line is the sweep's start and end, whatever the number of trials:
+    # the README's 20-trial sweep prints at most 20 + 20 = 40 lines
+    assert len(lines) - len(trial_lines) <= 20, lines
+    for row in df.itertuples():  # each trial's epochs are in its own run.log
+        log = (cwd / row.run_dir / "run.log").read_text()
+        assert log.count("epoch 1/1 ") == 1 and "complete: val_acc" in log
+
+
 def test_a_row_is_reproduced_exactly_by_its_overrides(small_sweep):
     cwd, df, _ = small_sweep
     row = df.iloc[1]
