@@ -718,10 +718,6 @@ def plot_features(
     plt.close(fig)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 # What mattered: Optuna's parameter importances, and the optimization and hypervolume
 # histories, from a sweep's rows (an in-memory study rebuilt from results.csv: no storage).
 
@@ -894,3 +890,7 @@ def plot_what_mattered(
         plt.close(ax.figure)
         written.append("hypervolume.png")
     return written
+
+
+if __name__ == "__main__":
+    sys.exit(main())

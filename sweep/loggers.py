@@ -7,7 +7,7 @@ run to MLflow or TensorBoard as well as to its files.
   sweep named by the study; the trial's overrides as params, every numeric figure of its row
   as a metric, each measured epoch's `val_acc`, `train_loss` and `sparsity` as metric
   histories (`epoch_*`, step = the run's epoch), and `model.pt`, `layers.csv`, `metrics.json`
-  as artifacts. A run is found by its tags (`l1sweep.study`, `l1sweep.trial`) before one is
+  as artifacts. A run is found by its tags (`l1sweep.sweep_dir`, `l1sweep.trial`) before one is
   made, so a resumed sweep, a trial run again or the seeds of `repeats` add to the trial's one
   run (with repeats, each seed's row figures are steps 0, 1, ... of their metric).
 - `logger=tensorboard` (`TensorBoardLogger`): one event directory per trial under one log
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STUDY_TAG, TRIAL_TAG, ROLE_TAG = "l1sweep.study", "l1sweep.trial", "l1sweep.role"
+SWEEP_TAG = "l1sweep.sweep_dir"
 ARTIFACTS = ("model.pt", "layers.csv", "metrics.json")
 EPOCH_FIGURES = ("val_acc", "train_loss", "sparsity")
 
@@ -83,8 +84,11 @@ class Where:
             hc = HydraConfig.get()
             self.overrides = [o for o in hc.overrides.task if not o.startswith("hydra.")]
             if hc.mode == RunMode.MULTIRUN:
-                self.study = str(hc.sweeper.study_name)
+                # the sweep directory's name: the study's (outputs/sweeps/<study>) unless
+                # hydra.sweep.dir says otherwise. Not hydra.sweeper.study_name read here: its
+                # default ${now:...} can resolve a second later in a trial's process.
                 self.sweep_dir = trial_dir.parent
+                self.study = self.sweep_dir.name
                 number = trial_dir.name.removeprefix("trial_")
                 self.trial = int(number) if number.isdigit() else None
         self.name = f"trial_{self.trial}" if self.trial is not None else trial_dir.name
@@ -191,15 +195,19 @@ class MLflowLogger(Callback):
                 tags = {ROLE_TAG: "run", "l1sweep.run_dir": str(where.run_dir.resolve())}
                 self._run_id = self._find_or_create(exp, tags, where.name, {})
                 return self._run_id
-            sweep_tags = {STUDY_TAG: where.study, ROLE_TAG: "sweep"}
+            # the sweep is its directory: every trial of it, resumed too, lands there
+            sweep_tags = {SWEEP_TAG: str(where.sweep_dir.resolve()), ROLE_TAG: "sweep"}
             parent = self._find(exp, sweep_tags)
             if parent is None:  # a folder for the trials' runs; it logs nothing of its own
-                parent = self.client().create_run(exp, tags=sweep_tags, run_name=where.study)
+                parent = self.client().create_run(
+                    exp, tags={**sweep_tags, STUDY_TAG: where.study}, run_name=where.study
+                )
                 parent = parent.info.run_id
                 self.client().set_terminated(parent, "FINISHED")
-            tags = {STUDY_TAG: where.study, TRIAL_TAG: str(where.trial), ROLE_TAG: "trial"}
+            tags = {SWEEP_TAG: sweep_tags[SWEEP_TAG], TRIAL_TAG: str(where.trial),
+                    ROLE_TAG: "trial"}  # fmt: skip
             self._run_id = self._find_or_create(
-                exp, tags, where.name, {"mlflow.parentRunId": parent}
+                exp, tags, where.name, {"mlflow.parentRunId": parent, STUDY_TAG: where.study}
             )
         return self._run_id
 
