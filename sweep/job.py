@@ -63,10 +63,12 @@ def check(cfg: DictConfig) -> Regularizer:
 
 
 def callbacks(cfg: DictConfig) -> list[Callback]:
-    """The run's callbacks, in the order of `cfg.callbacks` (None entries dropped), stably
-    sorted by their `order`; a `_target_` outside l1sweep only where `allow_targets` lists it.
-    Raises UserError for a refused target or one that makes no Callback."""
-    chosen = [node for node in (cfg.get("callbacks") or {}).values() if node is not None]
+    """The run's callbacks, in the order of `cfg.callbacks` then `cfg.logger` (the trackers,
+    sweep/loggers.py; None entries dropped), stably sorted by their `order`; a `_target_`
+    outside l1sweep only where `allow_targets` lists it. Raises UserError for a refused target
+    or one that makes no Callback."""
+    groups = [cfg.get("callbacks") or {}, cfg.get("logger") or {}]
+    chosen = [node for group in groups for node in group.values() if node is not None]
     made = [build(node) for node in chosen]
     for cb, node in zip(made, chosen):
         if not isinstance(cb, Callback):

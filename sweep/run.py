@@ -16,7 +16,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from sweep import objectives, schema, trials  # schema: registers the config schemas
+from sweep import console, objectives, schema, trials  # schema: registers the config schemas
 from sweep.errors import UserError
 
 log = logging.getLogger("sweep")
@@ -83,6 +83,7 @@ def main(cfg: DictConfig) -> dict:
     """One job (a single run, or one trial of a sweep): `job.run` on the task config; returns
     the row with its `objective` values for the sweeper. Bad input: UserError, exit 2."""
     hc = HydraConfig.get()
+    console.quiet_trial()  # a sweep's trial: its epochs go to its run.log only
     try:
         schema.check(cfg)
         # Imported once the config is known good: torch and scikit-learn take 2-4 s to load,

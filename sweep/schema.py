@@ -145,6 +145,7 @@ class Config:
     device: str = MISSING
     allow_targets: list[str] = MISSING  # code outside l1sweep a _target_ may run: user_code.py
     callbacks: dict[str, Any] = field(default_factory=dict)  # name -> _target_: callbacks.py
+    logger: dict[str, Any] = field(default_factory=dict)  # name -> _target_: loggers.py
     train: TrainConfig = field(default_factory=TrainConfig)
     sparsity: SparsityConfig = field(default_factory=SparsityConfig)
     export: ExportConfig = field(default_factory=ExportConfig)

@@ -43,7 +43,7 @@ from optuna.distributions import (
 )
 from optuna.trial import TrialState
 
-from sweep import interrupts, launcher, parallel, schema, trials, user_code
+from sweep import console, interrupts, launcher, parallel, schema, trials, user_code
 from sweep import row as result_row
 from sweep import space as search
 from sweep.errors import UserError
@@ -269,6 +269,7 @@ class L1Sweeper(Sweeper):
             + f" (n_jobs={self.n_jobs}: {jobs.why})"
             + (", TPE with constant_liar" if self._sampler_extra else "")
         )
+        self._console = console.SweepConsole(n_trials, cfg.hydra.verbose, cfg.hydra.overrides.task)
         return SweepPlan(
             space=space, fixed=fixed, fixed_overrides=tuple(fixed_overrides),
             directions=tuple(directions), study=study, storage=storage, csv_path=csv_path,
@@ -581,19 +582,21 @@ class L1Sweeper(Sweeper):
         return [f"objective.baseline_val_acc={value!r}"]
 
     def _log_progress(self, plan: SweepPlan, row: dict, n_done: int) -> None:
-        """The one line a finished trial gets in the sweep's log."""
+        """The one line a finished trial gets (under the console's progress bar)."""
         best = self._db("reading the best trials", _best_so_far, plan.study, plan.directions)
-        log.info(
+        self._console.trial_done(
             f"trial {row['trial']} [{n_done}/{plan.n_trials}] {row['status']}"
             f"  l1_lambda={row.get('l1_lambda', math.nan):.3g}"
             f"  val_acc={row.get('val_acc', math.nan):.4f}"
             f"  sparsity={row.get('sparsity', math.nan):.4f}"
-            f"  {row.get('train_seconds', math.nan):.1f}s  | {best}"
-        )
+            f"  {row.get('train_seconds', math.nan):.1f}s  | {best}",
+            n_done, best, log,
+        )  # fmt: skip
 
     def finish(self, plan: SweepPlan, seconds: float) -> None:
         """After the last trial: optimization_results.yaml (Hydra's Optuna sweeper's file),
         the summary and the resume command in the log, the CSV's path on stdout."""
+        self._console.close()
         study, directions, csv_path = plan.study, plan.directions, plan.csv_path
         complete = study.get_trials(states=[TrialState.COMPLETE])
         if len(directions) == 1:

@@ -44,6 +44,24 @@ def test_sweep_writes_one_row_per_trial_with_honest_values(small_sweep):
     assert proc.stdout.strip().endswith("outputs/sweeps/small/results.csv")
 
 
+def test_a_sweep_prints_a_line_per_trial_and_keeps_the_epochs_in_each_trials_run_log(
+    small_sweep,
+):
+    cwd, df, proc = small_sweep
+    lines = (proc.stdout + proc.stderr).splitlines()
+    trial_lines = [ln for ln in lines if re.search(r"trial \d+ \[\d/3\] complete", ln)]
+    assert len(trial_lines) == 3
+    # no epoch lines, no launch lines, no bar (not a terminal: no carriage return, no escape)
+    assert not [ln for ln in lines if "epoch " in ln or " : l1_lambda=" in ln]
+    assert "\r" not in proc.stdout + proc.stderr and "\x1b[" not in proc.stdout + proc.stderr
+    # what is not a trial's line is the sweep's start and end, whatever the number of trials:
+    # the README's 20-trial sweep prints at most 20 + 20 = 40 lines
+    assert len(lines) - len(trial_lines) <= 20, lines
+    for row in df.itertuples():  # each trial's epochs are in its own run.log
+        log = (cwd / row.run_dir / "run.log").read_text()
+        assert log.count("epoch 1/1 ") == 1 and "complete: val_acc" in log
+
+
 def test_a_row_is_reproduced_exactly_by_its_overrides(small_sweep):
     cwd, df, _ = small_sweep
     row = df.iloc[1]
@@ -96,10 +114,10 @@ def test_bad_input_stops_a_sweep_before_any_trial(tmp_path):
 @pytest.mark.parametrize(
     "args,pinned",
     [
-        (["train.epochs=20"],
+        (["recipe=none", "train.epochs=20"],
          {"val_acc": 0.8229166666666666, "test_acc": 0.7888888888888889, "nnz": 9599,
           "sparsity": 0.0011446409989594173, "train_loss": 1.9841197801378039}),
-        (["train.epochs=20", "regularizer=l1", "l1_lambda=3e-4", "seed=1"],
+        (["recipe=none", "train.epochs=20", "regularizer=l1", "l1_lambda=3e-4", "seed=1"],
          {"val_acc": 0.7673611111111112, "test_acc": 0.7833333333333333, "nnz": 9610,
           "sparsity": 0.0, "train_loss": 2.1399938795301647}),
     ],
@@ -109,7 +127,8 @@ def test_the_seed_recipe_gives_the_numbers_it_gave_before_schedules_and_pruning(
     tmp_path, args, pinned
 ):
     # Recorded with the code before the schedule/prune groups existed (torch 2.14, CPU): the
-    # defaults (constant lr, prune=none, plain SGD) must still train the same model.
+    # defaults (constant lr, prune=none, plain SGD) must still train the same model; recipe=none
+    # is the seed's recipe (lr 0.01) that digits' own default (lr 0.75) replaced.
     run_cli(tmp_path, *args, "hydra.run.dir=out")
     m = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert m["schedule"] == "constant" and m["prune"] == "none"

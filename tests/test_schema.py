@@ -201,7 +201,9 @@ def test_every_group_option_has_a_schema():
                 # callbacks option is a mapping of _target_s (the root's `callbacks` field),
                 # each checked when job.callbacks builds it
                 node = (
-                    cfg if group.name in ("experiment", "recipe", "callbacks") else cfg[group.name]
+                    cfg
+                    if group.name in ("experiment", "recipe", "callbacks", "logger")
+                    else cfg[group.name]
                 )
                 kind = OmegaConf.get_type(node)
                 assert dataclasses.is_dataclass(kind), f"{group.name}={option.stem}: {kind}"
