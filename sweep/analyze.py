@@ -576,6 +576,8 @@ def analyze(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m sweep.analyze PATHS [--out DIR] [--trial N]`: the summary on stdout, files
+    in DIR; 0 on success, 2 with one line on bad input."""
     parser = argparse.ArgumentParser(prog="python -m sweep.analyze", description=__doc__)
     parser.add_argument("paths", nargs="+", help="sweep directories or results.csv files")
     parser.add_argument("--out", type=Path, help="where to write (default: the first sweep)")

@@ -58,6 +58,7 @@ class Layer:
 
     @property
     def relu(self) -> bool:
+        """Whether a ReLU follows the layer (a dead unit then outputs exactly 0)."""
         return any(isinstance(m, nn.ReLU) for _, m in self.after)
 
     def unit_weights(self, n_in: int) -> torch.Tensor:
@@ -76,6 +77,7 @@ class Layer:
         return w.view(w.shape[0], n_in, self.spread).sum(2)
 
     def bias(self) -> torch.Tensor:
+        """The layer's bias (out units,), zeros where it has none, on the CPU."""
         m = self.module
         if m.bias is None:
             return torch.zeros(m.weight.shape[0], dtype=m.weight.dtype)
@@ -83,6 +85,8 @@ class Layer:
 
     @property
     def padded(self) -> bool:
+        """Whether the layer is a zero-padded conv (a constant input is then not constant at
+        the borders, so a dead channel's constant cannot be folded into the next bias)."""
         return isinstance(self.module, nn.Conv2d) and any(p != 0 for p in self.module.padding)
 
 
@@ -432,6 +436,7 @@ class Gather(nn.Module):
         self.runs = list(zip(starts, ends)) if 0 < len(starts) <= self.MAX_RUNS else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (N, ...) flattened, then only the kept input positions: (N, kept)."""
         x = x.flatten(1)
         if self.every:
             return x

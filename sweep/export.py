@@ -77,6 +77,8 @@ def _logits(predict: Callable[[np.ndarray], np.ndarray], x: torch.Tensor) -> np.
 
 
 def torch_predict(model: nn.Module) -> Callable[[np.ndarray], np.ndarray]:
+    """predict(x): `model`'s logits (N, classes) for inputs x (N, ...) as numpy, in eval
+    mode without gradients (what onnxruntime's sessions give, for one comparison)."""
     model = model.eval()
 
     def predict(x: np.ndarray) -> np.ndarray:
@@ -87,6 +89,7 @@ def torch_predict(model: nn.Module) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def accuracy(logits: np.ndarray, y: torch.Tensor) -> float:
+    """Top-1 accuracy (0..1) of `logits` (N, classes) against labels `y` (N,)."""
     return float((logits.argmax(1) == y.numpy()).mean())
 
 
@@ -224,6 +227,8 @@ def dense_pt(src: Source, out: Path) -> Written:
 
 
 def l1z(src: Source, out: Path) -> Written:
+    """Write model.l1z (sweep/archive.py) into `out` atomically and read it back: its bytes
+    on disk and the accuracies of the decoded model."""
     path = out / ARCHIVE
     blob = archive.encode(src.shared, src.bits, src.arch)
     _atomic(path, lambda p: p.write_bytes(blob))
@@ -573,6 +578,8 @@ def describe(path: Path, allow_targets: Sequence[str] = ()) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m sweep.export DIR [options]`: the chosen runs exported, export.csv written;
+    0 on success, 2 with one line on bad input (a bad file, no such run)."""
     parser = argparse.ArgumentParser(
         prog="python -m sweep.export",
         description=__doc__,

@@ -85,6 +85,7 @@ class CsrLinear(nn.Module):
         self.bias = None if linear.bias is None else linear.bias.detach().clone()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (N, in) @ weight.T (a CSR matrix) + bias: (N, out)."""
         return nn.functional.linear(x, self.weight, self.bias)
 
 

@@ -141,6 +141,7 @@ class MLflowLogger(Callback):
 
     # -- the store ------------------------------------------------------------------------
     def client(self) -> Any:
+        """The MLflow client of `tracking_uri`, made once (an SQLite file's folder is made)."""
         if self._client is None:
             from mlflow.tracking import MlflowClient
 
@@ -152,6 +153,7 @@ class MLflowLogger(Callback):
         return self._client
 
     def experiment_id(self) -> str:
+        """The id of the experiment `experiment`, made if it does not exist."""
         client = self.client()
         found = client.get_experiment_by_name(self.experiment)
         if found is not None:
@@ -220,6 +222,7 @@ class MLflowLogger(Callback):
 
     # -- the hooks --------------------------------------------------------------------------
     def on_epoch_end(self, run: Run, step: int, metrics: dict[str, float]) -> None:
+        """Queue the epoch's figures as `epoch_*` metric steps; flushed every 10 s."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
@@ -232,6 +235,7 @@ class MLflowLogger(Callback):
             self._flush(run)
 
     def on_run_end(self, run: Run, metrics: dict[str, Any]) -> None:
+        """Log the trial's params, row figures and artifacts to its run, and end it."""
         from mlflow.entities import Metric, Param, RunTag
 
         where = Where(run.out_dir)
@@ -286,6 +290,7 @@ class TensorBoardLogger(Callback):
         self._writer: Any = None
 
     def writer(self, run: Run) -> Any:
+        """The SummaryWriter of this trial's log directory, made once."""
         if self._writer is None:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -298,12 +303,14 @@ class TensorBoardLogger(Callback):
         return self._writer
 
     def on_epoch_end(self, run: Run, step: int, metrics: dict[str, float]) -> None:
+        """Write the epoch's figures as scalars at `step`."""
         w = self.writer(run)
         for key in EPOCH_FIGURES:
             if key in metrics:
                 w.add_scalar(key, metrics[key], step)
 
     def on_run_end(self, run: Run, metrics: dict[str, Any]) -> None:
+        """Write the row's figures and the hparams table entry, and close the writer."""
         from torch.utils.tensorboard.summary import hparams
 
         w = self.writer(run)

@@ -132,19 +132,13 @@ class Pruner:
         return zeros >= round(target * sum(p.numel() for p in counted))
 
     def check(self, model: nn.Module) -> None:
-        """Before training: UserError (one line) where `model` has no neurons this pruner can
-        remove: a wiring compact cannot follow, or no hidden layer."""
         """Raise UserError, before any training, if this pruning cannot act on `model`."""
 
     def held(self, model: nn.Module, counted: list[nn.Parameter]) -> list[nn.Parameter]:
-        """The parameters the mask covers, in flatten_parameters' order: the counted weights,
-        then every other parameter (biases: a removed neuron's bias is held at zero too)."""
         """The tensors `mask` covers, in its order: the regularized weights `counted`."""
         return counted
 
     def mask(self, model: nn.Module, counted: list[nn.Parameter], target: float) -> torch.Tensor:
-        """The keep-mask (1 = kept, 0 = removed; one entry per parameter of `held`, flat) that
-        removes the neurons with the smallest norms until `target` of the groups are gone."""
         """The flat mask (True = kept) over `held(model, counted)` after pruning to `target`."""
         return self.keep(flat(counted), [p.numel() for p in counted], target)
 
@@ -216,6 +210,8 @@ class NeuronPruner(Pruner):
     """
 
     def check(self, model: nn.Module) -> None:
+        """Before training: UserError (one line) where `model` has no neurons this pruner can
+        remove: a wiring compact cannot follow, or no hidden layer."""
         try:
             chain = compact.trace(model)
         except compact.CannotCompact as e:
@@ -228,6 +224,8 @@ class NeuronPruner(Pruner):
             )
 
     def held(self, model: nn.Module, counted: list[nn.Parameter]) -> list[nn.Parameter]:
+        """The parameters the mask covers, in flatten_parameters' order: the counted weights,
+        then every other parameter (biases: a removed neuron's bias is held at zero too)."""
         ids = {id(p) for p in counted}
         return [*counted, *(p for p in model.parameters() if id(p) not in ids)]
 
@@ -275,6 +273,8 @@ class NeuronPruner(Pruner):
 
     @torch.no_grad()
     def mask(self, model: nn.Module, counted: list[nn.Parameter], target: float) -> torch.Tensor:
+        """The keep-mask (1 = kept, 0 = removed; one entry per parameter of `held`, flat) that
+        removes the neurons with the smallest norms until `target` of the groups are gone."""
         chain = compact.trace(model)
         cut = self.removed(model, target)
         params = self.held(model, counted)

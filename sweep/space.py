@@ -174,6 +174,7 @@ def inside(dist: BaseDistribution, value: Any) -> bool:
 
 
 def check_space(space: dict) -> None:
+    """UserError where a searched `*_lambda` interval is not inside (0, inf)."""
     for name, dist in space.items():
         low = getattr(dist, "low", None)
         if name.endswith("_lambda") and low is not None and not (low > 0 and dist.high < math.inf):
