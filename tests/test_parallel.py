@@ -167,7 +167,7 @@ def _study(cwd: Path, name: str) -> optuna.Study:
 # without taking a core from the rest of the suite; the others train 1 epoch. `beside`: how
 # many others must finish while it runs (with a batch barrier not even the third trial could
 # start before it ended). A submitit job is a fresh process (seconds of imports), so fewer fit.
-SLOW_SECONDS = 45
+SLOW_SECONDS = 60
 BESIDE = {"fork": 4, "joblib": 4, "local": 2}
 SLEEPER = """
 import time
