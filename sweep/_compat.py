@@ -10,17 +10,28 @@ they need are gone (`missing()`).
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING, Any
 
 import torch
+from torch import nn
+from torch.optim import optimizer as torch_optimizer
 
+if TYPE_CHECKING:  # imported where used: the archive loader needs only torch and numpy
+    from omegaconf import DictConfig
+
+
+# --- Hydra's Optuna sweeper -----------------------------------------------------------------
 # The plugin turns Hydra's sweep overrides (choice, range, interval, tag(log)) into Optuna
 # distributions in `create_params_from_overrides`, with care for ranges Optuna cannot hold
 # (float steps, Hydra's exclusive stop). The function has no public home; using it keeps
 # l1sweep's search space exactly the plugin's documented one.
-from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
-from omegaconf import DictConfig, OmegaConf
-from torch import nn
-from torch.optim import optimizer as torch_optimizer
+def create_params_from_overrides(arguments: list[str]) -> tuple[dict, dict[str, Any], list[str]]:
+    """(search space: Optuna distributions by key, fixed values by key, other overrides) of
+    Hydra override strings, as the Optuna sweeper plugin parses them."""
+    from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides as parse
+
+    return parse(arguments)
+
 
 __all__ = [
     "check",
@@ -90,6 +101,8 @@ def missing() -> tuple[str, ...]:
         has_optimizer_step_hooks(torch.optim.SGD(probe.parameters(), lr=0.1))
     except AttributeError as e:
         out.append(f"torch.optim step hooks ({e})")
+    from omegaconf import OmegaConf
+
     try:
         config_root(OmegaConf.create({"a": {}}).a)
     except AttributeError as e:
