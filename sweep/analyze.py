@@ -452,10 +452,7 @@ def plot(
     if kept_axis and x_col == "sparsity":
         ax.set(xscale="log", xlabel="weights kept, 1 - sparsity (exact zeros), log scale")
         ax.invert_xaxis()  # sparser to the right, as on the linear axis
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "accuracy_vs_sparsity.png")
-    plt.close(fig)
+    save_figure(fig, ax, out / "accuracy_vs_sparsity.png", plt)
 
     if "archive_bytes" in done and done["archive_bytes"].notna().any():
         _plot_bytes(done, frame, out, plt)
@@ -493,29 +490,58 @@ def _plot_bytes(done: pd.DataFrame, frame: pd.DataFrame, out: Path, plt: object)
     """accuracy_vs_kilobytes.png: each method's validation accuracy against the bytes of its
     trials' compressed archives (model.l1z, log axis), with its front (accuracy maximized,
     bytes minimized) and the dense baselines; test accuracy of the archives as crosses."""
+    plot_front_by_method(
+        done, frame, "archive_bytes", out / "accuracy_vs_kilobytes.png", plt, scale=1000,
+        crosses="archive_test_acc", xlabel="compressed archive model.l1z, kB (log scale)",
+        ylabel="validation accuracy (o); archive's test accuracy (x)",
+        title="accuracy vs bytes, one front per method",
+    )  # fmt: skip
+
+
+def plot_front_by_method(
+    done: pd.DataFrame,
+    frame: pd.DataFrame,
+    column: str,
+    path: Path,
+    plt: Any,
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    scale: float = 1.0,
+    crosses: str | None = None,
+) -> None:
+    """One PNG at `path`: each method's validation accuracy against its trials' `column`
+    (divided by `scale`, log axis; rows without a positive value left out), with its front
+    (accuracy maximized, `column` minimized), the dense baselines of `frame` as lines and,
+    if given, the accuracy column `crosses` as crosses."""
     colours = plt.get_cmap("tab10").colors
     fig, ax = plt.subplots(figsize=(5.5, 4), dpi=100)
     for i, (name, trials) in enumerate(done.groupby("method", sort=False)):
-        trials = trials[trials["archive_bytes"].notna()]
+        trials = trials.assign(**{column: pd.to_numeric(trials[column], errors="coerce")})
+        trials = trials[trials[column] > 0]
         if trials.empty:
             continue
         colour, marker = colours[i % 10], "osD^v<>p*h"[i % 10]
-        kb = trials["archive_bytes"] / 1000
-        ax.scatter(kb, trials["val_acc"], color=colour, marker=marker, edgecolor="k", lw=0.3,
+        x = trials[column] / scale
+        ax.scatter(x, trials["val_acc"], color=colour, marker=marker, edgecolor="k", lw=0.3,
                    s=22, alpha=0.8)  # fmt: skip
-        ax.scatter(kb, trials["archive_test_acc"], color=colour, marker="x", s=14, alpha=0.6)
-        front = trials[pareto_front(trials, ("val_acc", "archive_bytes"), (True, False))]
-        front = front.sort_values("archive_bytes")
-        ax.step(front["archive_bytes"] / 1000, front["val_acc"], where="post", color=colour,
-                label=name)  # fmt: skip
+        if crosses is not None:
+            ax.scatter(x, trials[crosses], color=colour, marker="x", s=14, alpha=0.6)
+        front = trials[pareto_front(trials, ("val_acc", column), (True, False))]
+        front = front.sort_values(column)
+        ax.step(front[column] / scale, front["val_acc"], where="post", color=colour, label=name)
     for i, (label, acc) in enumerate(baselines(frame).items()):
         ax.axhline(acc, color="0.4", ls=(0, (4, 2 + i)), lw=0.8, label=label)
-    ax.set(xscale="log", xlabel="compressed archive model.l1z, kB (log scale)",
-           ylabel="validation accuracy (o); archive's test accuracy (x)",
-           title="accuracy vs bytes, one front per method")  # fmt: skip
+    ax.set(xscale="log", xlabel=xlabel, ylabel=ylabel, title=title)
+    save_figure(fig, ax, path, plt)
+
+
+def save_figure(fig: Any, ax: Any, path: Path, plt: Any) -> None:
+    """Give `ax` its legend, lay `fig` out, write it to `path` (PNG) and close it."""
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out / "accuracy_vs_kilobytes.png")
+    fig.savefig(path)
     plt.close(fig)
 
 
@@ -720,10 +746,7 @@ def plot_features(
     fig.colorbar(points, ax=ax, label="log10 l1_lambda")
     ax.set(xlabel="selected features (active_inputs)", ylabel="accuracy",
            title="accuracy vs selected features")  # fmt: skip
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "features.png")
-    plt.close(fig)
+    save_figure(fig, ax, out / "features.png", plt)
 
 
 # The front over every measured model (points.csv: each path trial's levels, each plain
@@ -801,10 +824,7 @@ def plot_hypervolume(pts: pd.DataFrame, out: Path) -> None:
                 label=f"{name} ({points.front_figures(part)['hypervolume']:.4f})")  # fmt: skip
     ax.set(xlabel="-log10(weights kept): 1 = 90% zeros, 2 = 99%",
            ylabel="validation accuracy", title="front over every point (hypervolume)")  # fmt: skip
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "front_points.png")
-    plt.close(fig)
+    save_figure(fig, ax, out / "front_points.png", plt)
 
     timed = pts[pts["seconds"].notna()] if "seconds" in pts else pts.iloc[:0]
     if timed.empty:
@@ -818,10 +838,7 @@ def plot_hypervolume(pts: pd.DataFrame, out: Path) -> None:
                 ls="--", lw=0.8, label=f"{name} test")  # fmt: skip
     ax.set(xlabel="seconds since the sweep's first trial started", ylabel="hypervolume",
            title="the front's hypervolume as each sweep ran")  # fmt: skip
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "hypervolume_vs_time.png")
-    plt.close(fig)
+    save_figure(fig, ax, out / "hypervolume_vs_time.png", plt)
 
 
 # What mattered: Optuna's parameter importances, and the optimization and hypervolume

@@ -49,7 +49,7 @@ def plot_speed(frame: pd.DataFrame, out: Path) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from sweep.analyze import _complete, baselines, pareto_front
+    from sweep.analyze import _complete, plot_front_by_method, save_figure
 
     done = frame[_complete(frame)]
     if "method" not in done:
@@ -57,27 +57,11 @@ def plot_speed(frame: pd.DataFrame, out: Path) -> list[str]:
     colours = plt.get_cmap("tab10").colors
     written = []
     if "flops" in done and pd.to_numeric(done["flops"], errors="coerce").gt(0).any():
-        fig, ax = plt.subplots(figsize=(5.5, 4), dpi=100)
-        for i, (name, trials) in enumerate(done.groupby("method", sort=False)):
-            trials = trials.assign(flops=pd.to_numeric(trials["flops"], errors="coerce"))
-            trials = trials[trials["flops"] > 0]
-            if trials.empty:
-                continue
-            colour, marker = colours[i % 10], "osD^v<>p*h"[i % 10]
-            ax.scatter(trials["flops"], trials["val_acc"], color=colour, marker=marker,
-                       edgecolor="k", lw=0.3, s=22, alpha=0.8)  # fmt: skip
-            front = trials[pareto_front(trials, ("val_acc", "flops"), (True, False))]
-            front = front.sort_values("flops")
-            ax.step(front["flops"], front["val_acc"], where="post", color=colour, label=name)
-        for i, (label, acc) in enumerate(baselines(frame).items()):
-            ax.axhline(acc, color="0.4", ls=(0, (4, 2 + i)), lw=0.8, label=label)
-        ax.set(xscale="log", ylabel="validation accuracy",
-               xlabel="multiply-adds per example of the compact model (log scale)",
-               title="accuracy vs FLOPs, one front per method")  # fmt: skip
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(out / "accuracy_vs_flops.png")
-        plt.close(fig)
+        plot_front_by_method(
+            done, frame, "flops", out / "accuracy_vs_flops.png", plt,
+            xlabel="multiply-adds per example of the compact model (log scale)",
+            ylabel="validation accuracy", title="accuracy vs FLOPs, one front per method",
+        )  # fmt: skip
         written.append("accuracy_vs_flops.png")
     times = exported_times(done)
     if not times.empty:
@@ -92,9 +76,6 @@ def plot_speed(frame: pd.DataFrame, out: Path) -> list[str]:
         ax.set(xscale="log", xlabel="ms per batch of 256, 1 thread, torch eager (log scale)",
                ylabel="test accuracy of model.compact.l1z (read back)",
                title="accuracy vs measured time (sweep.export)")  # fmt: skip
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(out / "accuracy_vs_latency.png")
-        plt.close(fig)
+        save_figure(fig, ax, out / "accuracy_vs_latency.png", plt)
         written.append("accuracy_vs_latency.png")
     return written
