@@ -12,12 +12,13 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
-from torch.optim import optimizer as torch_optimizer
-
-if TYPE_CHECKING:  # imported where used: the archive loader needs only torch and numpy
+if TYPE_CHECKING:
+    # Each imported where it is used: the archive loader needs only torch and numpy, and the
+    # sweeper (which Hydra imports for every command) parses a search space without torch,
+    # so a mistaken override is refused before torch's seconds of import.
+    import torch
     from omegaconf import DictConfig
+    from torch import nn
 
 
 # --- Hydra's Optuna sweeper -----------------------------------------------------------------
@@ -62,6 +63,8 @@ def has_module_hooks(module: nn.Module, forward_only: bool = False) -> bool:
 # hooks; it must step aside where any is registered, and torch has no public query for them.
 def has_optimizer_step_hooks(optimizer: torch.optim.Optimizer) -> bool:
     """Whether a step pre/post hook is registered on `optimizer` or globally."""
+    from torch.optim import optimizer as torch_optimizer
+
     return any(
         (
             optimizer._optimizer_step_pre_hooks,
@@ -76,7 +79,19 @@ def has_optimizer_step_hooks(optimizer: torch.optim.Optimizer) -> bool:
 # The kernel autograd runs for log_softmax's gradient; the same arithmetic in public ops
 # (grad - exp(out) * grad.sum) differs in the last bits in about 9 batches of 10 (measured),
 # and the fast MLP step promises autograd's bits.
-log_softmax_backward = getattr(torch, "_log_softmax_backward_data", None)
+@functools.cache
+def _log_softmax_kernel() -> Any:
+    import torch
+
+    return getattr(torch, "_log_softmax_backward_data", None)
+
+
+def log_softmax_backward(
+    grad: torch.Tensor, output: torch.Tensor, dim: int, dtype: torch.dtype
+) -> torch.Tensor:
+    """d(loss)/d(logits) from d(loss)/d(log_softmax) `grad` and log_softmax's `output`, both
+    (batch, classes): autograd's own kernel (torch._log_softmax_backward_data)."""
+    return _log_softmax_kernel()(grad, output, dim, dtype)
 
 
 # --- OmegaConf: a node's root ------------------------------------------------------------------
@@ -91,8 +106,10 @@ def config_root(node: DictConfig) -> DictConfig:
 @functools.cache
 def missing() -> tuple[str, ...]:
     """The private names above that the installed torch lacks (empty: all present)."""
+    import torch
+
     out = []
-    probe = nn.Linear(1, 1)
+    probe = torch.nn.Linear(1, 1)
     try:
         has_module_hooks(probe)
     except AttributeError as e:
@@ -107,7 +124,7 @@ def missing() -> tuple[str, ...]:
         config_root(OmegaConf.create({"a": {}}).a)
     except AttributeError as e:
         out.append(f"omegaconf's node root ({e})")
-    if log_softmax_backward is None:
+    if _log_softmax_kernel() is None:
         out.append("torch._log_softmax_backward_data")
     return tuple(out)
 

@@ -43,7 +43,7 @@ from optuna.distributions import (
 )
 from optuna.trial import TrialState
 
-from sweep import console, interrupts, launcher, parallel, schema, trials, user_code
+from sweep import console, interrupts, launcher, parallel, schema, trials
 from sweep import row as result_row
 from sweep import space as search
 from sweep.errors import UserError
@@ -317,6 +317,8 @@ class L1Sweeper(Sweeper):
         name = self.custom_search_space
         if not name:
             return
+        from sweep import user_code  # imports torch: a single run's bad override need not wait
+
         key = "hydra.sweeper.custom_search_space"
         base = ("sweep.*",)
         user = user_code.allowed(cfg)

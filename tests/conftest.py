@@ -30,6 +30,18 @@ def run_cli(
     return proc
 
 
+def copy_sweep(sweep_dir: Path, dest: Path) -> Path:
+    """A copy of a sweep directory whose results.csv names the copy's own trial dirs: for a
+    test that writes into a sweep other tests share (a session fixture must stay as made)."""
+    import shutil
+
+    shutil.copytree(sweep_dir, dest)
+    results = pd.read_csv(dest / "results.csv")
+    results["run_dir"] = results["run_dir"].str.replace(str(sweep_dir), str(dest), regex=False)
+    results.to_csv(dest / "results.csv", index=False)
+    return dest
+
+
 def write_idx(path: Path, array: np.ndarray, gz: bool = False) -> None:
     """Write an IDX file (the MNIST format): magic, big-endian dims, raw uint8 data."""
     header = bytes([0, 0, 0x08, array.ndim]) + b"".join(

@@ -7,7 +7,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import run_cli
+from conftest import copy_sweep, run_cli
 from sweep.analyze import input_mask, knee, load, main, methods, pareto_front
 from sweep.errors import UserError
 
@@ -331,11 +331,7 @@ def test_an_exported_trial_is_drawn_against_its_measured_time(sweeps, tmp_path):
     from sweep import speed_plots
     from sweep.export import export_run
 
-    copy = tmp_path / "small"
-    shutil.copytree(sweeps["small"], copy)
-    results = pd.read_csv(copy / "results.csv")  # the copy's rows name its own trial dirs
-    results["run_dir"] = results["run_dir"].str.replace(str(sweeps["small"]), str(copy))
-    results.to_csv(copy / "results.csv", index=False)
+    copy = copy_sweep(sweeps["small"], tmp_path / "small")  # it gains an export/
     df = load([copy])
     df["method"] = methods(df)
     trial = df.index[df["status"] == "complete"][0]

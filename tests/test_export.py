@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from conftest import REPO, run_cli
+from conftest import REPO, copy_sweep, run_cli
 from sweep import archive, models
 from sweep.archive import ArchiveError
 from sweep.export import load
@@ -483,11 +483,11 @@ def test_exporting_a_dir_without_a_model_or_a_diverged_run_is_one_line(tmp_path)
     assert not (bad / "export").exists() and sha256(bad / "model.pt") == before
 
 
-def test_a_sweep_exports_its_front_and_leaves_its_csv_alone(small_sweep):
+def test_a_sweep_exports_its_front_and_leaves_its_csv_alone(small_sweep, tmp_path):
     from sweep import analyze
 
-    cwd, _, _ = small_sweep
-    sweep_dir = cwd / "outputs" / "sweeps" / "small"
+    cwd, _, _ = small_sweep  # shared with other files' tests: export a copy
+    sweep_dir = copy_sweep(cwd / "outputs" / "sweeps" / "small", tmp_path / "small")
     csv_before = sha256(sweep_dir / "results.csv")
     frame = analyze.load([sweep_dir])
     front = sorted(int(t) for t in frame.loc[analyze.pareto_front(frame), "trial"])

@@ -163,29 +163,39 @@ def _study(cwd: Path, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=f"sqlite:///{cwd}/outputs/optuna.db")
 
 
-# The slow trial trains 2 epochs and then sleeps in a user callback, so it holds its slot
-# without taking a core from the rest of the suite; the others train 1 epoch. `beside`: how
-# many others must finish while it runs (with a batch barrier not even the third trial could
-# start before it ended). A submitit job is a fresh process (seconds of imports), so fewer fit.
-SLOW_SECONDS = 60
+# The slow trial trains 2 epochs and then waits in a user callback until `beside` other trials
+# have their rows in results.csv (written as each is told), so it holds its slot as long as the
+# test needs and no longer, without taking a core from the rest of the suite; the others train
+# 1 epoch. With a batch barrier not even the third trial could start before it ended, and the
+# wait would run out (WAIT_CAP). A submitit job is a fresh process (seconds of imports), so
+# fewer are asked of it.
+WAIT_CAP = 240
 BESIDE = {"fork": 4, "joblib": 4, "local": 2}
 SLEEPER = """
 import time
+
+import pandas as pd
 
 from sweep.callbacks import Callback
 
 
 class Slow(Callback):
     def on_run_end(self, run, metrics):
-        if run.cfg.train.epochs > 1:
-            time.sleep(%d)
+        if run.cfg.train.epochs == 1:
+            return
+        csv, end = run.out_dir.parent / "results.csv", time.monotonic() + %d
+        while time.monotonic() < end:
+            if csv.exists() and len(pd.read_csv(csv)) >= %d:
+                break
+            time.sleep(0.2)
+        time.sleep(1)  # the last one's tell is behind its row by a moment
 """
 
 
 @pytest.mark.parametrize("launcher", ["fork", "joblib", "local"])
 def test_a_slow_trial_does_not_hold_a_real_sweep(tmp_path, launcher):
     beside = BESIDE[launcher]
-    (tmp_path / "sleeper.py").write_text(SLEEPER % SLOW_SECONDS)
+    (tmp_path / "sleeper.py").write_text(SLEEPER % (WAIT_CAP, beside))
     fast = ",".join(f"{{train.epochs:1,l1_lambda:{k}e-4}}" for k in range(2, 6))
     proc = run_cli(
         tmp_path, "-m", f"hydra/launcher={launcher}", "hydra.sweeper.n_jobs=2",
