@@ -12,6 +12,13 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+# The suite runs a worker per core (pyproject's -n auto), and most tests start a sweep process
+# beside another worker's. OpenMP's threads spin while they wait for work (its default ACTIVE
+# policy), taking the core the other process needs: 30 digits epochs on 2 threads took 1.3 s
+# beside a busy core, 0.4 s with PASSIVE threads, which sleep instead. The arithmetic, and so
+# every number a test checks, is the same. Set before torch is imported here or in a child.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 
 def run_cli(
     cwd: Path, *args: str, check: bool = True, env: dict | None = None, timeout: float = 600

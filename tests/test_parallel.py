@@ -170,7 +170,7 @@ def _study(cwd: Path, name: str) -> optuna.Study:
 # wait would run out (WAIT_CAP). A submitit job is a fresh process (seconds of imports), so
 # fewer are asked of it.
 WAIT_CAP = 240
-BESIDE = {"fork": 4, "joblib": 4, "local": 2}
+BESIDE = {"fork": 4, "local": 2}
 SLEEPER = """
 import time
 
@@ -192,7 +192,10 @@ class Slow(Callback):
 """
 
 
-@pytest.mark.parametrize("launcher", ["fork", "joblib", "local"])
+# fork (trials in forked children, results through pipes) and submitit's local processes (fresh
+# interpreters, results through files); joblib's launcher runs one job a call as submitit's
+# does, and its parallel trials are tested in test_long_sweeps.py and test_early_stopping.py.
+@pytest.mark.parametrize("launcher", ["fork", "local"])
 def test_a_slow_trial_does_not_hold_a_real_sweep(tmp_path, launcher):
     beside = BESIDE[launcher]
     (tmp_path / "sleeper.py").write_text(SLEEPER % (WAIT_CAP, beside))
