@@ -18,6 +18,10 @@ REPO = Path(__file__).resolve().parents[1]
 # beside a busy core, 0.4 s with PASSIVE threads, which sleep instead. The arithmetic, and so
 # every number a test checks, is the same. Set before torch is imported here or in a child.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Every Python process a test starts skips the final garbage collections at its exit
+# (tests/harness/sitecustomize.py): ~1.5 s each, and the suite starts hundreds.
+HARNESS = Path(__file__).resolve().parent / "harness"
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HARNESS), os.getenv("PYTHONPATH")]))
 
 
 def run_cli(
