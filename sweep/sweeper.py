@@ -210,13 +210,6 @@ class L1Sweeper(Sweeper):
         _check_directions(list(cfg.objective.metrics), directions)
         self._check_custom_search_space(cfg)
         search.check_composable(self.loader, cfg, space, fixed, fixed_overrides)
-        self._fork_or_not(cfg)
-        data_bytes = _check_task_config(cfg)
-        jobs = self._plan(cfg, data_bytes)
-        joblib = self._joblib()
-        if joblib is not None:
-            # its pool holds every slot's job; with one slot joblib runs the job in-process
-            joblib.joblib["n_jobs"] = jobs.jobs
         pruning = not isinstance(self.pruner, optuna.pruners.NopPruner)
         if pruning and len(directions) > 1:
             raise UserError(
@@ -227,6 +220,15 @@ class L1Sweeper(Sweeper):
         sweep_dir = Path(cfg.hydra.sweep.dir)
         csv_path = sweep_dir / "results.csv"
         owner = check_owner(sweep_dir, self.study_name, self.storage)  # before writing there
+        # the checks above read and need no torch; these build the data, model and optimizer
+        # (seconds of imports), and the first write comes after them
+        self._fork_or_not(cfg)
+        data_bytes = _check_task_config(cfg)
+        jobs = self._plan(cfg, data_bytes)
+        joblib = self._joblib()
+        if joblib is not None:
+            # its pool holds every slot's job; with one slot joblib runs the job in-process
+            joblib.joblib["n_jobs"] = jobs.jobs
         _check_writable(sweep_dir, csv_path)
 
         sampler = self._make_study_sampler(space, cfg, jobs.jobs)

@@ -127,8 +127,11 @@ def _wait_rows(csv: Path, n: int, timeout: float = 120) -> None:
     raise AssertionError(f"{csv} never reached {n} rows")
 
 
-@pytest.mark.parametrize("jobs", [1, 2])
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+# SIGKILL with two trials running (both may be lost), Ctrl-C with one (it is failed, the rest
+# kept); Ctrl-C with two running is test_ctrl_c_ends_the_running_trials_at_once
+@pytest.mark.parametrize(
+    ("sig", "jobs"), [(signal.SIGKILL, 2), (signal.SIGINT, 1)], ids=["kill-2", "int-1"]
+)
 def test_killed_sweep_loses_at_most_the_running_trials(tmp_path, sig, jobs):
     name = f"k{sig.value}"
     csv = tmp_path / "outputs" / "sweeps" / name / "results.csv"
@@ -260,7 +263,8 @@ def test_read_only_results_are_refused_and_left_intact(tmp_path, target):
     assert csv.read_bytes() == before and len(study_of(tmp_path, "ro").trials) == 1
 
 
-@pytest.mark.parametrize("launcher", ["fork", "joblib", "local"])
+# submitit's local processes: test_parallel.py's slow-trial sweep, with the same checks
+@pytest.mark.parametrize("launcher", ["fork", "joblib"])
 def test_parallel_local_workers(tmp_path, launcher):
     run_cli(
         tmp_path, "-m", f"hydra/launcher={launcher}", "hydra.sweeper.n_jobs=2",

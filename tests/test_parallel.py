@@ -222,6 +222,11 @@ def test_a_slow_trial_does_not_hold_a_real_sweep(tmp_path, launcher):
     df = pd.read_csv(tmp_path / "outputs" / "sweeps" / "slow" / "results.csv")
     assert list(df["trial"]) == [0, 1, 2, 3, 4] and (df["status"] == "complete").all()
     assert (df[df["trial"] > 0]["epochs"] == 1).all()
+    # each trial on its share of the cores, its files written, its row the study's value
+    cores = len(os.sched_getaffinity(0))
+    assert df["overrides"].str.contains(f"train.threads={max(1, cores // 2)}").all()
+    assert all((Path(d) / "metrics.json").exists() for d in df["run_dir"])
+    assert dict(zip(df["trial"], df["objective"])) == {n: t.value for n, t in trials.items()}
 
 
 def test_a_parallel_study_resumes(tmp_path):
