@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -44,8 +45,6 @@ def run_cli(
 def copy_sweep(sweep_dir: Path, dest: Path) -> Path:
     """A copy of a sweep directory whose results.csv names the copy's own trial dirs: for a
     test that writes into a sweep other tests share (a session fixture must stay as made)."""
-    import shutil
-
     shutil.copytree(sweep_dir, dest)
     results = pd.read_csv(dest / "results.csv")
     results["run_dir"] = results["run_dir"].str.replace(str(sweep_dir), str(dest), regex=False)

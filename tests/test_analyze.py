@@ -213,11 +213,8 @@ def test_bad_inputs_are_one_line_and_write_nothing(sweeps, tmp_path, capsys):
 
 
 def test_missing_weights_for_the_mask_are_reported(sweeps, tmp_path, capsys):
-    copy = tmp_path / "small"
-    shutil.copytree(sweeps["small"], copy)
+    copy = copy_sweep(sweeps["small"], tmp_path / "small")  # its weights are removed
     rows = pd.read_csv(copy / "results.csv")
-    rows["run_dir"] = [str(copy / f"trial_{t}") for t in rows["trial"]]
-    rows.to_csv(copy / "results.csv", index=False)
     for t in rows["trial"]:
         (copy / f"trial_{t}" / "model.pt").unlink()
     out = tmp_path / "o"
