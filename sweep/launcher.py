@@ -18,12 +18,18 @@ Forking is safe only where (`unsafe` says why not):
 Where forking is not safe the launcher hands its trials to joblib's launcher (its defaults), and
 says so once. Each child ignores Ctrl-C, which the sweep process handles by ending its children,
 and dies with the sweep process (Linux's parent-death signal) if that is killed.
+
+`hydra.launcher.start_method=forkserver` forks each trial instead from a server process that
+imported torch and l1sweep once (`multiprocessing`'s forkserver, PRELOAD): no fork of a process
+with threads, at the price of pickling each trial's config and context across (as joblib does)
+and of decoding the data in every trial. It is measured against `fork` in docs/performance.md.
 """
 
 from __future__ import annotations
 
 import ctypes
 import dataclasses
+import importlib
 import logging
 import multiprocessing
 import os
@@ -35,6 +41,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides, run_job, setup_globals
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
@@ -48,6 +55,10 @@ log = logging.getLogger(__name__)
 # that keeps process-wide locks (SQLite, SQLAlchemy): the heartbeat thread (sweep/study.py).
 FORK_LOCK = threading.Lock()
 _PR_SET_PDEATHSIG = 1
+START_METHODS = ("fork", "forkserver")
+# What a forkserver imports once, before its first fork: torch, the training code and this
+# launcher (sweep.job imports the rest a trial needs).
+PRELOAD = ["sweep.job", "sweep.launcher"]
 
 
 def unsafe(device: str) -> str | None:
@@ -99,7 +110,12 @@ class ForkLauncher(Launcher):
     """`hydra/launcher=fork`: each job in a process forked from the sweep's (see the
     module's doc); joblib's launcher where forking is unsafe (`use_joblib`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, start_method: str = "fork") -> None:
+        if start_method not in START_METHODS:
+            raise ValueError(
+                f"start_method={start_method} is not one of {list(START_METHODS)}"
+            )
+        self.start_method = start_method
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
         self.task_function: TaskFunction | None = None
@@ -145,10 +161,14 @@ class ForkLauncher(Launcher):
         setup_globals()
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
-        context = multiprocessing.get_context("fork")
+        context = multiprocessing.get_context(self.start_method)
+        parent: int | None = os.getpid()
+        if self.start_method == "forkserver":
+            context.set_forkserver_preload(PRELOAD)  # read when the server starts (first fork)
+            parent = None  # the child's parent is the server, which ends when this process does
         receive, send = context.Pipe(duplex=False)
         child = context.Process(
-            target=self._child, args=(send, list(overrides), idx, os.getpid()),
+            target=self._child, args=(send, list(overrides), idx, parent),
             name=f"l1sweep-job-{idx}", daemon=True,  # ended with the sweep, whatever happens
         )  # fmt: skip
         # Held: a Ctrl-C that lands in an at-fork hook (logging's releases its lock after every
@@ -187,13 +207,35 @@ class ForkLauncher(Launcher):
             child.join(timeout=10)
         self._children.clear()
 
-    def _child(self, send: Any, overrides: list[str], idx: int, parent: int) -> None:
+    def __getstate__(self) -> dict[str, Any]:
+        """What a forkserver's child receives (pickled): the config, the context, Hydra's
+        global state (its ConfigStore and plugins, as joblib's launcher sends them) and the task
+        function by name, since `python -m sweep.run` defines it in __main__."""
+        import cloudpickle  # OmegaConf's resolvers are closures, which pickle cannot carry
+
+        state = {**self.__dict__, "_children": set(), "fallback": None}
+        state["task_function"] = by_name(self.task_function)
+        state["singleton"] = Singleton.get_state()
+        return {"cloudpickled": cloudpickle.dumps(state)}
+
+    def __setstate__(self, pickled: dict[str, Any]) -> None:
+        import cloudpickle
+
+        state = cloudpickle.loads(pickled["cloudpickled"])
+        Singleton.set_state(state.pop("singleton"))
+        module, name, depth = state["task_function"]
+        task = getattr(importlib.import_module(module), name)
+        for _ in range(depth):  # under @hydra.main's wrapper
+            task = task.__wrapped__
+        self.__dict__.update(state, task_function=task)
+
+    def _child(self, send: Any, overrides: list[str], idx: int, parent: int | None) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the sweep ends its children
         try:
             ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
         except (AttributeError, OSError):  # not glibc: ends with the sweep only in order
             pass
-        if os.getppid() != parent:  # the sweep died before the line above took effect
+        if parent is not None and os.getppid() != parent:  # the sweep died before the line above
             os._exit(1)
         try:
             ret = self._run(overrides, idx)
@@ -224,3 +266,20 @@ class ForkLauncher(Launcher):
             job_dir_key="hydra.sweep.dir",
             job_subdir_key="hydra.sweep.subdir",
         )
+
+
+def by_name(task: Any) -> tuple[str, str, int]:
+    """A task function as (module, name, depth): `getattr(import_module(module), name)`, unwrapped
+    `depth` times through `__wrapped__`, is `task`. The module `python -m` ran as __main__ is
+    named by its import name. TypeError for a task that is not reachable so."""
+    module = sys.modules[task.__module__]
+    name = module.__spec__.name if task.__module__ == "__main__" and module.__spec__ else None
+    candidate, depth = getattr(module, task.__name__, None), 0
+    while candidate is not None and candidate is not task:
+        candidate, depth = getattr(candidate, "__wrapped__", None), depth + 1
+    if candidate is None or (task.__module__ == "__main__" and name is None):
+        raise TypeError(
+            f"hydra.launcher.start_method=forkserver needs a task function defined at a "
+            f"module's top level and run with python -m; {task.__qualname__} is not"
+        )
+    return name or task.__module__, task.__name__, depth

@@ -100,6 +100,7 @@ def plan(
     data_bytes: int,
     threads: int | None,
     gpu_memory: int | None = None,
+    shares_data: bool | None = None,
 ) -> Plan:
     """Trials at a time for `hydra.sweeper.n_jobs` (`auto` or an int) and threads per trial.
 
@@ -112,8 +113,12 @@ def plan(
     GPU_TRIALS trials share it, as its free memory (`gpu_memory`) and the cores allow; on
     Apple's MPS one at a time (not measured). In-process launchers (basic) run one at a time
     anyway; on a cluster (SLURM) auto cannot see the machines: the user says how many.
+    `shares_data`: whether the trials' processes share this process's decoded data (by
+    default, where the launcher forks them from here; not under start_method=forkserver).
     """
     kind = launcher_kind(launcher)
+    if shares_data is None:
+        shares_data = kind == "fork"
     if option == "auto":
         if kind == "cluster":
             raise UserError(
@@ -124,7 +129,7 @@ def plan(
             return Plan(1, threads, "the basic launcher runs one trial at a time, in-process")
         if device not in ("cpu", "cuda"):
             return Plan(1, threads, f"one trial at a time on {device}")
-        per_job = BASE_JOB_BYTES + (0 if kind == "fork" else DATA_COPIES * data_bytes)
+        per_job = BASE_JOB_BYTES + (0 if shares_data else DATA_COPIES * data_bytes)
         by_memory = max(1, int(MEMORY_SHARE * memory // per_job))
         jobs = max(1, min(cores, by_memory, n_trials))
         why = (

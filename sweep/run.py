@@ -45,7 +45,8 @@ def free_dir(path: str) -> str:
     return _free[path]
 
 
-OmegaConf.register_new_resolver("l1sweep.free_dir", free_dir, replace=True)
+# register_resolver: OmegaConf 2.4's name (hydra-core 1.4 needs 2.4; register_new_resolver warns there)
+OmegaConf.register_resolver("l1sweep.free_dir", free_dir, replace=True)
 
 
 def held_run(directory: Path) -> Path | None:

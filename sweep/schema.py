@@ -376,6 +376,9 @@ class ForkLauncherConfig:
     """hydra/launcher=fork: each trial in a process forked from the sweep's (sweep/launcher.py)."""
 
     _target_: str = "sweep.launcher.ForkLauncher"
+    # fork: from the sweep's process; forkserver: from a server that imported torch and
+    # l1sweep once (docs/performance.md compares the two)
+    start_method: str = "fork"
 
 
 SCHEMAS: dict[str, dict[str, type]] = {

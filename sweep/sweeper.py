@@ -168,9 +168,14 @@ class L1Sweeper(Sweeper):
         # hydra.sweep.dir (which names the study) holds this name for the whole sweep.
         self.study_name = config.hydra.sweeper.study_name
         self.loader = hydra_context.config_loader
-        self.launcher = Plugins.instance().instantiate_launcher(
-            hydra_context=hydra_context, task_function=task_function, config=config
-        )
+        try:
+            self.launcher = Plugins.instance().instantiate_launcher(
+                hydra_context=hydra_context, task_function=task_function, config=config
+            )
+        except Exception as e:  # the launcher's own check of its options
+            reason = str(e.__cause__ or e).splitlines()[0]
+            log.error(f"error: hydra.launcher: {reason}")
+            sys.exit(2)
 
     def sweep(self, arguments: list[str]) -> None:
         """Hydra's plugin call: run the sweep; bad input exits 2, a stopped sweep 1 (130 on
@@ -270,6 +275,7 @@ class L1Sweeper(Sweeper):
             + (f", train.threads={threads} each" if threads else "")
             + f" (n_jobs={self.n_jobs}: {jobs.why})"
             + (", TPE with constant_liar" if self._sampler_extra else "")
+            + (", forked from a forkserver" if self._start_method() == "forkserver" else "")
         )
         self._console = console.SweepConsole(n_trials, cfg.hydra.verbose, cfg.hydra.overrides.task)
         return SweepPlan(
@@ -355,6 +361,10 @@ class L1Sweeper(Sweeper):
             return used.fallback
         return used
 
+    def _start_method(self) -> str | None:
+        """How the fork launcher starts the trials' processes (None: another launcher runs them)."""
+        return getattr(self._runner(), "start_method", None)
+
     def _launcher(self) -> str:
         """The class path of the launcher that runs the trials."""
         runner = type(self._runner())
@@ -371,6 +381,7 @@ class L1Sweeper(Sweeper):
             n_trials=self.n_trials, cores=parallel.cores(),
             memory=parallel.available_memory(), data_bytes=data_bytes, threads=cfg.train.threads,
             gpu_memory=parallel.gpu_memory() if device == "cuda" else None,
+            shares_data=self._start_method() == "fork",
         )  # fmt: skip
 
     def run_trials(self, plan: SweepPlan) -> list[BaseException | None]:

@@ -49,6 +49,9 @@ def plan(option="auto", **kwargs) -> parallel.Plan:
         # forked trials share the sweep process's data: only their own memory counts
         ({"launcher": FORK, "cores": 64, "memory": 4 * GiB, "data_bytes": FASHION}, 5, 12),
         ({"launcher": FORK}, 2, 1),
+        # forked from a forkserver: each trial decodes its own copy, as a joblib worker does
+        ({"launcher": FORK, "cores": 64, "memory": 4 * GiB, "data_bytes": FASHION,
+          "shares_data": False}, 2, 32),  # fmt: skip
         # a GPU: up to 4 trials share it (CPU-bound steps), as its memory and the cores allow
         ({"device": "cuda", "cores": 16, "gpu_memory": 80 * GiB}, 4, 4),
         ({"device": "cuda", "cores": 2, "gpu_memory": 80 * GiB}, 2, 1),
@@ -232,15 +235,27 @@ def test_a_slow_trial_does_not_hold_a_real_sweep(tmp_path, launcher):
 def test_a_parallel_study_resumes(tmp_path):
     args = ["-m", "hydra.sweeper.n_trials=3", "hydra.sweeper.study_name=pr",
             "train.epochs=1", "hydra.sweeper.n_jobs=2"]  # fmt: skip
-    run_cli(tmp_path, *args)
-    second = run_cli(tmp_path, *args)
-    assert "(3 trials so far)" in second.stdout + second.stderr
+    first = run_cli(tmp_path, *args)
+    assert "forkserver" not in first.stdout + first.stderr
+    # resumed with its trials forked from a forkserver instead (the same rows, the same study)
+    second = run_cli(tmp_path, *args, "hydra.launcher.start_method=forkserver")
+    out = second.stdout + second.stderr
+    assert "(3 trials so far)" in out and "train.threads=1 each" in out
+    assert ", forked from a forkserver" in out
     df = pd.read_csv(tmp_path / "outputs" / "sweeps" / "pr" / "results.csv")
     study = _study(tmp_path, "pr")
     assert list(df["trial"]) == list(range(6)) and len(study.trials) == 6
     assert df["run_dir"].is_unique and df["l1_lambda"].is_unique
     values = {t.number: t.value for t in study.trials}
     assert dict(zip(df["trial"], df["objective"])) == values
+
+
+def test_an_unknown_start_method_is_one_line(tmp_path):
+    proc = run_cli(tmp_path, "-m", "hydra.launcher.start_method=spawn", check=False)
+    err = proc.stdout + proc.stderr
+    assert proc.returncode == 2 and "Traceback" not in err
+    assert "hydra.launcher: start_method=spawn is not one of ['fork', 'forkserver']" in err
+    assert not (tmp_path / "outputs").exists() or not any((tmp_path / "outputs").rglob("*.csv"))
 
 
 def test_auto_uses_every_core_with_one_thread_each(tmp_path):
@@ -322,3 +337,13 @@ def test_where_it_cannot_fork_the_launcher_hands_trials_to_joblib(tmp_path):
     assert "Joblib.Parallel(n_jobs=2" in out and "2 trial(s) at a time" in out
     df = pd.read_csv(tmp_path / "outputs" / "sweeps" / "fb" / "results.csv")
     assert list(df["status"]) == ["complete", "complete"]
+
+
+def test_a_forkserver_child_finds_the_task_function_by_name():
+    import sweep.run
+    from sweep.launcher import by_name
+
+    task = sweep.run.main.__wrapped__  # what Hydra hands the launcher: the undecorated function
+    assert by_name(task) == ("sweep.run", "main", 1)
+    with pytest.raises(TypeError, match="at a module's top level"):
+        by_name(lambda cfg: None)
