@@ -112,9 +112,7 @@ class ForkLauncher(Launcher):
 
     def __init__(self, start_method: str = "fork") -> None:
         if start_method not in START_METHODS:
-            raise ValueError(
-                f"start_method={start_method} is not one of {list(START_METHODS)}"
-            )
+            raise ValueError(f"start_method={start_method} is not one of {list(START_METHODS)}")
         self.start_method = start_method
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None

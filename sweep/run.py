@@ -45,7 +45,7 @@ def free_dir(path: str) -> str:
     return _free[path]
 
 
-# register_resolver: OmegaConf 2.4's name (hydra-core 1.4 needs 2.4; register_new_resolver warns there)
+# OmegaConf 2.4's name (hydra-core 1.4 needs 2.4, where register_new_resolver warns)
 OmegaConf.register_resolver("l1sweep.free_dir", free_dir, replace=True)
 
 

@@ -26,6 +26,7 @@ SLURM = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
 BASIC = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
 FORK = "sweep.launcher.ForkLauncher"
 DIGITS, FASHION = 8 * 2**20, 230 * 2**20  # decoded sizes, about
+FORK64 = {"launcher": FORK, "cores": 64, "memory": 4 * 2**30}
 
 
 def plan(option="auto", **kwargs) -> parallel.Plan:
@@ -50,8 +51,7 @@ def plan(option="auto", **kwargs) -> parallel.Plan:
         ({"launcher": FORK, "cores": 64, "memory": 4 * GiB, "data_bytes": FASHION}, 5, 12),
         ({"launcher": FORK}, 2, 1),
         # forked from a forkserver: each trial decodes its own copy, as a joblib worker does
-        ({"launcher": FORK, "cores": 64, "memory": 4 * GiB, "data_bytes": FASHION,
-          "shares_data": False}, 2, 32),  # fmt: skip
+        ({**FORK64, "data_bytes": FASHION, "shares_data": False}, 2, 32),
         # a GPU: up to 4 trials share it (CPU-bound steps), as its memory and the cores allow
         ({"device": "cuda", "cores": 16, "gpu_memory": 80 * GiB}, 4, 4),
         ({"device": "cuda", "cores": 2, "gpu_memory": 80 * GiB}, 2, 1),
