@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -207,11 +208,30 @@ class NeuronPruner(Pruner):
     zero, or outgoing weights all zero: a group lasso's) are removed first, and regularized
     weights already zero stay zero. The mask covers every parameter, in the order
     `sweep.train.flatten_parameters(model, counted)` lays them out.
+
+    `inputs` (a fraction in [0, 1), 0 by default): the first Linear layer's inputs removed
+    too, those whose column of weights (over the neurons kept) has the smallest L2 norm, in
+    the same rounds (round r reaches inputs * target_r / sparsity); an input already unread
+    (its column all zero: a group lasso's `inputs` groups) is removed first. This is the
+    pruning counterpart of `regularizer.groups=inputs`: pixel or feature selection by norm.
     """
+
+    def __init__(self, method: str, inputs: float = 0.0, **options: Any) -> None:
+        super().__init__(method, **options)
+        if isinstance(inputs, bool) or not isinstance(inputs, (int, float)):
+            raise UserError(f"prune.inputs must be a number in [0, 1), got {inputs!r}")
+        if not 0.0 <= inputs < 1.0:
+            raise UserError(f"prune.inputs must be in [0, 1), got {inputs}")
+        self.inputs = float(inputs)
+
+    def columns(self) -> dict:
+        """The options as results.csv columns, prune_inputs among them."""
+        return {**super().columns(), "prune_inputs": self.inputs} if self.active else {}
 
     def check(self, model: nn.Module) -> None:
         """Before training: UserError (one line) where `model` has no neurons this pruner can
-        remove: a wiring compact cannot follow, or no hidden layer."""
+        remove: a wiring compact cannot follow, or no hidden layer; or where prune.inputs is
+        set and the first layer is not a Linear one."""
         try:
             chain = compact.trace(model)
         except compact.CannotCompact as e:
@@ -222,6 +242,18 @@ class NeuronPruner(Pruner):
                 "(model=linear); use prune=magnitude, or regularizer=group_l1 "
                 "regularizer.groups=inputs to remove inputs"
             )
+        first = chain.layers[0].module
+        if self.inputs > 0 and not isinstance(first, nn.Linear):
+            raise UserError(
+                f"prune.inputs removes the first Linear layer's inputs, and this model's first "
+                f"layer is a {type(first).__name__}; set prune.inputs=0"
+            )
+
+    def input_level(self, target: float) -> float:
+        """The fraction of inputs removed at the round that reaches `target`: prune.inputs
+        scaled as the neurons' levels grow (the last level of the walk lands on it)."""
+        final = self._levels()[-1]
+        return self.inputs * target / final if final > 0 else self.inputs
 
     def held(self, model: nn.Module, counted: list[nn.Parameter]) -> list[nn.Parameter]:
         """The parameters the mask covers, in flatten_parameters' order: the counted weights,
@@ -233,6 +265,11 @@ class NeuronPruner(Pruner):
         """Whether the units already dead (a group lasso's) are as many as a cut to `target`
         removes, in each layer (scope=layer) or over all (scope=global)."""
         dead = self.removed(model, 0.0)
+        if self.inputs > 0:
+            first = compact.trace(model).layers[0].module.weight
+            unread = int((first == 0).all(0).sum())
+            if unread < min(round(self.input_level(target) * first.shape[1]), first.shape[1] - 1):
+                return False
         if self.scope == "layer":
             return all(int(d.sum()) >= min(round(target * len(d)), len(d) - 1) for d in dead)
         return sum(int(d.sum()) for d in dead) >= round(target * sum(len(d) for d in dead))
@@ -292,9 +329,17 @@ class NeuronPruner(Pruner):
             else:
                 out.view(len(out), len(gone), nxt.spread)[:, gone] = False
         n = sum(len(c) for c in cut)
+        read = ""
+        if self.inputs > 0:  # the columns of the first layer's kept rows with the least norm
+            w, kept = chain.layers[0].module.weight, masks[id(chain.layers[0].module.weight)]
+            norms = torch.where(kept.any(0), (w * kept).norm(dim=0), -1.0)  # unread first
+            k = min(round(self.input_level(target) * w.shape[1]), w.shape[1] - 1)
+            kept[:, norms.argsort(stable=True)[:k]] = False
+            read = f"; inputs {int(kept.any(0).sum())}/{w.shape[1]}"
         log.info(
             f"prune=neurons: {sum(int(c.sum()) for c in cut)} of {n} hidden units removed "
             f"(target {target:.4f}); per layer "
             + ", ".join(f"{L.name} {int((~c).sum())}/{len(c)}" for L, c in zip(chain.hidden, cut))
+            + read
         )
         return torch.cat([masks[id(p)].reshape(-1) for p in params])

@@ -52,6 +52,7 @@ DEFINITION: tuple[Column, ...] = (
     _c("prune_rounds", "Int64", "prune rounds, each followed by masked fine-tuning"),
     _c("prune_epochs", "Int64", "fine-tuning epochs per prune round"),
     _c("prune_lr_scale", "float64", "fine-tuning's lr as a multiple of `optimizer.lr`"),
+    _c("prune_inputs", "float64", "`prune=neurons`: the fraction of the first layer's inputs removed by norm (`prune.inputs`)"),  # noqa: E501
     _c("prune_path", "string", "a path's levels walked (`prune.path`, up to `prune.stop_at`), comma-separated; each level's model is a row of the sweep's `points.csv`"),  # noqa: E501
     _c("path_hypervolume", "float64", "a path's hypervolume: the area its levels dominate in (`-log10(1 - sparsity)`, `val_acc`) above the reference point (0, 1 / classes) (sweep/hypervolume.py)"),  # noqa: E501
     _c("seed", "Int64", "the run's seed (the first seed of a repeated run)"),

@@ -281,6 +281,13 @@ class PruneConfig:
 
 
 @dataclass
+class NeuronPruneConfig(PruneConfig):
+    """prune=neurons: whole hidden neurons (and, with `inputs`, first-layer inputs) removed."""
+
+    inputs: float = ruled(SPARSITY)  # the fraction of the first layer's inputs removed
+
+
+@dataclass
 class ThresholdPruneConfig(PruneConfig):
     """prune=threshold: remove every weight with |w| <= tol."""
 
@@ -392,7 +399,11 @@ SCHEMAS: dict[str, dict[str, type]] = {
     "regularizer": {"regularizer": RegularizerConfig, "group": GroupRegularizerConfig},
     "optimizer": {"optimizer": OptimizerConfig, "sgd": SGDConfig},
     "schedule": {"schedule": ScheduleConfig, "cosine": CosineConfig},
-    "prune": {"prune": PruneConfig, "threshold": ThresholdPruneConfig},
+    "prune": {
+        "prune": PruneConfig,
+        "threshold": ThresholdPruneConfig,
+        "neurons": NeuronPruneConfig,
+    },
     "objective": {"objective": ObjectiveConfig, "within_drop": WithinDropConfig},
     # hydra/sweeper/pruner
     "pruner": {

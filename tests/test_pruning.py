@@ -235,6 +235,35 @@ def test_neuron_pruning_removes_the_smallest_norm_units_never_the_classes(scope)
     assert masks[id(model.fc3.bias)].all()
 
 
+def test_input_pruning_removes_the_smallest_columns_in_the_rounds_and_only_of_a_linear():
+    from sweep.models import lenet5
+    from sweep.pruning import NeuronPruner
+
+    torch.manual_seed(0)
+    model = mlp(20, 5, [40])
+    with torch.no_grad():
+        model.fc1.weight[:, :4] *= 0.01  # 4 weak inputs
+        model.fc1.weight[:, 7] = 0.0  # input 7 unread already: removed first
+    pruner = NeuronPruner("neurons", sparsity=0.5, rounds=2, inputs=0.25)
+    assert pruner.columns()["prune_inputs"] == 0.25
+    level = pruner.targets()[0]  # the first round: 1 - sqrt(0.5) of the neurons
+    assert pruner.input_level(level) == pytest.approx(0.25 * level / 0.5)
+    counted = Regularizer(0, 0, False, "weights").select(model)
+    params = pruner.held(model, counted)
+    for target, removed in ((level, round(0.25 * level / 0.5 * 20)), (0.5, 5)):
+        keep = pruner.mask(model, counted, target)
+        masks = dict(zip([id(p) for p in params], keep.split([p.numel() for p in params])))
+        read = masks[id(model.fc1.weight)].view(40, 20).any(0)
+        assert int((~read).sum()) == removed
+        assert not read[7] and (removed < 5 or not read[:4].any())  # unread, then the weakest
+    assert not pruner.reached(model, counted, 0.5)  # one input unread, five asked
+    for bad in (1.0, -0.1, "a"):
+        with pytest.raises(UserError, match="prune.inputs must be"):
+            NeuronPruner("neurons", sparsity=0.5, inputs=bad)
+    with pytest.raises(UserError, match="first layer is a Conv2d; set prune.inputs=0"):
+        pruner.check(lenet5(784, 10, (1, 28, 28)))
+
+
 @pytest.mark.parametrize(
     "make_opt",
     [lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, weight_decay=1e-3),
@@ -280,18 +309,22 @@ def test_pruned_neurons_stay_exactly_zero_biases_included_under_fine_tuning(digi
 def test_neuron_pruning_run_reports_the_compact_model(tmp_path):
     run_cli(tmp_path, "regularizer=group_l1", "group_lambda=1e-3", "prune=neurons",
             "prune.sparsity=0.75", "prune.rounds=2", "prune.epochs=5", "train.epochs=30",
-            "optimizer.momentum=0.9", "train.threads=1", "hydra.run.dir=out")  # fmt: skip
+            "optimizer.momentum=0.9", "train.threads=1", "hydra.run.dir=out",
+            "prune.inputs=0.25")  # fmt: skip
     m = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert m["prune"] == "neurons" and m["prune_rounds"] == 2 and m["regularizer"] == "group_l1"
     assert m["group_lambda"] == 1e-3 and m["groups"] == "neurons" and m["l1_lambda"] == 0.0
+    assert m["prune_inputs"] == 0.25
     inputs, hidden, classes = map(int, m["compact_shape"].split("-"))
-    assert hidden == 32 and classes == 10 and inputs <= 64  # 128 * (1 - 0.75) neurons left
+    # 128 * (1 - 0.75) neurons left, and at most 64 * (1 - 0.25) pixels read
+    assert hidden == 32 and classes == 10 and inputs <= 48
     assert m["flops"] == inputs * 32 + 32 * 10
     assert m["flops_ratio"] == pytest.approx((64 * 128 + 1280) / m["flops"])
     assert m["groups_removed"] == 96 + 64 - inputs
     assert m["val_acc"] > 0.8
     state = torch.load(tmp_path / "out" / "model.pt", weights_only=True)
     assert int((state["fc1.weight"].abs().sum(1) + state["fc1.bias"].abs() > 0).sum()) == 32
+    assert int((state["fc1.weight"] != 0).any(0).sum()) == inputs  # the pixels it reads
 
 
 def test_neuron_pruning_and_group_lasso_refuse_models_without_their_groups(tmp_path):
