@@ -57,8 +57,10 @@ FORK_LOCK = threading.Lock()
 _PR_SET_PDEATHSIG = 1
 START_METHODS = ("fork", "forkserver")
 # What a forkserver imports once, before its first fork: torch, the training code and this
-# launcher (sweep.job imports the rest a trial needs).
-PRELOAD = ["sweep.job", "sweep.launcher"]
+# launcher, the data loaders' libraries, and torch._dynamo, which torch.optim's constructor
+# imports on first use (about 2 s). The server skips a module that fails to import.
+PRELOAD = ["sweep.job", "sweep.launcher", "sklearn.datasets", "sklearn.model_selection",
+           "torchvision.datasets", "torch._dynamo"]  # fmt: skip
 
 
 def unsafe(device: str) -> str | None:
