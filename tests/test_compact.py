@@ -251,3 +251,27 @@ def test_a_model_compact_cannot_follow_trains_but_a_flops_objective_is_refused_f
     m = json.loads((tmp_path / "plain" / "metrics.json").read_text())
     assert m["status"] == "complete" and m["val_acc"] > 0.1
     assert m["compact_shape"] is None and m["flops"] is None
+
+
+@pytest.mark.parametrize(
+    "index,by_runs",
+    [([*range(20, 200), *range(300, 780)], True), (list(range(0, 784, 3)), False)],
+    ids=["runs", "scattered"],
+)
+def test_the_gather_reads_the_same_inputs_in_torch_and_in_onnxruntime(
+    idx_images, tmp_path, index, by_runs
+):
+    import numpy as np
+    import onnxruntime as ort
+
+    gather = compact.Gather(index, 784)
+    assert (gather.runs is not None) == by_runs  # 262 runs of one pixel: an index_select
+    x = idx_images.x_test[:5]
+    torch.testing.assert_close(gather(x), x.flatten(1)[:, index], rtol=0, atol=0)
+    path = tmp_path / "gather.onnx"
+    torch.onnx.export(gather, (x,), str(path), input_names=["x"], dynamic_axes={"x": {0: "n"}},
+                      dynamo=False)  # fmt: skip
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for batch in (x, idx_images.x_test[:1]):
+        out = session.run(None, {"x": batch.numpy()})[0]
+        np.testing.assert_array_equal(out, batch.flatten(1)[:, index].numpy())

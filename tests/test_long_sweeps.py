@@ -263,22 +263,6 @@ def test_read_only_results_are_refused_and_left_intact(tmp_path, target):
     assert csv.read_bytes() == before and len(study_of(tmp_path, "ro").trials) == 1
 
 
-# submitit's local processes: test_parallel.py's slow-trial sweep, with the same checks
-@pytest.mark.parametrize("launcher", ["fork", "joblib"])
-def test_parallel_local_workers(tmp_path, launcher):
-    run_cli(
-        tmp_path, "-m", f"hydra/launcher={launcher}", "hydra.sweeper.n_jobs=2",
-        "hydra.sweeper.n_trials=4", "hydra.sweeper.study_name=par", *FAST,
-    )  # fmt: skip
-    df = csv_of(tmp_path, "par")
-    assert sorted(df["trial"]) == [0, 1, 2, 3] and (df["status"] == "complete").all()
-    cores = len(os.sched_getaffinity(0))
-    assert df["overrides"].str.contains(f"train.threads={max(1, cores // 2)}").all()
-    assert_csv_agrees_with_study(df, study_of(tmp_path, "par"))
-    for run_dir in df["run_dir"]:
-        assert (Path(run_dir) / "metrics.json").exists()
-
-
 def _two_sweeps_at_once(cwd: Path, *storage_args: str) -> None:
     cmd = [sys.executable, "-m", "sweep.run", "-m", *storage_args, "hydra.sweeper.n_trials=3",
            "hydra.sweeper.study_name=shared", *FAST]  # fmt: skip

@@ -337,6 +337,12 @@ def test_where_it_cannot_fork_the_launcher_hands_trials_to_joblib(tmp_path):
     assert "Joblib.Parallel(n_jobs=2" in out and "2 trial(s) at a time" in out
     df = pd.read_csv(tmp_path / "outputs" / "sweeps" / "fb" / "results.csv")
     assert list(df["status"]) == ["complete", "complete"]
+    # each on its share of the cores, its files written, its row the study's value
+    cores = len(os.sched_getaffinity(0))
+    assert df["overrides"].str.contains(f"train.threads={max(1, cores // 2)}").all()
+    assert all((Path(d) / "metrics.json").exists() for d in df["run_dir"])
+    values = {t.number: t.value for t in _study(tmp_path, "fb").trials}
+    assert dict(zip(df["trial"], df["objective"])) == values
 
 
 def test_a_forkserver_child_finds_the_task_function_by_name():
