@@ -75,12 +75,13 @@ def open_study(
     name: str,
     storage: Any,
     directions: list[str],
-    sampler: optuna.samplers.BaseSampler,
+    sampler: optuna.samplers.BaseSampler | None,
     pruner: optuna.pruners.BasePruner | None = None,
+    create: bool = True,
 ) -> tuple[optuna.Study, optuna.storages.BaseStorage, bool]:
     """The study `name` in `storage` (a URL, a storage config or object), made if it does not
-    exist; the storage object it is held in (Optuna's public lookups are the storage's); and
-    whether this call made it.
+    exist (with create=False: not made, and the study returned is None); the storage object it
+    is held in (Optuna's public lookups are the storage's); and whether this call made it.
     Bad input (a URL, a server that does not answer, other directions) is a UserError."""
     url = storage
     for attempt in range(5):
@@ -94,6 +95,8 @@ def open_study(
             created = (
                 name is None or storage is None or name not in optuna.get_all_study_names(storage)
             )
+            if created and not create:
+                return None, storage, False  # type: ignore[return-value]
             study = optuna.create_study(
                 study_name=name,
                 storage=storage,

@@ -225,6 +225,13 @@ class L1Sweeper(Sweeper):
         sweep_dir = Path(cfg.hydra.sweep.dir)
         csv_path = sweep_dir / "results.csv"
         owner = check_owner(sweep_dir, self.study_name, self.storage)  # before writing there
+        if owner is None:  # the study's own directory: a resumed study, whose configuration and
+            # directions are checked now, before the data, model and optimizer are built
+            resumed, _, _ = open_study(self.study_name, self.storage, directions, None,
+                                       create=False)  # fmt: skip
+            if resumed is not None:
+                self._db("checking the study's configuration", check_same_config, resumed,
+                         fingerprint(cfg, space, directions))  # fmt: skip
         # the checks above read and need no torch; these build the data, model and optimizer
         # (seconds of imports), and the first write comes after them
         self._fork_or_not(cfg)
