@@ -297,11 +297,15 @@ def test_a_path_with_a_comma_under_m_says_how_to_quote_it(tmp_path, iris_csv):
     assert "quote it: 'data.path=\"a,b.csv\"' (or data.path='\"a,b.csv\"')" in line
     assert "needs data.path" not in line
     assert not list(tmp_path.glob("outputs/sweeps/c/trial_*"))
-    # both quotings the message shows, as the shell passes them, run the sweep
-    for i, quoted in enumerate(['data.path="a,b.csv"', "data.path='a,b.csv'"]):
-        run_cli(tmp_path, *args, quoted, f"hydra.sweeper.study_name=q{i}")
-        rows = pd.read_csv(tmp_path / "outputs" / "sweeps" / f"q{i}" / "results.csv")
-        assert rows["status"].tolist() == ["complete"]
+    # both quotings the message shows, as the shell passes them, are the one path to Hydra,
+    # and the sweep runs with it
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    quoted = ['data.path="a,b.csv"', "data.path='a,b.csv'"]
+    assert [o.value() for o in OverridesParser.create().parse_overrides(quoted)] == ["a,b.csv"] * 2
+    run_cli(tmp_path, *args, quoted[0], "hydra.sweeper.study_name=q")
+    rows = pd.read_csv(tmp_path / "outputs" / "sweeps" / "q" / "results.csv")
+    assert rows["status"].tolist() == ["complete"]
     # a data config with a default path: the trial's half of the split path names the whole
     (tmp_path / "conf" / "data").mkdir(parents=True)
     (tmp_path / "conf" / "data" / "mine.yaml").write_text(
