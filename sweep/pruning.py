@@ -52,12 +52,18 @@ class Pruner:
         path: list[float] | None = None,
         stop_at: float | None = None,
         keep_models: bool = False,
+        inputs: float = 0.0,
     ) -> None:
         if method not in METHODS:
             raise UserError(f"prune.method must be one of {', '.join(METHODS)}, got {method!r}")
         self.method = method
         if method == "none":
             return
+        if inputs and type(self) is Pruner:  # NeuronPruner takes it
+            raise UserError(
+                f"prune.inputs removes inputs with prune=neurons; prune={method} removes single "
+                f"weights: set prune.inputs=0 or prune=neurons (got prune.inputs={inputs})"
+            )
         if scope not in ("global", "layer"):
             raise UserError(f"prune.scope must be 'global' or 'layer', got {scope!r}")
         if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)):
@@ -222,7 +228,7 @@ class NeuronPruner(Pruner):
             raise UserError(f"prune.inputs must be a number in [0, 1), got {inputs!r}")
         if not 0.0 <= inputs < 1.0:
             raise UserError(f"prune.inputs must be in [0, 1), got {inputs}")
-        self.inputs = float(inputs)
+        self.inputs = float(inputs) if self.active else 0.0
 
     def columns(self) -> dict:
         """The options as results.csv columns, prune_inputs among them."""

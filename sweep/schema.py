@@ -278,13 +278,7 @@ class PruneConfig:
     path: list[float] | None = ruled(PATH)  # levels walked in order (pruning.Pruner)
     stop_at: float | None = ruled(FRACTION)  # end the walk at this level
     keep_models: bool = MISSING  # each level's weights, level_<r>.pt
-
-
-@dataclass
-class NeuronPruneConfig(PruneConfig):
-    """prune=neurons: whole hidden neurons (and, with `inputs`, first-layer inputs) removed."""
-
-    inputs: float = ruled(SPARSITY)  # the fraction of the first layer's inputs removed
+    inputs: float = ruled(SPARSITY)  # prune=neurons: the fraction of first-layer inputs removed
 
 
 @dataclass
@@ -399,11 +393,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
     "regularizer": {"regularizer": RegularizerConfig, "group": GroupRegularizerConfig},
     "optimizer": {"optimizer": OptimizerConfig, "sgd": SGDConfig},
     "schedule": {"schedule": ScheduleConfig, "cosine": CosineConfig},
-    "prune": {
-        "prune": PruneConfig,
-        "threshold": ThresholdPruneConfig,
-        "neurons": NeuronPruneConfig,
-    },
+    "prune": {"prune": PruneConfig, "threshold": ThresholdPruneConfig},
     "objective": {"objective": ObjectiveConfig, "within_drop": WithinDropConfig},
     # hydra/sweeper/pruner
     "pruner": {

@@ -262,6 +262,9 @@ def test_input_pruning_removes_the_smallest_columns_in_the_rounds_and_only_of_a_
             NeuronPruner("neurons", sparsity=0.5, inputs=bad)
     with pytest.raises(UserError, match="first layer is a Conv2d; set prune.inputs=0"):
         pruner.check(lenet5(784, 10, (1, 28, 28)))
+    with pytest.raises(UserError, match="prune=magnitude removes single weights: set prune.inp"):
+        Pruner("magnitude", sparsity=0.5, inputs=0.25)
+    assert not Pruner("none", inputs=0.25).active  # a preset's option, unused without pruning
 
 
 @pytest.mark.parametrize(
