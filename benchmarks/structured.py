@@ -107,6 +107,8 @@ def main() -> None:
     work = (a.work or Path.cwd() / "structured-bench").resolve()
     work.mkdir(parents=True, exist_ok=True)
     common = ["experiment=fashion_structured", f"model={a.model}", f"data.root={work}/data"]
+    if a.model == "lenet5":  # a conv layer reads whole images: its filters go, not pixels
+        common.append("prune.inputs=0")
     common += (SMOKE if a.smoke else []) + a.overrides
     if a.smoke:
         common.remove(f"data.root={work}/data")
