@@ -153,13 +153,13 @@ def test_single_runs_never_overwrite_another_runs_files(tmp_path):
     runs = sorted((tmp_path / "outputs" / "runs").iterdir())
     assert len(runs) == 2 and all((r / "metrics.json").exists() for r in runs)
     # a directory given on the command line that holds a run is refused before Hydra writes
-    run_cli(tmp_path, "train.epochs=1", "hydra.run.dir=out")
-    before = {p: p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file()}
-    proc = run_cli(tmp_path, "train.epochs=2", "hydra.run.dir=out", check=False)
+    held = runs[0].relative_to(tmp_path)
+    before = {p: p.read_bytes() for p in runs[0].rglob("*") if p.is_file()}
+    proc = run_cli(tmp_path, "train.epochs=2", f"hydra.run.dir={held}", check=False)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 2 and "Traceback" not in out, out
     assert (
-        "error: hydra.run.dir=out already holds a run (out/metrics.json); l1sweep does not "
-        "overwrite one: choose another directory, or remove that one first" in out
+        f"error: hydra.run.dir={held} already holds a run ({held}/metrics.json); l1sweep does "
+        "not overwrite one: choose another directory, or remove that one first" in out
     )
-    assert {p: p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file()} == before
+    assert {p: p.read_bytes() for p in runs[0].rglob("*") if p.is_file()} == before

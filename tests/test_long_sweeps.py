@@ -43,6 +43,21 @@ def assert_csv_agrees_with_study(df: pd.DataFrame, study: optuna.Study) -> None:
     assert dict(zip(rows["trial"], rows["objective"])) == complete
 
 
+@pytest.fixture(scope="module")
+def one_trial(tmp_path_factory) -> Path:
+    """A directory holding a finished 1-trial sweep of study `one` (its optuna.db, its sweep
+    directory): the tests that refuse a second start in it work on copies (`started`)."""
+    cwd = tmp_path_factory.mktemp("one")
+    run_cli(cwd, "-m", "hydra.sweeper.n_trials=1", "hydra.sweeper.study_name=one", *FAST)
+    return cwd
+
+
+def started(one_trial: Path, tmp_path: Path) -> Path:
+    """tmp_path holding a copy of the one-trial sweep, as if it had run there."""
+    shutil.copytree(one_trial, tmp_path, dirs_exist_ok=True)
+    return tmp_path
+
+
 def test_rerun_continues_the_study_and_overwrites_nothing(tmp_path):
     args = ["-m", "hydra.sweeper.n_trials=2", "hydra.sweeper.study_name=r", *FAST]
     first = run_cli(tmp_path, *args)
@@ -73,14 +88,14 @@ def test_each_invocation_is_a_new_study_by_default(tmp_path):
     assert len(list((tmp_path / "outputs" / "sweeps").glob("*/results.csv"))) == 2
 
 
-def test_a_named_study_refuses_another_configuration(tmp_path):
-    run_cli(tmp_path, "-m", "hydra.sweeper.n_trials=1", "hydra.sweeper.study_name=c", *FAST)
-    csv = tmp_path / "outputs" / "sweeps" / "c" / "results.csv"
+def test_a_named_study_refuses_another_configuration(tmp_path, one_trial):
+    started(one_trial, tmp_path)
+    csv = tmp_path / "outputs" / "sweeps" / "one" / "results.csv"
     before = csv.read_bytes()
     for other in (["train.epochs=2"], ["regularizer=l1", *FAST], ["objective=pareto", *FAST],
                   ["l1_lambda=tag(log, interval(1e-6, 1e-3))", *FAST]):  # fmt: skip
         proc = run_cli(
-            tmp_path, "-m", "hydra.sweeper.n_trials=1", "hydra.sweeper.study_name=c", *other,
+            tmp_path, "-m", "hydra.sweeper.n_trials=1", "hydra.sweeper.study_name=one", *other,
             check=False,
         )  # fmt: skip
         out = proc.stdout + proc.stderr
@@ -88,7 +103,7 @@ def test_a_named_study_refuses_another_configuration(tmp_path):
         assert "was started with a different configuration" in out or "directions" in out
         assert "Traceback" not in out
     assert csv.read_bytes() == before
-    assert len(study_of(tmp_path, "c").trials) == 1
+    assert len(study_of(tmp_path, "one").trials) == 1
 
 
 def _start_sweep(
@@ -246,10 +261,10 @@ def test_a_programming_error_stops_the_sweep_with_its_traceback(tmp_path, jobs):
 
 
 @pytest.mark.parametrize("target", ["csv", "dir"])
-def test_read_only_results_are_refused_and_left_intact(tmp_path, target):
-    args = ["-m", "hydra.sweeper.n_trials=1", "hydra.sweeper.study_name=ro", *FAST]
-    run_cli(tmp_path, *args)
-    sweep_dir = tmp_path / "outputs" / "sweeps" / "ro"
+def test_read_only_results_are_refused_and_left_intact(tmp_path, one_trial, target):
+    args = ["-m", "hydra.sweeper.n_trials=1", "hydra.sweeper.study_name=one", *FAST]
+    started(one_trial, tmp_path)
+    sweep_dir = tmp_path / "outputs" / "sweeps" / "one"
     csv = sweep_dir / "results.csv"
     before = csv.read_bytes()
     path = csv if target == "csv" else sweep_dir
@@ -260,7 +275,7 @@ def test_read_only_results_are_refused_and_left_intact(tmp_path, target):
         path.chmod(0o644 if target == "csv" else 0o755)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 2 and "read-only" in out and "Traceback" not in out
-    assert csv.read_bytes() == before and len(study_of(tmp_path, "ro").trials) == 1
+    assert csv.read_bytes() == before and len(study_of(tmp_path, "one").trials) == 1
 
 
 def _two_sweeps_at_once(cwd: Path, *storage_args: str) -> None:
