@@ -261,6 +261,11 @@ class NeuronPruner(Pruner):
         final = self._levels()[-1]
         return self.inputs * target / final if final > 0 else self.inputs
 
+    def inputs_cut(self, target: float, n_inputs: int) -> int:
+        """How many of the first layer's `n_inputs` inputs the round reaching `target` removes
+        (one is always kept)."""
+        return min(round(self.input_level(target) * n_inputs), n_inputs - 1)
+
     def held(self, model: nn.Module, counted: list[nn.Parameter]) -> list[nn.Parameter]:
         """The parameters the mask covers, in flatten_parameters' order: the counted weights,
         then every other parameter (biases: a removed neuron's bias is held at zero too)."""
@@ -274,7 +279,7 @@ class NeuronPruner(Pruner):
         if self.inputs > 0:
             first = compact.trace(model).layers[0].module.weight
             unread = int((first == 0).all(0).sum())
-            if unread < min(round(self.input_level(target) * first.shape[1]), first.shape[1] - 1):
+            if unread < self.inputs_cut(target, first.shape[1]):
                 return False
         if self.scope == "layer":
             return all(int(d.sum()) >= min(round(target * len(d)), len(d) - 1) for d in dead)
@@ -339,8 +344,7 @@ class NeuronPruner(Pruner):
         if self.inputs > 0:  # the columns of the first layer's kept rows with the least norm
             w, kept = chain.layers[0].module.weight, masks[id(chain.layers[0].module.weight)]
             norms = torch.where(kept.any(0), (w * kept).norm(dim=0), -1.0)  # unread first
-            k = min(round(self.input_level(target) * w.shape[1]), w.shape[1] - 1)
-            kept[:, norms.argsort(stable=True)[:k]] = False
+            kept[:, norms.argsort(stable=True)[: self.inputs_cut(target, w.shape[1])]] = False
             read = f"; inputs {int(kept.any(0).sum())}/{w.shape[1]}"
         log.info(
             f"prune=neurons: {sum(int(c.sum()) for c in cut)} of {n} hidden units removed "

@@ -80,8 +80,9 @@ def open_study(
     create: bool = True,
 ) -> tuple[optuna.Study, optuna.storages.BaseStorage, bool]:
     """The study `name` in `storage` (a URL, a storage config or object), made if it does not
-    exist (with create=False: not made, and the study returned is None); the storage object it
-    is held in (Optuna's public lookups are the storage's); and whether this call made it.
+    exist (with create=False: only loaded, and None where it does not exist; its directions are
+    then not checked); the storage object it is held in (Optuna's public lookups are the
+    storage's); and whether this call made it.
     Bad input (a URL, a server that does not answer, other directions) is a UserError."""
     url = storage
     for attempt in range(5):
@@ -95,8 +96,13 @@ def open_study(
             created = (
                 name is None or storage is None or name not in optuna.get_all_study_names(storage)
             )
-            if created and not create:
-                return None, storage, False  # type: ignore[return-value]
+            if not create:  # loaded, not made: no "Using an existing study" line, said later
+                if created:
+                    return None, storage, False  # type: ignore[return-value]
+                study = optuna.load_study(
+                    study_name=name, storage=storage, sampler=sampler, pruner=pruner
+                )
+                return study, storage, False
             study = optuna.create_study(
                 study_name=name,
                 storage=storage,

@@ -48,7 +48,7 @@ def plan(option="auto", **kwargs) -> parallel.Plan:
         ({"cores": 64, "memory": 4 * GiB, "data_bytes": FASHION}, 2, 32),
         ({"cores": 8, "memory": GiB // 4, "data_bytes": FASHION}, 1, None),
         # forked trials share the sweep process's data: only their own memory counts
-        ({"launcher": FORK, "cores": 64, "memory": 4 * GiB, "data_bytes": FASHION}, 5, 12),
+        ({**FORK64, "data_bytes": FASHION}, 5, 12),
         ({"launcher": FORK}, 2, 1),
         # forked from a forkserver: each trial decodes its own copy, as a joblib worker does
         ({**FORK64, "data_bytes": FASHION, "shares_data": False}, 2, 32),
