@@ -132,7 +132,7 @@ def dataset(csv: Path, target: str) -> object:
     """The Dataset a run with these data overrides trains on: same splits, same scaling."""
     from hydra import compose, initialize_config_dir
 
-    from sweep import train
+    from sweep.training import train
 
     with initialize_config_dir(str(REPO / "conf")):
         cfg = compose("config", overrides=data_overrides(csv, target))

@@ -41,8 +41,8 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from sweep import points  # noqa: E402
-from sweep.hypervolume import kept_axis  # noqa: E402
+from sweep.results import points  # noqa: E402
+from sweep.results.hypervolume import kept_axis  # noqa: E402
 
 DEBIAN = Path("/usr/share/datasets/fashion-mnist")
 # one trial at a time, one torch thread: the setting docs/results.md's 12.8 minutes were timed in

@@ -2,7 +2,7 @@
 
 1. One step on simple_net's flat buffer (784-128-10, 101,770 parameters), 1 and 2 threads,
    without and with momentum: microseconds a step.
-2. One epoch of `sweep.train.fit` on Fashion-MNIST (batch 64, SGD lr 0.01, the L1 penalty):
+2. One epoch of `sweep.training.train.fit` on Fashion-MNIST (batch 64, SGD lr 0.01, the L1 penalty):
    torch's step (an SGD subclass, which fit leaves to torch's step) against the flat one, the
    weights checked equal. Alternating, median of 5.
 Each thread count runs in a process of its own: torch.set_num_threads(2) after (1) left the
@@ -22,11 +22,11 @@ import time
 
 import torch
 
-from sweep import fastsgd
-from sweep.data import load_torchvision
-from sweep.models import mlp
-from sweep.regularizers import Regularizer
-from sweep.train import fit, flatten_parameters
+from sweep.data.datasets import load_torchvision
+from sweep.models.builtin import mlp
+from sweep.sparsity.regularizers import Regularizer
+from sweep.training import fastsgd
+from sweep.training.train import fit, flatten_parameters
 
 
 class TorchSGD(torch.optim.SGD):

@@ -8,7 +8,7 @@ For each seed, two models are trained as a user trains them (`python -m sweep.ru
 experiment=fashion_structured ...`): the structured one (group lasso on neurons and pixels,
 then neuron pruning with masked fine-tuning) and the dense baseline of the same recipe with the
 sparsity terms off (`group_lambda=0 prune=none`). Each is read back from its model.pt, the
-structured one compacted (`sweep.compact.compact`: dead neurons and unread pixels taken out);
+structured one compacted (`sweep.models.compact.compact`: dead neurons and unread pixels taken out);
 the script checks that the compact model's logits equal the masked model's on the test set,
 then measures in one process, on one thread, torch eager, the dense and the compact model in
 alternation (`--repeats` rounds, each a run of calls lasting `--seconds`, every call timed):
@@ -37,8 +37,8 @@ from omegaconf import OmegaConf
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a script from anywhere: import sweep from this checkout
 
-from sweep import compact  # noqa: E402
-from sweep.train import accuracy, build  # noqa: E402
+from sweep.models import compact  # noqa: E402
+from sweep.training.train import accuracy, build  # noqa: E402
 
 SMOKE = ["data=digits", "train.epochs=15", "prune.rounds=1", "prune.epochs=2",
          "group_lambda=1e-3"]  # fmt: skip

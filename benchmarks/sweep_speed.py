@@ -74,7 +74,7 @@ def seed_task(tmp: Path, data_root: Path, trials: int, epochs: int) -> tuple[flo
 
 
 def fashion(tmp: Path, trials: int, epochs: int, source: Path) -> dict[str, float]:
-    from sweep.data import _unpack_fallback
+    from sweep.data.datasets import _unpack_fallback
 
     if not source.is_dir():
         sys.exit(f"no Fashion-MNIST at {source} (Debian's dataset-fashion-mnist); use --only 2")
@@ -111,7 +111,7 @@ def default_sweep(tmp: Path) -> dict[str, float]:
 
 
 def gpu(tmp: Path, trials: int, epochs: int, source: Path, sets: str) -> dict[str, float]:
-    from sweep.data import _unpack_fallback
+    from sweep.data.datasets import _unpack_fallback
 
     root = tmp / "data"
     _unpack_fallback(root / "FashionMNIST" / "raw", source)

@@ -33,10 +33,10 @@ from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 from torchvision.datasets import VisionDataset
 
-from sweep.data import Dataset, _unpack_fallback
-from sweep.models import mlp
-from sweep.regularizers import Regularizer
-from sweep.train import accuracy, fit, set_threads
+from sweep.data.datasets import Dataset, _unpack_fallback
+from sweep.models.builtin import mlp
+from sweep.sparsity.regularizers import Regularizer
+from sweep.training.train import accuracy, fit, set_threads
 
 DEBIAN = Path("/usr/share/datasets/fashion-mnist")
 L1, LR, BATCH = 1e-4, 0.01, 64
@@ -93,7 +93,7 @@ def seed_epoch(train_set: VisionDataset, test_set: VisionDataset) -> tuple[float
 
 
 def trainer_epoch(data: Dataset, seed: int, fast: bool = True) -> tuple[float, float]:
-    """One epoch of sweep.train.fit with the same model, optimizer, batch and penalty; its log
+    """One epoch of train.fit with the same model, optimizer, batch and penalty; its log
     line evaluates the 10k test images (data.x_val here), as the seed's test() does. Returns
     (epoch s, s of such an evaluation: the epoch's share of it). fast=False: autograd."""
     torch.manual_seed(seed)
@@ -201,7 +201,7 @@ def main() -> None:
               f" median of {repeats}:")  # fmt: skip
         print(f"  seed's loop (Dataset+ToTensor+DataLoader): {seed_med:.3f} s"
               f" (training alone {seed_train:.3f} s)")  # fmt: skip
-        print(f"  l1sweep trainer (sweep.train.fit):         {ours_med:.3f} s"
+        print(f"  l1sweep trainer (sweep.training.train.fit):         {ours_med:.3f} s"
               f" (training alone {ours_train:.3f} s)")  # fmt: skip
         print(f"  the same with autograd (train.fast=false): {auto_med:.3f} s"
               f" (training alone {auto_train:.3f} s)")  # fmt: skip

@@ -96,7 +96,7 @@ def log_softmax_backward(
 
 # --- OmegaConf: a node's root ------------------------------------------------------------------
 # `allow_targets` sits at the config's root, and a `_target_` is checked where it is built,
-# from the node alone (`sweep.user_code.instantiate_checked`): OmegaConf has no public way
+# from the node alone (`sweep.config.user_code.instantiate_checked`): OmegaConf has no public way
 # from a node to its root.
 def config_root(node: DictConfig) -> DictConfig:
     """The root config that `node` belongs to (itself, if it is one)."""

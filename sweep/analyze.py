@@ -36,9 +36,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sweep import hypervolume, points, speed_plots
+from sweep.analysis import speed as speed_plots
 from sweep.errors import UserError
-from sweep.row import dtypes
+from sweep.results import hypervolume, points
+from sweep.results.row import dtypes
 
 REQUIRED = ["trial", "status", "l1_lambda", "val_acc", "test_acc", "sparsity", "overrides"]
 TYPES = dtypes()  # every column's type, from the row's one definition

@@ -8,11 +8,11 @@ DIR is a run directory (`python -m sweep.run`), a trial directory, or a sweep di
 results.csv; default: the trials on the Pareto front of val_acc and sparsity). For each model
 it writes `<run or trial dir>/export/`: `model.l1z` (l1sweep's compressed format,
 docs/deploy.md), `model.onnx` and `model.int8.onnx` (with the `deploy` extra), the compact
-model (every removed neuron, filter and input taken out, sweep.compact) as
+model (every removed neuron, filter and input taken out, sweep.models.compact) as
 `model.compact.l1z` and `model.compact.onnx` with `kept_inputs.csv` (the inputs it reads; it
 takes the full inputs and gathers them itself), and `export.csv`, one row per artifact with
 its bytes on disk, the accuracies of the file read back from disk, its shape and FLOPs, and
-its measured latency against the dense model's (sweep.latency). A model compact cannot
+its measured latency against the dense model's (sweep.deploy.latency). A model compact cannot
 follow gets no compact files, and a one-line note saying why. It reads model.pt,
 results.csv and the study; it changes none of them.
 
@@ -40,9 +40,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from sweep import archive, latency
-from sweep import compact as compact_
+from sweep.deploy import archive, latency
 from sweep.errors import UserError
+from sweep.models import compact as compact_
 
 ARCHIVE = "model.l1z"
 COMPACT = "model.compact.l1z"
@@ -97,7 +97,7 @@ def architecture(
     model_node: object, n_inputs: int, n_classes: int, input_shape: Sequence[int]
 ) -> dict:
     """The `arch` an archive stores: the config's model node (a DictConfig or dict: `_target_`
-    and its keys, resolved) and the data's sizes the factory accepts, as sweep.train.build
+    and its keys, resolved) and the data's sizes the factory accepts, as sweep.training.train.build
     passes them. Raises UserError for a model config the archive cannot name (a nested
     `_target_`, `_partial_`, `_args_`)."""
     from omegaconf import DictConfig, OmegaConf
@@ -114,7 +114,7 @@ def architecture(
             f"model config {node} is not one the archive can rebuild: it needs a _target_ "
             "and plain keyword arguments (no _partial_, _args_ or nested _target_)"
         )
-    from sweep import targets
+    from sweep.config import targets
 
     offered = {"n_inputs": n_inputs, "n_classes": n_classes, "input_shape": list(input_shape)}
     try:
@@ -237,7 +237,7 @@ def l1z(src: Source, out: Path) -> Written:
 
 
 def compact_l1z(src: Source, out: Path) -> Written:
-    """The compact model (sweep.compact: removed neurons, filters and inputs taken out) as an
+    """The compact model (sweep.models.compact: removed neurons, filters and inputs taken out) as an
     archive that `load` reads: it takes the same inputs as the model (its first step gathers
     the kept ones). Beside it, kept_inputs.csv: the inputs it reads (position in the example,
     name). Its max_abs_logit_diff is against the masked shared-weight model."""
@@ -352,10 +352,10 @@ def measure_artifacts(
 ) -> list[dict]:
     """Write every artifact into `out`, read each back from disk and measure it: one row each
     (COLUMNS). Sizes are os.path.getsize; ratios are against model.pt and its gzip -9.
-    `shape` and `flops` (multiply-adds per example, sweep.compact.flops) are of the model the
+    `shape` and `flops` (multiply-adds per example, sweep.models.compact.flops) are of the model the
     file holds. Where half the Linear weights or more are zeros (an unstructured model), a row
     CSR (model.l1z's weights as torch.sparse_csr, in memory: no file). timing=(repeats,
-    seconds): the latency columns (sweep.latency) of every model, measured in alternation;
+    seconds): the latency columns (sweep.deploy.latency) of every model, measured in alternation;
     None: not measured."""
     out.mkdir(parents=True, exist_ok=True)
     dense = (src.run_dir / "model.pt").read_bytes()
@@ -465,7 +465,9 @@ def source(run_dir: Path, bits: int | None, epochs: int | None, log=print) -> So
     """Rebuild a run's data and model from its .hydra/config.yaml and model.pt; share the
     weights (fine-tuning the codebook `epochs` epochs; None: the config's export.* or 5 bits,
     0 epochs). Raises UserError: no model, not complete, no layer to compress."""
-    from sweep import job, train, user_code
+    from sweep.config import user_code
+    from sweep.task import job
+    from sweep.training import train
 
     if not (run_dir / "model.pt").is_file():
         seeds = sorted(p.name for p in run_dir.glob("seed_*") if (p / "model.pt").is_file())
@@ -510,7 +512,7 @@ def export_run(
     """Export one run or trial directory into run_dir/export/; returns export.csv's rows.
     onnx=False: model.pt, model.l1z and model.compact.l1z only (the ONNX exporter takes most
     of the time). timing: (rounds, seconds per model and round) of the latency measurement
-    (sweep.latency), None: not measured."""
+    (sweep.deploy.latency), None: not measured."""
     import pandas as pd
 
     start = time.perf_counter()

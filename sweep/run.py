@@ -16,8 +16,10 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from sweep import console, objectives, schema, trials  # schema: registers the config schemas
+from sweep.config import schema
 from sweep.errors import UserError
+from sweep.search import console, trials  # schema: registers the config schemas
+from sweep.task import objectives
 
 log = logging.getLogger("sweep")
 assert schema  # imported for its ConfigStore entries
@@ -89,7 +91,7 @@ def main(cfg: DictConfig) -> dict:
         schema.check(cfg)
         # Imported once the config is known good: torch and scikit-learn take 2-4 s to load,
         # which a mistaken override need not wait for.
-        from sweep import job
+        from sweep.task import job
 
         out_dir, choices = Path(hc.runtime.output_dir), dict(hc.runtime.choices)
         if hc.mode != RunMode.MULTIRUN and (out_dir / "metrics.json").exists():

@@ -325,7 +325,7 @@ def test_a_pareto_sweep_front_and_knee_follow_its_directions(tmp_path, capsys):
 
 
 def test_an_exported_trial_is_drawn_against_its_measured_time(sweeps, tmp_path):
-    from sweep import speed_plots
+    from sweep.analysis import speed as speed_plots
     from sweep.export import export_run
 
     copy = copy_sweep(sweeps["small"], tmp_path / "small")  # it gains an export/

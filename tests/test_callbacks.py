@@ -11,7 +11,7 @@ from conftest import run_cli
 
 PACKAGE = '''
 import json
-from sweep.callbacks import Callback
+from sweep.task.callbacks import Callback
 
 
 class Recorder(Callback):
@@ -101,4 +101,4 @@ def test_a_callback_that_is_not_one_is_one_line(user):
                    "train.epochs=1", check=False)  # fmt: skip
     out = proc.stdout + proc.stderr
     assert proc.returncode == 2 and "Traceback" not in out, out
-    assert "callbacks: mycb.NotOne made a NotOne, not a sweep.callbacks.Callback" in out
+    assert "callbacks: mycb.NotOne made a NotOne, not a sweep.task.callbacks.Callback" in out

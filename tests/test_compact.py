@@ -8,11 +8,11 @@ import torch
 import torch.nn as nn
 
 from conftest import write_mnist_like
-from sweep import compact
-from sweep.data import load_digits, load_torchvision
-from sweep.models import lenet5, mlp
-from sweep.pruning import NeuronPruner, apply_
-from sweep.regularizers import GroupLasso, Regularizer
+from sweep.data.datasets import load_digits, load_torchvision
+from sweep.models import compact
+from sweep.models.builtin import lenet5, mlp
+from sweep.sparsity.pruning import NeuronPruner, apply_
+from sweep.sparsity.regularizers import GroupLasso, Regularizer
 
 
 @pytest.fixture(scope="module")

@@ -12,11 +12,12 @@ from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from sweep import _compat, fastmlp, fastsgd
-from sweep.models import mlp
-from sweep.space import grid_choices, suggest
-from sweep.train import flatten_parameters
-from sweep.user_code import key_of
+from sweep import _compat
+from sweep.config.user_code import key_of
+from sweep.models.builtin import mlp
+from sweep.search.space import grid_choices, suggest
+from sweep.training import fastmlp, fastsgd
+from sweep.training.train import flatten_parameters
 
 REPO = Path(__file__).resolve().parents[1]
 

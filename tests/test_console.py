@@ -10,7 +10,7 @@ import subprocess
 import sys
 import termios
 
-from sweep.console import SweepConsole, wants_detail
+from sweep.search.console import SweepConsole, wants_detail
 
 
 def run_on_terminal(cwd, *args: str) -> str:
@@ -68,6 +68,6 @@ def test_without_a_terminal_each_trial_line_ends_with_the_eta_and_no_bar(caplog)
 def test_detail_comes_back_with_hydra_verbose_or_train_log_every():
     assert not wants_detail(False, ["l1_lambda=1e-4", "train.epochs=3"])
     assert wants_detail(True, [])
-    assert wants_detail(["sweep.train"], [])
+    assert wants_detail(["sweep.training.train"], [])
     assert wants_detail(False, ["train.log_every=10"])
     assert wants_detail(False, ["+train.log_every=10"])

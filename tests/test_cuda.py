@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from conftest import run_cli, write_mnist_like
-from sweep import pruning
-from sweep.data import load_digits
-from sweep.models import lenet5, mlp
-from sweep.pruning import Pruner
-from sweep.regularizers import Regularizer
-from sweep.train import fit
+from sweep.data.datasets import load_digits
+from sweep.models.builtin import lenet5, mlp
+from sweep.sparsity import pruning
+from sweep.sparsity.pruning import Pruner
+from sweep.sparsity.regularizers import Regularizer
+from sweep.training.train import fit
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
 CUDA = torch.device("cuda")

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from conftest import write_mnist_like
-from sweep import data
+from sweep.data import datasets as data
 from sweep.errors import UserError
 
 

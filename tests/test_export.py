@@ -16,9 +16,10 @@ import torch
 import torch.nn as nn
 
 from conftest import REPO, copy_sweep, run_cli
-from sweep import archive, models
-from sweep.archive import ArchiveError
+from sweep.deploy import archive
+from sweep.deploy.archive import ArchiveError
 from sweep.export import load
+from sweep.models import builtin as models
 
 # ONNX against torch on the same inputs: fp32 agrees to float rounding; int8 (weights and
 # activations quantized) moves logits by a few hundredths on these models and flips argmax
@@ -317,7 +318,7 @@ def exported(digits_run) -> tuple[Path, pd.DataFrame, subprocess.CompletedProces
 
 
 def test_export_writes_every_artifact_and_its_row(exported):
-    from sweep import latency
+    from sweep.deploy import latency
 
     run, csv, proc, before = exported
     files = ["model.l1z", "model.onnx", "model.int8.onnx", "model.compact.l1z",
@@ -361,7 +362,7 @@ def test_export_writes_every_artifact_and_its_row(exported):
 def test_exported_accuracies_are_those_of_the_files_read_back(exported):
     from omegaconf import OmegaConf
 
-    from sweep import job
+    from sweep.task import job
 
     run, csv, _, _ = exported
     cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
@@ -385,7 +386,7 @@ def test_onnx_and_int8_agree_with_torch(exported):
     import onnxruntime as ort
     from omegaconf import OmegaConf
 
-    from sweep import job
+    from sweep.task import job
 
     run, csv, _, _ = exported
     rows = csv.set_index("artifact")
@@ -526,7 +527,7 @@ def test_the_compact_model_reads_only_its_inputs_and_gives_the_masked_logits(exp
     takes the full images and gives the masked model's logits, read back from disk."""
     from omegaconf import OmegaConf
 
-    from sweep import job
+    from sweep.task import job
 
     run, csv, _, _ = exported
     rows = csv.set_index("artifact")
@@ -561,7 +562,7 @@ class SkipNet(nn.Module):
 
 def test_a_model_compact_cannot_follow_exports_the_rest_and_says_why(tmp_path):
     from sweep import export
-    from sweep.data import load_digits
+    from sweep.data.datasets import load_digits
 
     data = load_digits(seed=0, val_fraction=0.2, test_fraction=0.2, test_seed=0)
     torch.manual_seed(0)

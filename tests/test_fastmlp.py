@@ -13,13 +13,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from conftest import run_cli
-from sweep import pruning
-from sweep.data import load_digits
-from sweep.fastmlp import FastMLP, unsupported
-from sweep.models import lenet5, mlp
-from sweep.pruning import Pruner
-from sweep.regularizers import Regularizer
-from sweep.train import fit, flatten_parameters, training_step
+from sweep.data.datasets import load_digits
+from sweep.models.builtin import lenet5, mlp
+from sweep.sparsity import pruning
+from sweep.sparsity.pruning import Pruner
+from sweep.sparsity.regularizers import Regularizer
+from sweep.training.fastmlp import FastMLP, unsupported
+from sweep.training.train import fit, flatten_parameters, training_step
 
 EXACT = {"rtol": 0, "atol": 0}
 
@@ -114,14 +114,14 @@ def test_other_models_keep_autograd_and_the_log_says_why(digits, caplog):
     torch.manual_seed(0)
     model = lenet5(784, 10, (28, 28))
     grad = flatten_parameters(model, list(model.parameters()))[1]
-    with caplog.at_level(logging.INFO, logger="sweep.train"):
+    with caplog.at_level(logging.INFO, logger="sweep.training.train"):
         step = training_step(model, grad)
     assert step.__name__ == "autograd_step"
     assert "fast MLP path off: its layers (Unflatten, Conv2d, ReLU" in caplog.text
     caplog.clear()
     model = mlp(64, 10, [32])
     grad = flatten_parameters(model, list(model.parameters()))[1]
-    with caplog.at_level(logging.INFO, logger="sweep.train"):
+    with caplog.at_level(logging.INFO, logger="sweep.training.train"):
         assert training_step(model, grad, fast=False).__name__ == "autograd_step"
         assert training_step(model, grad).__self__.__class__ is FastMLP
     assert caplog.messages == ["fast MLP path off: train.fast=false"]

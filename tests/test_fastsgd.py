@@ -12,12 +12,13 @@ import warnings
 import pytest
 import torch
 
-from sweep import fastsgd, pruning
-from sweep.data import load_digits
-from sweep.models import mlp
-from sweep.pruning import Pruner
-from sweep.regularizers import Regularizer
-from sweep.train import fit, flatten_parameters
+from sweep.data.datasets import load_digits
+from sweep.models.builtin import mlp
+from sweep.sparsity import pruning
+from sweep.sparsity.pruning import Pruner
+from sweep.sparsity.regularizers import Regularizer
+from sweep.training import fastsgd
+from sweep.training.train import fit, flatten_parameters
 
 
 class TorchSGD(torch.optim.SGD):
@@ -139,7 +140,7 @@ def test_other_optimizers_keep_their_own_step_and_train(digits, caplog, make_opt
     torch.manual_seed(0)
     model = mlp(64, 10, [32])
     opt = make_opt(model.parameters())
-    with caplog.at_level(logging.INFO, logger="sweep.fastsgd"):
+    with caplog.at_level(logging.INFO, logger="sweep.training.fastsgd"):
         result = fit(
             model, digits, Regularizer(0.0, 0.0, False, "all"), opt, epochs=3, batch_size=64, seed=0
         )

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from conftest import REPO
-from sweep import analyze, features
-from sweep.models import mlp
+from sweep import analyze
+from sweep.models.builtin import mlp
+from sweep.sparsity import features
 
 
 def load_benchmark():

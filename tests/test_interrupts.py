@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from sweep import interrupts, parallel
+from sweep.search import interrupts, parallel
 
 # the dropped Ctrl-C is what these tests make happen
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
@@ -36,7 +36,7 @@ def _swallow() -> None:
 
 
 def test_python_alone_loses_a_ctrl_c_raised_in_a_finalizer():
-    _swallow()  # no KeyboardInterrupt: why sweep.interrupts exists
+    _swallow()  # no KeyboardInterrupt: why sweep.search.interrupts exists
     interrupts.check()  # and nothing recorded outside handled()
 
 

@@ -232,7 +232,7 @@ def test_a_rerun_grid_study_runs_only_the_points_it_has_not_run(tmp_path):
 
 
 def test_the_csv_holds_only_trials_the_study_has_finished(tmp_path):
-    from sweep.study import write_csv
+    from sweep.search.study import write_csv
 
     study = optuna.create_study()
     running = study.ask()

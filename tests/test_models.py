@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from sweep.models import mlp
+from sweep.models.builtin import mlp
 
 
 def test_simple_net_is_the_seeds_784_128_10():

@@ -7,7 +7,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from conftest import run_cli
-from sweep.objectives import values
+from sweep.task.objectives import values
 
 ACC = OmegaConf.create({"metrics": ["val_acc"], "direction": ["maximize"]})
 PARETO = OmegaConf.create({"metrics": ["val_acc", "sparsity"], "direction": ["maximize"] * 2})

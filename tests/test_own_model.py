@@ -10,8 +10,8 @@ from omegaconf import OmegaConf
 
 from conftest import run_cli
 from sweep.errors import UserError
-from sweep.regularizers import Regularizer
-from sweep.train import build
+from sweep.sparsity.regularizers import Regularizer
+from sweep.training.train import build
 
 PACKAGE = '''
 import torch

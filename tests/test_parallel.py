@@ -15,16 +15,16 @@ import pandas as pd
 import pytest
 
 from conftest import run_cli
-from sweep import parallel
 from sweep.errors import UserError
-from sweep.launcher import unsafe
+from sweep.search import parallel
+from sweep.search.launcher import unsafe
 
 GiB = 2**30
 JOBLIB = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
 LOCAL = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher"
 SLURM = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
 BASIC = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
-FORK = "sweep.launcher.ForkLauncher"
+FORK = "sweep.search.launcher.ForkLauncher"
 DIGITS, FASHION = 8 * 2**20, 230 * 2**20  # decoded sizes, about
 FORK64 = {"launcher": FORK, "cores": 64, "memory": 4 * 2**30}
 
@@ -179,7 +179,7 @@ import time
 
 import pandas as pd
 
-from sweep.callbacks import Callback
+from sweep.task.callbacks import Callback
 
 
 class Slow(Callback):
@@ -323,7 +323,7 @@ def test_where_it_cannot_fork_the_launcher_hands_trials_to_joblib(tmp_path):
     assert "cuda" in unsafe("cuda")
     # the sweep where forking is refused (on a GPU or macOS): joblib's workers run the trials
     code = (
-        "import runpy, sys, sweep.launcher as l\n"
+        "import runpy, sys, sweep.search.launcher as l\n"
         "l.unsafe = lambda device: 'not here (a test)'\n"
         "sys.argv = ['sweep.run', '-m', 'hydra.sweeper.n_trials=2', 'hydra.sweeper.n_jobs=2',\n"
         "            'hydra.sweeper.study_name=fb', 'train.epochs=2']\n"
@@ -347,7 +347,7 @@ def test_where_it_cannot_fork_the_launcher_hands_trials_to_joblib(tmp_path):
 
 def test_a_forkserver_child_finds_the_task_function_by_name():
     import sweep.run
-    from sweep.launcher import by_name
+    from sweep.search.launcher import by_name
 
     task = sweep.run.main.__wrapped__  # what Hydra hands the launcher: the undecorated function
     assert by_name(task) == ("sweep.run", "main", 1)

@@ -14,10 +14,12 @@ import pandas as pd
 import pytest
 
 from conftest import REPO, run_cli
-from sweep import analyze, points, schema
+from sweep import analyze
+from sweep.config import schema
 from sweep.errors import UserError
-from sweep.hypervolume import front, hypervolume, kept_axis, path_hypervolume
-from sweep.pruning import Pruner
+from sweep.results import points
+from sweep.results.hypervolume import front, hypervolume, kept_axis, path_hypervolume
+from sweep.sparsity.pruning import Pruner
 
 PATH_RULE = (
     "prune.path must be a non-empty list of sparsities in (0, 1), each once, in increasing "
@@ -161,7 +163,7 @@ def test_a_level_is_reached_when_the_zeros_are_already_there():
     import torch
     import torch.nn as nn
 
-    from sweep.pruning import NeuronPruner
+    from sweep.sparsity.pruning import NeuronPruner
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))

@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from conftest import run_cli, write_mnist_like
-from sweep import pruning
-from sweep.data import load_digits
+from sweep.data.datasets import load_digits
 from sweep.errors import UserError
-from sweep.models import mlp
-from sweep.pruning import Pruner
-from sweep.regularizers import Regularizer
-from sweep.train import fit
+from sweep.models.builtin import mlp
+from sweep.sparsity import pruning
+from sweep.sparsity.pruning import Pruner
+from sweep.sparsity.regularizers import Regularizer
+from sweep.training.train import fit
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +155,7 @@ def fashion_like(tmp_path):
 
 def test_the_frontier_preset_composes_and_runs_one_model_and_a_sweep(tmp_path, fashion_like):
     job = run_cli(tmp_path, "experiment=fashion_frontier", "--cfg", "job").stdout
-    for line in ("momentum: 0.9", "lr: 0.05", "_target_: sweep.schedules.cosine",
+    for line in ("momentum: 0.9", "lr: 0.05", "_target_: sweep.training.schedules.cosine",
                  "method: magnitude", "params: weights", "epochs: 15"):  # fmt: skip
         assert line in job, line
     run_cli(tmp_path, "experiment=fashion_frontier", "prune.sparsity=0.9", *fashion_like,
@@ -209,7 +209,7 @@ def test_lenet5_trains_on_real_images_and_refuses_8x8(tmp_path, fashion_like):
 
 @pytest.mark.parametrize("scope", ["layer", "global"])
 def test_neuron_pruning_removes_the_smallest_norm_units_never_the_classes(scope):
-    from sweep.pruning import NeuronPruner
+    from sweep.sparsity.pruning import NeuronPruner
 
     torch.manual_seed(0)
     model = mlp(20, 5, [40, 10])
@@ -236,8 +236,8 @@ def test_neuron_pruning_removes_the_smallest_norm_units_never_the_classes(scope)
 
 
 def test_input_pruning_removes_the_smallest_columns_in_the_rounds_and_only_of_a_linear():
-    from sweep.models import lenet5
-    from sweep.pruning import NeuronPruner
+    from sweep.models.builtin import lenet5
+    from sweep.sparsity.pruning import NeuronPruner
 
     torch.manual_seed(0)
     model = mlp(20, 5, [40])
@@ -274,8 +274,8 @@ def test_input_pruning_removes_the_smallest_columns_in_the_rounds_and_only_of_a_
     ids=["sgd-momentum-wd", "adam-wd"],
 )  # fmt: skip
 def test_pruned_neurons_stay_exactly_zero_biases_included_under_fine_tuning(digits, make_opt):
-    from sweep import compact
-    from sweep.pruning import NeuronPruner
+    from sweep.models import compact
+    from sweep.sparsity.pruning import NeuronPruner
 
     torch.manual_seed(0)
     model = mlp(64, 10, [32])

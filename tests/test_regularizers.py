@@ -3,9 +3,9 @@ import pytest
 import torch
 
 from sweep.errors import UserError
-from sweep.models import mlp
-from sweep.regularizers import Regularizer
-from sweep.train import flatten_parameters
+from sweep.models.builtin import mlp
+from sweep.sparsity.regularizers import Regularizer
+from sweep.training.train import flatten_parameters
 
 
 def hand_params():
@@ -127,7 +127,7 @@ def _small_mlp():
 
 
 def test_group_prox_is_the_block_soft_threshold_in_closed_form():
-    from sweep.regularizers import GroupLasso
+    from sweep.sparsity.regularizers import GroupLasso
 
     model = _small_mlp()
     reg = GroupLasso(0.0, 0.0, True, "all", group=0.5, groups="neurons")
@@ -150,7 +150,7 @@ def test_group_prox_is_the_block_soft_threshold_in_closed_form():
 
 
 def test_input_groups_are_the_first_layers_columns_and_sparse_group_nests_the_prox():
-    from sweep.regularizers import GroupLasso
+    from sweep.sparsity.regularizers import GroupLasso
 
     model = _small_mlp()
     reg = GroupLasso(0.05, 0.0, True, "weights", group=0.2, groups="inputs")
@@ -169,7 +169,7 @@ def test_input_groups_are_the_first_layers_columns_and_sparse_group_nests_the_pr
 
 
 def test_group_penalty_value_and_subgradient_match_autograd():
-    from sweep.regularizers import GroupLasso
+    from sweep.sparsity.regularizers import GroupLasso
 
     model = _small_mlp()
     reg = GroupLasso(0.01, 0.0, False, "all", group=0.3, groups="both")
@@ -192,8 +192,8 @@ def test_group_penalty_value_and_subgradient_match_autograd():
 
 
 def test_conv_filters_and_input_channels_are_groups():
-    from sweep.models import lenet5
-    from sweep.regularizers import GroupLasso
+    from sweep.models.builtin import lenet5
+    from sweep.sparsity.regularizers import GroupLasso
 
     model = lenet5(784, 10, (28, 28))
     reg = GroupLasso(0.0, 0.0, True, "weights", group=1.0, groups="both")
@@ -207,7 +207,7 @@ def test_conv_filters_and_input_channels_are_groups():
 
 
 def test_group_lasso_refuses_bad_input_and_models_without_its_groups():
-    from sweep.regularizers import GroupLasso
+    from sweep.sparsity.regularizers import GroupLasso
 
     with pytest.raises(UserError, match="group_lambda must be >= 0"):
         GroupLasso(0.0, 0.0, True, "all", group=-1.0)
@@ -221,7 +221,7 @@ def test_group_lasso_refuses_bad_input_and_models_without_its_groups():
 
 
 def test_for_finetuning_turns_the_sparsity_terms_off_and_keeps_the_selection():
-    from sweep.regularizers import GroupLasso
+    from sweep.sparsity.regularizers import GroupLasso
 
     reg = GroupLasso(1e-3, 1e-4, True, ["Linear"], group=1e-2, groups="both")
     tune = reg.for_finetuning()
@@ -238,7 +238,7 @@ def breast_cancer(tmp_path_factory):
     """scikit-learn's breast cancer table written to a CSV and read as `data=csv` reads it."""
     from sklearn.datasets import load_breast_cancer
 
-    from sweep.tables import load_csv
+    from sweep.data.tables import load_csv
 
     path = tmp_path_factory.mktemp("bc") / "breast_cancer.csv"
     load_breast_cancer(as_frame=True).frame.to_csv(path, index=False)
@@ -247,7 +247,7 @@ def breast_cancer(tmp_path_factory):
 
 def _fit_table(data, reg, hidden, epochs=150):
     """Full-batch proximal SGD at lr 0.25 (the full_batch recipe's), as data=csv trains."""
-    from sweep.train import fit
+    from sweep.training.train import fit
 
     torch.manual_seed(0)
     model = mlp(data.n_inputs, data.n_classes, hidden)
@@ -265,7 +265,7 @@ def test_group_lasso_on_the_inputs_of_a_linear_model_selects_as_well_as_l1(breas
     the way there (a fixed budget of steps) the group lasso drops a feature's two weights
     together, so it keeps fewer features at the same accuracy; its edge in the optimum
     (tying a feature's per-class weights) shows only with more than two classes."""
-    from sweep.regularizers import GroupLasso
+    from sweep.sparsity.regularizers import GroupLasso
 
     for lam in (0.01, 0.03, 0.1):
         _, k_l1, acc_l1 = _fit_table(breast_cancer, Regularizer(lam, 0, True, "weights"), [])
@@ -280,8 +280,8 @@ def test_group_lasso_on_the_inputs_of_a_linear_model_selects_as_well_as_l1(breas
 def test_group_lasso_selects_an_mlps_input_features_and_features_csv_names_them(
     breast_cancer, tmp_path
 ):
-    from sweep import features
-    from sweep.regularizers import GroupLasso
+    from sweep.sparsity import features
+    from sweep.sparsity.regularizers import GroupLasso
 
     group = GroupLasso(0, 0, True, "weights", group=0.03, groups="inputs")
     model, k, acc = _fit_table(breast_cancer, group, [16])

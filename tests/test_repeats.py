@@ -67,7 +67,8 @@ def test_a_repeated_row_is_reproduced_exactly_by_its_overrides(repeated_sweep):
 def test_the_data_is_split_once_per_seed_for_all_trials(tmp_path):
     from hydra import compose, initialize_config_dir
 
-    from sweep import data, job
+    from sweep.data import datasets as data
+    from sweep.task import job
 
     with initialize_config_dir(str(REPO / "conf"), version_base=None):
         cfg = compose("config", overrides=["train.epochs=1", "repeats=3", "train.log_every=1"])

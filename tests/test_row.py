@@ -7,14 +7,16 @@ import re
 import pandas as pd
 
 from conftest import REPO
-from sweep import analyze, results, row
+from sweep import analyze
+from sweep.results import row
+from sweep.results import table as results
 
 
 def test_the_docs_column_table_is_the_definitions():
     doc = (REPO / "docs" / "outputs.md").read_text()
     table = re.search(r"<!-- row:start -->\n(.*?)\n<!-- row:end -->", doc, re.S)
     assert table is not None, "docs/outputs.md lost its row markers"
-    assert table.group(1) == row.markdown(), "run `python -m sweep.row` and paste its table"
+    assert table.group(1) == row.markdown(), "run `python -m sweep.results.row` and paste its table"
 
 
 def test_every_column_has_a_type_and_a_meaning_and_one_name():

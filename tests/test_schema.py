@@ -11,7 +11,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import run_cli
-from sweep import schema
+from sweep.config import schema
 from sweep.errors import UserError
 
 TYPE = "Fix it; `python -m sweep.run --cfg job` prints every key and value"

@@ -1,8 +1,8 @@
 import torch
 
-from sweep import sparsity
-from sweep.models import mlp
-from sweep.train import accuracy
+from sweep.models.builtin import mlp
+from sweep.sparsity import measures as sparsity
+from sweep.training.train import accuracy
 
 
 def model_with_zeros():

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from sweep.data import load_digits
-from sweep.models import mlp
-from sweep.regularizers import Regularizer
-from sweep.train import fit, measure
+from sweep.data.datasets import load_digits
+from sweep.models.builtin import mlp
+from sweep.sparsity.regularizers import Regularizer
+from sweep.training.train import fit, measure
 
 
 @pytest.fixture(scope="module")

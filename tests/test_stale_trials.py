@@ -18,7 +18,7 @@ import pandas as pd
 from optuna.distributions import FloatDistribution
 
 from conftest import run_cli
-from sweep.study import recover_stale, write_csv
+from sweep.search.study import recover_stale, write_csv
 
 LONG = ["train.epochs=60", "train.log_every=60"]
 

@@ -7,8 +7,8 @@ import torch
 from sklearn.datasets import load_breast_cancer, load_iris
 
 from conftest import run_cli
+from sweep.data.tables import load_csv, load_npz
 from sweep.errors import UserError
-from sweep.tables import load_csv, load_npz
 
 
 @pytest.fixture
@@ -248,7 +248,7 @@ def test_nan_in_an_npz_test_set_is_refused_before_it_is_scored(tmp_path):
 
 def test_a_users_own_dataset_is_checked_too():
     """A loader of the user's own returns a Dataset: the same check, images named by position."""
-    from sweep.data import Dataset
+    from sweep.data.datasets import Dataset
 
     x = torch.zeros(6, 8, 8)
     y = torch.tensor([0, 1, 0, 1, 0, 1])

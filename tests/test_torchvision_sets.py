@@ -6,7 +6,7 @@ import pytest
 import torchvision
 
 from conftest import run_cli, write_mnist_like
-from sweep import data
+from sweep.data import datasets as data
 from sweep.errors import UserError
 
 

@@ -4,10 +4,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sweep.data import load_digits
-from sweep.models import mlp
-from sweep.regularizers import Regularizer
-from sweep.train import fit, flatten_parameters
+from sweep.data.datasets import load_digits
+from sweep.models.builtin import mlp
+from sweep.sparsity.regularizers import Regularizer
+from sweep.training.train import fit, flatten_parameters
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,2 @@
+"""Reading sweeps back: fronts, knees, plots and parameter importances
+(`python -m sweep.analyze`)."""

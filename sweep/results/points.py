@@ -1,0 +1,143 @@
+"""points.csv: every measured model of a sweep, one row per (trial, level), beside results.csv.
+
+A trial that walks a path (`prune.path`, sweep/pruning.py) measures a model at each level
+(its rounds.csv); each is a point of the accuracy-sparsity front, reproduced on its own by the
+trial's overrides plus `prune.stop_at=<level>` (the row's `overrides`). A plain trial is one
+point, its final model. Each row carries the trial's parameters, its times (`finished`, and
+`seconds` since the sweep's first trial started: the hypervolume-against-wall-time curve of
+`sweep.analyze`), and the level's figures.
+
+Rebuilt from the study and the trials' rounds.csv with results.csv (sweep/study.py
+write_csv); a trial whose directory this host cannot read (another host's) has its final
+model only.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shlex
+from collections.abc import Sequence
+from pathlib import Path
+
+import optuna
+import pandas as pd
+
+from sweep.results.hypervolume import CHANCE_10, front, hypervolume, kept_axis
+
+NAME = "points.csv"
+# What a point copies from its trial's row (the level's own figures come from rounds.csv).
+TRIAL_COLUMNS = ("status", "model", "data", "regularizer", "prune", "l1_lambda", "seed",
+                 "repeats", "prune_epochs", "prune_lr_scale", "prune_path", "path_hypervolume",
+                 "train_seconds")  # fmt: skip
+FIGURES = ("val_acc", "test_acc", "sparsity", "nnz", "n_params", "pruned_test_acc",
+           "archive_bytes", "archive_test_acc", "flops", "flops_ratio",
+           "compact_shape")  # fmt: skip
+FIRST = ("trial", "kind", "level", "round", "reached_by")
+LAST = ("finished", "seconds", "overrides", "run_dir", "model_file")
+
+
+def rounds(run_dir: str | None) -> pd.DataFrame | None:
+    """A run's rounds.csv; for a repeated run (repeats > 1) the seeds' mean figures per round
+    (from seed_<s>/rounds.csv). None where the directory holds none (or is another host's)."""
+    if not run_dir:
+        return None
+    one = Path(run_dir) / "rounds.csv"
+    files = [one] if one.is_file() else sorted(Path(run_dir).glob("seed_*/rounds.csv"))
+    frames = [pd.read_csv(f) for f in files if f.stat().st_size]
+    if not frames:
+        return None
+    if len(frames) == 1:
+        return frames[0]
+    both = pd.concat(frames)
+    numbers = both.select_dtypes("number").groupby("round").mean()
+    words = both.drop(columns=numbers.columns, errors="ignore").groupby(both["round"]).first()
+    return numbers.join(words.drop(columns="round", errors="ignore")).reset_index()
+
+
+def trial_points(trial: optuna.trial.FrozenTrial, row: dict, start: float) -> list[dict]:
+    """The points of one finished trial: a path trial's levels, else its final model (if it
+    completed). `start` is the sweep's first trial's start (a POSIX time)."""
+    done = trial.datetime_complete
+    common = {
+        **{k: row.get(k) for k in TRIAL_COLUMNS},
+        **dict(trial.params),
+        "finished": done.isoformat() if done else None,
+        "seconds": done.timestamp() - start if done else math.nan,
+        "run_dir": row.get("run_dir"),
+    }
+    overrides = row.get("overrides") or ""
+    levels = rounds(row.get("run_dir")) if row.get("prune_path") else None
+    if levels is None:
+        if row.get("status") != "complete":
+            return []
+        level = row.get("prune_sparsity")
+        return [{"trial": trial.number, "kind": "trial", "level": level, **common,
+                 **{k: row.get(k) for k in FIGURES}, "overrides": overrides}]  # fmt: skip
+    out = []
+    for level in levels.to_dict("records"):
+        # the level as Python prints it reads back as the same float: stop_at matches it
+        stop = shlex.join([*shlex.split(overrides), f"prune.stop_at={level['target']!r}"])
+        out.append({"trial": trial.number, "kind": "path", "level": level["target"],
+                    "round": level["round"], "reached_by": level.get("reached_by"), **common,
+                    **{k: level.get(k) for k in FIGURES},
+                    "model_file": level.get("model_file"), "overrides": stop})  # fmt: skip
+    return out
+
+
+def write(trials: Sequence[optuna.trial.FrozenTrial], rows: Sequence[dict], path: Path) -> None:
+    """Rewrite points.csv at `path` from the finished trials and their rows (results.csv's),
+    atomically (a temporary file renamed); nothing is written for a sweep without a point."""
+    if not trials:
+        return
+    start = min(t.datetime_start.timestamp() for t in trials if t.datetime_start)
+    points = [p for t, r in zip(trials, rows) for p in trial_points(t, r, start)]
+    if not points:
+        return
+    frame = pd.DataFrame(points).sort_values(["trial", "level"], kind="stable")
+    first = [c for c in FIRST if c in frame]
+    last = [c for c in LAST if c in frame]
+    frame = frame[first + [c for c in frame if c not in first + last] + last]
+    frame = frame.dropna(axis=1, how="all")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    frame.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+
+
+REFERENCE = (0.0, CHANCE_10)  # (x: the dense model, y: chance on 10 classes)
+
+
+def front_figures(
+    frame: pd.DataFrame, reference: Sequence[float] = REFERENCE, x_max: float = math.inf
+) -> dict:
+    """The front of `frame`'s points (columns sparsity, val_acc, test_acc) chosen on
+    validation accuracy, and its hypervolumes against `reference` (sweep/hypervolume.py):
+    `hypervolume` of (kept_axis(sparsity), val_acc), `test_hypervolume` of the same points'
+    (kept_axis(sparsity), test_acc): the test set never chooses a point. `front` is the
+    front's row labels, by sparsity ascending. `x_max` caps x: the space beyond it is left
+    out, and a sparser point counts as one at x_max (it is at least as sparse)."""
+    xs = [min(kept_axis(s), x_max) for s in frame["sparsity"]]
+    val = list(zip(xs, frame["val_acc"]))
+    best = front(val)
+    test = [(xs[i], frame["test_acc"].iloc[i]) for i in best]
+    return {"front": [frame.index[i] for i in best],
+            "hypervolume": hypervolume([val[i] for i in best], reference),
+            "test_hypervolume": hypervolume(test, reference)}  # fmt: skip
+
+
+def history(frame: pd.DataFrame, reference: Sequence[float] = REFERENCE) -> pd.DataFrame:
+    """The front's hypervolumes as a sweep ran: one row per trial of points.csv's `frame`, in
+    the order they finished, with `finished` (a datetime), `seconds` (from points.csv), the
+    points measured so far, and `hypervolume`, `test_hypervolume` (front_figures) of the
+    points of the trials finished by then."""
+    f = frame.dropna(subset=["val_acc", "test_acc", "sparsity"]).reset_index(drop=True)
+    f["finished"] = pd.to_datetime(f["finished"])
+    done = f.groupby("trial")[["finished", "seconds"]].first().sort_values("finished")
+    rows = []
+    for trial, (finished, seconds) in done.iterrows():
+        seen = f[f["finished"] <= finished]
+        figures = front_figures(seen, reference)
+        rows.append({"trial": trial, "finished": finished, "seconds": seconds,
+                     "points": len(seen), "hypervolume": figures["hypervolume"],
+                     "test_hypervolume": figures["test_hypervolume"]})  # fmt: skip
+    return pd.DataFrame(rows)

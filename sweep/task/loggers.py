@@ -1,0 +1,332 @@
+"""Experiment trackers (group `logger`, as lightning-hydra-template's): callbacks that send each
+run to MLflow or TensorBoard as well as to its files.
+
+- `logger=csv` (the default): nothing more than the files every run writes and the sweep's
+  results.csv.
+- `logger=mlflow` (`MLflowLogger`): one MLflow run per trial, nested under one parent run per
+  sweep named by the study; the trial's overrides as params, every numeric figure of its row
+  as a metric, each measured epoch's `val_acc`, `train_loss` and `sparsity` as metric
+  histories (`epoch_*`, step = the run's epoch), and `model.pt`, `layers.csv`, `metrics.json`
+  as artifacts. A run is found by its tags (`l1sweep.sweep_dir`, `l1sweep.trial`) before one is
+  made, so a resumed sweep, a trial run again or the seeds of `repeats` add to the trial's one
+  run (with repeats, each seed's row figures are steps 0, 1, ... of their metric).
+- `logger=tensorboard` (`TensorBoardLogger`): one event directory per trial under one log
+  directory per sweep (`<sweep dir>/tensorboard/trial_<n>`), each epoch's scalars, and the
+  hparams plugin's table (the trial's overrides against its final figures).
+
+Both work in whichever process runs the trial (forked, joblib's workers, a SLURM job): each
+trial opens its own connection there; nothing is shared with the sweep process.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import math
+import time
+from contextlib import contextmanager
+from numbers import Real
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+
+from sweep.errors import UserError
+from sweep.task.callbacks import Callback
+
+if TYPE_CHECKING:
+    from sweep.task.job import Run
+
+log = logging.getLogger(__name__)
+
+STUDY_TAG, TRIAL_TAG, ROLE_TAG = "l1sweep.study", "l1sweep.trial", "l1sweep.role"
+SWEEP_TAG = "l1sweep.sweep_dir"
+ARTIFACTS = ("model.pt", "layers.csv", "metrics.json")
+EPOCH_FIGURES = ("val_acc", "train_loss", "sparsity")
+
+
+def need(module: str, extra: str) -> Any:
+    """Import `module`, or raise UserError naming the extra that installs it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise UserError(
+            f"logger={extra} needs the {module} package, not installed: "
+            f'pip install -e ".[{extra}]" (or pip install {extra}), or use logger=csv'
+        ) from e
+
+
+def numeric(row: dict[str, Any]) -> dict[str, float]:
+    """The row's finite numbers (not booleans) as floats: what a tracker takes as metrics."""
+    return {
+        k: float(v)
+        for k, v in row.items()
+        if isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(v)
+    }
+
+
+class Where:
+    """Where a run belongs: its sweep (study name and directory) and trial number, or a single
+    run (study None). Read from Hydra's config of the running job; `run_dir` is the run's
+    directory (a `repeats` seed's seed_<s>/ is inside its trial's)."""
+
+    def __init__(self, run_dir: Path) -> None:
+        trial_dir = run_dir.parent if run_dir.name.startswith("seed_") else run_dir
+        self.run_dir = trial_dir
+        self.overrides: list[str] = []
+        self.study: str | None = None
+        self.trial: int | None = None
+        self.sweep_dir = trial_dir
+        if HydraConfig.initialized():
+            hc = HydraConfig.get()
+            self.overrides = [o for o in hc.overrides.task if not o.startswith("hydra.")]
+            if hc.mode == RunMode.MULTIRUN:
+                # the sweep directory's name: the study's (outputs/sweeps/<study>) unless
+                # hydra.sweep.dir says otherwise. Not hydra.sweeper.study_name read here: its
+                # default ${now:...} can resolve a second later in a trial's process.
+                self.sweep_dir = trial_dir.parent
+                self.study = self.sweep_dir.name
+                number = trial_dir.name.removeprefix("trial_")
+                self.trial = int(number) if number.isdigit() else None
+        self.name = f"trial_{self.trial}" if self.trial is not None else trial_dir.name
+
+    def params(self) -> dict[str, str]:
+        """The run's overrides as key -> value (what reproduces it), and its trial number."""
+        out = dict(o.lstrip("+~").split("=", 1) for o in self.overrides if "=" in o)
+        if self.trial is not None:
+            out["trial"] = str(self.trial)
+        return out
+
+
+@contextmanager
+def locked(path: Path):
+    """An exclusive lock on `path` (made if missing) between the processes of one host: two
+    trials starting together must not both make the sweep's parent run."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+class MLflowLogger(Callback):
+    """logger=mlflow: the run in an MLflow tracking store (module doc).
+
+    tracking_uri: MLflow's store, e.g. sqlite:///outputs/mlflow.db (the default, relative to
+    the working directory), a directory, or http://host:5000. experiment: the MLflow
+    experiment's name. artifact_location: where a new experiment keeps its artifacts (None:
+    `mlartifacts/` beside an sqlite file, else MLflow's default).
+    Raises UserError where mlflow is not installed (at construction: before any trial)."""
+
+    order = 200  # after metrics_json (100): the row is whole and its file written
+
+    def __init__(
+        self,
+        tracking_uri: str = "sqlite:///outputs/mlflow.db",
+        experiment: str = "l1sweep",
+        artifact_location: str | None = None,
+    ) -> None:
+        need("mlflow", "mlflow")
+        self.tracking_uri, self.experiment = tracking_uri, experiment
+        self.artifact_location = artifact_location
+        self._client: Any = None  # made in the trial's own process, never forked
+        self._run_id: str | None = None
+        self._pending: list[Any] = []
+        self._flushed = time.monotonic()
+
+    # -- the store ------------------------------------------------------------------------
+    def client(self) -> Any:
+        """The MLflow client of `tracking_uri`, made once (an SQLite file's folder is made)."""
+        if self._client is None:
+            from mlflow.tracking import MlflowClient
+
+            if self.tracking_uri.startswith("sqlite:///"):  # its folder must exist
+                Path(self.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(
+                    parents=True, exist_ok=True
+                )
+            self._client = MlflowClient(tracking_uri=self.tracking_uri)
+        return self._client
+
+    def experiment_id(self) -> str:
+        """The id of the experiment `experiment`, made if it does not exist."""
+        client = self.client()
+        found = client.get_experiment_by_name(self.experiment)
+        if found is not None:
+            return found.experiment_id
+        location = self.artifact_location
+        if location is None and self.tracking_uri.startswith("sqlite:///"):
+            db = Path(self.tracking_uri.removeprefix("sqlite:///")).resolve()
+            location = (db.parent / "mlartifacts").as_uri()
+        try:
+            return client.create_experiment(self.experiment, artifact_location=location)
+        except Exception:  # another trial made it meanwhile
+            return client.get_experiment_by_name(self.experiment).experiment_id
+
+    def _find(self, experiment_id: str, tags: dict[str, str]) -> str | None:
+        where = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+        runs = self.client().search_runs([experiment_id], filter_string=where, max_results=1)
+        return runs[0].info.run_id if runs else None
+
+    def _find_or_create(
+        self, experiment_id: str, tags: dict[str, str], name: str, extra: dict[str, str]
+    ) -> str:
+        found = self._find(experiment_id, tags)
+        if found is not None:
+            return found
+        run = self.client().create_run(experiment_id, tags={**tags, **extra}, run_name=name)
+        return run.info.run_id
+
+    def run_id(self, run: Run) -> str:
+        """This trial's MLflow run: found by its tags, or made (under its sweep's parent)."""
+        if self._run_id is not None:
+            return self._run_id
+        where = Where(run.out_dir)
+        # One process at a time: MLflow builds a new sqlite store's tables on first use, which
+        # two trials starting together would both do; and a sweep has one parent run.
+        lock = where.sweep_dir / ".mlflow.lock"
+        if self.tracking_uri.startswith("sqlite:///"):
+            lock = Path(self.tracking_uri.removeprefix("sqlite:///") + ".lock")
+        with locked(lock):
+            exp = self.experiment_id()
+            if where.study is None:  # a single run: its own, named by its directory
+                tags = {ROLE_TAG: "run", "l1sweep.run_dir": str(where.run_dir.resolve())}
+                self._run_id = self._find_or_create(exp, tags, where.name, {})
+                return self._run_id
+            # the sweep is its directory: every trial of it, resumed too, lands there
+            sweep_tags = {SWEEP_TAG: str(where.sweep_dir.resolve()), ROLE_TAG: "sweep"}
+            parent = self._find(exp, sweep_tags)
+            if parent is None:  # a folder for the trials' runs; it logs nothing of its own
+                parent = self.client().create_run(
+                    exp, tags={**sweep_tags, STUDY_TAG: where.study}, run_name=where.study
+                )
+                parent = parent.info.run_id
+                self.client().set_terminated(parent, "FINISHED")
+            tags = {SWEEP_TAG: sweep_tags[SWEEP_TAG], TRIAL_TAG: str(where.trial),
+                    ROLE_TAG: "trial"}  # fmt: skip
+            self._run_id = self._find_or_create(
+                exp, tags, where.name, {"mlflow.parentRunId": parent, STUDY_TAG: where.study}
+            )
+        return self._run_id
+
+    def _flush(self, run: Run) -> None:
+        if self._pending:
+            run_id = self.run_id(run)  # first: the store is made under its lock
+            self.client().log_batch(run_id, metrics=self._pending)
+            self._pending = []
+        self._flushed = time.monotonic()
+
+    # -- the hooks --------------------------------------------------------------------------
+    def on_epoch_end(self, run: Run, step: int, metrics: dict[str, float]) -> None:
+        """Queue the epoch's figures as `epoch_*` metric steps; flushed every 10 s."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self._pending += [
+            Metric(f"epoch_{k}", float(metrics[k]), now, step)
+            for k in EPOCH_FIGURES
+            if k in metrics and math.isfinite(metrics[k])
+        ]
+        if time.monotonic() - self._flushed > 10:  # live enough to watch, not a write an epoch
+            self._flush(run)
+
+    def on_run_end(self, run: Run, metrics: dict[str, Any]) -> None:
+        """Log the trial's params, row figures and artifacts to its run, and end it."""
+        from mlflow.entities import Metric, Param, RunTag
+
+        where = Where(run.out_dir)
+        run_id = self.run_id(run)
+        client = self.client()
+        step = run.cfg.seed - _base_seed(where, run.cfg.seed)  # a repeats seed's index
+        now = int(time.time() * 1000)
+        figures = {k: v for k, v in numeric(metrics).items() if k != "seed"}
+        self._pending += [Metric(k, v, now, step) for k, v in figures.items()]
+        existing = client.get_run(run_id).data.params
+        params = {k: v[:6000] for k, v in where.params().items() if k not in existing}
+        tags = {k: str(metrics[k]) for k in ("status", "device") if k in metrics}
+        client.log_batch(
+            run_id,
+            metrics=self._pending,
+            params=[Param(k, v) for k, v in params.items()],
+            tags=[RunTag(k, v) for k, v in tags.items()],
+        )
+        self._pending = []
+        for name in ARTIFACTS:
+            if (run.out_dir / name).exists():
+                path = None if step == 0 else f"seed_{run.cfg.seed}"
+                client.log_artifact(run_id, str(run.out_dir / name), artifact_path=path)
+        client.set_terminated(run_id, "FINISHED" if metrics["status"] != "failed" else "FAILED")
+
+
+def _base_seed(where: Where, seed: int) -> int:
+    """The first seed of a `repeats` trial (its seed_<s>/ directories), or `seed` itself."""
+    seeds = sorted(
+        int(p.name.removeprefix("seed_"))
+        for p in where.run_dir.glob("seed_*")
+        if p.name.removeprefix("seed_").isdigit()
+    )
+    return seeds[0] if seeds else seed
+
+
+class TensorBoardLogger(Callback):
+    """logger=tensorboard: each epoch's val_acc, train_loss and sparsity as scalars (step = the
+    run's epoch), the final figures as `final/<key>` scalars, and the hparams plugin's row (the
+    trial's overrides against its final val_acc, test_acc, sparsity) in
+    `<log_dir>/<trial_n or the run's directory name>`.
+
+    log_dir: None = `<sweep dir>/tensorboard` for a sweep's trials, `<run dir>/tensorboard`
+    for a single run. Raises UserError where tensorboard is not installed."""
+
+    order = 200
+    HPARAM_METRICS = ("val_acc", "test_acc", "sparsity", "nnz")
+
+    def __init__(self, log_dir: str | None = None) -> None:
+        need("tensorboard", "tensorboard")
+        self.log_dir = log_dir
+        self._writer: Any = None
+
+    def writer(self, run: Run) -> Any:
+        """The SummaryWriter of this trial's log directory, made once."""
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            where = Where(run.out_dir)
+            root = Path(self.log_dir) if self.log_dir else where.sweep_dir / "tensorboard"
+            name = (
+                where.name if run.out_dir == where.run_dir else f"{where.name}_{run.out_dir.name}"
+            )
+            self._writer = SummaryWriter(log_dir=str(root / name))
+        return self._writer
+
+    def on_epoch_end(self, run: Run, step: int, metrics: dict[str, float]) -> None:
+        """Write the epoch's figures as scalars at `step`."""
+        w = self.writer(run)
+        for key in EPOCH_FIGURES:
+            if key in metrics:
+                w.add_scalar(key, metrics[key], step)
+
+    def on_run_end(self, run: Run, metrics: dict[str, Any]) -> None:
+        """Write the row's figures and the hparams table entry, and close the writer."""
+        from torch.utils.tensorboard.summary import hparams
+
+        w = self.writer(run)
+        figures = numeric(metrics)
+        for key, value in figures.items():
+            w.add_scalar(f"final/{key}", value, 0)
+        params: dict[str, Any] = {}
+        for key, value in Where(run.out_dir).params().items():
+            try:
+                params[key] = float(value)
+            except ValueError:
+                params[key] = value
+        chosen = {f"hparam/{k}": figures[k] for k in self.HPARAM_METRICS if k in figures}
+        for summary in hparams(params, chosen):  # the plugin's experiment, its session, its end
+            w.file_writer.add_summary(summary)
+        for key, value in chosen.items():
+            w.add_scalar(key, value, 0)
+        w.close()
+        self._writer = None
