@@ -3,7 +3,7 @@ dashboard attributes), in the order a reader meets them, with its type and one l
 
 Everything else derives from this table: the CSV's column order (sweep/results.py), the types
 `sweep.analyze` reads it with, which figures a repeated run reports the spread of, and the column
-table of docs/outputs.md (`python -m sweep.results.row` prints it; a keeps the two equal). Adding a
+table of docs/outputs.md (`python -m sweep.results.row` prints it; a test compares them). Adding a
 column is one line here plus the code that computes its value.
 """
 
