@@ -34,14 +34,115 @@ def create_params_from_overrides(arguments: list[str]) -> tuple[dict, dict[str, 
     return parse(arguments)
 
 
+# --- Hydra's instantiate allow-list -----------------------------------------------------------
+# hydra-core 1.4.0rc3 restricts which `_target_`s a call may run through the keyword
+# `_execution_whitelist_`; Hydra's main branch spells it `_target_whitelist_`, and l1sweep's pin
+# admits any 1.4. Every instantiate that runs a name from a config goes through `instantiate`
+# here, which passes the spelling the installed Hydra takes (read from its signature).
+ALLOW_LIST_KEYWORDS = ("_target_whitelist_", "_execution_whitelist_")
+# Hydra's message for a nested `_target_` the allow-list refused (both spellings' releases).
+REFUSED_TARGET = r"Target '([^']+)' is not in the Hydra (?:execution|target) whitelist"
+
+
+@functools.cache
+def allow_list_keyword() -> str:
+    """The keyword `hydra.utils.instantiate` takes for its allow-list of `_target_`s.
+    Raises RuntimeError where it takes neither spelling (l1sweep would run any target)."""
+    import inspect
+
+    from hydra.utils import instantiate as hydra_instantiate
+
+    params = inspect.signature(hydra_instantiate).parameters
+    for keyword in ALLOW_LIST_KEYWORDS:
+        if keyword in params:
+            return keyword
+    raise RuntimeError(
+        "hydra.utils.instantiate takes no allow-list of _target_s "
+        f"(neither of {', '.join(ALLOW_LIST_KEYWORDS)}): install hydra-core 1.4.0rc3"
+    )
+
+
+def instantiate(config: Any, allowed: tuple[str, ...], **kwargs: Any) -> Any:
+    """`hydra.utils.instantiate(config, **kwargs)` allowed to run only the `_target_`s in
+    `allowed` (exact names, or `prefix.*`). Raises Hydra's InstantiationException for a
+    refused or failing target, as Hydra does."""
+    from hydra.utils import instantiate as hydra_instantiate
+
+    return hydra_instantiate(config, **kwargs, **{allow_list_keyword(): tuple(allowed)})
+
+
+# --- Optuna's storage from a URL ---------------------------------------------------------------
+# `optuna.storages.get_storage` turns a URL into the storage object a Study holds (one engine
+# for the study list, the study and the lookups by trial number that a Study lacks). Optuna
+# documents it "only for internal usage"; its public callers (create_study, load_study) make
+# their own storage and keep it inside the Study.
+def get_storage(storage: Any) -> Any:
+    """The Optuna storage object of a URL, a storage object (returned as it is) or None (an
+    in-memory storage)."""
+    import optuna
+
+    return optuna.storages.get_storage(storage)
+
+
+# --- Hydra's global state and launchers --------------------------------------------------------
+# A forkserver's child runs a job in a fresh process: it needs Hydra's ConfigStore and plugin
+# registry as the sweep process has them. Hydra's joblib launcher sends them the same way
+# (`Singleton.get_state()` / `set_state()`, hydra.core.singleton; not in Hydra's docs).
+def hydra_global_state() -> Any:
+    """Hydra's global singletons (ConfigStore, plugins) as one picklable object."""
+    from hydra.core.singleton import Singleton
+
+    return Singleton.get_state()
+
+
+def set_hydra_global_state(state: Any) -> None:
+    """Restore what `hydra_global_state` returned, in a fresh process."""
+    from hydra.core.singleton import Singleton
+
+    Singleton.set_state(state)
+
+
+def joblib_launcher(**setup: Any) -> Any:
+    """Hydra's joblib launcher with its documented defaults, set up with `setup`
+    (hydra_context, task_function, config): the fork launcher hands its jobs to it where forking
+    is unsafe. The class sits in the plugin's module, not a documented API."""
+    import dataclasses
+
+    from hydra_plugins.hydra_joblib_launcher.config import JobLibLauncherConf
+    from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
+
+    options = dataclasses.asdict(JobLibLauncherConf())
+    options.pop("_target_")
+    launcher = JoblibLauncher(**options)
+    launcher.setup(**setup)
+    return launcher
+
+
+# The loggers whose INFO lines announce each launched job: Hydra's launchers log under their
+# (private) module names.
+LAUNCH_LOGGERS = (
+    "hydra._internal.core_plugins.basic_launcher",
+    "hydra_plugins.hydra_joblib_launcher",
+    "hydra_plugins.hydra_submitit_launcher",
+)
+
+
 __all__ = [
+    "LAUNCH_LOGGERS",
+    "REFUSED_TARGET",
+    "allow_list_keyword",
     "check",
     "config_root",
     "create_params_from_overrides",
+    "get_storage",
+    "hydra_global_state",
+    "instantiate",
+    "joblib_launcher",
     "has_module_hooks",
     "has_optimizer_step_hooks",
     "log_softmax_backward",
     "missing",
+    "set_hydra_global_state",
 ]
 
 
@@ -133,6 +234,10 @@ def check() -> None:
     """Raise RuntimeError naming every private API above that the installed libraries no
     longer have or that no longer behaves as l1sweep relies on."""
     gone = missing()
+    try:
+        allow_list_keyword()
+    except RuntimeError as e:
+        gone += (str(e),)
     if gone:
         raise RuntimeError(f"private API gone from the installed libraries: {', '.join(gone)}")
     space, fixed, rest = create_params_from_overrides(

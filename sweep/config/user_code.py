@@ -16,7 +16,6 @@ import re
 import torch
 import torch.nn as nn
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig
 
 from sweep import _compat
@@ -29,7 +28,7 @@ log = logging.getLogger(__name__)
 ALLOW_KEY = "allow_targets"
 DOCS = "docs/own_model_and_data.md"
 _PATTERN = targets.PATTERN
-_REFUSED = re.compile(r"Target '([^']+)' is not in the Hydra execution whitelist")
+_REFUSED = re.compile(_compat.REFUSED_TARGET)
 
 
 def allowed(node: DictConfig) -> tuple[str, ...]:
@@ -119,7 +118,7 @@ def key_of(node: DictConfig) -> str:
 
 
 def instantiate_checked(node: DictConfig, base: tuple[str, ...], **offered: object) -> object:
-    """hydra.utils.instantiate of `node` with the execution whitelist `base` plus the user's
+    """hydra.utils.instantiate of `node` with the allow-list `base` plus the user's
     `allow_targets`, given those of `offered` its target accepts. A refused target, or a
     UserError the target raises, becomes one UserError line."""
     key = key_of(node)
@@ -143,7 +142,7 @@ def instantiate_checked(node: DictConfig, base: tuple[str, ...], **offered: obje
         if not is_allowed(name, base):
             log.info(f"{key}: running outside code {name} (allowed by {ALLOW_KEY}={list(user)})")
     try:
-        made = instantiate(node, **offered, _execution_whitelist_=whitelist)
+        made = _compat.instantiate(node, whitelist, **offered)
     except InstantiationException as e:
         if isinstance(e.__cause__, UserError):
             raise e.__cause__ from None

@@ -31,13 +31,10 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
+from sweep import _compat
+
 # The loggers whose INFO lines announce each launched job (Hydra's launchers and l1sweep's).
-LAUNCH_LOGGERS = (
-    "sweep.search.launcher",
-    "hydra._internal.core_plugins.basic_launcher",
-    "hydra_plugins.hydra_joblib_launcher",
-    "hydra_plugins.hydra_submitit_launcher",
-)
+LAUNCH_LOGGERS = ("sweep.search.launcher", *_compat.LAUNCH_LOGGERS)
 # The key a user gives to see the trials' epochs on the console again.
 DETAIL_KEY = "train.log_every"
 

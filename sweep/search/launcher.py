@@ -28,7 +28,6 @@ and of decoding the data in every trial. It is measured against `fork` in docs/p
 from __future__ import annotations
 
 import ctypes
-import dataclasses
 import importlib
 import logging
 import multiprocessing
@@ -41,12 +40,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides, run_job, setup_globals
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, open_dict
 
+from sweep import _compat
 from sweep.search import interrupts
 
 log = logging.getLogger(__name__)
@@ -132,14 +131,9 @@ class ForkLauncher(Launcher):
 
     def use_joblib(self, why: str) -> Launcher:
         """Hand every job to joblib's launcher from now on; returns it."""
-        from hydra_plugins.hydra_joblib_launcher.config import JobLibLauncherConf
-        from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
-
-        options = dataclasses.asdict(JobLibLauncherConf())
-        options.pop("_target_")
-        self.fallback = JoblibLauncher(**options)
-        self.fallback.setup(hydra_context=self.hydra_context, task_function=self.task_function,
-                            config=self.config)  # fmt: skip
+        self.fallback = _compat.joblib_launcher(
+            hydra_context=self.hydra_context, task_function=self.task_function, config=self.config
+        )
         log.info(f"hydra/launcher=fork: {why}; trials run in joblib's worker processes")
         return self.fallback
 
@@ -215,14 +209,14 @@ class ForkLauncher(Launcher):
 
         state = {**self.__dict__, "_children": set(), "fallback": None}
         state["task_function"] = by_name(self.task_function)
-        state["singleton"] = Singleton.get_state()
+        state["singleton"] = _compat.hydra_global_state()
         return {"cloudpickled": cloudpickle.dumps(state)}
 
     def __setstate__(self, pickled: dict[str, Any]) -> None:
         import cloudpickle
 
         state = cloudpickle.loads(pickled["cloudpickled"])
-        Singleton.set_state(state.pop("singleton"))
+        _compat.set_hydra_global_state(state.pop("singleton"))
         module, name, depth = state["task_function"]
         task = getattr(importlib.import_module(module), name)
         for _ in range(depth):  # under @hydra.main's wrapper

@@ -19,12 +19,12 @@ from typing import Any
 
 import optuna
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from sweep import _compat
 from sweep.errors import UserError
 from sweep.results import points
 from sweep.results import row as result_row
@@ -91,9 +91,9 @@ def open_study(
             if isinstance(storage, str) and storage.startswith("sqlite:///"):
                 Path(storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
             if isinstance(storage, DictConfig):
-                storage = instantiate(storage, _execution_whitelist_=("optuna.storages.*",))
+                storage = _compat.instantiate(storage, ("optuna.storages.*",))
             # one engine for both calls below, and held for the lookups a Study lacks
-            storage = optuna.storages.get_storage(storage)
+            storage = _compat.get_storage(storage)
             created = (
                 name is None or storage is None or name not in optuna.get_all_study_names(storage)
             )

@@ -36,13 +36,13 @@ from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import (
     BaseDistribution,
 )
 from optuna.trial import TrialState
 
+from sweep import _compat
 from sweep.config import schema
 from sweep.errors import UserError
 from sweep.results import row as result_row
@@ -137,13 +137,13 @@ class L1Sweeper(Sweeper):
             schema.check(pruner, "hydra.sweeper.pruner.")
             _check_sampler_target(sampler)
             try:
-                self.pruner = instantiate(pruner, _execution_whitelist_=("optuna.pruners.*",))
+                self.pruner = _compat.instantiate(pruner, ("optuna.pruners.*",))
             except Exception as e:  # Optuna's own check of the pruner's options
                 reason = str(e).splitlines()[0]
                 raise UserError(f"hydra.sweeper.pruner: {reason}") from e
             _check_optional_packages(self.pruner, "hydra/sweeper/pruner")
             try:
-                self.sampler = instantiate(sampler, _execution_whitelist_=SAMPLERS)
+                self.sampler = _compat.instantiate(sampler, SAMPLERS)
             except Exception as e:  # the sampler's own check of its options (any exception type)
                 reason = str(e).splitlines()[0]
                 raise UserError(
@@ -345,8 +345,8 @@ class L1Sweeper(Sweeper):
         if not user_code.is_allowed(name, base):
             log.info(f"{key}: running outside code {name} (allowed by allow_targets={list(user)})")
         try:
-            self.extend_space = instantiate(
-                {"_target_": name, "_partial_": True}, _execution_whitelist_=base + user
+            self.extend_space = _compat.instantiate(
+                {"_target_": name, "_partial_": True}, base + user
             )
         except Exception as e:
             reason = (str(e).splitlines() or [type(e).__name__])[0]
@@ -504,11 +504,8 @@ class L1Sweeper(Sweeper):
 
     def _make_sampler(self, **kwargs: Any) -> optuna.samplers.BaseSampler:
         """The configured sampler with `kwargs` and, for parallel trials, TPE's constant liar."""
-        return instantiate(
-            self.config.hydra.sweeper.sampler,
-            **self._sampler_extra,
-            **kwargs,
-            _execution_whitelist_=SAMPLERS,
+        return _compat.instantiate(
+            self.config.hydra.sweeper.sampler, SAMPLERS, **self._sampler_extra, **kwargs
         )
 
     def _make_study_sampler(

@@ -16,8 +16,9 @@ from numbers import Real
 import optuna
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from hydra.utils import instantiate
 from omegaconf import DictConfig
+
+from sweep import _compat
 
 ROW_ATTR = "row"
 SUBDIR = "trial_"  # a trial's job runs in hydra.sweep.subdir=trial_<number>
@@ -74,12 +75,12 @@ def job_reporter() -> Reporter | None:
         return None
     storage = hc.sweeper.storage
     if isinstance(storage, DictConfig):
-        storage = instantiate(storage, _execution_whitelist_=("optuna.storages.*",))
-    storage = optuna.storages.get_storage(storage)  # held: the lookup by number is its
+        storage = _compat.instantiate(storage, ("optuna.storages.*",))
+    storage = _compat.get_storage(storage)  # held: the lookup by number is its
     study = optuna.load_study(
         study_name=hc.sweeper.study_name,
         storage=storage,
-        pruner=instantiate(hc.sweeper.pruner, _execution_whitelist_=("optuna.pruners.*",)),
+        pruner=_compat.instantiate(hc.sweeper.pruner, ("optuna.pruners.*",)),
         sampler=optuna.samplers.RandomSampler(),  # never asked: no TPE set-up for nothing
     )
     number = int(hc.sweep.subdir.removeprefix(SUBDIR))
