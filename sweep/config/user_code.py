@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import logging
 import re
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
@@ -20,8 +21,10 @@ from omegaconf import DictConfig, ListConfig
 
 from sweep import _compat
 from sweep.config import targets
-from sweep.data.datasets import Dataset
 from sweep.errors import UserError
+
+if TYPE_CHECKING:  # config sits below data (docs/architecture.md): the type only
+    from sweep.data.datasets import Dataset
 
 log = logging.getLogger(__name__)
 

@@ -164,6 +164,20 @@ def _load_csv(
     test_fraction: float,
     test_seed: int,
 ) -> Dataset:
+    frame = _read_csv(path)
+    features = _check_columns(frame, path, target, features)
+    _check_feature_values(frame, features, path)
+    y, class_names = _classes(_csv_labels(frame, target, path), f"data.target={target} of {path}")
+    x = torch.tensor(frame[list(features)].to_numpy(dtype=np.float32))
+    parts = _splits(
+        x, torch.from_numpy(y), None, seed, val_fraction, test_fraction, test_seed, path
+    )
+    return _dataset(parts, standardize, len(class_names), tuple(features), class_names, path)
+
+
+def _read_csv(path: str) -> pd.DataFrame:
+    """The CSV at `path` with its column names as strings; a file pandas cannot read is a
+    UserError."""
     try:
         frame = pd.read_csv(path)
     except pd.errors.EmptyDataError:
@@ -171,8 +185,16 @@ def _load_csv(
     except (UnicodeDecodeError, pd.errors.ParserError) as e:
         reason = str(e).splitlines()[0]
         raise UserError(f"data.path={path} is not a readable CSV ({reason})") from None
-    columns = [str(c) for c in frame.columns]
-    frame.columns = columns
+    frame.columns = [str(c) for c in frame.columns]
+    return frame
+
+
+def _check_columns(
+    frame: pd.DataFrame, path: str, target: str, features: tuple[str, ...] | None
+) -> tuple[str, ...]:
+    """The feature columns (default: every column but `target`), after checking that the
+    target and features are columns, apart, and that the table has rows."""
+    columns = list(frame.columns)
     shown = ", ".join(columns[:12]) + (", ..." if len(columns) > 12 else "")
     if target not in columns:
         raise UserError(f"data.target={target} is not a column of {path}; its columns: {shown}")
@@ -189,6 +211,12 @@ def _load_csv(
         raise UserError(f"{path} has no feature column besides data.target={target}")
     if frame.empty:
         raise UserError(f"data.path={path} has a header but no data rows")
+    return features
+
+
+def _check_feature_values(frame: pd.DataFrame, features: tuple[str, ...], path: str) -> None:
+    """Every feature column holds numbers (booleans count) and no empty value; the first
+    offending row is named (1-based, counting data rows)."""
     for c in features:
         col = frame[c]
         if col.dtype == bool:
@@ -205,6 +233,11 @@ def _load_csv(
                 f"feature column {c} of {path} has {int(col.isna().sum())} empty values (first "
                 f"in data row {int(col.isna().idxmax()) + 1}); fill or drop those rows"
             )
+
+
+def _csv_labels(frame: pd.DataFrame, target: str, path: str) -> np.ndarray:
+    """The target column's values, shape (n,): numbers as they are, anything else as strings;
+    an empty label is a UserError."""
     labels = frame[target].to_numpy()
     if labels.dtype == object:
         if pd.isna(labels).any():
@@ -213,12 +246,7 @@ def _load_csv(
                 "labels; fill or drop those rows"
             )
         labels = labels.astype(str)
-    y, class_names = _classes(labels, f"data.target={target} of {path}")
-    x = torch.tensor(frame[list(features)].to_numpy(dtype=np.float32))
-    parts = _splits(
-        x, torch.from_numpy(y), None, seed, val_fraction, test_fraction, test_seed, path
-    )
-    return _dataset(parts, standardize, len(class_names), tuple(features), class_names, path)
+    return labels
 
 
 def load_npz(
@@ -252,6 +280,35 @@ def _load_npz(
     test_fraction: float,
     test_seed: int,
 ) -> Dataset:
+    arrays = _read_npz(path)
+    _check_npz(arrays, path)
+    x, y = arrays["x"], arrays["y"]
+    has_test = "x_test" in arrays
+    labels = np.concatenate([y, arrays["y_test"]]) if has_test else y
+    if labels.dtype.kind not in "biufUS":
+        raise UserError(f"{path}: y holds {labels.dtype} values; give numbers or strings")
+    index, class_names = _classes(labels, f"y of {path}")
+    test = None
+    if has_test:
+        test_classes = set(index[len(y) :]) - set(index[: len(y)])
+        if test_classes:
+            shown = ", ".join(class_names[i] for i in sorted(test_classes))
+            raise UserError(f"{path}: y_test has classes that y has not ({shown})")
+        test = (
+            torch.tensor(arrays["x_test"], dtype=torch.float32),
+            torch.from_numpy(index[len(y) :]),
+        )
+    feature_names = _feature_names(arrays, int(np.prod(x.shape[1:])), path)
+    parts = _splits(
+        torch.tensor(x, dtype=torch.float32), torch.from_numpy(index[: len(y)]), test,
+        seed, val_fraction, test_fraction, test_seed, path,
+    )  # fmt: skip
+    return _dataset(parts, standardize, len(class_names), feature_names, class_names, path)
+
+
+def _read_npz(path: str) -> dict[str, np.ndarray]:
+    """The arrays of the .npz file at `path` by name, read without pickle (a data file never
+    runs code); anything else is a UserError."""
     with open(path, "rb") as fh:
         if fh.read(4) != b"PK\x03\x04":  # np.savez writes a zip archive
             raise UserError(
@@ -259,7 +316,7 @@ def _load_npz(
             )
     try:
         with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
+            return {k: npz[k] for k in npz.files}
     except ValueError as e:
         if "pickle" in str(e):
             raise UserError(
@@ -269,13 +326,17 @@ def _load_npz(
         raise UserError(f"data.path={path} is not a readable .npz file ({e})") from None
     except (OSError, EOFError) as e:  # not a zip, truncated
         raise UserError(f"data.path={path} is not a readable .npz file ({e})") from None
+
+
+def _check_npz(arrays: dict[str, np.ndarray], path: str) -> None:
+    """`x` and `y` (and `x_test` with `y_test`, both or neither) are there, inputs are numbers
+    with one row per example, labels one per row, test rows shaped as training rows."""
     names = ", ".join(arrays) or "none"
     for key in ("x", "y"):
         if key not in arrays:
             raise UserError(f"{path} has no array {key!r} (it has: {names}); see data=npz")
     if ("x_test" in arrays) != ("y_test" in arrays):
         raise UserError(f"{path} has only one of x_test, y_test; give both or neither")
-    x, y = arrays["x"], arrays["y"]
     has_test = "x_test" in arrays
     for key in ("x", "x_test") if has_test else ("x",):
         a = arrays[key]
@@ -292,36 +353,20 @@ def _load_npz(
                 f"{path}: {yk} has shape {arrays[yk].shape}; it needs one label per row of "
                 f"{xk}, shape ({len(arrays[xk])},)"
             )
-    if has_test and arrays["x_test"].shape[1:] != x.shape[1:]:
+    if has_test and arrays["x_test"].shape[1:] != arrays["x"].shape[1:]:
         raise UserError(
             f"{path}: x_test rows have shape {arrays['x_test'].shape[1:]}, x rows "
-            f"{x.shape[1:]}; they must match"
+            f"{arrays['x'].shape[1:]}; they must match"
         )
-    labels = np.concatenate([y, arrays["y_test"]]) if has_test else y
-    if labels.dtype.kind not in "biufUS":
-        raise UserError(f"{path}: y holds {labels.dtype} values; give numbers or strings")
-    index, class_names = _classes(labels, f"y of {path}")
-    test = None
-    if has_test:
-        test_classes = set(index[len(y) :]) - set(index[: len(y)])
-        if test_classes:
-            shown = ", ".join(class_names[i] for i in sorted(test_classes))
-            raise UserError(f"{path}: y_test has classes that y has not ({shown})")
-        test = (
-            torch.tensor(arrays["x_test"], dtype=torch.float32),
-            torch.from_numpy(index[len(y) :]),
+
+
+def _feature_names(arrays: dict[str, np.ndarray], n_features: int, path: str) -> tuple[str, ...]:
+    """The file's `feature_names` (one per input column), or x0, x1, ... without them."""
+    if "feature_names" not in arrays:
+        return tuple(f"x{i}" for i in range(n_features))
+    feature_names = tuple(str(n) for n in arrays["feature_names"].reshape(-1))
+    if len(feature_names) != n_features:
+        raise UserError(
+            f"{path}: feature_names has {len(feature_names)} names for {n_features} features"
         )
-    n_features = int(np.prod(x.shape[1:]))
-    if "feature_names" in arrays:
-        feature_names = tuple(str(n) for n in arrays["feature_names"].reshape(-1))
-        if len(feature_names) != n_features:
-            raise UserError(
-                f"{path}: feature_names has {len(feature_names)} names for {n_features} features"
-            )
-    else:
-        feature_names = tuple(f"x{i}" for i in range(n_features))
-    parts = _splits(
-        torch.tensor(x, dtype=torch.float32), torch.from_numpy(index[: len(y)]), test,
-        seed, val_fraction, test_fraction, test_seed, path,
-    )  # fmt: skip
-    return _dataset(parts, standardize, len(class_names), feature_names, class_names, path)
+    return feature_names

@@ -133,30 +133,7 @@ def trace(model: nn.Module) -> Chain:
     for name, m in _modules(model):
         kind = type(m)
         if kind in PARAM_LAYERS:
-            if kind is nn.Conv2d and (m.groups != 1 or m.padding_mode != "zeros"):
-                raise CannotCompact(
-                    f"compact cannot follow layer {name}: a Conv2d with groups={m.groups}, "
-                    f"padding_mode={m.padding_mode} (it knows groups=1 with zero padding)"
-                )
-            if layers:
-                prev = layers[-1].module
-                if kind is nn.Conv2d and (flat or isinstance(prev, nn.Linear)):
-                    raise CannotCompact(
-                        f"compact cannot follow layer {name}: a Conv2d after a Linear or Flatten"
-                    )
-                spread = 1
-                if kind is nn.Linear and isinstance(prev, nn.Conv2d):
-                    if not flat or m.in_features % prev.out_channels:
-                        raise CannotCompact(
-                            f"compact cannot follow layer {name}: a Linear after a Conv2d needs "
-                            f"a Flatten between, and in_features a multiple of the channels"
-                        )
-                    spread = m.in_features // prev.out_channels
-                elif kind is nn.Linear and m.in_features != prev.out_features:
-                    raise CannotCompact(f"compact cannot follow layer {name}: widths disagree")
-                layers.append(Layer(name, m, spread=spread))
-            else:
-                layers.append(Layer(name, m))
+            layers.append(_param_layer(name, m, layers[-1].module if layers else None, flat))
             flat = kind is nn.Linear
         elif kind in PASS_LAYERS or (kind is nn.Unflatten and not layers):
             if kind is nn.Flatten and (m.start_dim, m.end_dim) != (1, -1):
@@ -175,6 +152,35 @@ def trace(model: nn.Module) -> Chain:
     first = layers[0].module
     n_inputs = first.in_features if isinstance(first, nn.Linear) else first.in_channels
     return Chain(prefix, layers, n_inputs)
+
+
+def _param_layer(name: str, m: nn.Module, prev: nn.Module | None, flat: bool) -> Layer:
+    """The Layer of a Linear or Conv2d `m` that follows the parameter layer `prev` (None: the
+    first), `flat` telling whether a Flatten came between; CannotCompact where compact cannot
+    carry the wiring over."""
+    kind = type(m)
+    if kind is nn.Conv2d and (m.groups != 1 or m.padding_mode != "zeros"):
+        raise CannotCompact(
+            f"compact cannot follow layer {name}: a Conv2d with groups={m.groups}, "
+            f"padding_mode={m.padding_mode} (it knows groups=1 with zero padding)"
+        )
+    if prev is None:
+        return Layer(name, m)
+    if kind is nn.Conv2d and (flat or isinstance(prev, nn.Linear)):
+        raise CannotCompact(
+            f"compact cannot follow layer {name}: a Conv2d after a Linear or Flatten"
+        )
+    spread = 1
+    if kind is nn.Linear and isinstance(prev, nn.Conv2d):
+        if not flat or m.in_features % prev.out_channels:
+            raise CannotCompact(
+                f"compact cannot follow layer {name}: a Linear after a Conv2d needs "
+                f"a Flatten between, and in_features a multiple of the channels"
+            )
+        spread = m.in_features // prev.out_channels
+    elif kind is nn.Linear and m.in_features != prev.out_features:
+        raise CannotCompact(f"compact cannot follow layer {name}: widths disagree")
+    return Layer(name, m, spread=spread)
 
 
 @torch.no_grad()
@@ -263,22 +269,10 @@ def compact(
     cols = kept_in
     for k, L in enumerate(chain.layers):
         rows = kept[k]
-        m = L.module
         bias = L.bias().clone()
         if k and const[k - 1].any() and not L.padded:
             bias += sums[k][:, const[k - 1]] @ values[k - 1][const[k - 1]]
-        weight = m.weight.detach().cpu()[rows]
-        if isinstance(m, nn.Linear):
-            weight = weight.view(len(weight), len(cols), L.spread)[:, cols].flatten(1)
-            new: nn.Module = skip_init(nn.Linear, weight.shape[1], weight.shape[0])
-        else:
-            weight = weight[:, cols]
-            new = skip_init(nn.Conv2d, weight.shape[1], weight.shape[0], m.kernel_size,
-                            m.stride, m.padding, m.dilation)  # fmt: skip
-        new = new.to(dtype=weight.dtype)
-        new.weight.copy_(weight)
-        new.bias.copy_(bias[rows])
-        modules.append((L.name, new))
+        modules.append((L.name, _kept_part(L, rows, cols, bias[rows])))
         modules.extend(L.after)
         cols = rows
     device = chain.layers[0].module.weight.device
@@ -286,6 +280,24 @@ def compact(
     if feature_names is not None:
         return compact_model, [n for n, k in zip(feature_names, mask.flatten().tolist()) if k]
     return compact_model, mask.cpu()
+
+
+def _kept_part(L: Layer, rows: torch.Tensor, cols: torch.Tensor, bias: torch.Tensor) -> nn.Module:
+    """A new Linear/Conv2d holding layer L's kept units (bool `rows`) over the kept units of
+    the layer before (bool `cols`), with `bias` (the kept rows', constants folded in)."""
+    m = L.module
+    weight = m.weight.detach().cpu()[rows]
+    if isinstance(m, nn.Linear):
+        weight = weight.view(len(weight), len(cols), L.spread)[:, cols].flatten(1)
+        new: nn.Module = skip_init(nn.Linear, weight.shape[1], weight.shape[0])
+    else:
+        weight = weight[:, cols]
+        new = skip_init(nn.Conv2d, weight.shape[1], weight.shape[0], m.kernel_size,
+                        m.stride, m.padding, m.dilation)  # fmt: skip
+    new = new.to(dtype=weight.dtype)
+    new.weight.copy_(weight)
+    new.bias.copy_(bias)
+    return new
 
 
 def select_inputs(x: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:

@@ -39,6 +39,12 @@ def unsupported(model: nn.Module) -> str | None:
     if not layers or len(layers) % 2 == 0 or got != want:
         names = ", ".join(t.__name__ for t in got)
         return f"its layers ({names}) are not Linear, ReLU, ..., Linear"
+    return _state_unsupported(model, layers)
+
+
+def _state_unsupported(model: nn.Module, layers: list[nn.Module]) -> str | None:
+    """Why the Linear/ReLU chain `layers` of `model` computes or trains otherwise than the
+    plain layers (a hook, a frozen parameter, a missing bias), or None."""
     gone = _compat.missing()
     if gone:  # torch changed: the step cannot check for hooks or compute autograd's bits
         return f"the installed torch lacks {', '.join(gone)}"

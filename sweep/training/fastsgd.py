@@ -53,6 +53,12 @@ def unsupported(
         return f"the parameters are on {flat.device.type}, where torch steps with foreach kernels"
     if len(optimizer.param_groups) != 1:
         return f"the optimizer has {len(optimizer.param_groups)} param groups"
+    return _step_unsupported(optimizer) or _layout_unsupported(optimizer, flat, grad)
+
+
+def _step_unsupported(optimizer: torch.optim.SGD) -> str | None:
+    """Why torch's step would run more than the update (options, grad scale, hooks, a replaced
+    step), or None."""
     group = optimizer.param_groups[0]
     for key in ("foreach", "fused", "differentiable"):
         if group.get(key):
@@ -69,6 +75,15 @@ def unsupported(
     step = vars(optimizer).get("step")
     if step is not None and not _is_scheduler_counter(step, type(optimizer)):
         return "optimizer.step is replaced on the instance"
+    return None
+
+
+def _layout_unsupported(
+    optimizer: torch.optim.SGD, flat: torch.Tensor, grad: torch.Tensor
+) -> str | None:
+    """Why the param group's params and gradients are not exactly `flat` and `grad` tiled in
+    the same places (or the momentum state is partial), or None."""
+    group = optimizer.param_groups[0]
     spans = []
     for p in group["params"]:
         g = p.grad
