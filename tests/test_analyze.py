@@ -8,7 +8,10 @@ import yaml
 from PIL import Image
 
 from conftest import copy_sweep, run_cli
-from sweep.analyze import input_mask, knee, load, main, methods, pareto_front
+from sweep.analysis.fronts import knee, methods, pareto_front
+from sweep.analysis.load import load
+from sweep.analysis.plots import input_mask
+from sweep.analyze import main
 from sweep.errors import UserError
 
 

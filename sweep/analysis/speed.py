@@ -14,6 +14,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from sweep.analysis.load import complete, trial_dir
+from sweep.analysis.plots import plot_front_by_method, save_figure
+
 # The export.csv row and column the latency plot reads: the compact model, batch 256, 1 thread.
 COMPACT, DENSE = "model.compact.l1z", "model.pt"
 TIME = "ms_batch256_1thread"
@@ -23,11 +26,9 @@ def exported_times(done: pd.DataFrame) -> pd.DataFrame:
     """Per trial with an export/export.csv holding latency columns: method, the compact
     model's test_acc and TIME, and the dense model's TIME (measured in the same run). Empty
     where no trial was exported with latency."""
-    from sweep.analyze import _trial_dir
-
     rows = []
     for index, row in done.iterrows():
-        csv = _trial_dir(row) / "export" / "export.csv"
+        csv = trial_dir(row) / "export" / "export.csv"
         if not csv.is_file():
             continue
         table = pd.read_csv(csv).set_index("artifact")
@@ -49,9 +50,7 @@ def plot_speed(frame: pd.DataFrame, out: Path) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from sweep.analyze import _complete, plot_front_by_method, save_figure
-
-    done = frame[_complete(frame)]
+    done = frame[complete(frame)]
     if "method" not in done:
         done = done.assign(method=done["sweep"])
     colours = plt.get_cmap("tab10").colors
