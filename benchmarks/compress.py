@@ -35,6 +35,8 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 
 from sweep import export  # noqa: E402
+from sweep.deploy import artifacts  # noqa: E402
+from sweep.deploy import measure as measures  # noqa: E402
 
 FRONTIER = ["experiment=fashion_frontier", "train.log_every=5", "train.threads=1"]
 SMOKE = ["train.threads=1", "train.log_every=50"]
@@ -66,21 +68,21 @@ def measure(run: Path, bits: int, epochs: int) -> dict:
     src = export.source(run, bits, epochs, log=lambda *a: None)
     out = run / f"export-b{bits}e{epochs}"
     out.mkdir(exist_ok=True)
-    written = export.l1z(src, out)
+    written = artifacts.l1z(src, out)
     seconds = time.perf_counter() - start
     metrics = json.loads((run / "metrics.json").read_text())
     d = src.data
-    val = export._logits(written.predict, d.x_val)
-    test = export._logits(written.predict, d.x_test)
+    val = measures.logits_of(written.predict, d.x_val)
+    test = measures.logits_of(written.predict, d.x_test)
     return {
         "bytes": os.path.getsize(written.path),
         "dense_bytes": os.path.getsize(run / "model.pt"),
-        "val_acc": export.accuracy(val, d.y_val),
-        "test_acc": export.accuracy(test, d.y_test),
+        "val_acc": measures.accuracy(val, d.y_val),
+        "test_acc": measures.accuracy(test, d.y_test),
         "model_val_acc": metrics["val_acc"],
         "model_test_acc": metrics["test_acc"],
         "sparsity": metrics["sparsity"],
-        "nnz": export.compressed_nnz(src.trained),
+        "nnz": measures.compressed_nnz(src.trained),
         "seconds": seconds,
     }
 

@@ -25,36 +25,30 @@ In code, with torch and numpy alone (nothing here is unpickled):
 from __future__ import annotations
 
 import argparse
-import copy
-import gzip
-import math
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 import torch.nn as nn
 
-from sweep.deploy import archive, latency
+from sweep.deploy import archive, artifacts, codebook, measure
+from sweep.deploy.artifacts import ARCHIVE, COMPACT, Source
 from sweep.errors import UserError
-from sweep.models import compact as compact_
 
-ARCHIVE = "model.l1z"
-COMPACT = "model.compact.l1z"
-KEPT_INPUTS = "kept_inputs.csv"
-CSR = "model.l1z (torch CSR)"
-# what the command prints of export.csv (the file has every column)
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
+# What the command prints of export.csv (the file has every column, artifacts.COLUMNS).
 SHOWN = ["artifact", "bytes", "ratio_to_dense_fp32", "test_acc", "max_abs_logit_diff", "shape",
          "flops"]  # fmt: skip
-DEPLOY_HINT = 'pip install -e ".[deploy]" (onnx, onnxscript, onnxruntime)'
-COLUMNS = ["artifact", "bytes", "ratio_to_dense_fp32", "ratio_to_gzip_dense",
-           "bits_per_nonzero", "val_acc", "test_acc", "max_abs_logit_diff", "argmax_agreement",
-           "shape", "flops", "seconds", *latency.columns(), "note"]  # fmt: skip
+# Latency timing by default: rounds, and seconds of calls per model and round.
+LATENCY_ROUNDS, LATENCY_SECONDS = 3, 0.1
+# The root config, whose export.* a run written before that node existed falls back to.
+ROOT_CONFIG = Path(__file__).resolve().parent.parent / "conf" / "config.yaml"
 
 
 def load(path: str | Path, allow_targets: Sequence[str] = ()) -> nn.Module:
@@ -69,379 +63,11 @@ def load(path: str | Path, allow_targets: Sequence[str] = ()) -> nn.Module:
     return archive.read(path, allow_targets)
 
 
-# ---- measuring ---------------------------------------------------------------------------
-
-
-def _logits(predict: Callable[[np.ndarray], np.ndarray], x: torch.Tensor) -> np.ndarray:
-    return np.concatenate([predict(x[i : i + 4096].numpy()) for i in range(0, len(x), 4096)])
-
-
-def torch_predict(model: nn.Module) -> Callable[[np.ndarray], np.ndarray]:
-    """predict(x): `model`'s logits (N, classes) for inputs x (N, ...) as numpy, in eval
-    mode without gradients (what onnxruntime's sessions give, for one comparison)."""
-    model = model.eval()
-
-    def predict(x: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return model(torch.from_numpy(x)).numpy()
-
-    return predict
-
-
-def accuracy(logits: np.ndarray, y: torch.Tensor) -> float:
-    """Top-1 accuracy (0..1) of `logits` (N, classes) against labels `y` (N,)."""
-    return float((logits.argmax(1) == y.numpy()).mean())
-
-
-def architecture(
-    model_node: object, n_inputs: int, n_classes: int, input_shape: Sequence[int]
-) -> dict:
-    """The `arch` an archive stores: the config's model node (a DictConfig or dict: `_target_`
-    and its keys, resolved) and the data's sizes the factory accepts, as sweep.training.train.build
-    passes them. Raises UserError for a model config the archive cannot name (a nested
-    `_target_`, `_partial_`, `_args_`)."""
-    from omegaconf import DictConfig, OmegaConf
-
-    if isinstance(model_node, DictConfig):
-        node = OmegaConf.to_container(model_node, resolve=True)
-    else:
-        node = dict(model_node)
-    target = node.get("_target_")
-    extra = [k for k in node if k.startswith("_") and k.endswith("_") and k != "_target_"]
-    nested = [k for k, v in node.items() if isinstance(v, dict) and "_target_" in v]
-    if not isinstance(target, str) or extra or nested:
-        raise UserError(
-            f"model config {node} is not one the archive can rebuild: it needs a _target_ "
-            "and plain keyword arguments (no _partial_, _args_ or nested _target_)"
-        )
-    from sweep.config import targets
-
-    offered = {"n_inputs": n_inputs, "n_classes": n_classes, "input_shape": list(input_shape)}
-    try:
-        offered = targets.accepted(targets.locate(target), offered)
-    except (ImportError, AttributeError):
-        pass  # run_dir's build already imported it; keep all three
-    return {"_target_": target, **{k: v for k, v in node.items() if k != "_target_"}, **offered}
-
-
-def archive_metrics(
-    model: nn.Module,
-    data: object,
-    bits: int,
-    arch: dict,
-    epochs: int = 0,
-    layers: Sequence[str] | None = None,
-    path: Path | None = None,
-) -> dict:
-    """What a trial's archive costs and scores, for its results row: `archive_bytes` (the
-    file's size), `compression` (dense fp32 state_dict bytes / archive_bytes) and
-    `archive_val_acc`, `archive_test_acc` (accuracy of the weights decoded from those bytes).
-    `data`: a sweep.data.Dataset. Cheap: codebook fine-tuning only where epochs > 0. With
-    `path`, the archive's bytes are also written there (the file is exactly what was scored)."""
-    x, y = data.x_train.cpu(), data.y_train.cpu()
-    shared = archive.finetune(model, bits, x, y, epochs, layers=layers)
-    blob = archive.encode(shared, bits, arch, layers)
-    if path is not None:
-        path.write_bytes(blob)
-    decoded = copy.deepcopy(model).cpu()  # the module; its weights replaced by the decoded
-    archive.load_state(decoded, archive.decode(blob))
-    predict = torch_predict(decoded)
-    return {
-        "archive_bytes": len(blob),
-        "compression": archive.dense_bytes(model) / len(blob),
-        "archive_val_acc": accuracy(_logits(predict, data.x_val.cpu()), data.y_val.cpu()),
-        "archive_test_acc": accuracy(_logits(predict, data.x_test.cpu()), data.y_test.cpu()),
-    }
-
-
-# ---- artifacts ---------------------------------------------------------------------------
-
-
-@dataclass
-class Source:
-    """What the artifacts are made from: the trained model (from model.pt), its shared-weight
-    version (what the archive stores), the data, and how to rebuild the module."""
-
-    run_dir: Path
-    trained: nn.Module
-    shared: nn.Module
-    arch: dict
-    bits: int
-    data: object  # sweep.data.Dataset, on the CPU
-    allow_targets: tuple[str, ...] = ()
-    example: torch.Tensor = field(init=False)
-    _compact: object = field(init=False, default=None)
-
-    def __post_init__(self) -> None:
-        self.example = self.data.x_val[:2]
-
-    def compact(self) -> compact_.Deployable:
-        """The shared-weight model compacted (its removed units taken out), checked on the
-        validation split against the shared model; Missing (the one-line reason) where it
-        cannot be."""
-        if self._compact is None:
-            try:
-                names = getattr(self.data, "feature_names", None)
-                self._compact = compact_.deployable(self.shared, self.data.x_val, names)
-            except compact_.CannotCompact as e:
-                self._compact = Missing(f"no compact model: {e}")
-        if isinstance(self._compact, Missing):
-            raise self._compact
-        return self._compact
-
-
-@dataclass
-class Written:
-    """An artifact on disk: its file, how to run the file as read back from disk, and the
-    in-memory model it was made from (max_abs_logit_diff is against it)."""
-
-    path: Path
-    predict: Callable[[np.ndarray], np.ndarray]
-    reference: nn.Module
-    module: nn.Module | None = None  # the torch module read back (for timing), if any
-    holds: nn.Module | None = None  # the model the file holds (shape, flops); else reference
-
-
-class Missing(Exception):
-    """An artifact that cannot be written here; its message is the row's note."""
-
-
-def _atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through a temporary file beside `path`, then rename: no half-written artifact."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def dense_pt(src: Source, out: Path) -> Written:
-    """The run's own model.pt (dense fp32): the baseline, read back with weights_only."""
-    path = src.run_dir / "model.pt"
-    model = archive.rebuild(src.arch, src.allow_targets, str(path))
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    return Written(path, torch_predict(model.eval()), src.trained, model)
-
-
-def l1z(src: Source, out: Path) -> Written:
-    """Write model.l1z (sweep/archive.py) into `out` atomically and read it back: its bytes
-    on disk and the accuracies of the decoded model."""
-    path = out / ARCHIVE
-    blob = archive.encode(src.shared, src.bits, src.arch)
-    _atomic(path, lambda p: p.write_bytes(blob))
-    model = load(path, src.allow_targets)
-    return Written(path, torch_predict(model), src.shared, model)
-
-
-def compact_l1z(src: Source, out: Path) -> Written:
-    """The compact model (sweep.models.compact: removed neurons, filters and inputs taken out) as an
-    archive that `load` reads: it takes the same inputs as the model (its first step gathers
-    the kept ones). Beside it, kept_inputs.csv: the inputs it reads (position in the example,
-    name). Its max_abs_logit_diff is against the masked shared-weight model."""
-    small = src.compact()
-    path = out / COMPACT
-    blob = archive.encode(small.model, src.bits, small.arch)
-    _atomic(path, lambda p: p.write_bytes(blob))
-    import pandas as pd
-
-    kept = pd.DataFrame({"index": small.arch["inputs"], "name": small.names})
-    _atomic(out / KEPT_INPUTS, lambda p: kept.to_csv(p, index=False))
-    model = load(path, src.allow_targets)
-    return Written(path, torch_predict(model), src.shared, model)
-
-
-def _onnxruntime():
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime
-        import onnxscript  # noqa: F401
-    except ImportError as e:
-        raise Missing(f"not written: {e.name} is not installed; {DEPLOY_HINT}") from None
-    return onnxruntime
-
-
-def _ort_predict(path: Path) -> Callable[[np.ndarray], np.ndarray]:
-    ort = _onnxruntime()
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return lambda x: session.run(None, {name: x})[0]
-
-
-def onnx_fp32(src: Source, out: Path, name: str = "model.onnx", model=None) -> Written:
-    """The decoded (shared-weight) model through torch.onnx.export's current (dynamo)
-    exporter, one file (no external data), a dynamic batch axis."""
-    _onnxruntime()
-    path = out / name
-    model = src.shared if model is None else model
-    import logging
-    import warnings
-
-    def write(tmp: Path) -> None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-            torch.onnx.export(
-                model.eval(), (src.example,), str(tmp), dynamo=True, external_data=False,
-                input_names=["x"], output_names=["logits"], verbose=False,
-                dynamic_shapes=({0: torch.export.Dim("batch")},),
-            )  # fmt: skip
-
-    _atomic(path, write)
-    return Written(path, _ort_predict(path), src.shared)
-
-
-def compact_onnx(src: Source, out: Path) -> Written:
-    """The compact model as ONNX (fp32), its logits against the masked shared model."""
-    try:
-        small = src.compact()
-    except Missing:
-        raise Missing(f"not written: no compact model ({COMPACT} says why)") from None
-    written = onnx_fp32(src, out, "model.compact.onnx", small.model)
-    written.holds = small.model
-    return written
-
-
-def onnx_int8(src: Source, out: Path) -> Written:
-    """model.onnx with int8 weights, by onnxruntime's dynamic quantization (activations
-    quantized at run time)."""
-    _onnxruntime()
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    fp32 = out / "model.onnx"
-    if not fp32.is_file():
-        raise Missing("not written: model.onnx was not written")
-    path = out / "model.int8.onnx"
-    import logging
-
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # quantize_dynamic's hint to pre-process, on every call
-    try:
-        _atomic(path, lambda tmp: quantize_dynamic(fp32, tmp, weight_type=QuantType.QInt8))
-    finally:
-        root.setLevel(level)
-    return Written(path, _ort_predict(path), src.shared)
-
-
-# An artifact: its file name and the function that writes it into `out` and reads it back.
-# A later artifact (a structurally pruned, compact model) is one more entry.
-ARTIFACTS: list[tuple[str, Callable[[Source, Path], Written]]] = [
-    ("model.pt", dense_pt),
-    (ARCHIVE, l1z),
-    ("model.onnx", onnx_fp32),
-    ("model.int8.onnx", onnx_int8),
-    (COMPACT, compact_l1z),
-    ("model.compact.onnx", compact_onnx),
-]
-
-
-def compressed_nnz(model: nn.Module) -> int:
-    """Nonzeros of the compressible (Linear and Conv) weights."""
-    state = model.state_dict()
-    return sum(int((state[n] != 0).sum()) for n in archive.compressible(model))
-
-
-def measure_artifacts(
-    src: Source,
-    out: Path,
-    artifacts: Sequence[str] | None = None,
-    timing: tuple[int, float] | None = None,
-) -> list[dict]:
-    """Write every artifact into `out`, read each back from disk and measure it: one row each
-    (COLUMNS). Sizes are os.path.getsize; ratios are against model.pt and its gzip -9.
-    `shape` and `flops` (multiply-adds per example, sweep.models.compact.flops) are of the model the
-    file holds. Where half the Linear weights or more are zeros (an unstructured model), a row
-    CSR (model.l1z's weights as torch.sparse_csr, in memory: no file). timing=(repeats,
-    seconds): the latency columns (sweep.deploy.latency) of every model, measured in alternation;
-    None: not measured."""
-    out.mkdir(parents=True, exist_ok=True)
-    dense = (src.run_dir / "model.pt").read_bytes()
-    gzipped = len(gzip.compress(dense, compresslevel=9, mtime=0))
-    nnz = compressed_nnz(src.trained)
-    data = src.data
-    rows, timed = [], {}
-    shape = tuple(data.x_val.shape[1:])
-    for name, make in ARTIFACTS:
-        if artifacts is not None and name not in artifacts:
-            continue
-        start = time.perf_counter()
-        try:
-            written = make(src, out)
-        except Missing as e:
-            rows.append({"artifact": name, "note": str(e)})
-            continue
-        seconds = time.perf_counter() - start
-        rows.append({"artifact": name, **_scores(written, data, os.path.getsize(written.path),
-                                                 len(dense), gzipped, nnz),
-                     **_structure(_held(written), shape),
-                     "seconds": seconds, "note": ""})  # fmt: skip
-        timed[name] = _runner(written)
-    if ARCHIVE in timed and latency.linear_zeros(src.shared) >= 0.5:  # unstructured zeros
-        sparse = latency.csr(load(out / ARCHIVE, src.allow_targets))
-        written = Written(out / ARCHIVE, torch_predict(sparse), src.shared, sparse)
-        rows.append({"artifact": CSR, **_scores(written, data, None, len(dense), gzipped, nnz),
-                     **_structure(src.shared, shape),
-                     "note": f"in memory: {ARCHIVE}'s Linear weights as torch.sparse_csr "
-                             "(torch's sparse kernels)"})  # fmt: skip
-        timed[CSR] = latency.torch_runner(sparse)
-    if timing and "model.pt" in timed:
-        timed = {k: v for k, v in timed.items() if v is not None}
-        x = data.x_test[:256].numpy()
-        measured = latency.measure(timed, x, "model.pt", *timing)
-        for row in rows:
-            row.update(measured.get(row["artifact"], {}))
-    return rows
-
-
-def _scores(written: Written, data, size, dense: int, gzipped: int, nnz: int) -> dict:
-    """A file's size ratios (size None: no file) and its accuracies as read back."""
-    val = _logits(written.predict, data.x_val)
-    test = _logits(written.predict, data.x_test)
-    ref = _logits(torch_predict(written.reference), data.x_test)
-    sizes = {}
-    if size is not None:
-        sizes = {"bytes": size, "ratio_to_dense_fp32": dense / size,
-                 "ratio_to_gzip_dense": gzipped / size,
-                 "bits_per_nonzero": 8 * size / nnz if nnz else math.nan}  # fmt: skip
-    return {
-        **sizes, "val_acc": accuracy(val, data.y_val), "test_acc": accuracy(test, data.y_test),
-        "max_abs_logit_diff": float(np.abs(test - ref).max()),
-        "argmax_agreement": float((test.argmax(1) == ref.argmax(1)).mean()),
-    }  # fmt: skip
-
-
-def _structure(model: nn.Module, input_shape: tuple[int, ...]) -> dict:
-    """`shape` ('777-32-10': inputs read, then each layer's units) and `flops` of a model."""
-    gather = next((m for m in model.modules() if isinstance(m, compact_.Gather)), None)
-    n_in = len(gather.index) if gather is not None else math.prod(input_shape)
-    params = [m for m in model.modules() if isinstance(m, compact_.PARAM_LAYERS)]
-    widths = [n_in] + [m.weight.shape[0] for m in params]
-    return {"shape": "-".join(map(str, widths)), "flops": compact_.flops(model, input_shape)}
-
-
-def _held(written: Written) -> nn.Module:
-    """The in-memory model a written file holds."""
-    for model in (written.module, written.holds):
-        if model is not None:
-            return model
-    return written.reference
-
-
-def _runner(written: Written) -> latency.Runner | None:
-    if written.module is not None:
-        return latency.torch_runner(written.module)
-    if written.path.suffix == ".onnx":
-        return latency.ort_runner(written.path)
-    return None
-
-
 # ---- run directories ---------------------------------------------------------------------
 
 
-def _config(run_dir: Path):
+def _config(run_dir: Path) -> DictConfig:
+    """A run's .hydra/config.yaml; UserError where it has none."""
     from omegaconf import OmegaConf
 
     path = run_dir / ".hydra" / "config.yaml"
@@ -451,6 +77,7 @@ def _config(run_dir: Path):
 
 
 def _status(run_dir: Path) -> None:
+    """UserError unless the run completed (metrics.json's status; none: an older run)."""
     import json
 
     metrics = run_dir / "metrics.json"
@@ -461,10 +88,23 @@ def _status(run_dir: Path) -> None:
         raise UserError(f"{run_dir} is a {status} run; only a complete run's model can be exported")
 
 
-def source(run_dir: Path, bits: int | None, epochs: int | None, log=print) -> Source:
+def _root_export() -> DictConfig:
+    """conf/config.yaml's export node (bits, epochs): the defaults, written once there."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.load(ROOT_CONFIG).export
+
+
+def source(
+    run_dir: Path,
+    bits: int | None,
+    epochs: int | None,
+    log: Callable[[str], None] = print,
+) -> Source:
     """Rebuild a run's data and model from its .hydra/config.yaml and model.pt; share the
-    weights (fine-tuning the codebook `epochs` epochs; None: the config's export.* or 5 bits,
-    0 epochs). Raises UserError: no model, not complete, no layer to compress."""
+    weights (fine-tuning the codebook `epochs` epochs; None: the run config's export.*, or
+    conf/config.yaml's for a run written before export.* existed). Raises UserError: no
+    model, not complete, no layer to compress, bits outside 1..8, negative epochs."""
     from sweep.config import user_code
     from sweep.task import job
     from sweep.training import train
@@ -475,11 +115,11 @@ def source(run_dir: Path, bits: int | None, epochs: int | None, log=print) -> So
         raise UserError(f"{run_dir} has no model.pt: nothing to export{hint}")
     _status(run_dir)
     cfg = _config(run_dir)
-    node = cfg.get("export")
-    bits = bits if bits is not None else int(node.bits) if node else 5
-    epochs = epochs if epochs is not None else int(node.epochs) if node else 0
-    if not 1 <= bits <= 8:
-        raise UserError(f"--bits must be in 1..8, got {bits}")
+    node = cfg.get("export") or _root_export()
+    bits = bits if bits is not None else int(node.bits)
+    epochs = epochs if epochs is not None else int(node.epochs)
+    if bits not in codebook.BITS:
+        raise UserError(f"--bits must be in {codebook.BITS[0]}..{codebook.BITS[-1]}, got {bits}")
     if epochs < 0:
         raise UserError(f"--epochs must be >= 0, got {epochs}")
     train.set_threads(cfg.train.threads)  # the run's own thread count (null: every core)
@@ -493,10 +133,10 @@ def source(run_dir: Path, bits: int | None, epochs: int | None, log=print) -> So
         reason = (str(e).splitlines() or [type(e).__name__])[0]
         raise UserError(f"{run_dir}/model.pt does not load into its model ({reason})") from None
     model.eval()
-    arch = architecture(cfg.model, data.n_inputs, data.n_classes, data.image_shape)
+    arch = measure.architecture(cfg.model, data.n_inputs, data.n_classes, data.image_shape)
     if epochs:
         log(f"fine-tuning the {bits}-bit codebooks {epochs} epochs on the training split")
-    shared = archive.finetune(model, bits, data.x_train, data.y_train, epochs, seed=cfg.seed)
+    shared = codebook.finetune(model, bits, data.x_train, data.y_train, epochs, seed=cfg.seed)
     allow = tuple(user_code.allowed(cfg.model))
     return Source(run_dir, model, shared, arch, bits, data, allow)
 
@@ -507,7 +147,7 @@ def export_run(
     epochs: int | None = None,
     log: Callable[[str], None] = print,
     onnx: bool = True,
-    timing: tuple[int, float] | None = (3, 0.1),
+    timing: tuple[int, float] | None = (LATENCY_ROUNDS, LATENCY_SECONDS),
 ) -> list[dict]:
     """Export one run or trial directory into run_dir/export/; returns export.csv's rows.
     onnx=False: model.pt, model.l1z and model.compact.l1z only (the ONNX exporter takes most
@@ -519,10 +159,11 @@ def export_run(
     src = source(run_dir, bits, epochs, log)
     out = run_dir / "export"
     chosen = None if onnx else ["model.pt", ARCHIVE, COMPACT]
-    rows = measure_artifacts(src, out, chosen, timing)
+    rows = artifacts.measure_artifacts(src, out, chosen, timing)
     frame = pd.DataFrame(rows)
-    frame = frame[[c for c in COLUMNS if c in frame] + [c for c in frame if c not in COLUMNS]]
-    _atomic(out / "export.csv", lambda p: frame.to_csv(p, index=False))
+    columns = artifacts.COLUMNS
+    frame = frame[[c for c in columns if c in frame] + [c for c in frame if c not in columns]]
+    artifacts.write_atomic(out / "export.csv", lambda p: frame.to_csv(p, index=False))
     log(f"{out} ({src.bits} bits, {time.perf_counter() - start:.1f} s):")
     shown = [c for c in SHOWN if c in frame] + [c for c in frame if c.startswith("speedup_")]
     log(frame[shown].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
@@ -541,9 +182,10 @@ def chosen_runs(path: Path, trials: Sequence[int] | None, front: bool, best: boo
             raise UserError(f"{path} is not a sweep directory (no results.csv): drop "
                             "--trials/--front/--best to export the run itself")  # fmt: skip
         return [path]
-    from sweep import analyze
+    from sweep.analysis import fronts
+    from sweep.analysis import load as sweeps  # pandas: only for a sweep directory
 
-    frame = analyze.load([path])
+    frame = sweeps.load([path])
     if trials:
         rows = []
         for t in trials:
@@ -557,12 +199,12 @@ def chosen_runs(path: Path, trials: Sequence[int] | None, front: bool, best: boo
                                 "model can be exported")  # fmt: skip
             rows.append(match[0])
     elif best:
-        rows = [analyze.best(frame)[0]]
+        rows = [fronts.best(frame)[0]]
     else:
-        rows = list(frame.index[analyze.pareto_front(frame)])
+        rows = list(frame.index[fronts.pareto_front(frame)])
         if not rows:
             raise UserError(f"{path} has no complete trial to export")
-    return [analyze._trial_dir(frame.loc[i]) for i in rows]
+    return [sweeps.trial_dir(frame.loc[i]) for i in rows]
 
 
 def describe(path: Path, allow_targets: Sequence[str] = ()) -> str:
@@ -579,9 +221,8 @@ def describe(path: Path, allow_targets: Sequence[str] = ()) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m sweep.export DIR [options]`: the chosen runs exported, export.csv written;
-    0 on success, 2 with one line on bad input (a bad file, no such run)."""
+def _parser() -> argparse.ArgumentParser:
+    """The command line of `python -m sweep.export` (its --help is this module's docstring)."""
     parser = argparse.ArgumentParser(
         prog="python -m sweep.export",
         description=__doc__,
@@ -610,12 +251,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="codebook fine-tuning epochs (default: export.epochs)")  # fmt: skip
     parser.add_argument("--no-onnx", action="store_true",
                         help="write the .l1z files only, not the ONNX files (faster)")  # fmt: skip
-    parser.add_argument("--latency-rounds", type=int, default=3, metavar="N",
+    parser.add_argument("--latency-rounds", type=int, default=LATENCY_ROUNDS, metavar="N",
                         help="alternating timing rounds per model and configuration "
-                             "(default 3; 0: no latency columns)")  # fmt: skip
-    parser.add_argument("--latency-seconds", type=float, default=0.1, metavar="S",
-                        help="seconds of calls per model and round (default 0.1)")  # fmt: skip
-    args = parser.parse_args(argv)
+                             f"(default {LATENCY_ROUNDS}; 0: no latency columns)")  # fmt: skip
+    parser.add_argument("--latency-seconds", type=float, default=LATENCY_SECONDS, metavar="S",
+                        help="seconds of calls per model and round "
+                             f"(default {LATENCY_SECONDS})")  # fmt: skip
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m sweep.export DIR [options]`: the chosen runs exported, export.csv written;
+    0 on success, 2 with one line on bad input (a bad file, no such run)."""
+    args = _parser().parse_args(argv)
     try:
         if args.dir.is_file():
             print(describe(args.dir, args.allow_targets))

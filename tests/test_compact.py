@@ -9,7 +9,7 @@ import torch.nn as nn
 
 from conftest import write_mnist_like
 from sweep.data.datasets import load_digits, load_torchvision
-from sweep.models import compact
+from sweep.models import compact, deployable
 from sweep.models.builtin import lenet5, mlp
 from sweep.sparsity.pruning import NeuronPruner, apply_
 from sweep.sparsity.regularizers import GroupLasso, Regularizer
@@ -265,7 +265,7 @@ def test_the_gather_reads_the_same_inputs_in_torch_and_in_onnxruntime(
     import onnx
     import onnxruntime as ort
 
-    gather = compact.Gather(index, 784)
+    gather = deployable.Gather(index, 784)
     assert (gather.runs is not None) == by_runs  # 262 runs of one pixel: an index_select
     x = idx_images.x_test[:5]
     torch.testing.assert_close(gather(x), x.flatten(1)[:, index], rtol=0, atol=0)

@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 
 from conftest import REPO, copy_sweep, run_cli
-from sweep.deploy import archive
+from sweep.deploy import archive, codebook, measure
 from sweep.deploy.archive import ArchiveError
 from sweep.export import load
 from sweep.models import builtin as models
@@ -56,7 +56,7 @@ def sparsify(model: nn.Module, fraction: float, seed: int = 0) -> nn.Module:
     gen = torch.Generator().manual_seed(seed)
     state = model.state_dict()
     with torch.no_grad():
-        for name in archive.compressible(model):
+        for name in codebook.compressible(model):
             state[name].mul_((torch.rand(state[name].shape, generator=gen) >= fraction).float())
     return model
 
@@ -84,13 +84,13 @@ def test_round_trip_is_bit_identical_to_the_shared_model(key, bits, tmp_path):
     torch.manual_seed(0)
     make, _, inputs = MODELS[key]
     model = sparsify(make(), 0.9).eval()
-    shared = archive.quantize(model, bits)
+    shared = codebook.quantize(model, bits)
     blob = archive.encode(model, bits, arch_of(key))
     decoded = archive.decode(blob)
     assert list(decoded) == list(shared.state_dict())
     for name, t in shared.state_dict().items():
         assert torch.equal(decoded[name], t), name
-    for name in archive.compressible(model):  # shared: at most 2^bits values, zeros kept
+    for name in codebook.compressible(model):  # shared: at most 2^bits values, zeros kept
         w, w0 = decoded[name], model.state_dict()[name]
         assert len(torch.unique(w[w != 0])) <= 2**bits
         assert torch.equal(w != 0, w0 != 0)
@@ -114,7 +114,7 @@ def test_the_archive_is_far_smaller_than_the_dense_state_dict():
     blob = archive.encode(model, 5, {"_target_": "sweep.models.mlp", "hidden": [128],
                                      "n_inputs": 784, "n_classes": 10})  # fmt: skip
     # 5,000 random nonzeros: 5-bit codes and their positions, about 15 bits each
-    assert archive.dense_bytes(model) / len(blob) > 40
+    assert measure.dense_bytes(model) / len(blob) > 40
     assert len(blob) < 10_000
 
 
@@ -129,17 +129,17 @@ def test_relative_indices_use_fillers_where_a_gap_overflows():
 
 def test_kmeans_is_deterministic_and_keeps_few_values_exactly():
     values = np.random.default_rng(0).normal(size=1000)
-    c1, l1 = archive.kmeans_1d(values, 8)
-    c2, l2 = archive.kmeans_1d(values, 8)
+    c1, l1 = codebook.kmeans_1d(values, 8)
+    c2, l2 = codebook.kmeans_1d(values, 8)
     assert np.array_equal(c1, c2) and np.array_equal(l1, l2)
     assert np.all(np.diff(c1) > 0) and len(c1) == 8
     # each value's centroid is its nearest
     assert np.array_equal(np.abs(values[:, None] - c1[None]).argmin(1), l1)
     few = np.array([[0.5, 0, -0.25], [0.5, 0.125, 0]], dtype=np.float32)
-    s = archive.share(few, 2)
+    s = codebook.share(few, 2)
     assert np.array_equal(s.values(), few)
     with pytest.raises(ArchiveError, match="bits must be an integer in 1..8"):
-        archive.share(few, 9)
+        codebook.share(few, 9)
 
 
 @pytest.fixture(scope="module")
@@ -251,7 +251,7 @@ def test_a_user_model_is_refused_unless_allowed(tmp_path, monkeypatch):
     model = load(path, allow_targets=["mypkg_export.*"])
     x = digits_images(32)
     with torch.no_grad():
-        assert torch.equal(model(x), archive.quantize(user, 3).eval()(x))
+        assert torch.equal(model(x), codebook.quantize(user, 3).eval()(x))
     proc = export_cli(str(path), cwd=tmp_path, env={"PYTHONPATH": f"{tmp_path}:{REPO}"})
     assert proc.returncode == 2 and "allow_targets" in proc.stderr
     ok = export_cli(str(path), "--allow-targets", "mypkg_export.*", cwd=tmp_path,
@@ -441,11 +441,11 @@ def test_codebook_finetuning_wins_back_accuracy(digits_run):
         with torch.no_grad():
             return float((model(d.x_val).argmax(1) == d.y_val).float().mean())
 
-    plain = archive.finetune(src.trained, 1, d.x_train, d.y_train, 0)
-    tuned = archive.finetune(src.trained, 1, d.x_train, d.y_train, 5)
+    plain = codebook.finetune(src.trained, 1, d.x_train, d.y_train, 0)
+    tuned = codebook.finetune(src.trained, 1, d.x_train, d.y_train, 5)
     assert val_acc(tuned) > val_acc(plain) + 0.005  # two shared values per layer: much to win
     state, tuned_state = plain.state_dict(), tuned.state_dict()
-    for name in archive.compressible(tuned):  # the mask held, at most 2 values per layer
+    for name in codebook.compressible(tuned):  # the mask held, at most 2 values per layer
         assert torch.equal(tuned_state[name] != 0, state[name] != 0)
         assert len(torch.unique(tuned_state[name][tuned_state[name] != 0])) <= 2
     # what the archive stores is the fine-tuned model exactly
@@ -457,10 +457,10 @@ def test_archive_metrics_for_a_trial_row(digits_run):
     from sweep import export
 
     src = export.source(digits_run, 4, 0, log=lambda *a: None)
-    m = export.archive_metrics(src.trained, src.data, 4, src.arch)
+    m = measure.archive_metrics(src.trained, src.data, 4, src.arch)
     assert set(m) == {"archive_bytes", "compression", "archive_val_acc", "archive_test_acc"}
     assert m["archive_bytes"] == len(archive.encode(src.trained, 4, src.arch))
-    assert m["compression"] == pytest.approx(archive.dense_bytes(src.trained) / m["archive_bytes"])
+    assert m["compression"] == pytest.approx(measure.dense_bytes(src.trained) / m["archive_bytes"])
     rows = pd.read_csv(digits_run / "export" / "export.csv").set_index("artifact") if (
         digits_run / "export" / "export.csv").is_file() else None  # fmt: skip
     if rows is not None:
@@ -561,17 +561,17 @@ class SkipNet(nn.Module):
 
 
 def test_a_model_compact_cannot_follow_exports_the_rest_and_says_why(tmp_path):
-    from sweep import export
     from sweep.data.datasets import load_digits
+    from sweep.deploy import artifacts
 
     data = load_digits(seed=0, val_fraction=0.2, test_fraction=0.2, test_seed=0)
     torch.manual_seed(0)
     model = SkipNet().eval()
     torch.save(model.state_dict(), tmp_path / "model.pt")
-    src = export.Source(tmp_path, model, archive.quantize(model, 4), {"_target_": "x.y"}, 4,
+    src = artifacts.Source(tmp_path, model, codebook.quantize(model, 4), {"_target_": "x.y"}, 4,
                         data)  # fmt: skip
     out = tmp_path / "export"
-    rows = export.measure_artifacts(src, out, ["model.compact.l1z", "model.compact.onnx"])
+    rows = artifacts.measure_artifacts(src, out, ["model.compact.l1z", "model.compact.onnx"])
     assert [r["artifact"] for r in rows] == ["model.compact.l1z", "model.compact.onnx"]
     assert rows[0]["note"] == ("no compact model: compact follows a plain nn.Sequential, and "
                                "this model is a SkipNet with its own forward (a skip "

@@ -1,2 +1,8 @@
-"""Shipping the model the sparsity buys: the `archive` format (model.l1z, codebooks) and
-`latency` (timing models in alternation)."""
+"""Shipping the model the sparsity buys:
+
+- `archive`: the `model.l1z` format (encode, decode, read back into a module);
+- `codebook`: the weight sharing it stores (k-means codebooks, quantize, their fine-tuning);
+- `measure`: accuracy, sizes, and what a trial's archive costs and scores (its row's figures);
+- `artifacts`: the files an export writes (.l1z, ONNX, compact), each read back and measured;
+- `latency`: timing models in alternation.
+"""

@@ -4,22 +4,20 @@ Deep Compression's pipeline (Han, Mao, Dally, ICLR 2016), on a model l1sweep mad
 each compressible layer (the weight of every Linear and Conv layer) keeps only its nonzeros,
 their positions as a bitmap or as relative indices (gaps, with filler entries where a gap
 overflows the index width), whichever is smaller; their values shared through a per-layer
-codebook of at most 2^bits centroids (1-D k-means); then the entropy coder of the standard
-library (lzma or zlib, whichever is smaller per stream). Biases, codebooks and any other
-floating-point tensor are kept as float16. The decoded model is what every accuracy measures.
+codebook of at most 2^bits centroids (sweep.deploy.codebook: 1-D k-means, and its
+fine-tuning); then the entropy coder of the standard library (lzma or zlib, whichever is
+smaller per stream). Biases, codebooks and any other floating-point tensor are kept as
+float16. The decoded model is what every accuracy measures.
 
 Needs torch, numpy and the standard library only (no Hydra, no pickle): the loader of a
 deployed model (sweep.export.load) is built on `read`.
 
-    quantize(model, bits) -> the shared-weight model in memory (what decode gives back)
     encode(model, bits, arch) -> bytes;  decode(bytes) -> state_dict;  unpack(bytes) -> Archive
-    finetune(model, bits, x, y, epochs) -> the shared-weight model, centroids trained
+    read(path) -> the module a file holds (rebuild + load_state)
 """
 
 from __future__ import annotations
 
-import copy
-import io
 import json
 import lzma
 import math
@@ -34,6 +32,18 @@ import torch
 import torch.nn as nn
 
 from sweep.config import targets
+from sweep.deploy.codebook import (
+    ArchiveError,
+    Shared,
+    bits_for,
+    chosen_layers,
+    share,
+    to_float16,
+)
+
+# quantize and finetune live in codebook; docs and scripts named them here, so they stay here.
+from sweep.deploy.codebook import finetune as finetune
+from sweep.deploy.codebook import quantize as quantize
 from sweep.errors import UserError
 
 MAGIC = b"\x89L1Z"
@@ -42,141 +52,12 @@ HEADER = struct.Struct("<4sBII")  # magic, version, payload bytes, CRC32 of the 
 # What an archive's `_target_` may name without allow_targets: l1sweep's model factories and
 # torch's layers (not all of sweep.*, as a run's config may: an archive is data from anywhere).
 BUILTIN_TARGETS = ("sweep.models.*", "torch.nn.*")
-COMPRESSED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)  # the layers whose weight is compressed
-FLOAT16_MAX = 65504.0
 WIDTHS = (4, 6, 8)  # relative index widths in bits tried per layer (Deep Compression: 5)
 
 # Stream codecs: the id byte that starts every stream.
 STORED, DEFLATE, HUFFMAN, LZMA = 0, 1, 2, 3
 # lzma's literal context / position bits tried for a stream: (lc, lp, pb).
 LZMA_PROPS = ((3, 0, 2), (0, 0, 0))
-
-
-class ArchiveError(UserError):
-    """A file that is not a readable l1sweep archive, or a model it cannot be made from; the
-    message is one line that names the file and what is wrong."""
-
-
-# ---- weight sharing --------------------------------------------------------------------------
-
-
-@dataclass
-class Shared:
-    """One layer's weight as shared values: `codebook` (K float16 centroids, ascending) and, for
-    each nonzero of the weight in C order (`mask`, bool of the weight's shape), its `codes`
-    entry (uint8 < K). values() is the weight the archive decodes to."""
-
-    mask: np.ndarray
-    codes: np.ndarray
-    codebook: np.ndarray
-
-    def values(self) -> np.ndarray:
-        """The dense float32 weights: each kept position holds its codebook value, others 0."""
-        out = np.zeros(self.mask.shape, dtype=np.float32)
-        out[self.mask] = self.codebook.astype(np.float32)[self.codes]
-        return out
-
-
-def kmeans_1d(values: np.ndarray, k: int, iterations: int = 100) -> tuple[np.ndarray, np.ndarray]:
-    """Lloyd's k-means on scalars, centroids started evenly from min to max (Deep Compression's
-    "linear initialization", their best for accuracy: it keeps the rare large weights).
-    Deterministic. Returns (centroids ascending, float64; labels, int64 per value); clusters
-    left empty are dropped, so there may be fewer than k centroids."""
-    x = values.astype(np.float64)
-    centroids = np.linspace(x.min(), x.max(), k)
-    labels = np.zeros(len(x), dtype=np.int64)
-    for i in range(iterations):
-        # nearest centroid: the centroids are sorted, so the midpoints split the line
-        new = np.searchsorted((centroids[1:] + centroids[:-1]) / 2, x)
-        if i and np.array_equal(new, labels):
-            break
-        labels = new
-        counts = np.bincount(labels, minlength=len(centroids))
-        sums = np.bincount(labels, weights=x, minlength=len(centroids))
-        used = counts > 0
-        centroids = np.where(used, sums / np.maximum(counts, 1), centroids)
-    used = np.unique(labels)
-    remap = np.zeros(len(centroids), dtype=np.int64)
-    remap[used] = np.arange(len(used))
-    return centroids[used], remap[labels]
-
-
-def share(weight: np.ndarray, bits: int) -> Shared:
-    """The weight (any shape, float) as at most 2^bits shared values plus its exact zeros.
-    A weight that already holds at most 2^bits distinct nonzeros keeps them (rounded to
-    float16), so sharing a shared weight again changes nothing. Raises ArchiveError for bits outside
-    1..8 or values float16 cannot hold (non-finite, or |w| > 65504)."""
-    if not (isinstance(bits, int) and 1 <= bits <= 8):
-        raise ArchiveError(f"bits must be an integer in 1..8, got {bits!r}")
-    w = np.asarray(weight, dtype=np.float32)
-    if not np.isfinite(w).all() or np.abs(w).max(initial=0.0) > FLOAT16_MAX:
-        raise ArchiveError("weights must be finite and within float16's range (|w| <= 65504)")
-    mask = w != 0
-    nonzero = w[mask]
-    distinct, inverse = np.unique(nonzero, return_inverse=True)
-    if len(distinct) <= 2**bits:  # already shared (e.g. fine-tuned): keep its values
-        codebook, merged = np.unique(distinct.astype(np.float16), return_inverse=True)
-        return Shared(mask, merged[inverse].astype(np.uint8), codebook)
-    if not len(nonzero):
-        return Shared(mask, np.zeros(0, np.uint8), np.zeros(0, np.float16))
-    centroids, labels = kmeans_1d(nonzero, 2**bits)
-    return Shared(mask, labels.astype(np.uint8), centroids.astype(np.float16))
-
-
-def compressible(model: nn.Module) -> list[str]:
-    """State-dict names of the weights the archive shares: those of every Linear and Conv
-    layer (and their subclasses), in state_dict order."""
-    names = {
-        f"{prefix}.weight" if prefix else "weight"
-        for prefix, m in model.named_modules()
-        if isinstance(m, COMPRESSED) and isinstance(getattr(m, "weight", None), torch.Tensor)
-    }
-    return [n for n in model.state_dict() if n in names]
-
-
-def _layers(model: nn.Module, layers: Sequence[str] | None) -> list[str]:
-    chosen = compressible(model) if layers is None else list(layers)
-    if not chosen:
-        raise ArchiveError(
-            f"{type(model).__name__} has no Linear or Conv layer: nothing to compress"
-        )
-    return chosen
-
-
-def bits_for(bits: int | Mapping[str, int], name: str) -> int:
-    """The codebook bits of layer `name`: `bits` itself, or its entry (ArchiveError if none)."""
-    if isinstance(bits, Mapping):
-        if name not in bits:
-            raise ArchiveError(f"bits names no width for layer {name}")
-        return bits[name]
-    return bits
-
-
-def _float16(t: torch.Tensor) -> torch.Tensor:
-    if t.is_floating_point() and not bool(
-        torch.isfinite(t).all() and t.abs().max() <= FLOAT16_MAX if t.numel() else True
-    ):
-        raise ArchiveError("parameters must be finite and within float16's range (<= 65504)")
-    return t.to(torch.float16).to(t.dtype) if t.is_floating_point() else t.clone()
-
-
-@torch.no_grad()
-def quantize(
-    model: nn.Module, bits: int | Mapping[str, int], layers: Sequence[str] | None = None
-) -> nn.Module:
-    """A copy of `model` as its archive decodes it: each compressed layer's weight shared to at
-    most 2^bits values (zeros kept), every other floating-point tensor rounded to float16
-    (and back to its dtype). `layers`: state-dict names to share (default: compressible);
-    `bits`: one width for all, or {layer name: bits}."""
-    chosen = set(_layers(model, layers))
-    out = copy.deepcopy(model).cpu()
-    state = out.state_dict()
-    for name, t in state.items():
-        if name in chosen:
-            t.copy_(torch.from_numpy(share(t.numpy(), bits_for(bits, name)).values()))
-        else:
-            t.copy_(_float16(t))
-    return out
 
 
 # ---- streams -----------------------------------------------------------------------------
@@ -359,11 +240,12 @@ def encode(
     """The archive of `model` (its state_dict) with `bits`-bit codebooks: bytes of the file.
 
     arch: how to rebuild the module, {"_target_": dotted factory or class, **its keyword
-    arguments} (JSON-serializable; sweep.export.architecture makes it from a run's config).
-    layers: state-dict names to share (default: every Linear and Conv weight). Decoding gives
-    exactly quantize(model, bits, layers).state_dict(). Raises ArchiveError (no layer to
-    compress, bits outside 1..8, a tensor float16 cannot hold or of an unsupported dtype)."""
-    chosen = set(_layers(model, layers))
+    arguments} (JSON-serializable; sweep.deploy.measure.architecture makes it from a run's
+    config). layers: state-dict names to share (default: every Linear and Conv weight).
+    Decoding gives exactly quantize(model, bits, layers).state_dict(). Raises ArchiveError (no
+    layer to compress, bits outside 1..8, a tensor float16 cannot hold or of an unsupported
+    dtype)."""
+    chosen = set(chosen_layers(model, layers))
     try:
         json.dumps(arch)
     except (TypeError, ValueError) as e:
@@ -391,7 +273,7 @@ def encode(
             entry["kind"] = "float16"
             if t.dtype != torch.float32:
                 entry["dtype"] = str(t.dtype).removeprefix("torch.")
-            values.append(_float16(t).numpy().astype("<f2").tobytes())
+            values.append(to_float16(t).numpy().astype("<f2").tobytes())
         elif t.dtype in _INT_DTYPES:
             entry.update(kind=_INT_DTYPES[t.dtype])
             values.append(t.numpy().astype(_NP[entry["kind"]]).tobytes())
@@ -445,6 +327,27 @@ def unpack(data: bytes, name: str = "archive") -> Archive:
         raise ArchiveError(f"{name} is malformed ({reason})") from None
 
 
+class _Streams:
+    """The index, codes and values streams of a payload, each read from its start in turn."""
+
+    def __init__(self, index: bytes, codes: bytes, values: bytes) -> None:
+        self.data = {"index": memoryview(index), "codes": memoryview(codes),
+                     "values": memoryview(values)}  # fmt: skip
+        self.at = dict.fromkeys(self.data, 0)
+
+    def take(self, key: str, n: int) -> np.ndarray:
+        """The next `n` bytes of stream `key` as uint8; ValueError past its end."""
+        stream, at = self.data[key], self.at[key]
+        if at + n > len(stream):
+            raise ValueError(f"the {key} stream is too short")
+        self.at[key] = at + n
+        return np.frombuffer(stream[at : at + n], dtype=np.uint8)
+
+    def done(self) -> bool:
+        """Whether every byte of every stream was read."""
+        return all(self.at[k] == len(v) for k, v in self.data.items())
+
+
 def _parse(payload: memoryview) -> Archive:
     pos, streams = 0, []
     for _ in range(4):
@@ -453,60 +356,62 @@ def _parse(payload: memoryview) -> Archive:
     if pos != len(payload):
         raise ValueError("bytes left after the last stream")
     meta = json.loads(streams[0].decode())
-    index, codes, values = (memoryview(s) for s in streams[1:])
-    at = {"index": 0, "codes": 0, "values": 0}
-
-    def take(stream: memoryview, key: str, n: int) -> np.ndarray:
-        if at[key] + n > len(stream):
-            raise ValueError(f"the {key} stream is too short")
-        out = np.frombuffer(stream[at[key] : at[key] + n], dtype=np.uint8)
-        at[key] += n
-        return out
-
+    read = _Streams(*streams[1:])
     state: dict[str, torch.Tensor] = {}
     for entry in meta["tensors"]:
         shape = tuple(int(d) for d in entry["shape"])
-        n = math.prod(shape)
-        kind = entry["kind"]
-        if kind == "shared":
-            k, nnz = int(entry["k"]), int(entry["nnz"])
-            codebook = take(values, "values", 2 * k).view("<f2").astype(np.float32)
-            bitmap = entry["index"] == "bitmap"
-            raw = take(index, "index", (n + 7) // 8 if bitmap else int(entry["entries"]))
-            if bitmap:
-                flat = np.unpackbits(raw, count=n).astype(bool)
-            elif entry["index"] == "relative":
-                flat = np.zeros(n, dtype=bool)
-                flat[positions_from_relative(raw, int(entry["width"]), n)] = True
-            else:
-                raise ValueError(f"unknown index kind {entry['index']!r}")
-            if int(flat.sum()) != nnz or len(flat) != n:
-                raise ValueError(f"{entry['name']}: the index holds {int(flat.sum())} of {nnz}")
-            code = take(codes, "codes", nnz)
-            if nnz and int(code.max()) >= k:
-                raise ValueError(f"{entry['name']}: a code exceeds its codebook")
-            scanned = np.zeros(n, dtype=np.float32)
-            scanned[flat] = codebook[code]
-            perm = _scan(shape, int(entry.get("order", 0)))
-            w = scanned.reshape([shape[a] for a in perm]).transpose(np.argsort(perm))
-            state[entry["name"]] = torch.from_numpy(np.ascontiguousarray(w))
-        elif kind == "float16":
-            dtype = getattr(torch, entry.get("dtype", "float32"), None)
-            if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-                raise ValueError(f"unknown dtype {entry['dtype']!r}")
-            half = take(values, "values", 2 * n).view("<f2").reshape(shape)
-            state[entry["name"]] = torch.from_numpy(half.astype(np.float32)).to(dtype)
-        elif kind in _NP:
-            size = np.dtype(_NP[kind]).itemsize
-            arr = take(values, "values", size * n).view(_NP[kind]).reshape(shape)
-            state[entry["name"]] = torch.from_numpy(arr.copy())
+        if entry["kind"] == "shared":
+            state[entry["name"]] = _shared_tensor(entry, shape, read)
         else:
-            raise ValueError(f"unknown tensor kind {kind!r}")
-    if at != {"index": len(index), "codes": len(codes), "values": len(values)}:
+            state[entry["name"]] = _plain_tensor(entry, shape, read)
+    if not read.done():
         raise ValueError("streams hold bytes no tensor reads")
     if not isinstance(meta["arch"], dict):
         raise ValueError("the architecture is not a mapping")
     return Archive(meta["arch"], state, meta["tensors"])
+
+
+def _shared_tensor(entry: dict, shape: tuple[int, ...], read: _Streams) -> torch.Tensor:
+    """A shared weight from its table entry: codebook, positions (bitmap or relative indices,
+    in its scan order) and codes. ValueError where the streams disagree with the entry."""
+    n = math.prod(shape)
+    k, nnz = int(entry["k"]), int(entry["nnz"])
+    codebook = read.take("values", 2 * k).view("<f2").astype(np.float32)
+    bitmap = entry["index"] == "bitmap"
+    raw = read.take("index", (n + 7) // 8 if bitmap else int(entry["entries"]))
+    if bitmap:
+        flat = np.unpackbits(raw, count=n).astype(bool)
+    elif entry["index"] == "relative":
+        flat = np.zeros(n, dtype=bool)
+        flat[positions_from_relative(raw, int(entry["width"]), n)] = True
+    else:
+        raise ValueError(f"unknown index kind {entry['index']!r}")
+    if int(flat.sum()) != nnz or len(flat) != n:
+        raise ValueError(f"{entry['name']}: the index holds {int(flat.sum())} of {nnz}")
+    code = read.take("codes", nnz)
+    if nnz and int(code.max()) >= k:
+        raise ValueError(f"{entry['name']}: a code exceeds its codebook")
+    scanned = np.zeros(n, dtype=np.float32)
+    scanned[flat] = codebook[code]
+    perm = _scan(shape, int(entry.get("order", 0)))
+    w = scanned.reshape([shape[a] for a in perm]).transpose(np.argsort(perm))
+    return torch.from_numpy(np.ascontiguousarray(w))
+
+
+def _plain_tensor(entry: dict, shape: tuple[int, ...], read: _Streams) -> torch.Tensor:
+    """A float16 or integer tensor from the values stream; ValueError for an unknown kind."""
+    n, kind = math.prod(shape), entry["kind"]
+    if kind == "float16":
+        dtype = getattr(torch, entry.get("dtype", "float32"), None)
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise ValueError(f"unknown dtype {entry['dtype']!r}")
+        half = read.take("values", 2 * n).view("<f2").reshape(shape)
+        return torch.from_numpy(half.astype(np.float32)).to(dtype)
+    if kind in _NP:
+        size = np.dtype(_NP[kind]).itemsize
+        arr = read.take("values", size * n).view(_NP[kind]).reshape(shape)
+        return torch.from_numpy(arr.copy())
+    raise ValueError(f"unknown tensor kind {kind!r}")
 
 
 def decode(data: bytes, name: str = "archive") -> dict[str, torch.Tensor]:
@@ -590,71 +495,3 @@ def read(path: str | Path, allow_targets: Sequence[str] = ()) -> nn.Module:
     model = rebuild(archive.arch, allow_targets, str(path))
     load_state(model, archive.state_dict, str(path))
     return model.eval()
-
-
-def dense_bytes(model: nn.Module) -> int:
-    """Bytes of torch.save of the model's state_dict (fp32): the dense baseline."""
-    buf = io.BytesIO()
-    torch.save({k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, buf)
-    return buf.tell()
-
-
-# ---- codebook fine-tuning ----------------------------------------------------------------
-
-
-def finetune(
-    model: nn.Module,
-    bits: int | Mapping[str, int],
-    x: torch.Tensor,
-    y: torch.Tensor,
-    epochs: int,
-    lr: float = 1e-3,
-    batch_size: int = 64,
-    seed: int = 0,
-    layers: Sequence[str] | None = None,
-) -> nn.Module:
-    """quantize(model, bits, layers), then its shared centroids fine-tuned on (x, y) for
-    `epochs` epochs of minibatch cross-entropy with the sparsity mask and each weight's
-    centroid held (Deep Compression, section 3: each centroid moves by the sum of the
-    gradients of the weights that share it, which autograd gives through the gather
-    `centroids[codes]`); the other floating-point parameters (biases) train too. Adam at `lr`.
-
-    x: (n, *input shape) float, y: (n,) int64 class indices, on the model's device or CPU.
-    Returns the shared-weight model (CPU), every value float16-exact, so encode of it stores
-    exactly these weights. epochs=0 returns quantize(model, bits, layers)."""
-    shared = quantize(model, bits, layers)
-    if epochs <= 0:
-        return shared
-    device = x.device
-    chosen = _layers(shared, layers)
-    state = shared.state_dict()
-    centroids, index = {}, {}
-    for name in chosen:
-        s = share(state[name].numpy(), bits_for(bits, name))  # exact: already shared
-        k = len(s.codebook)
-        full = np.full(s.mask.shape, k, dtype=np.int64)  # code k: the held zero
-        full[s.mask] = s.codes
-        centroids[name] = torch.tensor(s.codebook.astype(np.float32), device=device)
-        centroids[name].requires_grad_(True)
-        index[name] = torch.from_numpy(full).to(device)
-    work = copy.deepcopy(shared).to(device).train()
-    others = {n: p for n, p in work.named_parameters() if n not in centroids}
-    optimizer = torch.optim.Adam([*centroids.values(), *others.values()], lr=lr)
-    zero = torch.zeros(1, device=device)
-    gen = torch.Generator().manual_seed(seed)
-    for _ in range(epochs):
-        perm = torch.randperm(len(y), generator=gen).to(device)
-        for i in range(0, len(y), batch_size):
-            idx = perm[i : i + batch_size]
-            weights = {n: torch.cat([c, zero])[index[n]] for n, c in centroids.items()}
-            logits = torch.func.functional_call(work, weights, (x[idx],))
-            loss = nn.functional.cross_entropy(logits, y[idx])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    with torch.no_grad():
-        for name, c in centroids.items():
-            work.state_dict()[name].copy_(torch.cat([c.detach(), zero])[index[name]])
-    work = work.cpu().eval()
-    # centroids and biases to float16: the values the archive stores
-    return quantize(work, bits, chosen)

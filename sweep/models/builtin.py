@@ -55,11 +55,11 @@ def lenet5(n_inputs: int, n_classes: int, input_shape: tuple[int, ...]) -> nn.Se
 
 
 def compact_net(layers: list, inputs: list[int], input_shape: list[int] | None = None) -> nn.Module:
-    """A compact model as sweep.export writes it (compact.build): the kept `inputs` (flat
+    """A compact model as sweep.export writes it (deployable.build): the kept `inputs` (flat
     positions in each example) gathered, then `layers` ([name, layer class, arguments] each).
     Takes the same inputs, of `input_shape`, as the model it was compacted from."""
     import math
 
-    from sweep.models.compact import build
+    from sweep.models.deployable import build
 
     return build(layers, inputs, math.prod(input_shape) if input_shape else None)

@@ -30,7 +30,7 @@ from sweep.sparsity import features
 from sweep.sparsity import measures as sparsity
 
 if TYPE_CHECKING:
-    from sweep.task.job import Run
+    from sweep.task.context import Run
 
 
 class Callback:
@@ -108,14 +108,14 @@ class Archive(Callback):
         self.bits, self.epochs = bits, epochs
 
     def _figures(self, run: Run, path: Path | None) -> dict[str, Any]:
-        from sweep import export
-        from sweep.deploy import archive  # numpy and lzma work only where a run asks for it
+        # imported here: numpy and lzma work only where a run asks for it
+        from sweep.deploy import archive, measure
 
-        arch = export.architecture(
+        arch = measure.architecture(
             run.cfg.model, run.data.n_inputs, run.data.n_classes, run.data.image_shape
         )
         try:
-            return export.archive_metrics(
+            return measure.archive_metrics(
                 run.model, run.data, self.bits, arch, self.epochs, path=path
             )
         except archive.ArchiveError:  # nothing to compress: the row says nothing of it
