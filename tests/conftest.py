@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -23,20 +24,75 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # (tests/harness/sitecustomize.py): ~1.5 s each, and the suite starts hundreds.
 HARNESS = Path(__file__).resolve().parent / "harness"
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HARNESS), os.getenv("PYTHONPATH")]))
+sys.path.insert(0, str(HARNESS))  # forked_cli, for run_module
+
+
+# Environment keys whose change a forked child cannot honour: PYTHONPATH changes what imports
+# (the server imported torch, l1sweep, ... already), OMP_*/MKL_* what the OpenMP runtime read
+# when torch was imported. A call that sets one runs in a fresh interpreter.
+IMPORT_TIME_KEYS = ("PYTHONPATH", "PYTHONHOME", "OMP_", "MKL_", "GOMP_", "KMP_")
+_fresh_path: dict[str, list[str]] = {}
+
+
+def _python_path(env: dict[str, str]) -> list[str]:
+    """sys.path of a fresh `python -m` in this environment, its first entry (the working
+    directory) left out: asked once of a real interpreter."""
+    key = env.get("PYTHONPATH", "")
+    if key not in _fresh_path:
+        out = subprocess.run([sys.executable, "-c", "import sys; print(repr(sys.path[1:]))"],
+                             capture_output=True, text=True, env=env, check=True)  # fmt: skip
+        _fresh_path[key] = eval(out.stdout)
+    return _fresh_path[key]
+
+
+def run_module(module: str, cwd: Path, *args: str, env: dict | None = None,
+               timeout: float = 600) -> subprocess.CompletedProcess:  # fmt: skip
+    """`python -m MODULE ARGS` in cwd, as a user runs it: in a process forked from a server
+    that preloaded the libraries (tests/harness/forked_cli.py), or a fresh interpreter where
+    `env` sets a key that must be read at start-up (IMPORT_TIME_KEYS). Returns what
+    subprocess.run returns; raises subprocess.TimeoutExpired after `timeout` seconds."""
+    import multiprocessing
+    import tempfile
+
+    full_env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
+    changed = [k for k in env or {} if os.environ.get(k) != env[k]]
+    if any(k.startswith(IMPORT_TIME_KEYS) for k in changed) or os.getenv("L1SWEEP_TEST_FRESH"):
+        command = [sys.executable, "-m", module, *args]
+        return subprocess.run(
+            command, cwd=cwd, capture_output=True, text=True, env=full_env, timeout=timeout
+        )
+    import forked_cli
+
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["forked_cli", *forked_cli.PRELOAD])
+    path = [str(Path(cwd).resolve()), *_python_path(full_env)]
+    with tempfile.TemporaryDirectory() as tmp:
+        out, err = f"{tmp}/stdout", f"{tmp}/stderr"
+        call = (module, list(args), str(cwd), full_env, path, out, err)
+        child = ctx.Process(target=forked_cli.main, args=call)
+        main = sys.modules["__main__"]
+        # multiprocessing would re-run the parent's __main__ (pytest's) in the child first
+        sys.modules["__main__"] = types.ModuleType("__main__")
+        try:
+            child.start()
+        finally:
+            sys.modules["__main__"] = main
+        child.join(timeout)
+        if child.exitcode is None:
+            child.kill()
+            child.join()
+            raise subprocess.TimeoutExpired([module, *args], timeout)
+        return subprocess.CompletedProcess(
+            [sys.executable, "-m", module, *args], child.exitcode,
+            Path(out).read_text(errors="replace"), Path(err).read_text(errors="replace"),
+        )  # fmt: skip
 
 
 def run_cli(
     cwd: Path, *args: str, check: bool = True, env: dict | None = None, timeout: float = 600
 ):
-    """Run `python -m sweep.run ARGS` in cwd, as a user would."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "sweep.run", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})},
-        timeout=timeout,
-    )
+    """Run `python -m sweep.run ARGS` in cwd, as a user would (`run_module`)."""
+    proc = run_module("sweep.run", cwd, *args, env=env, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     return proc
