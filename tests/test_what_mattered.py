@@ -54,3 +54,38 @@ def test_ped_anova_names_the_parameter_each_objective_depends_on():
     assert "- most important for val_acc: l1_lambda" in text
     assert "- most important for sparsity: optimizer.lr" in text
     assert analyze.what_mattered(rows(30, searched_lr=False))[0] == ""  # one parameter: none
+
+
+def test_an_objective_no_trial_changed_names_no_parameter(tmp_path):
+    """Every trial the same val_acc: PED-ANOVA split the importance 0.5/0.5 and fANOVA gave
+    all of it to one parameter, and the summary named a "most important" one either way."""
+    from sweep.analysis.importance import plot_what_mattered, top_line
+
+    for n in (4, 30):  # fANOVA, PED-ANOVA
+        text, table, study, objective = analyze.what_mattered(rows(n).assign(val_acc=0.9))
+        assert (f"- val_acc: every one of the {n} trials scored 0.9: nothing varied, so no "
+                "parameter mattered") in text  # fmt: skip
+        assert "most important for val_acc" not in text and set(table) == {"sparsity"}
+        assert "- most important for sparsity: optimizer.lr" in text  # the one that varied
+        assert plot_what_mattered(study, table, objective, tmp_path) == [
+            "importance_sparsity.png", "history_val_acc.png", "history_sparsity.png",
+            "hypervolume.png",
+        ]  # fmt: skip
+    # a tie names no parameter above another
+    assert top_line("val_acc", {"a": 0.5, "b": 0.5}) == (
+        "- most important for val_acc: none above the others: a, b tie (0.500 each)"
+    )
+    assert top_line("val_acc", {"a": 0.7, "b": 0.3}) == "- most important for val_acc: a (0.700)"
+    # the command, on a results.csv whose objective (val_acc: none recorded) never changed
+    sweep = tmp_path / "flat"
+    sweep.mkdir()
+    frame = rows(12).assign(val_acc=0.9, test_acc=0.88)
+    frame["l1_lambda"] = frame["overrides"].str.extract(r"l1_lambda=(\S+)")[0].astype(float)
+    frame.drop(columns=["sweep", analyze.METRICS_COLUMN, analyze.DIRECTIONS_COLUMN]).to_csv(
+        sweep / "results.csv", index=False
+    )
+    assert analyze.main([str(sweep), "--no-mask"]) == 0
+    summary = (sweep / "summary.md").read_text()
+    assert "## What mattered (flat: 2 parameters searched)" in summary
+    assert "- val_acc: every one of the 12 trials scored 0.9: nothing varied" in summary
+    assert "most important" not in summary and not list(sweep.glob("importance_*.png"))

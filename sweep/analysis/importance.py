@@ -94,13 +94,40 @@ def importance_evaluator(n_trials: int) -> tuple[Any, str]:
     return FanovaImportanceEvaluator(seed=0), f"fANOVA ({n_trials} trials, seed 0)"
 
 
+def constant_metrics(study: Any, objective: Objective) -> dict[str, float]:
+    """{metric: its value} of the objectives on which every trial of `study` scored the same:
+    no parameter can explain a value that did not vary (an evaluator would still split the
+    importance among them, 0.5/0.5 for two, or give it all to one)."""
+    values = np.array([t.values for t in study.trials], dtype=float)
+    return {
+        metric: float(values[0, i])
+        for i, metric in enumerate(objective.metrics)
+        if len(values) and np.all(values[:, i] == values[0, i])
+    }
+
+
+def top_line(metric: str, scores: dict[str, float]) -> str:
+    """The summary's line naming the parameter that mattered most for `metric`, or the ones
+    that tie for it (equal to 1e-9): a tie names no parameter above another."""
+    best = max(scores.values())
+    top = [p for p, v in scores.items() if best - v <= 1e-9]
+    if len(top) == 1:
+        return f"- most important for {metric}: {top[0]} ({best:.3f})"
+    tied = ", ".join(top)
+    return f"- most important for {metric}: none above the others: {tied} tie ({best:.3f} each)"
+
+
 def _importances(study: Any, objective: Objective, evaluator: Any) -> dict[str, dict[str, float]]:
     """{metric: {param: importance}} of `study` by `evaluator`, normalized to sum to 1 per
-    metric; each objective's sign set so that lower is better, as PED-ANOVA assumes."""
+    metric; each objective's sign set so that lower is better, as PED-ANOVA assumes. An
+    objective every trial scored the same on (`constant_metrics`) has no entry."""
     import optuna
 
     table: dict[str, dict[str, float]] = {}
+    constant = constant_metrics(study, objective)
     for i, (metric, direction) in enumerate(zip(objective.metrics, objective.directions)):
+        if metric in constant:
+            continue
         sign = -1.0 if direction == "maximize" else 1.0
         with warnings.catch_warnings():  # PED-ANOVA is experimental in Optuna
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -120,9 +147,11 @@ def what_mattered(
     one parameter (`optuna.importance.get_param_importances`, evaluator by
     `importance_evaluator`; each objective's sign set so that lower is better, as PED-ANOVA
     assumes), as a markdown section naming the parameter that mattered most for each
-    objective. Returns (text, {metric: {param: importance}}, the rebuilt study or None, that
-    sweep's objective); ("", {}, None, UNRECORDED) where no sweep searched two parameters over
-    three or more trials."""
+    objective (or the ones that tie for it). An objective on which every trial scored the same
+    gets no importances: the section says that nothing varied. Returns (text, {metric: {param:
+    importance}} of the objectives that varied, the rebuilt study or None, that sweep's
+    objective); ("", {}, None, UNRECORDED) where no sweep searched two parameters over three or
+    more trials."""
     for sweep, rows in frame.groupby("sweep", sort=False):
         objective = objectives(rows)
         study, params = rebuilt_study(rows, objective)
@@ -130,13 +159,18 @@ def what_mattered(
             continue
         evaluator, name = importance_evaluator(len(study.trials))
         table = _importances(study, objective, evaluator)
-        shown = pd.DataFrame(table).reindex(list(params)).fillna(0.0)
-        lines = [f"## What mattered ({sweep}: {len(params)} parameters searched)", "",
-                 f"parameter importances, normalized to sum to 1 per objective; evaluator: "
-                 f"{name}", "", shown.to_markdown(floatfmt=".3f"), ""]  # fmt: skip
-        for metric, scores in table.items():
-            top = max(scores, key=scores.get)
-            lines.append(f"- most important for {metric}: {top} ({scores[top]:.3f})")
+        lines = [f"## What mattered ({sweep}: {len(params)} parameters searched)", ""]
+        if table:
+            shown = pd.DataFrame(table).reindex(list(params)).fillna(0.0)
+            lines += [f"parameter importances, normalized to sum to 1 per objective; evaluator: "
+                      f"{name}", "", shown.to_markdown(floatfmt=".3f"), ""]  # fmt: skip
+        for metric in objective.metrics:
+            if metric in table:
+                lines.append(top_line(metric, table[metric]))
+            else:
+                value = constant_metrics(study, objective)[metric]
+                lines.append(f"- {metric}: every one of the {len(study.trials)} trials scored "
+                             f"{value:.6g}: nothing varied, so no parameter mattered")  # fmt: skip
         return "\n".join(lines), table, study, objective
     return "", {}, None, UNRECORDED
 

@@ -216,11 +216,7 @@ def _torchvision(
             raise _corrupt(dataset, raw, e) from e
         reason = (str(e).splitlines() or [type(e).__name__])[0]
         if idx_layout and dataset in ("MNIST", "FashionMNIST", "KMNIST"):
-            raise UserError(
-                f"{dataset} not found in {raw.resolve()} and could not be downloaded ({reason}). "
-                f"Download the four IDX files elsewhere and copy them into {raw.resolve()}, "
-                f"or use data=digits or data=fashion_mnist."
-            ) from e
+            raise UserError(_idx_missing(dataset, raw, reason, fallback_dir)) from e
         raise UserError(
             f"{dataset} not found under {Path(root).resolve()} and could not be downloaded "
             f"({reason}). Run the same command where a network exists and copy its "
@@ -231,6 +227,37 @@ def _torchvision(
     classes = getattr(train, "classes", None)
     n_classes = len(classes) if classes else int(max(y.max(), y_test.max())) + 1
     return x, y, x_test, y_test, n_classes
+
+
+DEBIAN_FASHION = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist package
+
+
+def _idx_missing(dataset: str, raw: Path, reason: str, fallback_dir: str | None) -> str:
+    """The one line for an IDX set (MNIST, FashionMNIST, KMNIST) with no files and no
+    download: where its files go, the folder of .gz files data.fallback_dir reads, and a set
+    that runs offline instead (data=digits; for MNIST also data=fashion_mnist, which Debian's
+    package serves offline), never the set that just failed."""
+    if fallback_dir:
+        state = "has none of them" if Path(fallback_dir).is_dir() else "does not exist"
+        gz = f"data.fallback_dir={fallback_dir} (it {state})"
+    else:
+        gz = "a folder named by data.fallback_dir=DIR"
+    apt = "`apt install dataset-fashion-mnist` puts"
+    if dataset == "FashionMNIST":
+        instead = (
+            f"{apt} them in {DEBIAN_FASHION}, the default data.fallback_dir; or use "
+            "data=digits (scikit-learn's bundled 8x8 digits, offline: the default data)"
+        )
+    else:
+        instead = (
+            f"or use data=digits or data=fashion_mnist ({apt} its files in "
+            f"{DEBIAN_FASHION}, where it reads them offline)"
+        )
+    return (
+        f"{dataset} not found in {raw.resolve()} and could not be downloaded ({reason}). "
+        f"Download its four IDX files ({', '.join(_IDX_FILES)}) where a network exists and "
+        f"copy them there, or their .gz files into {gz}; {instead}"
+    )
 
 
 def _unpack_into(raw: Path, fallback_dir: Path, dataset: str) -> None:

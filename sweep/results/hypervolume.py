@@ -6,10 +6,11 @@ in two dimensions, both maximized:
     y = accuracy (validation, or test)
 
 The log axis spreads the high-sparsity end, where the fronts differ. The reference point is
-(0, chance): the dense model's x and the accuracy of guessing (1 / classes; 0.1 for digits and
-Fashion-MNIST), so a point scores the area it dominates above chance, and a model no better
-than guessing adds nothing however sparse. x is capped at 6 (one weight in a million kept), so
-a model with every weight zero has a finite x.
+(0, chance) (`reference`): the dense model's x and the accuracy of guessing, 1 / the data's
+classes (0.1 for digits and Fashion-MNIST, 0.5 for a two-class table), so a point scores the
+area it dominates above chance, and a model no better than guessing adds nothing however
+sparse. x is capped at 6 (one weight in a million kept), so a model with every weight zero has
+a finite x. `outline` is the staircase that bounds that area, as front_points.png draws it.
 
 Optuna computes hypervolumes in `optuna._hypervolume.compute_hypervolume`, which is private
 (a leading underscore, not in the API reference; its signature changed between releases), and
@@ -24,7 +25,14 @@ import math
 from collections.abc import Iterable, Sequence
 
 MAX_X = 6.0  # -log10 of one weight in a million kept
-CHANCE_10 = 0.1  # the reference accuracy for 10 classes
+# The classes assumed where a result does not record its data's (a row written before rows
+# had `n_classes`, and no config to read them from): whoever assumes it says so.
+ASSUMED_CLASSES = 10
+
+
+def reference(n_classes: int) -> tuple[float, float]:
+    """The reference point (0, 1 / n_classes): the dense model's x and chance accuracy."""
+    return (0.0, 1.0 / n_classes)
 
 
 def kept_axis(sparsity: float) -> float:
@@ -58,9 +66,29 @@ def hypervolume(points: Iterable[tuple[float, float]], reference: Sequence[float
     return area
 
 
+def outline(
+    points: Iterable[tuple[float, float]], reference: Sequence[float]
+) -> list[tuple[float, float]]:
+    """The boundary of the area `hypervolume` measures, as a closed polygon: from (rx, the
+    highest y) along the front's staircase (each point's y holds from the previous point's x
+    to its own, then drops at its x to the next point's y), down to ry at the last point's x,
+    back to (rx, ry) and up to the start. Only the non-dominated points above the reference
+    in y and not left of it in x shape it; [] where none is. Its enclosed area (shoelace) is
+    `hypervolume(points, reference)`."""
+    rx, ry = reference
+    pts = [(x, y) for x, y in points if x >= rx and y > ry]  # nan compares False: left out
+    best = [pts[i] for i in front(pts)]  # x ascending, y descending
+    if not best:
+        return []
+    line = [(rx, best[0][1])]
+    for (x, y), (_, y_next) in zip(best, [*best[1:], (math.nan, ry)]):
+        line += [(x, y), (x, y_next)]
+    return [*line, (rx, ry), line[0]]
+
+
 def path_hypervolume(points: list[dict], n_classes: int, key: str = "val_acc") -> float:
     """The hypervolume of one run's path: its levels' (kept_axis(sparsity), `key`), against
     (0, 1 / n_classes); `points` are the rounds' figures (sweep/job.py prune_and_finetune).
     0.0 for a path with no point above chance."""
     xy = [(kept_axis(p["sparsity"]), p[key]) for p in points]
-    return hypervolume(xy, (0.0, 1.0 / n_classes))
+    return hypervolume(xy, reference(n_classes))

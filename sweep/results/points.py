@@ -23,13 +23,16 @@ from pathlib import Path
 import optuna
 import pandas as pd
 
-from sweep.results.hypervolume import CHANCE_10, front, hypervolume, kept_axis
+from sweep.results.hypervolume import ASSUMED_CLASSES, front, hypervolume, kept_axis
+from sweep.results.hypervolume import reference as chance_reference
 
 NAME = "points.csv"
 # What a point copies from its trial's row (the level's own figures come from rounds.csv).
+# n_classes: the data's classes, whose chance accuracy is the hypervolumes' reference (rows
+# that record it; `frame_reference`).
 TRIAL_COLUMNS = ("status", "model", "data", "regularizer", "prune", "l1_lambda", "seed",
                  "repeats", "prune_epochs", "prune_lr_scale", "prune_path", "path_hypervolume",
-                 "train_seconds")  # fmt: skip
+                 "train_seconds", "n_classes")  # fmt: skip
 FIGURES = ("val_acc", "test_acc", "sparsity", "nnz", "n_params", "pruned_test_acc",
            "archive_bytes", "archive_test_acc", "flops", "flops_ratio",
            "compact_shape")  # fmt: skip
@@ -104,18 +107,33 @@ def write(trials: Sequence[optuna.trial.FrozenTrial], rows: Sequence[dict], path
     os.replace(tmp, path)
 
 
-REFERENCE = (0.0, CHANCE_10)  # (x: the dense model, y: chance on 10 classes)
+def frame_classes(frame: pd.DataFrame) -> int | None:
+    """The data's classes that `frame`'s points record in their `n_classes` column; None where
+    none does. ValueError where they record several: points of data sets with different
+    chance accuracies have no common reference point."""
+    found = sorted({int(n) for n in frame.get("n_classes", pd.Series(dtype=float)).dropna()})
+    if len(found) > 1:
+        raise ValueError(f"points of data with {found} classes have no common reference point")
+    return found[0] if found else None
+
+
+def frame_reference(frame: pd.DataFrame) -> tuple[float, float]:
+    """The reference point of `frame`'s points: (0, 1 / the classes they record), or of
+    ASSUMED_CLASSES (10) where they record none (see frame_classes)."""
+    return chance_reference(frame_classes(frame) or ASSUMED_CLASSES)
 
 
 def front_figures(
-    frame: pd.DataFrame, reference: Sequence[float] = REFERENCE, x_max: float = math.inf
+    frame: pd.DataFrame, reference: Sequence[float] | None = None, x_max: float = math.inf
 ) -> dict:
     """The front of `frame`'s points (columns sparsity, val_acc, test_acc) chosen on
-    validation accuracy, and its hypervolumes against `reference` (sweep/hypervolume.py):
-    `hypervolume` of (kept_axis(sparsity), val_acc), `test_hypervolume` of the same points'
+    validation accuracy, and its hypervolumes against `reference` (sweep/hypervolume.py;
+    None: `frame_reference`, chance on the classes the points record): `hypervolume` of
+    (kept_axis(sparsity), val_acc), `test_hypervolume` of the same points'
     (kept_axis(sparsity), test_acc): the test set never chooses a point. `front` is the
     front's row labels, by sparsity ascending. `x_max` caps x: the space beyond it is left
     out, and a sparser point counts as one at x_max (it is at least as sparse)."""
+    reference = frame_reference(frame) if reference is None else reference
     xs = [min(kept_axis(s), x_max) for s in frame["sparsity"]]
     val = list(zip(xs, frame["val_acc"]))
     best = front(val)
@@ -125,11 +143,12 @@ def front_figures(
             "test_hypervolume": hypervolume(test, reference)}  # fmt: skip
 
 
-def history(frame: pd.DataFrame, reference: Sequence[float] = REFERENCE) -> pd.DataFrame:
+def history(frame: pd.DataFrame, reference: Sequence[float] | None = None) -> pd.DataFrame:
     """The front's hypervolumes as a sweep ran: one row per trial of points.csv's `frame`, in
     the order they finished, with `finished` (a datetime), `seconds` (from points.csv), the
     points measured so far, and `hypervolume`, `test_hypervolume` (front_figures) of the
-    points of the trials finished by then."""
+    points of the trials finished by then, against `reference` (None: frame_reference)."""
+    reference = frame_reference(frame) if reference is None else reference
     f = frame.dropna(subset=["val_acc", "test_acc", "sparsity"]).reset_index(drop=True)
     f["finished"] = pd.to_datetime(f["finished"])
     done = f.groupby("trial")[["finished", "seconds"]].first().sort_values("finished")
