@@ -17,9 +17,10 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from sweep.config import schema
-from sweep.errors import UserError
+from sweep.errors import UserError, config_error
+from sweep.results.row import JobResult
 from sweep.search import console, trials  # schema: registers the config schemas
-from sweep.task import objectives
+from sweep.task import objectives, rules
 
 log = logging.getLogger("sweep")
 assert schema  # imported for its ConfigStore entries
@@ -82,15 +83,16 @@ def check_run_dir(args: list[str]) -> None:
 
 
 @hydra.main(config_path="../conf", config_name="config")
-def main(cfg: DictConfig) -> dict:
+def main(cfg: DictConfig) -> JobResult:
     """One job (a single run, or one trial of a sweep): `job.run` on the task config; returns
-    the row with its `objective` values for the sweeper. Bad input: UserError, exit 2."""
+    its row, validation curve and `objective` values for the sweeper (`JobResult`). Bad
+    input: UserError, exit 2 (in a sweep's trial: raised, for the sweeper to record)."""
     hc = HydraConfig.get()
     console.quiet_trial()  # a sweep's trial: its epochs go to its run.log only
     try:
-        schema.check(cfg)
-        # Imported once the config is known good: torch and scikit-learn take 2-4 s to load,
-        # which a mistaken override need not wait for.
+        # The pre-flight check's first step, before the import below: torch and scikit-learn
+        # take 2-4 s to load, which a mistaken override need not wait for.
+        rules.check(cfg)
         from sweep.task import job
 
         out_dir, choices = Path(hc.runtime.output_dir), dict(hc.runtime.choices)
@@ -106,34 +108,13 @@ def main(cfg: DictConfig) -> dict:
             raise  # the sweeper records the failed trial, then reports it
         log.error(f"error: {e}")
         sys.exit(2)
-    metrics["objective"] = objectives.values(metrics, cfg.objective)
+    result = JobResult.of_metrics(metrics, objectives.values(metrics, cfg.objective))
     log.info(
         f"{metrics['status']}: val_acc {metrics['val_acc']:.4f}  test_acc {metrics['test_acc']:.4f}"
         f"  sparsity {metrics['sparsity']:.4f}  ({metrics['train_seconds']:.1f}s)"
         f"  -> {hc.runtime.output_dir}"
     )
-    return metrics
-
-
-def config_error(e: Exception) -> str:
-    """Hydra's or OmegaConf's multi-line report of a bad override or config, as one line."""
-    lines = [ln.strip() for ln in str(e).splitlines()]
-    if "Config search path:" in lines:  # an unknown group option: keep the options it lists
-        lines = lines[: lines.index("Config search path:")]
-        heads = [i for i, ln in enumerate(lines) if ln.startswith("Available options")]
-        if heads:
-            options = ", ".join(ln for ln in lines[heads[0] + 1 :] if ln)
-            lines = [*lines[: heads[0]], f"{lines[heads[0]]} {options}"]
-    lines = [ln for ln in lines if ln and not ln.startswith(("object_type", "reference"))]
-    cause = e.__cause__ if isinstance(e.__cause__, OmegaConfBaseException) else None
-    if cause is not None:  # "Error merging override seed=abc" + OmegaConf's own reason
-        reason = str(cause).splitlines()[0]
-        if " not in " in reason:  # a key the schema lacks: Hydra's "use +key" would fail too
-            lines = [ln for ln in lines if not ln.startswith("To append")]
-        lines[-1] = f"{lines[-1].rstrip('.')}: {reason}"
-    what = ". ".join(ln.rstrip(".") for ln in lines)
-    what += "" if what.endswith("?") else "."
-    return f"{what} Fix it; `python -m sweep.run --cfg job` prints every key and value."
+    return result
 
 
 def cli() -> None:

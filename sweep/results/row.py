@@ -5,13 +5,21 @@ Everything else derives from this table: the CSV's column order (sweep/results.p
 `sweep.analyze` reads it with, which figures a repeated run reports the spread of, and the column
 table of docs/outputs.md (`python -m sweep.results.row` prints it; a test compares them). Adding a
 column is one line here plus the code that computes its value.
+
+A row is made here too, in steps that each name only columns of the table (`columns` checks,
+so a mistyped name fails the run that makes it, not a CSV column): the job's figures
+(`sweep.task.job`), its objective values (`sweep.run.main`, as a `JobResult`) and the sweep's
+trial number, overrides and directory (`JobResult.to_row`, from the trial loop or from a
+finished job's files).
 """
 
 from __future__ import annotations
 
 import math
 import shlex
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -128,25 +136,85 @@ def markdown() -> str:
     return "\n".join(lines)
 
 
+# A run's validation curve ([step, val_acc], ...): metrics.json keeps it, the row does not.
+CURVE = "val_acc_curve"
+# A repeated run's per-seed figures: its metrics.json keeps them, the row does not.
+SEEDS = "seeds"
+
+
+class UndefinedColumn(ValueError):
+    """A row was given a column DEFINITION does not have: a programming error (a mistyped name,
+    or a new figure without its line in DEFINITION)."""
+
+
+def _defined(name: str) -> bool:
+    return name in BY_NAME or (name.endswith("_std") and name.removesuffix("_std") in SPREAD)
+
+
+def check(names: Iterable[str], where: str) -> None:
+    """Raise UndefinedColumn naming those of `names` that are no column of DEFINITION (a spread
+    column's `<name>_std` is one); `where` says what made them."""
+    unknown = [n for n in names if not _defined(n)]
+    if unknown:
+        raise UndefinedColumn(
+            f"{where}: {', '.join(map(repr, unknown))} is no column of sweep.results.row."
+            "DEFINITION; fix the name, or add its line there"
+        )
+
+
+def columns(values: Mapping[str, Any], where: str = "a row") -> dict[str, Any]:
+    """`values` (by column name) as a row's columns, in the order given, every name checked
+    against DEFINITION (UndefinedColumn otherwise). A callback may add columns of its own to a
+    run's row later; those are kept as they are, after the defined ones in the CSV."""
+    check(values, where)
+    return dict(values)
+
+
+@dataclass
+class JobResult:
+    """What one job (`sweep.run.main`) hands the sweep: its row's `columns` as the run made
+    them (`sweep.task.job`, and the callbacks' additions), its validation `curve`
+    ([step, val_acc], ...) and its `objective` values (one per objective metric; None for a
+    job that failed). `to_row` is the one place a trial's results.csv row is finished."""
+
+    columns: dict[str, Any]
+    curve: list[list[float]] = field(default_factory=list)
+    objective: list[float] | None = None
+
+    @classmethod
+    def of_metrics(cls, metrics: Mapping[str, Any], objective: Sequence[float]) -> JobResult:
+        """From a run's metrics (what its metrics.json holds: the row, the curve and, for a
+        repeated run, the seeds' own figures) and its objective values."""
+        row = {k: v for k, v in metrics.items() if k not in (CURVE, SEEDS)}
+        return cls(row, list(metrics.get(CURVE, [])), list(objective))
+
+    @classmethod
+    def failed(cls, error: str) -> JobResult:
+        """A job that raised (or whose process died): status `failed`, and why in one line."""
+        return cls(columns({"status": "failed", "error": error}, "a failed job"))
+
+    @property
+    def status(self) -> str:
+        """The row's status: complete, pruned, diverged or failed."""
+        return self.columns["status"]
+
+    def to_row(
+        self, trial: int, overrides: Sequence[str], run_dir: str | None, single: bool
+    ) -> dict[str, Any]:
+        """The trial's row: `trial`, the job's columns, `overrides` (the task's overrides as
+        one shell-quoted line, no hydra.*), `run_dir` and, for a single objective,
+        `objective` (its one value, NaN if none). The sweep's trial loop (a told job) and the
+        stale-trial recovery (a finished job's files) both make it here."""
+        task = [o for o in overrides if not o.startswith("hydra.")]
+        row = {
+            **columns({"trial": trial}),
+            **self.columns,
+            **columns({"overrides": shlex.join(task), "run_dir": run_dir}),
+        }
+        if single:
+            row.update(columns({"objective": (self.objective or [math.nan])[0]}))
+        return row
+
+
 if __name__ == "__main__":
     print(markdown())
-
-
-def of_trial(
-    number: int, metrics: dict, overrides: list[str], run_dir: str | None, single: bool
-) -> dict:
-    """A trial's row: the job's `metrics` (its row, as `sweep.task.job` made it) with the columns
-    the sweep adds: `trial`, `overrides` (the task's overrides as one shell-quoted line, no
-    hydra.*), `run_dir` and, for a single objective, `objective` (its one value, NaN if none).
-    The sweeper (a told job) and the stale-trial recovery (a job's files) both make it here."""
-    task = [o for o in overrides if not o.startswith("hydra.")]
-    row = {
-        "trial": number,
-        **{k: v for k, v in metrics.items() if k != "objective"},
-        "overrides": shlex.join(task),
-        "run_dir": run_dir,
-    }
-    if single:
-        values = metrics.get("objective") or [math.nan]
-        row["objective"] = values[0]
-    return row

@@ -277,3 +277,40 @@ def by_name(task: Any) -> tuple[str, str, int]:
             f"module's top level and run with python -m; {task.__qualname__} is not"
         )
     return name or task.__module__, task.__name__, depth
+
+
+# ---- which launcher runs a sweep's trials ------------------------------------------------------
+
+
+def fork_or_not(chosen: ForkLauncher, device: str) -> None:
+    """The fork launcher (the default) forks its trials on `device` where that is safe, and
+    keeps this process at one torch thread for it; elsewhere it hands them to joblib's."""
+    why = unsafe(device)
+    if why is None:
+        single_threaded()
+    else:
+        chosen.use_joblib(why)
+
+
+def runner(chosen: Launcher) -> Launcher:
+    """The launcher that runs the trials: the fork launcher's joblib, where it handed them
+    over; else `chosen` itself."""
+    if isinstance(chosen, ForkLauncher) and chosen.fallback is not None:
+        return chosen.fallback
+    return chosen
+
+
+def class_path(chosen: Launcher) -> str:
+    """The class path of the launcher that runs the trials (sweep/parallel.py's kinds)."""
+    kind = type(runner(chosen))
+    return f"{kind.__module__}.{kind.__name__}"
+
+
+def start_method(chosen: Launcher) -> str | None:
+    """How the fork launcher starts the trials' processes (None: another launcher runs them)."""
+    return getattr(runner(chosen), "start_method", None)
+
+
+def joblib_of(chosen: Launcher) -> Any:
+    """The joblib launcher that runs the trials, if one does."""
+    return runner(chosen) if "joblib" in class_path(chosen) else None

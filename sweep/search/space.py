@@ -26,7 +26,7 @@ from optuna.distributions import (
 )
 
 from sweep import _compat
-from sweep.errors import UserError
+from sweep.errors import UserError, config_error
 
 _ABSENT = object()
 
@@ -112,8 +112,6 @@ def check_composable(
         try:
             composed = loader.load_sweep_config(cfg, overrides)
         except Exception as e:  # an option that does not compose at all
-            from sweep.run import config_error
-
             raise UserError(f"searched {what}: {config_error(e)}") from None
         for key in keys:
             if OmegaConf.select(composed, key.lstrip("+"), default=_ABSENT) is _ABSENT:

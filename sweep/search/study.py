@@ -27,8 +27,8 @@ from sqlalchemy.exc import ArgumentError
 from sweep import _compat
 from sweep.errors import UserError
 from sweep.results import points
-from sweep.results import row as result_row
 from sweep.results import table as results
+from sweep.results.row import JobResult
 from sweep.search.launcher import FORK_LOCK
 from sweep.search.trials import ROW_ATTR, SUBDIR, record, trial_by_number
 
@@ -392,15 +392,10 @@ def finished_from_files(trial_dir: Path, number: int) -> tuple[dict, list, list[
         return None
     if metrics.get("status") not in ("complete", "pruned", "diverged"):
         return None
-    metrics.pop("seeds", None)  # kept in metrics.json only, as the sweeper's row does
-    curve = metrics.pop("val_acc_curve", [])
-    values = objectives.values(metrics, config.objective)
-    metrics["objective"] = values
-    return (
-        result_row.of_trial(number, metrics, overrides, output_dir, len(values) == 1),
-        curve,
-        values,
-    )
+    # what its job would have returned: the row without the curve or the seeds' own figures
+    result = JobResult.of_metrics(metrics, objectives.values(metrics, config.objective))
+    values = result.objective or []
+    return result.to_row(number, overrides, output_dir, len(values) == 1), result.curve, values
 
 
 def _told_from_files(

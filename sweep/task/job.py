@@ -2,8 +2,9 @@
 data and model, fit, prune and fine-tune, measure, and hand the model and its row to the
 callbacks (sweep/callbacks.py), which write the run's files.
 
+    preflight(cfg)                          # the one check of a configuration, before training
     run(cfg, out_dir, choices, report)      # repeats: one run_seed per seed, one combined row
-      run_seed(...)                         # build -> fit -> [prune_and_finetune] -> measure
+      run_seed(...)                         # preflight -> fit -> [prune_and_finetune] -> measure
         Run, Progress                       # what callbacks see; the epoch numbering
 """
 
@@ -23,7 +24,7 @@ import torch
 import torch.nn as nn
 from omegaconf import DictConfig, OmegaConf
 
-from sweep.config import schema, user_code
+from sweep.config import user_code
 from sweep.data.datasets import Dataset
 from sweep.errors import UserError
 from sweep.models import compact
@@ -32,8 +33,12 @@ from sweep.results.hypervolume import path_hypervolume
 from sweep.sparsity import pruning
 from sweep.sparsity.pruning import Pruner
 from sweep.sparsity.regularizers import Regularizer
+from sweep.task import rules
 from sweep.task.callbacks import Callback, write_json
+from sweep.task.context import Run
 from sweep.training.train import (
+    Fit,
+    Measures,
     accuracy,
     build,
     fit,
@@ -46,23 +51,6 @@ from sweep.training.train import (
 log = logging.getLogger(__name__)
 
 Reporter = Callable[[int, float], bool]  # report(step, val_acc) -> stop? (a sweep's pruner)
-
-
-def check(cfg: DictConfig) -> Regularizer:
-    """Reject bad input before any training; returns the regularizer it had to build.
-
-    Raises UserError naming the first key out of range (the schema's rules, the lambdas too: a
-    regularizer that ignores one never sees it), an objective of a path without a path, or
-    the regularizer's own complaint."""
-    schema.check(cfg)
-    if "path_hypervolume" in cfg.objective.metrics and (
-        cfg.prune.method == "none" or cfg.prune.get("path") is None
-    ):
-        raise UserError(
-            "objective=path_hypervolume needs a path to measure: set prune=magnitude (or "
-            "neurons) and prune.path=[...], e.g. 'prune.path=[0.5,0.8,0.9,0.95]'"
-        )
-    return build(cfg.regularizer)
 
 
 def callbacks(cfg: DictConfig) -> list[Callback]:
@@ -98,16 +86,49 @@ def dataset(cfg: DictConfig, device: torch.device) -> Dataset:
 
 
 @dataclass
-class Run:
-    """What a callback sees of a run: its config, data, model (trained in place), regularizer,
-    the parameters it counts (`reg.select(model)`), and the directory its files go to."""
+class Parts:
+    """What the pre-flight check built from a configuration: its regularizer, pruner and
+    callbacks, the device, the data (split with cfg.seed), the model and its optimizer."""
 
-    cfg: DictConfig
+    reg: Regularizer
+    pruner: Pruner
+    callbacks: list[Callback]
+    device: torch.device
     data: Dataset
     model: nn.Module
-    reg: Regularizer
-    counted: list[nn.Parameter]
-    out_dir: Path
+    optimizer: torch.optim.Optimizer
+
+
+def preflight(cfg: DictConfig, *, train: bool = False) -> Parts:
+    """The one check of a configuration before anything trains: each run's (`run_seed`, with
+    train=True: this process's torch threads set, the data and the seeded model on the
+    device) and a sweep's before its first trial (the sweeper, on its task config: the data
+    loaded once, its loaders' caches kept for the trials it forks, nothing placed).
+
+    Raises UserError (one line) naming the first problem: a key out of range or keys that
+    disagree (`rules.check`), the regularizer's or the pruner's own complaint, a callback
+    refused or not a Callback, an unusable device, data that cannot be read, a model factory
+    that breaks its contract, a model the pruner or the objective cannot follow."""
+    rules.check(cfg)
+    reg: Regularizer = build(cfg.regularizer)
+    pruner: Pruner = build(cfg.prune)
+    cbs = callbacks(cfg)
+    device = resolve_device(cfg.device)
+    if train:
+        set_threads(cfg.train.threads)
+        data = dataset(cfg, device)
+        torch.manual_seed(cfg.seed)
+    else:
+        data = build(cfg.data, seed=cfg.seed)
+    model = build(cfg.model, n_inputs=data.n_inputs, n_classes=data.n_classes,
+                  input_shape=data.image_shape)  # fmt: skip
+    if train:
+        model = model.to(device)
+    optimizer = make_optimizer(cfg.optimizer, model)
+    user_code.check_model(model, data)  # the factory's contract, before any training
+    pruner.check(model)  # prune=neurons: a model it can follow
+    compact.check_objective(model, data.image_shape, list(cfg.objective.metrics))
+    return Parts(reg, pruner, cbs, device, data, model, optimizer)
 
 
 class Progress:
@@ -136,7 +157,7 @@ class Progress:
 
 def run(
     cfg: DictConfig, out_dir: Path, choices: dict[str, str], report: Reporter | None = None
-) -> dict:
+) -> dict[str, Any]:
     """Train one configuration `repeats` times, with seeds seed, seed+1, ...: each seed carves its
     own validation split (Monte-Carlo cross-validation), inits and orders batches its own way.
     Returns the seeds' mean figures (the usual keys) and spreads (*_std); metrics.json in out_dir
@@ -156,16 +177,16 @@ def run(
         one.seed = seed
         hook = (lambda step, acc, o=i * span: report(o + step, acc)) if report else None
         runs.append(run_seed(one, out_dir / f"seed_{seed}", choices, hook))
-        runs[-1]["val_acc_curve"] = [[i * span + s, v] for s, v in runs[-1]["val_acc_curve"]]
+        runs[-1][row.CURVE] = [[i * span + s, v] for s, v in runs[-1][row.CURVE]]
         if runs[-1]["status"] != "complete":  # diverged or pruned, whatever the other seeds do
             break
     metrics = combine(runs)
-    per_seed = [{k: v for k, v in r.items() if k != "val_acc_curve"} for r in runs]
-    write_json(out_dir / "metrics.json", {**metrics, "seeds": per_seed})
+    per_seed = [{k: v for k, v in r.items() if k != row.CURVE} for r in runs]
+    write_json(out_dir / "metrics.json", {**metrics, row.SEEDS: per_seed})
     return metrics
 
 
-def combine(runs: list[dict]) -> dict:
+def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """One row from the seeds' metrics: the mean of each figure that differs between them (the
     value itself where all agree, e.g. n_params), the sample standard deviation of the
     row's spread columns (sweep/row.py) as <key>_std, the total train_seconds, the first seed,
@@ -177,18 +198,20 @@ def combine(runs: list[dict]) -> dict:
         numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
         out[key] = statistics.fmean(values) if numbers and len(set(values)) > 1 else value
     failed = [r for r in runs if r["status"] != "complete"]
-    out.update(status=failed[0]["status"] if failed else "complete", seed=first["seed"],
-               epochs=runs[-1]["epochs"], repeats=len(runs),
-               train_seconds=sum(r["train_seconds"] for r in runs))  # fmt: skip
+    out.update(row.columns({
+        "status": failed[0]["status"] if failed else "complete", "seed": first["seed"],
+        "epochs": runs[-1]["epochs"], "repeats": len(runs),
+        "train_seconds": sum(r["train_seconds"] for r in runs),
+    }, "job.combine"))  # fmt: skip
     for key in [k for k in first if k in row.SPREAD]:
         out[f"{key}_std"] = statistics.stdev(r[key] for r in runs) if len(runs) > 1 else 0.0
-    out["val_acc_curve"] = [point for r in runs for point in r["val_acc_curve"]]
+    out[row.CURVE] = [point for r in runs for point in r[row.CURVE]]
     return out
 
 
 def prune_and_finetune(
     run: Run, pruner: Pruner, progress: Progress, callbacks: list[Callback]
-) -> tuple[dict, dict, list[dict]]:
+) -> tuple[Fit, dict[str, float], list[dict[str, Any]]]:
     """Prune the trained model in the pruner's rounds (its path's levels), fine-tuning each with
     the mask held and the regularizer's fine-tuning form (`reg.for_finetuning()`: the L1 term
     off); returns the last fine-tuning's fit result, the accuracies of the trained model
@@ -208,15 +231,16 @@ def prune_and_finetune(
     }
     finetune_reg = reg.for_finetuning()
     schedule = build(cfg.schedule)
-    result: dict = {}
-    points: list[dict] = []
+    result: Fit | None = None
+    points: list[dict[str, Any]] = []
     for r, target in enumerate(pruner.targets(), start=1):
         if pruner.path is not None and pruner.reached(model, counted, target):
             log.info(f"prune level {r}/{pruner.rounds}: {target} already reached by training")
             progress.advance(pruner.epochs)  # the step axis stays the same for every trial
-            measured = measure(model, data, counted, cfg.sparsity.tol, result.get("val_acc"))
-            result = result or {"status": "complete", "epochs_run": 0, "train_loss": math.nan,
-                                "val_acc": measured["val_acc"]}  # fmt: skip
+            measured = measure(model, data, counted, cfg.sparsity.tol,
+                               result["val_acc"] if result else None)  # fmt: skip
+            result = result or Fit(status="complete", epochs_run=0, train_loss=math.nan,
+                                   val_acc=measured["val_acc"])  # fmt: skip
             reached_by = "training"
         else:
             keep = pruner.mask(model, counted, target)  # zeros so far stay pruned
@@ -235,72 +259,106 @@ def prune_and_finetune(
                 break
             measured = measure(model, data, counted, cfg.sparsity.tol, result["val_acc"])
             reached_by = "pruning"
-        del measured["layers"]
-        figures = {"round": r, "target": target, "reached_by": reached_by, **measured,
-                   **compact.measures(model, data.image_shape)}  # fmt: skip
-        if pruner.keep_models:
-            name = f"level_{r}.pt"
-            torch.save({k: v.clone() for k, v in model.state_dict().items()}, run.out_dir / name)
-            figures["model_file"] = name
-        for cb in callbacks:  # callbacks may add to figures (the archive's)
-            cb.on_prune_round_end(run, r, figures)
-        points.append(figures)
+        points.append(_round_end(run, pruner, callbacks, r, target, reached_by, measured))
     return result, oneshot_acc, points
+
+
+def _round_end(
+    run: Run,
+    pruner: Pruner,
+    callbacks: list[Callback],
+    r: int,
+    target: float,
+    reached_by: str,
+    measured: Measures,
+) -> dict[str, Any]:
+    """Prune round `r`'s figures (a point of the run's path: its target, how it was reached,
+    the model's measures and its compact figures), its model saved where prune.keep_models
+    says so, after the callbacks' on_prune_round_end (which may add to them)."""
+    figures = {"round": r, "target": target, "reached_by": reached_by,
+               **{k: v for k, v in measured.items() if k != "layers"},
+               **compact.measures(run.model, run.data.image_shape)}  # fmt: skip
+    if pruner.keep_models:
+        name = f"level_{r}.pt"
+        state = {k: v.clone() for k, v in run.model.state_dict().items()}
+        torch.save(state, run.out_dir / name)
+        figures["model_file"] = name
+    for cb in callbacks:  # callbacks may add to figures (the archive's)
+        cb.on_prune_round_end(run, r, figures)
+    return figures
 
 
 def run_seed(
     cfg: DictConfig, out_dir: Path, choices: dict[str, str], report: Reporter | None = None
-) -> dict:
+) -> dict[str, Any]:
     """Train one configuration with one seed (and prune and fine-tune it, where cfg.prune says
-    so); returns its row (sweep/row.py) with its validation curve, after the callbacks (by
-    default: metrics.json, layers.csv, model.pt, features.csv, rounds.csv in out_dir) ran."""
-    reg = check(cfg)
-    pruner: Pruner = build(cfg.prune)
-    cbs = callbacks(cfg)
-    device = resolve_device(cfg.device)
-    set_threads(cfg.train.threads)
-    data = dataset(cfg, device)
-    torch.manual_seed(cfg.seed)
-    model = build(cfg.model, n_inputs=data.n_inputs, n_classes=data.n_classes,
-                  input_shape=data.image_shape).to(device)  # fmt: skip
-    optimizer = make_optimizer(cfg.optimizer, model)
-    user_code.check_model(model, data)  # the factory's contract, before any training
-    pruner.check(model)  # prune=neurons: a model it can follow
-    compact.check_objective(model, data.image_shape, list(cfg.objective.metrics))
+    so); returns its row (sweep/results/row.py, every column checked) with its validation curve
+    under `row.CURVE`, after the callbacks (by default: metrics.json, layers.csv, model.pt,
+    features.csv, rounds.csv in out_dir) ran and added theirs. Raises UserError before any
+    training for a configuration that cannot run (`preflight`)."""
+    parts = preflight(cfg, train=True)
     out_dir.mkdir(parents=True, exist_ok=True)
-    run = Run(cfg, data, model, reg, reg.select(model), out_dir)
-    progress = Progress(run, cbs, report)
+    run = Run(cfg, parts.data, parts.model, parts.reg, parts.reg.select(parts.model), out_dir)
+    progress = Progress(run, parts.callbacks, report)
 
     start = time.perf_counter()
-    result = fit(model, data, reg, optimizer, epochs=cfg.train.epochs,
+    result = fit(parts.model, parts.data, parts.reg, parts.optimizer, epochs=cfg.train.epochs,
                  batch_size=cfg.train.batch_size, seed=cfg.seed, log_every=cfg.train.log_every,
                  schedule=build(cfg.schedule), on_epoch=progress,
                  fast=cfg.train.fast)  # fmt: skip
-    epochs, tol = result["epochs_run"], cfg.sparsity.tol
+    epochs = result["epochs_run"]
     progress.advance(epochs)
-    before: dict = {}
-    if pruner.active and result["status"] == "complete":
-        trained = measure(model, data, run.counted, tol, result["val_acc"])
-        before = {f"trained_{k}": trained[k] for k in row.TRAINED}
-        before["trained_train_loss"] = result["train_loss"]
-        finetuned, oneshot, points = prune_and_finetune(run, pruner, progress, cbs)
-        before.update(oneshot)
-        if pruner.path is not None:  # the run's objective where a sweep walks paths
-            before["path_hypervolume"] = path_hypervolume(points, data.n_classes)
-        if not finetuned["epochs_run"]:  # prune.epochs=0: the last loss is the training's
-            finetuned["train_loss"] = result["train_loss"]
-        result = finetuned
+    before: dict[str, Any] = {}
+    if parts.pruner.active and result["status"] == "complete":
+        before, result = _pruned(run, parts, progress, result)
     seconds = time.perf_counter() - start
-    measures = measure(model, data, run.counted, tol, result["val_acc"])
-    measures.pop("layers")
+    metrics = _row(run, parts, result, choices, epochs=epochs, seconds=seconds, before=before)
+    metrics[row.CURVE] = progress.curve  # metrics.json keeps it; the CSV row does not
+    for cb in parts.callbacks:
+        cb.on_run_end(run, metrics)
+    return metrics
+
+
+def _pruned(run: Run, parts: Parts, progress: Progress, trained: Fit) -> tuple[dict[str, Any], Fit]:
+    """Prune and fine-tune the trained model (`prune_and_finetune`); returns the row's figures
+    of the model before pruning (trained_*, oneshot_*, and a path's hypervolume) and the last
+    fine-tuning's fit result."""
+    model, data = run.model, run.data
+    measured = measure(model, data, run.counted, run.cfg.sparsity.tol, trained["val_acc"])
+    before = {f"trained_{k}": measured[k] for k in row.TRAINED}
+    before["trained_train_loss"] = trained["train_loss"]
+    finetuned, oneshot, points = prune_and_finetune(run, parts.pruner, progress, parts.callbacks)
+    before.update(oneshot)
+    if parts.pruner.path is not None:  # the run's objective where a sweep walks paths
+        before["path_hypervolume"] = path_hypervolume(points, data.n_classes)
+    if not finetuned["epochs_run"]:  # prune.epochs=0: the last loss is the training's
+        finetuned["train_loss"] = trained["train_loss"]
+    return before, finetuned
+
+
+def _row(
+    run: Run,
+    parts: Parts,
+    result: Fit,
+    choices: dict[str, str],
+    *,
+    epochs: int,
+    seconds: float,
+    before: dict[str, Any],
+) -> dict[str, Any]:
+    """The run's row, its columns in the order metrics.json has always listed them: the
+    final model measured (NaN where it diverged), its options, and the figures of `before`."""
+    model, data, reg, tol = run.model, run.data, run.reg, run.cfg.sparsity.tol
+    measures = {k: v for k, v in measure(model, data, run.counted, tol, result["val_acc"]).items()
+                if k != "layers"}  # fmt: skip
     if result["status"] == "diverged":  # its measures would mean nothing (a pruned one's do)
         measures = {k: math.nan for k in measures}
-    metrics: dict[str, Any] = {
+    return row.columns({
         "status": result["status"],
         **{k: choices.get(k) for k in row.CHOICES},
         "l1_lambda": reg.l1,
         "l2_lambda": reg.l2,
-        "seed": cfg.seed,
+        "seed": run.cfg.seed,
         "epochs": epochs,
         **measures,
         "tol": tol,
@@ -310,11 +368,7 @@ def run_seed(
         **compact.measures(model, data.image_shape),
         "train_loss": result["train_loss"],
         "train_seconds": seconds,
-        "device": str(device),
-        **pruner.columns(),
+        "device": str(parts.device),
+        **parts.pruner.columns(),
         **before,
-    }
-    metrics["val_acc_curve"] = progress.curve  # metrics.json keeps it; the CSV row does not
-    for cb in cbs:
-        cb.on_run_end(run, metrics)
-    return metrics
+    }, "job.run_seed")  # fmt: skip

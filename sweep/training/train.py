@@ -1,6 +1,8 @@
 """The training loop (`fit`) and what it needs: building targets, the device, the optimizer,
-the flat parameter buffer, accuracy and the sparsity measures. One configuration's whole run
-(build, fit, prune, measure, callbacks) is sweep/job.py."""
+the flat parameter buffer, accuracy and the sparsity measures. `fit` returns a `Fit` and
+`measure` a `Measures` (typed dicts; the figures among them are columns of
+`sweep.results.row`). One configuration's whole run (build, fit, prune, measure, callbacks) is
+sweep/task/job.py."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import logging
 import math
 import os
 from collections.abc import Callable
+from typing import Any, TypedDict
 
 import torch
 import torch.nn as nn
@@ -17,6 +20,7 @@ from omegaconf import DictConfig
 from sweep.config import user_code
 from sweep.data.datasets import Dataset
 from sweep.errors import UserError
+from sweep.results import row
 from sweep.sparsity import measures as sparsity
 from sweep.sparsity.regularizers import Regularizer
 from sweep.training import fastmlp, fastsgd
@@ -134,6 +138,57 @@ def training_step(
     return autograd_step
 
 
+class Fit(TypedDict):
+    """What `fit` returns: the last epoch's mean training loss (cross-entropy plus the
+    penalty's value), `status` (complete, diverged: a non-finite loss, or pruned: stopped by
+    `on_epoch`), the epochs run and the validation accuracy (0..1) of the final weights, None
+    where the last epoch's log line did not measure it."""
+
+    train_loss: float
+    status: str
+    epochs_run: int
+    val_acc: float | None
+
+
+class Measures(TypedDict):
+    """What `measure` returns: the row's accuracy and sparsity figures of a trained model
+    (columns of `sweep.results.row`), and `layers`, the per-tensor table (layers.csv's rows)."""
+
+    val_acc: float
+    test_acc: float
+    pruned_val_acc: float
+    pruned_test_acc: float
+    n_params: int
+    nnz: int
+    sparsity: float
+    sparsity_tol: float
+    active_inputs: int | None
+    n_inputs: int
+    layers: list[dict]
+
+
+# the figures that become the row's columns under their own names, checked once at import
+row.check([k for k in Measures.__annotations__ if k != "layers"], "train.Measures")
+row.check(["train_loss", "status", "val_acc"], "train.Fit")
+
+
+class _Held:
+    """A pruning mask held on the flat buffers: the weights it leaves out stay exactly zero."""
+
+    def __init__(self, flat: torch.Tensor, grad: torch.Tensor, keep: torch.Tensor) -> None:
+        self.keep = keep
+        self.weights, self.grad = flat[: keep.numel()], grad[: keep.numel()]
+        self.weights.mul_(keep)
+
+    def gradient_(self) -> None:
+        # no gradient, so no momentum or Adam moment, for a pruned weight
+        self.grad.mul_(self.keep)
+
+    def weights_(self) -> None:
+        # and weight decay cannot move it off zero either
+        self.weights.mul_(self.keep)
+
+
 def fit(
     model: nn.Module,
     data: Dataset,
@@ -148,7 +203,7 @@ def fit(
     keep: torch.Tensor | None = None,
     on_epoch: Callable[[int, dict[str, float]], bool | None] | None = None,
     fast: bool = True,
-) -> dict:
+) -> Fit:
     """Minibatch training; returns the last epoch's mean loss, whether it diverged, and the
     validation accuracy of the final weights where the last epoch's log line measured it.
 
@@ -166,51 +221,100 @@ def fit(
     flat, grad, k = flatten_parameters(model, reg.bind(model))
     step = training_step(model, grad, fast)  # after flattening: it holds the views
     w, g = flat[:k], grad[:k]  # the regularized weights and their gradient
-    if keep is not None:  # over the regularized weights, or (prune=neurons) every parameter
-        keep = keep.to(w)
-        held, held_grad = flat[: keep.numel()], grad[: keep.numel()]
-        held.mul_(keep)
+    # over the regularized weights, or (prune=neurons) every parameter
+    held = _Held(flat, grad, keep.to(w)) if keep is not None else None
     gen = torch.Generator().manual_seed(seed)
     n = len(data.y_train)
     scheduler = schedule(optimizer, epochs * math.ceil(n / batch_size)) if schedule else None
     # after the scheduler wraps .step
     optimizer_step = fastsgd.step_for(optimizer, flat, grad) if fast else optimizer.step
+
+    update = _updater(reg, optimizer, optimizer_step, w, g, held, scheduler)
     loss_mean, status, epoch, val_acc = math.nan, "complete", 0, None
     for epoch in range(1, epochs + 1):
-        perm = torch.randperm(n, generator=gen).to(data.x_train.device)
-        total, meter = torch.zeros((), device=w.device), reg.meter(w)
-        for i in range(0, n, batch_size):
-            idx = perm[i : i + batch_size]  # index_select: the same rows as x[idx], 2x faster
-            x, y = data.x_train.index_select(0, idx), data.y_train.index_select(0, idx)
-            total += step(x, y)  # summed on the device: no host sync per step
-            reg.add_gradient_(w, g, meter)
-            if keep is not None:  # no gradient, so no momentum or Adam moment, for a pruned w
-                held_grad.mul_(keep)
-            optimizer_step()
-            reg.prox_(w, optimizer.param_groups[0]["lr"])  # the lr this step used
-            if keep is not None:  # and weight decay cannot move it off zero either
-                held.mul_(keep)
-            if scheduler is not None:
-                scheduler.step()
-        loss_mean = (float(total) + reg.value(meter)) / math.ceil(n / batch_size)
+        loss_mean = _epoch(data, reg, w, gen, batch_size, step, update)
         if not math.isfinite(loss_mean):
             status = "diverged"
         if epoch % log_every == 0 or epoch == epochs or status != "complete":
             val_acc = accuracy(model, data.x_val, data.y_val)
-            zeros = int((w == 0).sum()) / w.numel()
-            log.info(
-                f"epoch {epoch}/{epochs}  loss {loss_mean:.4f}  val_acc {val_acc:.4f}"
-                f"  sparsity {zeros:.4f}"
-            )
-            measured = {"val_acc": val_acc, "train_loss": loss_mean, "sparsity": zeros}
-            if on_epoch is not None and status == "complete" and on_epoch(epoch, measured):
-                status = "pruned"
-                log.info(f"epoch {epoch}/{epochs}: stopped by the sweep's pruner (pruned)")
+            status = _measured(epoch, epochs, loss_mean, val_acc, w, status, on_epoch)
         if status == "diverged":
             log.warning(f"training loss is {loss_mean} at epoch {epoch}: stopped (diverged)")
         if status != "complete":
             break
-    return {"train_loss": loss_mean, "status": status, "epochs_run": epoch, "val_acc": val_acc}
+    return Fit(train_loss=loss_mean, status=status, epochs_run=epoch, val_acc=val_acc)
+
+
+def _updater(
+    reg: Regularizer,
+    optimizer: torch.optim.Optimizer,
+    optimizer_step: Callable[[], Any],
+    w: torch.Tensor,
+    g: torch.Tensor,
+    held: _Held | None,
+    scheduler: Any,
+) -> Callable[[tuple], None]:
+    """update(meter), after each batch's loss and gradient: the regularizer's gradient (its
+    norms into `meter`), the mask on the gradient, the optimizer's step, the proximal step,
+    the mask on the weights, the scheduler's step; in that order, which the bits depend on."""
+
+    def update(meter: tuple) -> None:
+        reg.add_gradient_(w, g, meter)
+        if held is not None:
+            held.gradient_()
+        optimizer_step()
+        reg.prox_(w, optimizer.param_groups[0]["lr"])  # the lr this step used
+        if held is not None:
+            held.weights_()
+        if scheduler is not None:
+            scheduler.step()
+
+    return update
+
+
+def _epoch(
+    data: Dataset,
+    reg: Regularizer,
+    w: torch.Tensor,
+    gen: torch.Generator,
+    batch_size: int,
+    step: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    update: Callable[[tuple], None],
+) -> float:
+    """One pass over the training set in `gen`'s order: step(x, y) (the batch's loss and
+    gradient), then update(meter) (the regularizer, the optimizer, the mask); returns the
+    epoch's mean loss (cross-entropy plus the penalty's value over its steps)."""
+    n = len(data.y_train)
+    perm = torch.randperm(n, generator=gen).to(data.x_train.device)
+    total, meter = torch.zeros((), device=w.device), reg.meter(w)
+    for i in range(0, n, batch_size):
+        idx = perm[i : i + batch_size]  # index_select: the same rows as x[idx], 2x faster
+        x, y = data.x_train.index_select(0, idx), data.y_train.index_select(0, idx)
+        total += step(x, y)  # summed on the device: no host sync per step
+        update(meter)
+    return (float(total) + reg.value(meter)) / math.ceil(n / batch_size)
+
+
+def _measured(
+    epoch: int,
+    epochs: int,
+    loss_mean: float,
+    val_acc: float,
+    w: torch.Tensor,
+    status: str,
+    on_epoch: Callable[[int, dict[str, float]], bool | None] | None,
+) -> str:
+    """Log a measured epoch and hand it to `on_epoch`; returns the status, 'pruned' where
+    on_epoch asked to stop a complete run."""
+    zeros = int((w == 0).sum()) / w.numel()
+    log.info(
+        f"epoch {epoch}/{epochs}  loss {loss_mean:.4f}  val_acc {val_acc:.4f}  sparsity {zeros:.4f}"
+    )
+    measured = {"val_acc": val_acc, "train_loss": loss_mean, "sparsity": zeros}
+    if on_epoch is not None and status == "complete" and on_epoch(epoch, measured):
+        log.info(f"epoch {epoch}/{epochs}: stopped by the sweep's pruner (pruned)")
+        return "pruned"
+    return status
 
 
 def measure(
@@ -219,18 +323,23 @@ def measure(
     counted: list[nn.Parameter],
     tol: float,
     val_acc: float | None = None,
-) -> dict:
-    """Accuracies (plain and pruned at tol) and sparsity figures of a trained model;
-    `val_acc`, where the caller has it for these weights, is not measured again."""
+) -> Measures:
+    """Accuracies (plain and pruned at tol, each in [0, 1]) and sparsity figures of a trained
+    model, over the `counted` parameters; `val_acc`, where the caller has it for these
+    weights, is not measured again."""
     layers = sparsity.layer_table(model, counted, tol)
     small = sparsity.pruned(model, counted, tol)
-    return {
-        "val_acc": accuracy(model, data.x_val, data.y_val) if val_acc is None else val_acc,
-        "test_acc": accuracy(model, data.x_test, data.y_test),
-        "pruned_val_acc": accuracy(small, data.x_val, data.y_val),
-        "pruned_test_acc": accuracy(small, data.x_test, data.y_test),
-        **sparsity.totals(layers),
-        "active_inputs": sparsity.active_inputs(model),
-        "n_inputs": data.n_inputs,
-        "layers": layers,
-    }
+    totals = sparsity.totals(layers)
+    return Measures(
+        val_acc=accuracy(model, data.x_val, data.y_val) if val_acc is None else val_acc,
+        test_acc=accuracy(model, data.x_test, data.y_test),
+        pruned_val_acc=accuracy(small, data.x_val, data.y_val),
+        pruned_test_acc=accuracy(small, data.x_test, data.y_test),
+        n_params=totals["n_params"],
+        nnz=totals["nnz"],
+        sparsity=totals["sparsity"],
+        sparsity_tol=totals["sparsity_tol"],
+        active_inputs=sparsity.active_inputs(model),
+        n_inputs=data.n_inputs,
+        layers=layers,
+    )

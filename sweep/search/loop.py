@@ -1,0 +1,247 @@
+"""The trial loop: ask -> launch -> tell, as Optuna's own `_optimize` reads
+(`_optimize_sequential` -> `_run_trial`), one method each, `plan.jobs.jobs` trials at a time.
+
+    TrialLoop(plan, launcher).run()   # parallel.run keeps the slots full (wait FIRST_COMPLETED)
+      ask()                          # study.ask, the trial claimed, its parameters drawn
+      launch(trial)                  # its job started (forked now, or in a worker thread)
+      tell(trial, ret)               # its row recorded and told; results.csv rewritten
+
+Everything that touches the study runs on the main thread, where Ctrl-C lands and is deferred
+around the steps that must not be cut in half (sweep/search/interrupts.py); every storage call
+is retried while the storage is briefly away (`Options.db`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections.abc import Callable
+from typing import Any
+
+import optuna
+from hydra.core.utils import JobReturn
+from hydra.plugins.launcher import Launcher
+from optuna.trial import TrialState
+
+from sweep.errors import UserError
+from sweep.results.row import JobResult
+from sweep.search import interrupts, launcher, parallel, trials
+from sweep.search import space as search
+from sweep.search.plan import SweepPlan
+from sweep.search.storage import StorageUnavailable
+from sweep.search.study import claim, heartbeat, write_csv
+
+log = logging.getLogger(__name__)
+
+
+class TrialLoop:
+    """Runs `plan.n_trials` trials of the plan's study with `chosen` (the configured launcher).
+
+    The state the three steps share: `running` (asked, not yet told: for the heartbeat, and
+    failed on an interrupt), `overrides` (each asked trial's job, until it is told), `told`
+    (each told trial's error, None where it did not fail), `stop` (the error that stops the
+    asking), the next Hydra job number and the sampler's reseed base (used by the first ask).
+    """
+
+    def __init__(self, plan: SweepPlan, chosen: Launcher) -> None:
+        self.plan, self.launcher = plan, chosen
+        self.kind = parallel.launcher_kind(launcher.class_path(chosen))
+        self.db = plan.options.db
+        self.running: list[optuna.Trial] = []
+        self.overrides: dict[int, tuple[str, ...]] = {}
+        self.told: list[BaseException | None] = []
+        self.stop: BaseException | None = None
+        self.job_idx = plan.first_job
+        self.reseed = plan.reseed
+
+    def run(self) -> list[BaseException | None]:
+        """Run the trials, plan.jobs.jobs at a time (sweep/parallel.py); each is told and its
+        row written as it finishes. Returns each told trial's error (None: it did not fail).
+
+        The rule for failures, Optuna's `catch` made a rate: a trial whose job raised (or whose
+        process died) is a failed trial with its row; the sweep goes on while the failed share
+        of the trials told so far is at most hydra.sweeper.max_failure_rate (0 by default: the
+        first failure stops the asking). A diverged trial is a result, not a failure. A
+        UserError always stops (bad input: every trial would fail so). The stopping error is
+        raised once the running trials are told. A storage that stays unavailable
+        (StorageUnavailable) stops at once, leaving the running trials RUNNING for the next
+        start to settle from their files."""
+        plan = self.plan
+        try:
+            # beats often enough that a live trial is never taken for a lost one
+            with heartbeat(self.running, every=min(30.0, plan.options.stale_after / 4)):
+                parallel.run(plan.n_trials, plan.jobs.jobs, self.ask, self.launch, self.tell,
+                             self.running)  # fmt: skip
+        except BaseException as e:  # Ctrl-C or a launcher error: leave no trial RUNNING for ever
+            interrupts.clear()  # this one is handled here
+            self._fail_running(e)
+            raise
+        if self.stop is not None:
+            raise self.stop  # a programming error: stop with its traceback
+        return self.told
+
+    def ask(self) -> optuna.Trial:
+        """A new trial of the study, listed as running, claimed by this process, its
+        parameters drawn and its job's overrides made (in trial_<number>)."""
+        study = self.plan.study
+        with interrupts.deferred():  # a trial made but not yet listed is lost
+            trial = self.db("asking for a trial", study.ask)
+            self.running.append(trial)
+        self.db(f"claiming trial {trial.number}", claim, trial)
+        if self.reseed is not None and trial.number:  # before its parameters are drawn
+            study.sampler = self.plan.sampler.reseeded(self.reseed + trial.number)
+        self.reseed = None
+        subdir = f"hydra.sweep.subdir=trial_{trial.number}"
+        self.overrides[trial.number] = (*self._draw(trial), *self.plan.extra, subdir)
+        return trial
+
+    def launch(self, trial: optuna.Trial) -> Callable[[], JobReturn]:
+        """Start the trial's job (on the main thread); returns wait(), which blocks until its
+        JobReturn: a forked job's result, or the launcher's call in a worker thread."""
+        idx, self.job_idx = self.job_idx, self.job_idx + 1
+        job = self.overrides[trial.number]
+        if self.kind == "fork":  # forked now, on the main thread (sweep/launcher.py)
+            return self.launcher.start(job, idx)
+
+        def wait() -> JobReturn:  # in a worker thread
+            try:
+                return self.launcher.launch([job], initial_job_idx=idx)[0]
+            except Exception as e:  # composing the job failed in its worker: a failed job
+                return launcher.failed_return(e, job)
+
+        return wait
+
+    def tell(self, trial: optuna.Trial, ret: JobReturn) -> bool:
+        """Record the trial's finished job (its row, its state, results.csv) and print its line;
+        returns whether to ask for more."""
+        del self.overrides[trial.number]
+        row, error = self._record(trial, ret)
+        self.told.append(error)
+        self._log_progress(row)
+        failed = sum(e is not None for e in self.told)
+        rate = failed / len(self.told)
+        if error is not None and self.stop is None:
+            if isinstance(error, UserError) or rate > self.plan.options.max_failure_rate:
+                self.stop = error  # a UserError is bad input: every trial would fail so
+        return self.stop is None
+
+    def _draw(self, trial: optuna.Trial) -> tuple[str, ...]:
+        """Draw the trial's parameters (Optuna's public suggest API) and return its overrides:
+        the searched values, the fixed ones, the other overrides; as the Optuna sweeper plugin
+        makes them (fixed values as user attributes, the custom search space after)."""
+        plan = self.plan
+        for name, dist in plan.space.items():
+            search.suggest(trial, name, dist)
+        for name, value in plan.fixed.items():
+            trial.set_user_attr(name, value)
+        if plan.extend_space is not None:
+            plan.extend_space(trial)
+        overlap = trial.params.keys() & plan.fixed.keys()
+        if overlap:
+            raise UserError(
+                f"{', '.join(sorted(overlap))}: both searched (custom_search_space) and fixed"
+            )
+        params = {**trial.params, **plan.fixed}
+        return (*(f"{name}={value}" for name, value in params.items()), *plan.fixed_overrides)
+
+    def _record(
+        self, trial: optuna.Trial, ret: JobReturn
+    ) -> tuple[dict[str, Any], BaseException | None]:
+        """Record one finished job in the study and in results.csv; return its row, exception."""
+        plan = self.plan
+        single = len(plan.directions) == 1
+        error: BaseException | None = None
+        try:
+            result: JobResult = ret.return_value
+        except BaseException as e:  # the job raised: the row says 'failed', and why
+            error, result = e, JobResult.failed(one_line(e))
+            log.warning(f"trial {trial.number} failed: {result.columns['error']}")
+        run_dir = ret.hydra_cfg.hydra.runtime.output_dir if ret.hydra_cfg else None
+        row = result.to_row(trial.number, ret.overrides or [], run_dir, single)
+        values = result.objective
+        if result.status == "complete" and values and all(map(math.isfinite, values)):
+            state, told_values = TrialState.COMPLETE, values
+        elif result.status == "pruned":
+            state, told_values = TrialState.PRUNED, None
+        else:
+            state, told_values = TrialState.FAIL, None
+        with interrupts.deferred():  # the row without its state would be a wrong row
+            # a pruning job reported its curve itself, as it trained
+            self.db(f"recording trial {trial.number}", trials.record, trial, row,
+                    [] if plan.pruning else result.curve, single)  # fmt: skip
+            self.db(f"telling trial {trial.number}", _tell_once, plan.study, trial, state,
+                    told_values)  # fmt: skip
+        self.db("writing results.csv", write_csv, plan.study, plan.csv_path)
+        return row, error
+
+    def _log_progress(self, row: dict[str, Any]) -> None:
+        """The one line a finished trial gets (under the console's progress bar)."""
+        plan, n_done = self.plan, len(self.told)
+        best = self.db("reading the best trials", _best_so_far, plan.study, plan.directions)
+        plan.console.trial_done(
+            f"trial {row['trial']} [{n_done}/{plan.n_trials}] {row['status']}"
+            f"  l1_lambda={row.get('l1_lambda', math.nan):.3g}"
+            f"  val_acc={row.get('val_acc', math.nan):.4f}"
+            f"  sparsity={row.get('sparsity', math.nan):.4f}"
+            f"  {row.get('train_seconds', math.nan):.1f}s  | {best}",
+            n_done, best, log,
+        )  # fmt: skip
+
+    def _fail_running(self, error: BaseException) -> None:
+        """After Ctrl-C or a launcher error: the running trials failed in the study (unless
+        the storage is gone for good: then they stay RUNNING, and the next start records from
+        its files the one whose job had finished), results.csv rewritten, and the trials'
+        processes ended (a second Ctrl-C meanwhile still ends them)."""
+        study = self.plan.study
+        try:
+            if not isinstance(error, StorageUnavailable):
+                with interrupts.deferred():
+                    for t in self.running:
+                        # one told just before the interrupt, not yet off the list, is finished
+                        with contextlib.suppress(ValueError, RuntimeError):
+                            study.tell(t, state=TrialState.FAIL)
+                    # a trial told just before the interrupt may not have its row written
+                    write_csv(study, self.plan.csv_path)
+        finally:
+            if self.kind == "process":
+                parallel.stop_workers()
+            elif self.kind == "fork":
+                self.launcher.kill_children()
+
+
+def one_line(error: BaseException) -> str:
+    """An exception as one line for the row's `error` column: its type and first line, and
+    the first line of what it was raised from, if that says more."""
+    first = (str(error).strip().splitlines() or [""])[0]
+    text = f"{type(error).__name__}: {first}" if first else type(error).__name__
+    cause = error.__cause__
+    if cause is not None and str(cause).strip():
+        text += f" ({(str(cause).strip().splitlines())[0]})"
+    return text
+
+
+def _tell_once(
+    study: optuna.Study, trial: optuna.Trial, state: TrialState, values: list[float] | None
+) -> None:
+    """study.tell, safe to retry: a retry after a tell that reached the storage but whose
+    answer was lost (a dropped connection) finds the trial finished, which is success."""
+    try:
+        study.tell(trial, values=values, state=state)
+    except RuntimeError as e:
+        # GridSampler calls Study.stop() once its grid is done, which ask/tell does not
+        # allow; the trial is already recorded, as the stock sweeper also assumes.
+        if "Study.stop" not in str(e):
+            raise
+    except ValueError:
+        [now] = [t for t in study.get_trials(deepcopy=False) if t.number == trial.number]
+        if now.state != state:
+            raise
+
+
+def _best_so_far(study: optuna.Study, directions: tuple[str, ...]) -> str:
+    if len(directions) > 1:
+        return f"pareto front: {len(study.best_trials)} trials"
+    if study.get_trials(deepcopy=False, states=[TrialState.COMPLETE]):
+        return f"best: trial {study.best_trial.number} {study.best_value:.4f}"
+    return "best: none yet"
