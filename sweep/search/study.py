@@ -227,7 +227,9 @@ def fingerprint(cfg: DictConfig, space: dict, directions: list[str]) -> dict:
     flat["search_space"] = {k: repr(v) for k, v in space.items()}
     flat["directions"] = directions
     flat["choices"] = dict(HydraConfig.get().runtime.choices) if HydraConfig.initialized() else {}
-    flat["choices"] = {k: v for k, v in flat["choices"].items() if not k.startswith("hydra")}
+    # experiment/<name>@<group> choices follow from `experiment` and the group's own choice
+    skipped = ("hydra", "experiment/")
+    flat["choices"] = {k: v for k, v in flat["choices"].items() if not k.startswith(skipped)}
     return json.loads(json.dumps(flat, default=str))
 
 

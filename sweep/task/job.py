@@ -362,6 +362,7 @@ def _row(
         "epochs": epochs,
         **measures,
         "tol": tol,
+        "n_classes": data.n_classes,
         "sparsity_params": reg.params,
         **reg.columns(),  # group_lambda, groups of a group lasso
         # groups_removed, compact_shape, flops, flops_ratio: the model with its dead units out

@@ -21,5 +21,7 @@ def check(cfg: DictConfig) -> None:
     ):
         raise UserError(
             "objective=path_hypervolume needs a path to measure: set prune=magnitude (or "
-            "neurons) and prune.path=[...], e.g. 'prune.path=[0.5,0.8,0.9,0.95]'"
+            "neurons) and prune.path=[...], e.g. 'prune.path=[0.5,0.8,0.9,0.95]'; or, for a model "
+            "without a path (prune=none, e.g. experiment=fashion_path's dense baseline), another "
+            "objective such as objective=accuracy"
         )
