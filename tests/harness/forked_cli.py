@@ -20,6 +20,7 @@ import io
 import os
 import runpy
 import sys
+import threading
 import traceback
 import warnings
 
@@ -70,8 +71,9 @@ def main(module: str, args: list[str], cwd: str, env: dict[str, str], path: list
     elif not isinstance(code, int):
         print(code, file=sys.stderr)
         code = 1
-    try:
-        atexit._run_exitfuncs()  # logging's flush, l1sweep's console: as at a normal exit
+    try:  # what the interpreter does at exit, in its order:
+        threading._shutdown()  # executors' exit hooks (loky, concurrent.futures), thread joins
+        atexit._run_exitfuncs()  # then logging's flush, l1sweep's console
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
