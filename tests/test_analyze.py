@@ -75,6 +75,7 @@ def assert_png(path) -> None:
         assert len(image.convert("RGB").getcolors(1 << 20)) > 50, "a blank image"
 
 
+@pytest.mark.slow
 def test_command_writes_table_files_and_plots(sweeps, capsys, tmp_path):
     small = sweeps["small"]
     out = tmp_path / "analysis"
@@ -243,6 +244,7 @@ def methods_sweep(tmp_path_factory):
     return cwd / "outputs" / "sweeps" / "methods"
 
 
+@pytest.mark.slow
 def test_methods_are_split_apart_each_with_its_own_front(methods_sweep, capsys, tmp_path):
     df = load([methods_sweep])
     assert len(df) == 8 and (df["status"] == "complete").all()
@@ -274,6 +276,7 @@ def test_methods_are_split_apart_each_with_its_own_front(methods_sweep, capsys, 
     _fails(capsys, [str(methods_sweep), "--by", "nope"], "--by nope: no such column; use", out)
 
 
+@pytest.mark.slow
 def test_the_analysis_follows_a_minimized_objective(tmp_path, capsys):
     """A real sweep that minimized val_acc: the best trial is the lowest, its wording says min,
     the front and knee minimize val_acc, with or without optimization_results.yaml."""
@@ -310,6 +313,7 @@ def test_the_analysis_follows_a_minimized_objective(tmp_path, capsys):
     assert "the direction was not recorded" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_a_pareto_sweep_front_and_knee_follow_its_directions(tmp_path, capsys):
     """Two objectives, val_acc minimized and sparsity maximized: the front is Optuna's."""
     run_cli(tmp_path, "-m", "objective=pareto", "objective.direction=[minimize,maximize]",

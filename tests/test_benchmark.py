@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+# benchmarks' smoke runs
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[1]
 
 

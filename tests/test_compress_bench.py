@@ -4,7 +4,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO
+
+# a benchmark's smoke run
+pytestmark = pytest.mark.slow
 
 
 def test_compress_benchmark_smoke_prints_parsable_figures(tmp_path):

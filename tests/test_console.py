@@ -10,6 +10,8 @@ import subprocess
 import sys
 import termios
 
+import pytest
+
 from sweep.search.console import SweepConsole, wants_detail
 
 
@@ -36,6 +38,7 @@ def run_on_terminal(cwd, *args: str) -> str:
     return out.decode()
 
 
+@pytest.mark.slow
 def test_on_a_terminal_a_bar_counts_the_trials_and_log_every_brings_the_epochs_back(tmp_path):
     out = run_on_terminal(tmp_path, "-m", "hydra.sweeper.n_trials=2", "train.epochs=2",
                           "train.log_every=1", "hydra.sweeper.study_name=tty")  # fmt: skip

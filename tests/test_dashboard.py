@@ -18,6 +18,9 @@ import pytest
 
 from conftest import run_cli
 
+# optuna-dashboard, a tracker
+pytestmark = pytest.mark.slow
+
 EPOCHS = 3
 
 

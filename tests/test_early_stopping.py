@@ -31,7 +31,8 @@ def _sweep(cwd: Path, name: str, *args: str) -> tuple[pd.DataFrame, optuna.Study
 # is tested in test_parallel.py)
 @pytest.mark.parametrize(
     "launcher",
-    [["hydra/launcher=basic"], ["hydra/launcher=joblib", "hydra.sweeper.n_jobs=2"]],
+    [["hydra/launcher=basic"],
+     pytest.param(["hydra/launcher=joblib", "hydra.sweeper.n_jobs=2"], marks=pytest.mark.slow)],
     ids=["basic", "joblib"],
 )  # fmt: skip
 def test_hopeless_trials_stop_and_are_pruned(tmp_path, launcher):

@@ -47,6 +47,7 @@ def breast_cancer_path(tmp_path_factory):
     return work, ours, reference
 
 
+@pytest.mark.slow
 def test_l1sweep_path_matches_scikit_learn_on_breast_cancer(breast_cancer_path):
     _, ours, reference = breast_cancer_path
     assert ours["features"].tolist() == reference["features"].tolist() == [7, 2]

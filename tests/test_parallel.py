@@ -198,6 +198,7 @@ class Slow(Callback):
 # fork (trials in forked children, results through pipes) and submitit's local processes (fresh
 # interpreters, results through files); joblib's launcher runs one job a call as submitit's
 # does, and its parallel trials are tested in test_long_sweeps.py and test_early_stopping.py.
+@pytest.mark.slow
 @pytest.mark.parametrize("launcher", ["fork", "local"])
 def test_a_slow_trial_does_not_hold_a_real_sweep(tmp_path, launcher):
     beside = BESIDE[launcher]
@@ -232,6 +233,7 @@ def test_a_slow_trial_does_not_hold_a_real_sweep(tmp_path, launcher):
     assert dict(zip(df["trial"], df["objective"])) == {n: t.value for n, t in trials.items()}
 
 
+@pytest.mark.slow
 def test_a_parallel_study_resumes(tmp_path):
     args = ["-m", "hydra.sweeper.n_trials=3", "hydra.sweeper.study_name=pr",
             "train.epochs=1", "hydra.sweeper.n_jobs=2"]  # fmt: skip
@@ -284,6 +286,7 @@ def _processes_of(study: str) -> list[int]:
     return found
 
 
+@pytest.mark.slow
 def test_forked_trials_die_with_a_killed_sweep(tmp_path):
     name = f"orphans{os.getpid()}"
     proc = subprocess.Popen(
@@ -318,6 +321,7 @@ def test_a_forked_trial_may_use_every_core(tmp_path):
     assert list(df["status"]) == ["complete", "complete"]
 
 
+@pytest.mark.slow
 def test_where_it_cannot_fork_the_launcher_hands_trials_to_joblib(tmp_path):
     assert unsafe("cpu") is None  # Linux, CPU: forked
     assert "cuda" in unsafe("cuda")

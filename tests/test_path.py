@@ -137,6 +137,7 @@ def test_a_path_sweep_writes_its_points_and_a_point_reproduces_as_one_run(tmp_pa
         assert (tmp_path / "an" / png).stat().st_size > 1000
 
 
+@pytest.mark.slow
 def test_the_frontier_speed_benchmark_smoke_prints_both_curves(tmp_path):
     proc = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "frontier_speed.py"), "--smoke", "--out",

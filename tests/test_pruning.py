@@ -153,6 +153,7 @@ def fashion_like(tmp_path):
     return ["data.root=data", "data.fallback_dir=null", "data.val_fraction=0.2"]
 
 
+@pytest.mark.slow
 def test_the_frontier_preset_composes_and_runs_one_model_and_a_sweep(tmp_path, fashion_like):
     job = run_cli(tmp_path, "experiment=fashion_frontier", "--cfg", "job").stdout
     for line in ("momentum: 0.9", "lr: 0.05", "_target_: sweep.training.schedules.cosine",
@@ -178,6 +179,7 @@ def test_the_frontier_preset_composes_and_runs_one_model_and_a_sweep(tmp_path, f
         assert again[key] == row[key], key
 
 
+@pytest.mark.slow
 def test_lenet5_trains_on_real_images_and_refuses_8x8(tmp_path, fashion_like):
     run_cli(tmp_path, "model=lenet5", "data=fashion_mnist", *fashion_like, "train.epochs=30",
             "optimizer.lr=0.05", "optimizer.momentum=0.9", "regularizer.params=weights",

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import optuna
+import pytest
 
 from conftest import run_cli
 
@@ -18,6 +19,7 @@ def _params(cwd: Path, name: str) -> list[float]:
     return [t.params["l1_lambda"] for t in study.trials]
 
 
+@pytest.mark.slow
 def test_a_study_is_reproducible_from_its_seed(tmp_path):
     for d in ("a", "b", "c"):
         (tmp_path / d).mkdir()

@@ -32,6 +32,7 @@ def test_prox_reaches_clearly_more_exact_zeros_than_the_penalty(digits):
     assert penalty["sparsity_tol"] > penalty["sparsity"]
 
 
+@pytest.mark.slow
 def test_sparsity_grows_with_lambda(digits):
     grid = [0.0, 1e-4, 3e-4, 1e-3]
     sparsities = [train(digits, lam, True)["sparsity"] for lam in grid]

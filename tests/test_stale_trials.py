@@ -15,10 +15,14 @@ from pathlib import Path
 
 import optuna
 import pandas as pd
+import pytest
 from optuna.distributions import FloatDistribution
 
 from conftest import run_cli
 from sweep.search.study import recover_stale, write_csv
+
+# killed processes and their stale trials
+pytestmark = pytest.mark.slow
 
 LONG = ["train.epochs=60", "train.log_every=60"]
 

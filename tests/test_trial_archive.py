@@ -44,6 +44,7 @@ def test_each_trial_writes_its_archive_and_the_row_says_its_size(size_sweep):
         assert 0 <= row["archive_test_acc"] <= 1
 
 
+@pytest.mark.slow
 def test_the_rows_archive_accuracy_is_the_files_read_back(size_sweep):
     """sweep.export loads model.l1z from disk and measures it: the trial's own figure agrees."""
     cwd, sweep, frame = size_sweep

@@ -9,6 +9,7 @@ from conftest import run_cli
 from sweep import analyze
 
 
+@pytest.mark.slow
 def test_a_two_parameter_pareto_sweep_gets_importances_and_histories(tmp_path):
     run_cli(tmp_path, "-m", "objective=pareto", "optimizer.lr=interval(0.1,0.5)",
             "hydra.sweeper.n_trials=4", "train.epochs=2",
