@@ -159,6 +159,36 @@ def sweep_run(cwd: Path, args: list[str]) -> tuple[float, float, pd.DataFrame, f
     return wall, loop, results, peak
 
 
+def report_sweep(root: Path, cls: type, n_trials: int, smoke: bool) -> tuple[float, ...]:
+    """Run the timed sweep in `root`/sweep and print where its time goes; returns (framework
+    seconds per trial, mean training seconds per trial, start-up seconds, peak RSS in MiB)."""
+    # one trial at a time, in-process: the loop's time less the trials' is then the
+    # framework's own (parallel trials overlap, which benchmarks/sweep_speed.py measures)
+    serial = ["hydra/launcher=basic", "hydra.sweeper.n_jobs=1"]
+    if smoke:
+        sweep_args = [f"hydra.sweeper.n_trials={n_trials}", "train.epochs=1", *serial]
+    else:
+        sweep_args = [f"hydra.sweeper.n_trials={n_trials}", "train.log_every=5",
+                      f"data={'fashion_mnist' if cls is datasets.FashionMNIST else 'mnist'}",
+                      f"data.root={root / 'data'}", "data.fallback_dir=null",
+                      *serial]  # fmt: skip
+    cwd = root / "sweep"
+    cwd.mkdir()
+    wall, loop, results, peak = sweep_run(cwd, sweep_args)
+    train_sum = results["train_seconds"].sum()
+    per_trial = (loop - train_sum) / n_trials
+    mean_trial = train_sum / n_trials
+    print(f"sweep: {n_trials} trials, {' '.join(sweep_args[1:])}")
+    print(f"  wall {wall:.1f} s = start-up and data load {wall - loop:.1f} s"
+          f" + trial loop {loop:.1f} s")  # fmt: skip
+    print(f"  trial loop = training {train_sum:.1f} s + framework {loop - train_sum:.1f} s"
+          f" (Hydra job setup, Optuna ask/tell, evaluation, files, CSV)")  # fmt: skip
+    print(f"  framework overhead per trial: {per_trial:.3f} s"
+          f" = {100 * per_trial / mean_trial:.1f}% of a {mean_trial:.2f} s trial")  # fmt: skip
+    print(f"  peak RSS of the sweep process: {peak:.0f} MiB")
+    return per_trial, mean_trial, wall - loop, peak
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5, help="epochs timed for each side")
@@ -211,36 +241,13 @@ def main() -> None:
               f" training; the trainer takes {ours_train / bound:.1f}x that"
               f" (autograd {auto_train / bound:.1f}x)")  # fmt: skip
 
-        # one trial at a time, in-process: the loop's time less the trials' is then the
-        # framework's own (parallel trials overlap, which benchmarks/sweep_speed.py measures)
-        serial = ["hydra/launcher=basic", "hydra.sweeper.n_jobs=1"]
-        if args.smoke:
-            sweep_args = [f"hydra.sweeper.n_trials={n_trials}", "train.epochs=1", *serial]
-        else:
-            sweep_args = [f"hydra.sweeper.n_trials={n_trials}", "train.log_every=5",
-                          f"data={'fashion_mnist' if cls is datasets.FashionMNIST else 'mnist'}",
-                          f"data.root={root / 'data'}", "data.fallback_dir=null",
-                          *serial]  # fmt: skip
-        cwd = root / "sweep"
-        cwd.mkdir()
-        wall, loop, results, peak = sweep_run(cwd, sweep_args)
-        train_sum = results["train_seconds"].sum()
-        per_trial = (loop - train_sum) / n_trials
-        mean_trial = train_sum / n_trials
-        print(f"sweep: {n_trials} trials, {' '.join(sweep_args[1:])}")
-        print(f"  wall {wall:.1f} s = start-up and data load {wall - loop:.1f} s"
-              f" + trial loop {loop:.1f} s")  # fmt: skip
-        print(f"  trial loop = training {train_sum:.1f} s + framework {loop - train_sum:.1f} s"
-              f" (Hydra job setup, Optuna ask/tell, evaluation, files, CSV)")  # fmt: skip
-        print(f"  framework overhead per trial: {per_trial:.3f} s"
-              f" = {100 * per_trial / mean_trial:.1f}% of a {mean_trial:.2f} s trial")  # fmt: skip
-        print(f"  peak RSS of the sweep process: {peak:.0f} MiB")
+        per_trial, mean_trial, startup, peak = report_sweep(root, cls, n_trials, args.smoke)
     print(
         f"speedup_vs_seed={train_only:.2f} speedup_epoch_with_eval={seed_med / ours_med:.2f}"
         f" trainer_over_flop_bound={ours_train / bound:.2f} fast_over_autograd={fast_gain:.2f}"
         f" autograd_over_flop_bound={auto_train / bound:.2f}"
         f" overhead_per_trial_s={per_trial:.3f} overhead_pct={100 * per_trial / mean_trial:.2f}"
-        f" startup_s={wall - loop:.2f} peak_rss_mib={peak:.0f}"
+        f" startup_s={startup:.2f} peak_rss_mib={peak:.0f}"
     )
 
 

@@ -85,6 +85,26 @@ def _attr_call(n: ast.AST) -> bool:
     )
 
 
+def _private(name: str) -> bool:
+    return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+
+def _uses_in(n: ast.AST, own: set[str]) -> list[str]:
+    """The private uses node `n` itself makes (without its children), as 'what' strings."""
+    if isinstance(n, ast.ImportFrom) and n.module and not n.module.startswith("sweep"):
+        found = [f"from {n.module} import ..."] if any(map(_private, n.module.split("."))) else []
+        return found + [a.name for a in n.names if _private(a.name)]
+    if isinstance(n, ast.Attribute) and _private(n.attr) and n.attr not in own:
+        mine = isinstance(n.value, ast.Name) and n.value.id in ("self", "cls")
+        return [] if mine or n.attr == "_exit" else [n.attr]
+    if _attr_call(n):
+        s = n.args[1]
+        if isinstance(s, ast.Constant) and isinstance(s.value, str):
+            if _private(s.value) and s.value not in own:
+                return [f"{n.func.id}(..., {s.value!r})"]
+    return []
+
+
 def private_api_uses() -> list[str]:
     """Uses of another library's private API in sweep/, by the rule of the project's counter
     (shared/tools/private_api.py): an import from a module with a private part, an imported
@@ -92,28 +112,12 @@ def private_api_uses() -> list[str]:
     not os._exit), getattr/setattr/hasattr with such a name. Each as 'path:line: what'."""
     trees = modules()
     own = _own_names(trees)
-
-    def private(name: str) -> bool:
-        return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
-
-    uses = []
-    for path, tree in trees.items():
-        where = path.relative_to(REPO)
-        for n in ast.walk(tree):
-            if isinstance(n, ast.ImportFrom) and n.module and not n.module.startswith("sweep"):
-                if any(private(part) for part in n.module.split(".")):
-                    uses.append(f"{where}:{n.lineno}: from {n.module} import ...")
-                uses += [f"{where}:{n.lineno}: {a.name}" for a in n.names if private(a.name)]
-            elif isinstance(n, ast.Attribute) and private(n.attr) and n.attr not in own:
-                mine = isinstance(n.value, ast.Name) and n.value.id in ("self", "cls")
-                if not mine and n.attr != "_exit":
-                    uses.append(f"{where}:{n.lineno}: {n.attr}")
-            elif _attr_call(n):
-                s = n.args[1]
-                if isinstance(s, ast.Constant) and isinstance(s.value, str):
-                    if private(s.value) and s.value not in own:
-                        uses.append(f"{where}:{n.lineno}: {n.func.id}(..., {s.value!r})")
-    return uses
+    return [
+        f"{path.relative_to(REPO)}:{n.lineno}: {what}"
+        for path, tree in trees.items()
+        for n in ast.walk(tree)
+        for what in _uses_in(n, own)
+    ]
 
 
 def test_private_api_is_used_in_compat_only_and_at_most_ten_times():
