@@ -77,8 +77,8 @@ DEFINITION: tuple[Column, ...] = (
     _c("nnz", "float64", "non-zero counted parameters: `sparsity == (n_params - nnz) / n_params`"),
     _c("n_params", "Int64", "counted parameters"),
     _c("active_inputs", "float64", "input features (pixels) with at least one non-zero outgoing weight in the first layer; empty where the first layer is a convolution"),  # noqa: E501
-    _c("n_inputs", "Int64", "input features of the data"),
     _c("n_classes", "Int64", "classes of the data: chance accuracy, `1 / n_classes`, is the reference of `path_hypervolume` and of `sweep.analyze`'s hypervolumes"),  # noqa: E501
+    _c("n_inputs", "Int64", "input features of the data"),
     _c("groups_removed", "float64", "hidden neurons and conv filters, and inputs (features or pixels; a conv first layer's channels), that `sweep.models.compact` takes out: a unit goes when its incoming weights are all zero (its constant output folded into the next layer's bias) or its outgoing weights are (unreachable); the output layer's units never"),  # noqa: E501
     _c("compact_shape", "string", "the compact model's widths: inputs read, then the units of each layer (`430-37-10`; lenet5: `784-4-11-70-84-10`, channels for the convolutions); empty for a model compaction cannot follow"),  # noqa: E501
     _c("flops", "float64", "multiply-adds per example of the compact model's Linear and Conv layers (biases, activations, pooling not counted)"),  # noqa: E501
