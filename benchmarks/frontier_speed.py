@@ -8,7 +8,7 @@ Runs, one after the other in this process's machine, with the same launcher sett
       prune.epochs), each walking the path 0.5, 0.8, ..., 0.99 and measuring a point per level.
 
 For each sweep it prints, at each finished trial, the seconds since the sweep's process
-started and the hypervolume of the front of all points so far (sweep/hypervolume.py: x =
+started and the hypervolume of the front of all points so far (sweep/results/hypervolume.py: x =
 -log10(weights kept), y = validation accuracy, reference (0, 0.1)), and the test-accuracy
 hypervolume of that front's points (chosen on validation). The target: (b) reaches (a)'s final
 validation hypervolume in at most a third of (a)'s wall time, and (b)'s final front's test

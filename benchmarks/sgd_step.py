@@ -1,4 +1,4 @@
-"""The flat SGD step (sweep/fastsgd.py) against torch.optim.SGD's own step.
+"""The flat SGD step (sweep/training/fastsgd.py) against torch.optim.SGD's own step.
 
 1. One step on simple_net's flat buffer (784-128-10, 101,770 parameters), 1 and 2 threads,
    without and with momentum: microseconds a step.

@@ -6,8 +6,8 @@
 Both sides train the same 784-128-10 model with SGD lr 0.01, batch 64 and the seed's L1
 penalty (1e-4, all parameters) on the same 60k images for an epoch, then evaluate the 10k test
 images (the seed's `train(epoch); test()`), alternating, `--repeats` times each. The trainer
-runs twice: with its hand-written MLP and SGD steps (sweep/fastmlp.py, sweep/fastsgd.py, the
-default) and with autograd and torch.optim's step (`train.fast=false`).
+runs twice: with its hand-written MLP and SGD steps (sweep/training/fastmlp.py and
+fastsgd.py, the default) and with autograd and torch.optim's step (`train.fast=false`).
 The last line is machine-readable: key=value pairs.
 """
 

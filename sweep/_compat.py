@@ -147,8 +147,8 @@ __all__ = [
 
 
 # --- torch.nn.Module hooks -----------------------------------------------------------------
-# The hand-written MLP step (sweep/fastmlp.py) bypasses module calls, so a hook would be
-# skipped silently, and the compactor (sweep/compact.py) cannot carry a forward hook over to
+# The hand-written MLP step (sweep/training/fastmlp.py) bypasses module calls, so a hook would be
+# skipped silently, and the compactor (sweep/models/compact.py) cannot carry a forward hook over to
 # the smaller layers. torch registers hooks publicly but has no public way to ask whether a
 # module has any.
 def has_module_hooks(module: nn.Module, forward_only: bool = False) -> bool:
@@ -160,7 +160,7 @@ def has_module_hooks(module: nn.Module, forward_only: bool = False) -> bool:
 
 
 # --- torch.optim.Optimizer step hooks --------------------------------------------------------
-# The flat SGD step (sweep/fastsgd.py) stands in for optimizer.step(), which runs the step
+# The flat SGD step (sweep/training/fastsgd.py) stands in for optimizer.step(), which runs the step
 # hooks; it must step aside where any is registered, and torch has no public query for them.
 def has_optimizer_step_hooks(optimizer: torch.optim.Optimizer) -> bool:
     """Whether a step pre/post hook is registered on `optimizer` or globally."""

@@ -1,5 +1,5 @@
-"""The sweep's console (sweep/console.py): a line per trial, a bar on a terminal, the epochs in
-each trial's run.log; real sweeps on digits."""
+"""The sweep's console (sweep/search/console.py): a line per trial, a bar on a terminal, the
+epochs in each trial's run.log; real sweeps on digits."""
 
 import fcntl
 import logging

@@ -1,4 +1,5 @@
-"""The hand-written MLP step (sweep/fastmlp.py) against autograd, and fit with it on and off.
+"""The hand-written MLP step (sweep/training/fastmlp.py) against autograd, and fit with it on and
+off.
 
 It calls the kernels autograd calls, with the same operand layouts, so on CPU the checks are
 exact (rtol=0, atol=0), which is stronger than the float tolerance the step was asked for.

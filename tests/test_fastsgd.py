@@ -1,4 +1,4 @@
-"""The flat SGD step (sweep/fastsgd.py) against torch.optim.SGD's own step, inside fit.
+"""The flat SGD step (sweep/training/fastsgd.py) against torch.optim.SGD's own step, inside fit.
 
 The reference is a subclass of torch.optim.SGD that adds nothing: fit steps it with torch's own
 `step` (the flat step takes exactly torch.optim.SGD), so each pair of runs differs only in who

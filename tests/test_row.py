@@ -1,4 +1,5 @@
-"""The result row is defined once (sweep/row.py): the CSV, the analysis and the docs follow it."""
+"""The result row is defined once (sweep/results/row.py): the CSV, the analysis and the docs
+follow it."""
 
 from __future__ import annotations
 

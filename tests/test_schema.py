@@ -1,4 +1,4 @@
-"""Every key checked by the schema (sweep/schema.py): plausible mistakes, one at a time, as a
+"""Every key checked by the schema (sweep/config/schema.py): plausible mistakes, one at a time, as a
 user makes them on the command line. Each must end in one clear line and exit code 2, never a
 traceback, a silent exit 0 or a sweep that spins, and write nothing."""
 

@@ -119,7 +119,7 @@ BITS = Rule("must be an integer in 1..8", lambda v: _number(v) and v == int(v) a
 
 @dataclass
 class ExportConfig:
-    """The compressed archive, model.l1z (sweep/archive.py, docs/deploy.md)."""
+    """The compressed archive, model.l1z (sweep/deploy/archive.py, docs/deploy.md)."""
 
     bits: int = ruled(BITS)  # codebook of 2^bits shared values per compressed layer
     epochs: int = ruled(NONNEGATIVE)  # codebook fine-tuning epochs; 0 = off
@@ -357,7 +357,7 @@ class SweeperConfig(OptunaSweeperConf):
     enqueue: list[Any] = MISSING  # parameter sets run first: [{l1_lambda: 1e-5}, ...]
     # the plugin's defaults, with their ranges
     n_trials: int = ruled(AT_LEAST_1, OptunaSweeperConf.n_trials)
-    # trials at a time; auto: chosen for this machine (sweep/parallel.py). Any: int or "auto"
+    # trials at a time; auto: chosen for this machine (sweep/search/parallel.py). Any: int or "auto"
     n_jobs: Any = ruled(JOBS, "auto")
     max_failure_rate: float = ruled(PROBABILITY, OptunaSweeperConf.max_failure_rate)
 
@@ -374,7 +374,8 @@ class MOTPERemovedConfig:
 
 @dataclass
 class ForkLauncherConfig:
-    """hydra/launcher=fork: each trial in a process forked from the sweep's (sweep/launcher.py)."""
+    """hydra/launcher=fork: each trial in a process forked from the sweep's
+    (sweep/search/launcher.py)."""
 
     _target_: str = "sweep.search.launcher.ForkLauncher"
     # fork: from the sweep's process; forkserver: from a server that imported torch and

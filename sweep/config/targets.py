@@ -1,5 +1,5 @@
 """Which dotted `_target_` names may run, and how to find and call them: the `allow_targets`
-rule of sweep/user_code.py, with the standard library alone, so the archive loader
+rule of sweep/config/user_code.py, with the standard library alone, so the archive loader
 (sweep/export.py `load`) applies the same rule without importing Hydra."""
 
 from __future__ import annotations

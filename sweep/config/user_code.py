@@ -52,7 +52,7 @@ def allowed(node: DictConfig) -> tuple[str, ...]:
     return patterns
 
 
-is_allowed = targets.is_allowed  # one rule for configs and archives (sweep/targets.py)
+is_allowed = targets.is_allowed  # one rule for configs and archives (sweep/config/targets.py)
 
 
 def refusal(key: str, name: str, target: bool = True) -> UserError:

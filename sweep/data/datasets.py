@@ -23,7 +23,7 @@ from sweep.errors import UserError
 class Dataset:
     """Train/val/test tensors: x is float32 of shape (n, *image_shape), in [0, 1] for images,
     standardized for tables; y int64 in [0, n_classes). Tables also name their feature
-    columns and classes (sweep/tables.py)."""
+    columns and classes (sweep/data/tables.py)."""
 
     x_train: torch.Tensor
     y_train: torch.Tensor

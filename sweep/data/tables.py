@@ -106,7 +106,8 @@ def _dataset(
     where: str,
 ) -> Dataset:
     """The Dataset of the split parts, standardized if asked. The Dataset checks its values
-    (inf, NaN: sweep/data.py) as read, before scaling spreads one bad cell over its column."""
+    (inf, NaN: sweep/data/datasets.py) as read, before scaling spreads one bad cell over its
+    column."""
     x_train, y_train, x_val, y_val, x_test, y_test = parts
     try:
         data = Dataset(

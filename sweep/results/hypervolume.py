@@ -88,7 +88,7 @@ def outline(
 
 def path_hypervolume(points: list[dict], n_classes: int, key: str = "val_acc") -> float:
     """The hypervolume of one run's path: its levels' (kept_axis(sparsity), `key`), against
-    (0, 1 / n_classes); `points` are the rounds' figures (sweep/job.py prune_and_finetune).
+    (0, 1 / n_classes); `points` are the rounds' figures (sweep/task/job.py prune_and_finetune).
     0.0 for a path with no point above chance."""
     xy = [(kept_axis(p["sparsity"]), p[key]) for p in points]
     return hypervolume(xy, reference(n_classes))

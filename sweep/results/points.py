@@ -1,13 +1,13 @@
 """points.csv: every measured model of a sweep, one row per (trial, level), beside results.csv.
 
-A trial that walks a path (`prune.path`, sweep/pruning.py) measures a model at each level
+A trial that walks a path (`prune.path`, sweep/sparsity/pruning.py) measures a model at each level
 (its rounds.csv); each is a point of the accuracy-sparsity front, reproduced on its own by the
 trial's overrides plus `prune.stop_at=<level>` (the row's `overrides`). A plain trial is one
 point, its final model. Each row carries the trial's parameters, its times (`finished`, and
 `seconds` since the sweep's first trial started: the hypervolume-against-wall-time curve of
 `sweep.analyze`), and the level's figures.
 
-Rebuilt from the study and the trials' rounds.csv with results.csv (sweep/study.py
+Rebuilt from the study and the trials' rounds.csv with results.csv (sweep/search/study.py
 write_csv); a trial whose directory this host cannot read (another host's) has its final
 model only.
 """
@@ -127,7 +127,7 @@ def front_figures(
     frame: pd.DataFrame, reference: Sequence[float] | None = None, x_max: float = math.inf
 ) -> dict:
     """The front of `frame`'s points (columns sparsity, val_acc, test_acc) chosen on
-    validation accuracy, and its hypervolumes against `reference` (sweep/hypervolume.py;
+    validation accuracy, and its hypervolumes against `reference` (sweep/results/hypervolume.py;
     None: `frame_reference`, chance on the classes the points record): `hypervolume` of
     (kept_axis(sparsity), val_acc), `test_hypervolume` of the same points'
     (kept_axis(sparsity), test_acc): the test set never chooses a point. `front` is the

@@ -1,7 +1,7 @@
 """A result row, defined once: every column of results.csv (and metrics.json, and the trial's
 dashboard attributes), in the order a reader meets them, with its type and one line of meaning.
 
-Everything else derives from this table: the CSV's column order (sweep/results.py), the types
+Everything else derives from this table: the CSV's column order (sweep/results/table.py), the types
 `sweep.analyze` reads it with, which figures a repeated run reports the spread of, and the column
 table of docs/outputs.md (`python -m sweep.results.row` prints it; a test compares them). Adding a
 column is one line here plus the code that computes its value.
@@ -62,7 +62,7 @@ DEFINITION: tuple[Column, ...] = (
     _c("prune_lr_scale", "float64", "fine-tuning's lr as a multiple of `optimizer.lr`"),
     _c("prune_inputs", "float64", "`prune=neurons`: the fraction of the first layer's inputs removed by norm (`prune.inputs`)"),  # noqa: E501
     _c("prune_path", "string", "a path's levels walked (`prune.path`, up to `prune.stop_at`), comma-separated; each level's model is a row of the sweep's `points.csv`"),  # noqa: E501
-    _c("path_hypervolume", "float64", "a path's hypervolume: the area its levels dominate in (`-log10(1 - sparsity)`, `val_acc`) above the reference point (0, 1 / classes) (sweep/hypervolume.py)"),  # noqa: E501
+    _c("path_hypervolume", "float64", "a path's hypervolume: the area its levels dominate in (`-log10(1 - sparsity)`, `val_acc`) above the reference point (0, 1 / classes) (sweep/results/hypervolume.py)"),  # noqa: E501
     _c("seed", "Int64", "the run's seed (the first seed of a repeated run)"),
     _c("repeats", "Int64", "seeds per configuration: the figures are their mean, `*_std` their spread"),  # noqa: E501
     _c("epochs", "Int64", "training epochs actually run (fine-tuning's are `prune_rounds * prune_epochs`)"),  # noqa: E501
@@ -93,7 +93,7 @@ DEFINITION: tuple[Column, ...] = (
     _c("trained_train_loss", "float64", _PRUNED + "`train_loss` of the training, before pruning"),  # noqa: E501
     _c("oneshot_val_acc", "float64", _PRUNED + "the trained model cut at once to the final target, without fine-tuning; `val_acc - oneshot_val_acc` is what fine-tuning won back", spread=True),  # noqa: E501
     _c("oneshot_test_acc", "float64", _PRUNED + "`test_acc` of that one-shot cut", spread=True),
-    _c("archive_bytes", "float64", "bytes of the final model's compressed archive `model.l1z`, everything included (sweep/archive.py: CSR or bitmap indices, `export.bits`-bit codebooks, biases, header, checksum)"),  # noqa: E501
+    _c("archive_bytes", "float64", "bytes of the final model's compressed archive `model.l1z`, everything included (sweep/deploy/archive.py: CSR or bitmap indices, `export.bits`-bit codebooks, biases, header, checksum)"),  # noqa: E501
     _c("compression", "float64", "the dense fp32 `state_dict`'s bytes (as `torch.save` writes them) / `archive_bytes`"),  # noqa: E501
     _c("archive_val_acc", "float64", "`val_acc` of the weights decoded from the archive's bytes (shared codebook values, fp16 biases)", spread=True),  # noqa: E501
     _c("archive_test_acc", "float64", "`test_acc` of the weights decoded from the archive's bytes", spread=True),  # noqa: E501

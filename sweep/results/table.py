@@ -12,7 +12,8 @@ import pandas as pd
 
 from sweep.results import row
 
-# The order a reader meets them in (sweep/row.py); any extra keys a run reports follow these.
+# The order a reader meets them in (sweep/results/row.py); any extra keys a run reports follow
+# these.
 COLUMNS = row.order()
 
 

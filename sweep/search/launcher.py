@@ -51,7 +51,7 @@ from sweep.search import interrupts
 log = logging.getLogger(__name__)
 
 # Held by the fork and by any other thread of the sweep process while it is inside a library
-# that keeps process-wide locks (SQLite, SQLAlchemy): the heartbeat thread (sweep/study.py).
+# that keeps process-wide locks (SQLite, SQLAlchemy): the heartbeat thread (sweep/search/study.py).
 FORK_LOCK = threading.Lock()
 _PR_SET_PDEATHSIG = 1
 START_METHODS = ("fork", "forkserver")
@@ -301,7 +301,7 @@ def runner(chosen: Launcher) -> Launcher:
 
 
 def class_path(chosen: Launcher) -> str:
-    """The class path of the launcher that runs the trials (sweep/parallel.py's kinds)."""
+    """The class path of the launcher that runs the trials (sweep/search/parallel.py's kinds)."""
     kind = type(runner(chosen))
     return f"{kind.__module__}.{kind.__name__}"
 

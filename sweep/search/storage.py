@@ -7,7 +7,7 @@ connection. `retrying` runs one storage operation again with exponential backoff
 `hydra.sweeper.storage_wait` seconds, logging each retry; past that it raises
 StorageUnavailable, which the sweeper reports as one line (and a non-zero exit) after keeping
 every finished trial's row. A trial whose job finished but whose result could not be told
-stays RUNNING in the storage; the next start records it from its files (sweep/study.py,
+stays RUNNING in the storage; the next start records it from its files (sweep/search/study.py,
 recover_stale) instead of training it again.
 """
 

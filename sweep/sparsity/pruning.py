@@ -34,7 +34,7 @@ class Pruner:
     A path (`path=[0.5, 0.8, ..., 0.99]`, magnitude and neurons) replaces the rounds' rule:
     its levels, strictly increasing in (0, 1), are the rounds' targets, each fine-tuned from
     the previous level's model with the mask growing, and each level's model is a point of
-    the trial's accuracy-sparsity curve (sweep/points.py). `stop_at` ends the walk at one of
+    the trial's accuracy-sparsity curve (sweep/results/points.py). `stop_at` ends the walk at one of
     the levels (of the path, or of the rounds' rule): the run is then exactly the walk's
     first levels, so any point reproduces as a single run. `keep_models` keeps each level's
     weights (level_<r>.pt beside model.pt).

@@ -1,7 +1,7 @@
 """Training callbacks: what plugs into a run (group `callbacks`, in lightning-hydra-template's
 style: a mapping of names to `_target_`s, instantiated in order).
 
-A run (sweep/job.py) calls each callback's hooks in the mapping's order:
+A run (sweep/task/job.py) calls each callback's hooks in the mapping's order:
 - `on_epoch_end(run, step, metrics)`: every epoch whose validation accuracy is measured; `step`
   counts the run's epochs across training and every fine-tuning round; metrics hold `val_acc`,
   `train_loss` and `sparsity` (fraction of the counted weights exactly zero).
@@ -75,7 +75,7 @@ class ModelCheckpoint(Callback):
 
 class FeaturesCsv(Callback):
     """features.csv: per input feature, whether the first layer still uses it (see
-    sweep/features.py); nothing for a conv first layer."""
+    sweep/sparsity/features.py); nothing for a conv first layer."""
 
     def on_run_end(self, run: Run, metrics: dict[str, Any]) -> None:
         """Write features.csv into the run's directory (nothing for a conv first layer)."""
@@ -97,7 +97,8 @@ class RoundsCsv(Callback):
 
 class Archive(Callback):
     """model.l1z beside model.pt: the final model compressed in l1sweep's archive format
-    (sweep/archive.py, docs/deploy.md; `export.bits`, `export.epochs` of codebook fine-tuning),
+    (sweep/deploy/archive.py, docs/deploy.md; `export.bits`, `export.epochs` of codebook
+    fine-tuning),
     and its cost in the row: `archive_bytes` (the file's size), `compression` (dense fp32
     state_dict bytes / archive bytes), `archive_val_acc` and `archive_test_acc` (the accuracies
     of the weights decoded from those bytes). Each prune round's row of rounds.csv gets the

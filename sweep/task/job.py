@@ -1,6 +1,6 @@
 """One configuration's run, the job a sweep's trial or `python -m sweep.run` executes: build the
 data and model, fit, prune and fine-tune, measure, and hand the model and its row to the
-callbacks (sweep/callbacks.py), which write the run's files.
+callbacks (sweep/task/callbacks.py), which write the run's files.
 
     preflight(cfg)                          # the one check of a configuration, before training
     run(cfg, out_dir, choices, report)      # repeats: one run_seed per seed, one combined row
@@ -55,7 +55,7 @@ Reporter = Callable[[int, float], bool]  # report(step, val_acc) -> stop? (a swe
 
 def callbacks(cfg: DictConfig) -> list[Callback]:
     """The run's callbacks, in the order of `cfg.callbacks` then `cfg.logger` (the trackers,
-    sweep/loggers.py; None entries dropped), stably sorted by their `order`; a `_target_`
+    sweep/task/loggers.py; None entries dropped), stably sorted by their `order`; a `_target_`
     outside l1sweep only where `allow_targets` lists it. Raises UserError for a refused target
     or one that makes no Callback."""
     groups = [cfg.get("callbacks") or {}, cfg.get("logger") or {}]
@@ -189,7 +189,8 @@ def run(
 def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """One row from the seeds' metrics: the mean of each figure that differs between them (the
     value itself where all agree, e.g. n_params), the sample standard deviation of the
-    row's spread columns (sweep/row.py) as <key>_std, the total train_seconds, the first seed,
+    row's spread columns (sweep/results/row.py) as <key>_std, the total train_seconds, the first
+    seed,
     and the seeds' validation accuracy curves back to back."""
     first = runs[0]
     out: dict = {}

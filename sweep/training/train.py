@@ -34,7 +34,7 @@ TARGETS = ("sweep.*", "torch.optim.*", "torch.nn.*")
 def build(node: DictConfig, **kwargs: object) -> object:
     """hydra.utils.instantiate, but a UserError raised by the target stays a UserError; the
     target is given those of `kwargs` it accepts, and outside targets run only where the
-    config's `allow_targets` lists them (sweep/user_code.py)."""
+    config's `allow_targets` lists them (sweep/config/user_code.py)."""
     return user_code.instantiate_checked(node, TARGETS, **kwargs)
 
 
