@@ -97,15 +97,15 @@ class RoundsCsv(Callback):
 
 class Archive(Callback):
     """model.l1z beside model.pt: the final model compressed in l1sweep's archive format
-    (sweep/deploy/archive.py, docs/deploy.md; `export.bits`, `export.epochs` of codebook
-    fine-tuning),
-    and its cost in the row: `archive_bytes` (the file's size), `compression` (dense fp32
-    state_dict bytes / archive bytes), `archive_val_acc` and `archive_test_acc` (the accuracies
+    (sweep/deploy/archive.py, docs/deploy.md) with `bits`-bit codebooks fine-tuned `epochs`
+    epochs (conf/config.yaml's `export.bits`, `export.epochs`), and its cost in the row:
+    `archive_bytes` (the file's size), `compression` (dense fp32 state_dict bytes / archive
+    bytes), `archive_val_acc` and `archive_test_acc` (the accuracies
     of the weights decoded from those bytes). Each prune round's row of rounds.csv gets the
     same figures of that round's model (no file). A diverged model has none (its weights mean
     nothing); a model with no Linear or Conv weight to compress has none either."""
 
-    def __init__(self, bits: int = 5, epochs: int = 0) -> None:
+    def __init__(self, bits: int, epochs: int) -> None:  # defaults: conf/config.yaml's export
         self.bits, self.epochs = bits, epochs
 
     def _figures(self, run: Run, path: Path | None) -> dict[str, Any]:
