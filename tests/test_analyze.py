@@ -350,3 +350,24 @@ def test_an_exported_trial_is_drawn_against_its_measured_time(sweeps, tmp_path):
     written = speed_plots.plot_speed(df, tmp_path)  # as sweep.analyze calls it
     assert written == ["accuracy_vs_flops.png", "accuracy_vs_latency.png"]
     assert_png(tmp_path / "accuracy_vs_latency.png")
+
+
+def test_max_drop_names_a_real_sweeps_smallest_trial_and_its_command(small_sweep, capsys, tmp_path):
+    """--max-drop on the real sweep: the smallest archive within the drop of the trial named,
+    printed as the command that reruns it, and choice.csv's row is that trial's."""
+    cwd, csv, _ = small_sweep
+    sweep = cwd / "outputs" / "sweeps" / "small"
+    top = csv.loc[csv["val_acc"].idxmax()]
+    out = tmp_path / "o"
+    args = ["--max-drop", "100", "--reference-trial", str(top["trial"]), "--no-mask", "--out"]
+    assert main([str(sweep), *args, str(out)]) == 0  # 100 points: every trial is within
+    printed = capsys.readouterr().out
+    smallest = csv.loc[csv["archive_bytes"].idxmin()]
+    command = f"python -m sweep.run {smallest['overrides']}"
+    assert f"\nuse: {command}\n" in printed
+    assert f"reference: val_acc {top['val_acc']:.4f}, trial {top['trial']}, given" in printed
+    [row] = pd.read_csv(out / "choice.csv").to_dict("records")
+    assert row["chosen"] and row["trial"] == smallest["trial"] and row["reproduce"] == command
+    assert row["archive_bytes"] == smallest["archive_bytes"]
+    assert row["test_acc"] == smallest["test_acc"] and row["val_acc"] == smallest["val_acc"]
+    assert "## the configuration to use" in (out / "summary.md").read_text()

@@ -17,6 +17,9 @@ from sweep.analysis.load import FRONT, UNRECORDED, complete, objectives
 from sweep.errors import UserError
 
 METHOD_COLUMNS = ("model", "regularizer", "prune")
+# A trial `--max-drop` measures its drop from: (near) zero exact zeros and no pruning.
+DENSE_SPARSITY = 0.01
+DENSE_RULE = f"complete, sparsity < {DENSE_SPARSITY:g}, prune=none"
 
 
 def direction_word(maximize: bool) -> str:
@@ -59,6 +62,22 @@ def _dense(frame: pd.DataFrame) -> pd.Series:
     return dense & (frame["prune"].fillna("none").eq("none") if "prune" in frame else True)
 
 
+def near_dense(frame: pd.DataFrame) -> pd.Series:
+    """True for the trials `sweep.analyze --max-drop` may measure its drop from (DENSE_RULE):
+    complete, under DENSE_SPARSITY exact zeros, and not pruned (`prune` none or unrecorded),
+    whatever their regularizer (a weak L1 that zeroes almost nothing counts as dense)."""
+    sparse = frame["sparsity"].lt(DENSE_SPARSITY).fillna(False)
+    unpruned = frame["prune"].fillna("none").eq("none") if "prune" in frame else True
+    return complete(frame) & sparse & unpruned & frame["val_acc"].notna()
+
+
+def baseline_run(csv: str | Path) -> float | None:
+    """Validation accuracy of the dense baseline run an objective=within_drop sweep trains
+    (baseline/metrics.json beside its results.csv `csv`), or None where it has none."""
+    run = Path(csv).parent / "baseline" / "metrics.json"
+    return float(json.loads(run.read_text())["val_acc"]) if run.is_file() else None
+
+
 def baselines(frame: pd.DataFrame) -> dict[str, float]:
     """Validation accuracy of the dense models the frame knows of: its trials with no
     regularizer and no pruning (their mean, per sweep), and the baseline run that an
@@ -68,9 +87,9 @@ def baselines(frame: pd.DataFrame) -> dict[str, float]:
         dense = _dense(rows)
         if dense.any():
             known[f"{sweep}: dense trials"] = float(rows.loc[dense, "val_acc"].mean())
-        run = Path(rows["csv"].iloc[0]).parent / "baseline" / "metrics.json"
-        if run.is_file():
-            known[f"{sweep}: baseline run"] = float(json.loads(run.read_text())["val_acc"])
+        run = baseline_run(rows["csv"].iloc[0])
+        if run is not None:
+            known[f"{sweep}: baseline run"] = run
     return known
 
 

@@ -1,7 +1,8 @@
 """The whole analysis of `python -m sweep.analyze`: the summary text and every file it writes.
 
 `analyze` reads the sweeps, splits them into methods and puts the summary together (methods,
-feature selection, the front over every point, what mattered); then it writes pareto.csv,
+feature selection, the front over every point, what mattered and, where asked for, the
+configuration to use, `choice`); then it writes pareto.csv, choice.csv (where asked for),
 summary.md and the plots into a staging directory and moves them into place, so a failure
 part-way leaves no half-written analysis.
 """
@@ -17,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from sweep.analysis import speed
+from sweep.analysis.choice import Want, choice_frame, choice_text, choose
 from sweep.analysis.features import feature_report, plot_features
 from sweep.analysis.fronts import fronts, methods
 from sweep.analysis.hypervolume import hypervolume_report, plot_hypervolume, sweep_points
@@ -52,15 +54,19 @@ def analyze(
     mask: bool,
     by: Sequence[str] | None = None,
     kept_axis: bool = False,
+    want: Want | None = None,
 ) -> str:
     """Everything the command does; files appear in `out` only once all of them are made.
     `paths`: sweep directories or results.csv files; `out`: where to write (None: beside the
     first sweep's results.csv); `trial`: the first sweep's trial for the input mask and the
     feature list (None: the knee); `mask`: draw input masks; `by`: the columns that split
-    trials into methods (see fronts.methods); `kept_axis`: see plots.plot. Returns the
-    summary and a last line naming `out`. Raises UserError on bad input, before writing."""
+    trials into methods (see fronts.methods); `kept_axis`: see plots.plot; `want`: the
+    configuration to choose (choice.choose: a last section and choice.csv; None: none).
+    Returns the summary and a last line naming `out`. Raises UserError on bad input, before
+    writing."""
     frame = load(paths)
     frame["method"] = methods(frame, by)
+    picked = choose(frame, want) if want is not None else None  # refusals before any work
     text, knees = summarize(frame)
     out = out or csv_path(Path(paths[0])).parent
     # Read the weights before anything is written: a missing model.pt must leave no trace.
@@ -71,6 +77,7 @@ def analyze(
     text += "\n" + hypervolume_report(pts) if len(pts) else ""
     mattered, importances, study, objective = what_mattered(frame)  # parameter importances: the end
     text += "\n" + mattered if mattered else ""
+    text = text.rstrip("\n") + "\n\n" + choice_text(frame, picked) if picked else text
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out, prefix=".analyze-") as tmp:
         staging = Path(tmp)
@@ -78,6 +85,8 @@ def analyze(
         front.drop(columns=["csv", METRICS_COLUMN, DIRECTIONS_COLUMN]).to_csv(
             staging / "pareto.csv", index=False
         )
+        if picked:
+            choice_frame(frame, picked).to_csv(staging / "choice.csv", index=False)
         plot_features(frame, chosen, staging)
         (staging / "summary.md").write_text(text + "\n")
         plot(frame, knees, staging, masks, kept_axis)
@@ -88,4 +97,5 @@ def analyze(
             plot_what_mattered(study, importances, objective, staging)
         for made in staging.iterdir():
             shutil.move(str(made), out / made.name)
-    return text + f"\nwrote pareto.csv, summary.md and plots to {out}"
+    tables = "pareto.csv, choice.csv" if picked else "pareto.csv"
+    return text + f"\nwrote {tables}, summary.md and plots to {out}"

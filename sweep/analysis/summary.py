@@ -23,9 +23,9 @@ SHOWN = ["trial", "l1_lambda", "prune_sparsity", "val_acc", "test_acc", "trained
          "archive_test_acc", "overrides"]  # fmt: skip
 
 
-def _row_table(frame: pd.DataFrame, index: Sequence[int]) -> str:
-    """The rows `index` of `frame` as a markdown table of the SHOWN columns they have."""
-    shown = [c for c in SHOWN if c in frame.columns and frame[c].notna().any()]
+def row_table(frame: pd.DataFrame, index: Sequence[int], columns: Sequence[str] = SHOWN) -> str:
+    """The rows `index` of `frame` as a markdown table of the `columns` they have."""
+    shown = [c for c in columns if c in frame.columns and frame[c].notna().any()]
     return frame.loc[list(index), shown].to_markdown(index=False, floatfmt=".4g")
 
 
@@ -79,11 +79,11 @@ def summarize(frame: pd.DataFrame) -> tuple[str, dict[str, int]]:
             f"trials: {len(sweep)}, complete {complete}, pruned {pruned}, diverged {diverged}, "
             f"failed {failed}",
             f"\nbest trial, by {how}:\n",
-            _row_table(sweep, [best_index]),
+            row_table(sweep, [best_index]),
             f"\nPareto front, {axes} ({len(front)} trials):\n",
-            _row_table(sweep, front.index),
+            row_table(sweep, front.index),
             f"\nknee ({knee_rule(cols, maximize)}):\n",
-            _row_table(sweep, [knees[name]]),
+            row_table(sweep, [knees[name]]),
             "",
         ]
     if frame["method"].nunique() > 1:
