@@ -1,20 +1,24 @@
 """Export trained models for deployment, and load an exported archive back.
 
     python -m sweep.export DIR [--trials N [N ...] | --front | --best] [--bits N] [--epochs N]
-                               [--no-onnx] [--latency-rounds N] [--latency-seconds S]
+                               [--no-onnx | --opset N] [--latency-rounds N] [--latency-seconds S]
     python -m sweep.export model.l1z [--allow-targets PATTERN ...]   # check an archive
 
 DIR is a run directory (`python -m sweep.run`), a trial directory, or a sweep directory (its
-results.csv; default: the trials on the Pareto front of val_acc and sparsity). For each model
-it writes `<run or trial dir>/export/`: `model.l1z` (l1sweep's compressed format,
-docs/deploy.md), `model.onnx` and `model.int8.onnx` (with the `deploy` extra), the compact
-model (every removed neuron, filter and input taken out, sweep.models.compact) as
-`model.compact.l1z` and `model.compact.onnx` with `kept_inputs.csv` (the inputs it reads; it
-takes the full inputs and gathers them itself), and `export.csv`, one row per artifact with
-its bytes on disk, the accuracies of the file read back from disk, its shape and FLOPs, and
-its measured latency against the dense model's (sweep.deploy.latency). A model compact cannot
-follow gets no compact files, and a one-line note saying why. It reads model.pt,
-results.csv and the study; it changes none of them.
+results.csv; default: the trials on the Pareto front of val_acc and sparsity; a copied or
+moved sweep's trials are read and exported where they are now, beside its results.csv). For
+each model it writes `<run or trial dir>/export/`: `model.l1z` (l1sweep's compressed format,
+docs/deploy.md), `model.onnx` and `model.int8.onnx` (with the `deploy` extra; opset: --opset,
+else torch.onnx's default), the compact model (every removed neuron, filter and input taken
+out, sweep.models.compact) as `model.compact.l1z` and `model.compact.onnx` with
+`kept_inputs.csv` (the inputs it reads; it takes the full inputs and gathers them itself), and
+`export.csv`, one row per artifact with its bytes on disk, the accuracies of the file read
+back from disk, its shape and FLOPs, the batch shapes it takes, an ONNX file's opset and IR
+version, and its measured latency against the dense model's (sweep.deploy.latency). The
+directory is replaced as a whole: it holds exactly the files export.csv lists (and
+kept_inputs.csv), as readable as model.pt. A file that cannot be written here (a model compact
+cannot follow, a model the ONNX exporter cannot trace) gets a one-line note saying why, and
+the rest are written. It reads model.pt, results.csv and the study; it changes none of them.
 
 In code, with torch and numpy alone (nothing here is unpickled):
 
@@ -35,16 +39,17 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn as nn
 
-from sweep.deploy import archive, artifacts, codebook, measure
+from sweep.deploy import archive, artifacts, codebook, files, measure, onnx_files
 from sweep.deploy.artifacts import ARCHIVE, COMPACT, Source
 from sweep.errors import UserError
 
 if TYPE_CHECKING:
+    import pandas as pd
     from omegaconf import DictConfig
 
 # What the command prints of export.csv (the file has every column, artifacts.COLUMNS).
 SHOWN = ["artifact", "bytes", "ratio_to_dense_fp32", "test_acc", "max_abs_logit_diff", "shape",
-         "flops"]  # fmt: skip
+         "flops", "opset", "ir_version"]  # fmt: skip
 # Latency timing by default: rounds, and seconds of calls per model and round.
 LATENCY_ROUNDS, LATENCY_SECONDS = 3, 0.1
 # The root config, whose export.* a run written before that node existed falls back to.
@@ -148,29 +153,59 @@ def export_run(
     log: Callable[[str], None] = print,
     onnx: bool = True,
     timing: tuple[int, float] | None = (LATENCY_ROUNDS, LATENCY_SECONDS),
+    opset: int | None = None,
 ) -> list[dict]:
     """Export one run or trial directory into run_dir/export/; returns export.csv's rows.
     onnx=False: model.pt, model.l1z and model.compact.l1z only (the ONNX exporter takes most
     of the time). timing: (rounds, seconds per model and round) of the latency measurement
-    (sweep.deploy.latency), None: not measured."""
+    (sweep.deploy.latency), None: not measured. opset: the ONNX files' (None: torch.onnx's
+    default; check it first with onnx_files.check_opset).
+
+    export/ is written as a unit (files.write_dir): it ends up holding exactly this
+    export's files, an earlier export's gone; where the export fails, the earlier one stays."""
     import pandas as pd
 
     start = time.perf_counter()
-    src = source(run_dir, bits, epochs, log)
     out = run_dir / "export"
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} is not a directory: move it away, export writes a directory there")
+    src = source(run_dir, bits, epochs, log)
+    src.opset = opset
     chosen = None if onnx else ["model.pt", ARCHIVE, COMPACT]
-    rows = artifacts.measure_artifacts(src, out, chosen, timing)
-    frame = pd.DataFrame(rows)
-    columns = artifacts.COLUMNS
-    frame = frame[[c for c in columns if c in frame] + [c for c in frame if c not in columns]]
-    artifacts.write_atomic(out / "export.csv", lambda p: frame.to_csv(p, index=False))
+
+    def write(tmp: Path) -> tuple[list[dict], pd.DataFrame]:
+        rows = artifacts.measure_artifacts(src, tmp, chosen, timing)
+        frame = pd.DataFrame(rows)
+        columns = artifacts.COLUMNS
+        frame = frame[[c for c in columns if c in frame] + [c for c in frame if c not in columns]]
+        for column in ("opset", "ir_version"):  # integers, empty where not an ONNX file
+            if column in frame:
+                frame[column] = frame[column].astype("Int64")
+        files.write_atomic(tmp / "export.csv", lambda p: frame.to_csv(p, index=False))
+        return rows, frame
+
+    rows, frame = files.write_dir(out, write)
     log(f"{out} ({src.bits} bits, {time.perf_counter() - start:.1f} s):")
-    shown = [c for c in SHOWN if c in frame] + [c for c in frame if c.startswith("speedup_")]
-    log(frame[shown].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    _show(frame, log)
     for row in rows:
         if row.get("note"):
             log(f"{row['artifact']}: {row['note']}")
     return rows
+
+
+def _show(frame: pd.DataFrame, log: Callable[[str], None]) -> None:
+    """export.csv's SHOWN columns as a table, then which batch shapes each file takes."""
+    import pandas as pd
+
+    shown = [c for c in SHOWN if c in frame] + [c for c in frame if c.startswith("speedup_")]
+    table = frame[shown].copy()
+    for column in ("opset", "ir_version"):  # blank, not <NA>, where not an ONNX file
+        if column in table:
+            table[column] = table[column].map(lambda v: "" if pd.isna(v) else str(v))
+    log(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    if "input" in frame:  # the same array fits every file of a line
+        for shape, group in frame.dropna(subset=["input"]).groupby("input", sort=False):
+            log(f"input {shape}: {', '.join(group['artifact'])}")
 
 
 def chosen_runs(path: Path, trials: Sequence[int] | None, front: bool, best: bool) -> list[Path]:
@@ -251,6 +286,10 @@ def _parser() -> argparse.ArgumentParser:
                         help="codebook fine-tuning epochs (default: export.epochs)")  # fmt: skip
     parser.add_argument("--no-onnx", action="store_true",
                         help="write the .l1z files only, not the ONNX files (faster)")  # fmt: skip
+    parser.add_argument("--opset", type=int, metavar="N",
+                        help="the ONNX files' opset, for an older runtime (default: torch.onnx's; "
+                             "export.csv's opset and ir_version columns say what was written; "
+                             "one the installed exporter cannot write is refused)")  # fmt: skip
     parser.add_argument("--latency-rounds", type=int, default=LATENCY_ROUNDS, metavar="N",
                         help="alternating timing rounds per model and configuration "
                              f"(default {LATENCY_ROUNDS}; 0: no latency columns)")  # fmt: skip
@@ -270,9 +309,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.latency_rounds < 0 or args.latency_seconds <= 0:
             raise UserError("--latency-rounds must be >= 0 and --latency-seconds > 0")
-        for run_dir in chosen_runs(args.dir, args.trials, args.front, args.best):
-            timing = (args.latency_rounds, args.latency_seconds) if args.latency_rounds else None
-            export_run(run_dir, args.bits, args.epochs, onnx=not args.no_onnx, timing=timing)
+        if args.opset is not None and args.no_onnx:
+            raise UserError("--opset sets the ONNX files' opset, and --no-onnx writes none: "
+                            "drop one of them")  # fmt: skip
+        runs = chosen_runs(args.dir, args.trials, args.front, args.best)
+        if args.opset is not None:
+            onnx_files.check_opset(args.opset)
+        timing = (args.latency_rounds, args.latency_seconds) if args.latency_rounds else None
+        for run_dir in runs:
+            export_run(run_dir, args.bits, args.epochs, onnx=not args.no_onnx, timing=timing,
+                       opset=args.opset)  # fmt: skip
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

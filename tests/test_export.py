@@ -562,13 +562,13 @@ class SkipNet(nn.Module):
 
 def test_a_model_compact_cannot_follow_exports_the_rest_and_says_why(tmp_path):
     from sweep.data.datasets import load_digits
-    from sweep.deploy import artifacts
+    from sweep.deploy import artifacts, files
 
     data = load_digits(seed=0, val_fraction=0.2, test_fraction=0.2, test_seed=0)
     torch.manual_seed(0)
     model = SkipNet().eval()
     torch.save(model.state_dict(), tmp_path / "model.pt")
-    src = artifacts.Source(tmp_path, model, codebook.quantize(model, 4), {"_target_": "x.y"}, 4,
+    src = files.Source(tmp_path, model, codebook.quantize(model, 4), {"_target_": "x.y"}, 4,
                         data)  # fmt: skip
     out = tmp_path / "export"
     rows = artifacts.measure_artifacts(src, out, ["model.compact.l1z", "model.compact.onnx"])

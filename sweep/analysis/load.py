@@ -3,7 +3,9 @@
 `load(paths)` is where every analysis starts: one row per trial of every sweep named, with a
 `sweep` column, a `csv` column and the sweep's objective (`Objective`: its metrics and their
 directions, from optimization_results.yaml or a trial's .hydra/config.yaml). `complete` and
-`trial_dir` are the two questions the rest of sweep.analysis asks of a row.
+`trial_dir` are the two questions the rest of sweep.analysis asks of a row (a row's `run_dir`
+is resolved against the sweep directory its results.csv is in: a copied or moved sweep is read
+where it is now, `resolve_run_dir`).
 """
 
 from __future__ import annotations
@@ -124,8 +126,7 @@ def objective_of(csv: Path, frame: pd.DataFrame) -> Objective:
     first trial on, so a running or killed sweep has it too), else UNRECORDED."""
     sources = [csv.parent / "optimization_results.yaml"]
     for run_dir in frame.get("run_dir", pd.Series(dtype="string")).dropna().head(20):
-        sources += [Path(run_dir) / ".hydra" / "config.yaml",
-                    csv.parent / Path(run_dir).name / ".hydra" / "config.yaml"]  # fmt: skip
+        sources.append(resolve_run_dir(run_dir, csv.parent) / ".hydra" / "config.yaml")
     for source in sources:
         if source.is_file() and (found := _objective_in(source)) is not None:
             return found
@@ -170,10 +171,20 @@ def complete(frame: pd.DataFrame) -> pd.Series:
     return frame["status"].eq("complete").fillna(False)
 
 
+def resolve_run_dir(run_dir: object, sweep_dir: Path) -> Path:
+    """Where a stored `run_dir` is for the sweep directory it was found in: the same path
+    relative to the sweep's directory (a trial's directory sits in the sweep's, trial_<n>, so
+    a copied or moved sweep's row names the copy's trial, never the original's), or the stored
+    path itself only where the sweep directory has no such entry (a results.csv kept apart
+    from its trials)."""
+    stored = Path(str(run_dir))
+    here = sweep_dir / stored.name
+    if here.exists() or not stored.exists():
+        return here
+    return stored
+
+
 def trial_dir(row: pd.Series) -> Path:
-    """The directory of a trial's files (model.pt, .hydra/, export/): its `run_dir`, or, for
-    a sweep copied elsewhere, the directory of that name beside its results.csv."""
-    run_dir = Path(str(row.get("run_dir", "")))
-    if not run_dir.is_dir():  # a sweep copied elsewhere: the trial dir sits beside the CSV
-        run_dir = Path(row["csv"]).parent / run_dir.name
-    return run_dir
+    """The directory of a trial's files (model.pt, .hydra/, export/): its `run_dir` resolved
+    against the directory of the results.csv the row was read from (`resolve_run_dir`)."""
+    return resolve_run_dir(row.get("run_dir", ""), Path(row["csv"]).parent)

@@ -9,8 +9,15 @@ back from disk and measured (one export.csv row each, COLUMNS):
     model.compact.onnx  the compact model as ONNX fp32
 
 `Source` is what they are made from, `Written` a file on disk, `Missing` the one-line reason a
-file is not written; `measure_artifacts` writes and measures them all. Every file is written
-through a temporary file and renamed (`write_atomic`): no half-written artifact.
+file is not written (no deploy extra, no compact model, or an exporter that fails on this
+model); `measure_artifacts` writes and measures them all. Every file is written through a
+temporary file and renamed (`write_atomic`), with the mode the umask gives (as model.pt has):
+no half-written artifact. `write_dir` replaces a whole export directory as a unit.
+
+The ONNX files take x of the dense model's input shape, (batch, *input_shape) as the data
+gives it (digits: (batch, 8, 8)); their opset is torch.onnx's default or `Source.opset`
+(`check_opset`), their IR version the lowest that opset allows. Each row's `input` says which
+batch shapes the file takes, as tried on the file read back.
 """
 
 from __future__ import annotations
@@ -18,91 +25,34 @@ from __future__ import annotations
 import gzip
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import torch
 import torch.nn as nn
 
 from sweep.deploy import archive, latency
+from sweep.deploy.files import (
+    ARCHIVE,
+    COMPACT,
+    KEPT_INPUTS,
+    Missing,
+    Source,
+    Written,
+    write_atomic,
+)
 from sweep.deploy.measure import accuracy, compressed_nnz, logits_of, torch_predict
+from sweep.deploy.onnx_files import compact_onnx, onnx_fp32, onnx_int8
 from sweep.models import compact as compact_
 from sweep.models import deployable
 
-ARCHIVE = "model.l1z"
-COMPACT = "model.compact.l1z"
-KEPT_INPUTS = "kept_inputs.csv"
 CSR = "model.l1z (torch CSR)"
-DEPLOY_HINT = 'pip install -e ".[deploy]" (onnx, onnxscript, onnxruntime)'
 COLUMNS = ["artifact", "bytes", "ratio_to_dense_fp32", "ratio_to_gzip_dense",
            "bits_per_nonzero", "val_acc", "test_acc", "max_abs_logit_diff", "argmax_agreement",
-           "shape", "flops", "seconds", *latency.columns(), "note"]  # fmt: skip
-
-
-@dataclass
-class Source:
-    """What the artifacts are made from: the trained model (from model.pt), its shared-weight
-    version (what the archive stores), the data, and how to rebuild the module."""
-
-    run_dir: Path
-    trained: nn.Module
-    shared: nn.Module
-    arch: dict
-    bits: int
-    data: object  # sweep.data.Dataset, on the CPU
-    allow_targets: tuple[str, ...] = ()
-    example: torch.Tensor = field(init=False)
-    _compact: object = field(init=False, default=None)
-
-    def __post_init__(self) -> None:
-        self.example = self.data.x_val[:2]
-
-    def compact(self) -> deployable.Deployable:
-        """The shared-weight model compacted (its removed units taken out), checked on the
-        validation split against the shared model; Missing (the one-line reason) where it
-        cannot be."""
-        if self._compact is None:
-            try:
-                names = getattr(self.data, "feature_names", None)
-                self._compact = deployable.deployable(self.shared, self.data.x_val, names)
-            except compact_.CannotCompact as e:
-                self._compact = Missing(f"no compact model: {e}")
-        if isinstance(self._compact, Missing):
-            raise self._compact
-        return self._compact
-
-
-@dataclass
-class Written:
-    """An artifact on disk: its file, how to run the file as read back from disk, and the
-    in-memory model it was made from (max_abs_logit_diff is against it)."""
-
-    path: Path
-    predict: Callable[[np.ndarray], np.ndarray]
-    reference: nn.Module
-    module: nn.Module | None = None  # the torch module read back (for timing), if any
-    holds: nn.Module | None = None  # the model the file holds (shape, flops); else reference
-
-
-class Missing(Exception):
-    """An artifact that cannot be written here; its message is the row's note."""
-
-
-def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through a temporary file beside `path`, then rename: no half-written artifact."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+           "shape", "flops", "input", "opset", "ir_version", "seconds", *latency.columns(),
+           "note"]  # fmt: skip
 
 
 def dense_pt(src: Source, out: Path) -> Written:
@@ -141,86 +91,6 @@ def compact_l1z(src: Source, out: Path) -> Written:
     return Written(path, torch_predict(model), src.shared, model)
 
 
-def _onnxruntime() -> ModuleType:
-    """onnxruntime, once onnx and onnxscript import too; Missing (the install hint) else."""
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime
-        import onnxscript  # noqa: F401
-    except ImportError as e:
-        raise Missing(f"not written: {e.name} is not installed; {DEPLOY_HINT}") from None
-    return onnxruntime
-
-
-def _ort_predict(path: Path) -> Callable[[np.ndarray], np.ndarray]:
-    """predict(x): the ONNX file's logits through an onnxruntime CPU session."""
-    ort = _onnxruntime()
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return lambda x: session.run(None, {name: x})[0]
-
-
-def onnx_fp32(
-    src: Source, out: Path, name: str = "model.onnx", model: nn.Module | None = None
-) -> Written:
-    """The decoded (shared-weight) model, or `model`, through torch.onnx.export's current
-    (dynamo) exporter as out/name: one file (no external data), a dynamic batch axis. Missing
-    without the `deploy` extra."""
-    _onnxruntime()
-    path = out / name
-    model = src.shared if model is None else model
-    import logging
-    import warnings
-
-    def write(tmp: Path) -> None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-            torch.onnx.export(
-                model.eval(), (src.example,), str(tmp), dynamo=True, external_data=False,
-                input_names=["x"], output_names=["logits"], verbose=False,
-                dynamic_shapes=({0: torch.export.Dim("batch")},),
-            )  # fmt: skip
-
-    write_atomic(path, write)
-    return Written(path, _ort_predict(path), src.shared)
-
-
-def compact_onnx(src: Source, out: Path) -> Written:
-    """The compact model as ONNX (fp32), its logits against the masked shared model."""
-    try:
-        small = src.compact()
-    except Missing:
-        raise Missing(f"not written: no compact model ({COMPACT} says why)") from None
-    written = onnx_fp32(src, out, "model.compact.onnx", small.model)
-    written.holds = small.model
-    return written
-
-
-def onnx_int8(src: Source, out: Path) -> Written:
-    """model.onnx with int8 weights, by onnxruntime's dynamic quantization (activations
-    quantized at run time)."""
-    _onnxruntime()
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    fp32 = out / "model.onnx"
-    if not fp32.is_file():
-        raise Missing("not written: model.onnx was not written")
-    path = out / "model.int8.onnx"
-    import logging
-
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # quantize_dynamic's hint to pre-process, on every call
-    try:
-        write_atomic(path, lambda tmp: quantize_dynamic(fp32, tmp, weight_type=QuantType.QInt8))
-    finally:
-        root.setLevel(level)
-    return Written(path, _ort_predict(path), src.shared)
-
-
-# An artifact: its file name and the function that writes it into `out` and reads it back.
-# A new artifact is one more entry.
 ARTIFACTS: list[tuple[str, Callable[[Source, Path], Written]]] = [
     ("model.pt", dense_pt),
     (ARCHIVE, l1z),
@@ -264,13 +134,14 @@ def measure_artifacts(
         rows.append({"artifact": name, **_scores(written, data, os.path.getsize(written.path),
                                                  len(dense), gzipped, nnz),
                      **_structure(_held(written), shape),
+                     "input": _takes(written, src.example), **written.format,
                      "seconds": seconds, "note": ""})  # fmt: skip
         timed[name] = _runner(written)
     if ARCHIVE in timed and latency.linear_zeros(src.shared) >= 0.5:  # unstructured zeros
         sparse = latency.csr(archive.read(out / ARCHIVE, src.allow_targets))
         written = Written(out / ARCHIVE, torch_predict(sparse), src.shared, sparse)
         rows.append({"artifact": CSR, **_scores(written, data, None, len(dense), gzipped, nnz),
-                     **_structure(src.shared, shape),
+                     **_structure(src.shared, shape), "input": _takes(written, src.example),
                      "note": f"in memory: {ARCHIVE}'s Linear weights as torch.sparse_csr "
                              "(torch's sparse kernels)"})  # fmt: skip
         timed[CSR] = latency.torch_runner(sparse)
@@ -309,6 +180,35 @@ def _structure(model: nn.Module, input_shape: tuple[int, ...]) -> dict:
     params = [m for m in model.modules() if isinstance(m, compact_.PARAM_LAYERS)]
     widths = [n_in] + [m.weight.shape[0] for m in params]
     return {"shape": "-".join(map(str, widths)), "flops": compact_.flops(model, input_shape)}
+
+
+def _batch_shape(dims: Sequence[object]) -> str:
+    """'(batch, 8, 8)': a batch of inputs, its first axis the batch."""
+    return "(" + ", ".join(["batch", *map(str, dims)]) + ")"
+
+
+def _takes(written: Written, example: torch.Tensor) -> str:
+    """The batch shapes a written file takes: an ONNX file the one its input declares; a torch
+    module the data's (batch, *input_shape) and, where it gives the same logits on it, the
+    flat (batch, n_inputs) too (tried on two examples of the module read back)."""
+    if written.path.suffix == ".onnx":
+        import onnx
+
+        graph = onnx.load(str(written.path), load_external_data=False).graph
+        dims = graph.input[0].type.tensor_type.shape.dim
+        return "(" + ", ".join(d.dim_param or str(d.dim_value) for d in dims) + ")"
+    shape, flat = tuple(example.shape[1:]), math.prod(example.shape[1:])
+    forms = [_batch_shape(shape)]
+    if len(shape) > 1 and written.module is not None:
+        try:
+            with torch.no_grad():
+                same = torch.allclose(written.module(example.reshape(len(example), flat)),
+                                      written.module(example), atol=1e-6)  # fmt: skip
+        except Exception:  # the module's own forward refuses the flat form
+            same = False
+        if same:
+            forms.append(_batch_shape((flat,)))
+    return " or ".join(forms)
 
 
 def _held(written: Written) -> nn.Module:
