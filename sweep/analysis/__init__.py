@@ -9,5 +9,6 @@ features     feature selection: the regularization path and features.png
 hypervolume  the front over every point (points.csv) and its hypervolume
 importance   what mattered: parameter importances, optimization and hypervolume histories
 speed        accuracy vs FLOPs and vs measured time
-report       `analyze`: all of the above, into summary.md, pareto.csv and the plots
+choice       --max-drop: the one configuration to use within an accuracy drop
+report       `analyze`: all of the above, into summary.md, pareto.csv, choice.csv and the plots
 """
