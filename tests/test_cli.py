@@ -137,6 +137,7 @@ def test_the_seed_recipe_gives_the_numbers_it_gave_before_schedules_and_pruning(
         assert m[key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
 
 
+@pytest.mark.slow
 def test_single_runs_never_overwrite_another_runs_files(tmp_path):
     from sweep.run import free_dir
 

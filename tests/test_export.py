@@ -317,6 +317,7 @@ def exported(digits_run) -> tuple[Path, pd.DataFrame, subprocess.CompletedProces
     return digits_run, pd.read_csv(digits_run / "export" / "export.csv"), proc, before
 
 
+@pytest.mark.slow
 def test_export_writes_every_artifact_and_its_row(exported):
     from sweep.deploy import latency
 
@@ -359,6 +360,7 @@ def test_export_writes_every_artifact_and_its_row(exported):
     assert (csv["cores"] == os.cpu_count()).all() and (csv["load_average"] >= 0).all()
 
 
+@pytest.mark.slow
 def test_exported_accuracies_are_those_of_the_files_read_back(exported):
     from omegaconf import OmegaConf
 
@@ -382,6 +384,7 @@ def test_exported_accuracies_are_those_of_the_files_read_back(exported):
     assert rows.loc["model.l1z", "test_acc"] > metrics["test_acc"] - 0.03
 
 
+@pytest.mark.slow
 def test_onnx_and_int8_agree_with_torch(exported):
     import onnxruntime as ort
     from omegaconf import OmegaConf
@@ -408,6 +411,7 @@ def test_onnx_and_int8_agree_with_torch(exported):
         assert rows.loc[name, "max_abs_logit_diff"] == pytest.approx(np.abs(out - ref).max())
 
 
+@pytest.mark.slow
 def test_without_the_deploy_extra_the_archive_still_works(digits_run, tmp_path):
     blocker = tmp_path / "blocked"
     blocker.mkdir()
@@ -467,6 +471,7 @@ def test_archive_metrics_for_a_trial_row(digits_run):
         assert m["archive_test_acc"] == pytest.approx(rows.loc["model.l1z", "test_acc"])
 
 
+@pytest.mark.slow
 def test_exporting_a_dir_without_a_model_or_a_diverged_run_is_one_line(tmp_path):
     proc = export_cli(str(tmp_path), cwd=tmp_path)
     assert proc.returncode == 2
@@ -484,6 +489,7 @@ def test_exporting_a_dir_without_a_model_or_a_diverged_run_is_one_line(tmp_path)
     assert not (bad / "export").exists() and sha256(bad / "model.pt") == before
 
 
+@pytest.mark.slow
 def test_a_sweep_exports_its_front_and_leaves_its_csv_alone(small_sweep, tmp_path):
     from sweep import analyze
 
@@ -522,6 +528,7 @@ def test_an_archive_may_not_name_other_l1sweep_code(tmp_path):
         load(path)
 
 
+@pytest.mark.slow
 def test_the_compact_model_reads_only_its_inputs_and_gives_the_masked_logits(exported):
     """The pixels the group lasso left unread are gone from the compact archive, which still
     takes the full images and gives the masked model's logits, read back from disk."""
@@ -560,6 +567,7 @@ class SkipNet(nn.Module):
         return self.fc2(x + torch.relu(self.fc1(x)))
 
 
+@pytest.mark.slow
 def test_a_model_compact_cannot_follow_exports_the_rest_and_says_why(tmp_path):
     from sweep.data.datasets import load_digits
     from sweep.deploy import artifacts, files
