@@ -9,6 +9,9 @@ import pytest
 
 from conftest import run_cli
 
+# trackers: MLflow and TensorBoard runs
+pytestmark = pytest.mark.slow
+
 
 def test_mlflow_has_one_run_per_trial_under_the_sweeps_parent_across_resume_and_repeats(
     tmp_path,
@@ -18,8 +21,9 @@ def test_mlflow_has_one_run_per_trial_under_the_sweeps_parent_across_resume_and_
     common = ("-m", "logger=mlflow", f"logger.mlflow.tracking_uri={uri}", "train.epochs=2",
               "repeats=2", "hydra.sweeper.study_name=tracked")  # fmt: skip
     run_cli(tmp_path, *common, "hydra.sweeper.n_trials=2")  # two trials forked at once
-    # resumed under joblib's launcher: one more trial, under the same parent
-    run_cli(tmp_path, *common, "hydra.sweeper.n_trials=1", "hydra/launcher=joblib")
+    # resumed under joblib's launcher: one more trial (n_trials is the study's total), under
+    # the same parent
+    run_cli(tmp_path, *common, "hydra.sweeper.n_trials=3", "hydra/launcher=joblib")
     mlflow.set_tracking_uri(uri)
     runs = mlflow.search_runs(experiment_names=["l1sweep"])
     parents = runs[runs["tags.l1sweep.role"] == "sweep"]

@@ -23,6 +23,9 @@ import pytest
 
 from conftest import run_cli, write_mnist_like
 
+# long sweeps: kill and Ctrl-C, storage outages, PostgreSQL and journal studies, resumes
+pytestmark = pytest.mark.slow
+
 FAST = ["train.epochs=1", "train.log_every=1"]
 
 
@@ -59,14 +62,15 @@ def started(one_trial: Path, tmp_path: Path) -> Path:
 
 
 def test_rerun_continues_the_study_and_overwrites_nothing(tmp_path):
-    args = ["-m", "hydra.sweeper.n_trials=2", "hydra.sweeper.study_name=r", *FAST]
-    first = run_cli(tmp_path, *args)
+    args = ["-m", "hydra.sweeper.study_name=r", *FAST]
+    first = run_cli(tmp_path, *args, "hydra.sweeper.n_trials=2")
     assert "study r" in first.stdout + first.stderr
     trial0 = tmp_path / "outputs" / "sweeps" / "r" / "trial_0" / "metrics.json"
     before = trial0.read_bytes()
-    second = run_cli(tmp_path, *args)
+    # hydra.sweeper.n_trials is the study's total: extending it means raising it
+    second = run_cli(tmp_path, *args, "hydra.sweeper.n_trials=4")
     out = second.stdout + second.stderr
-    assert "(2 trials so far)" in out and re.search(r"trial [23] \[2/2\]", out)
+    assert "(2 trials so far)" in out and re.search(r"trial [23] \[4/4\]", out)
     assert "resume or extend with: python -m sweep.run -m" in out
     df = csv_of(tmp_path, "r")
     assert list(df["trial"]) == [0, 1, 2, 3]
@@ -175,9 +179,10 @@ def test_killed_sweep_loses_at_most_the_running_trials(tmp_path, sig, jobs):
     # ... and a killed trial whose job had written its result is recorded from its files
     recorded += sum(t.state.name == "RUNNING" and _trained(tmp_path, name, t.number)
                     for t in study.trials)  # fmt: skip
-    # start it again: more trials, nothing duplicated, every finished trial once
-    run_cli(tmp_path, "-m", "hydra.sweeper.n_trials=2", f"hydra.sweeper.study_name={name}",
-            "train.epochs=30", "train.log_every=30")  # fmt: skip
+    # start it again with a total of 2 more: nothing duplicated, every finished trial once
+    run_cli(tmp_path, "-m", f"hydra.sweeper.n_trials={recorded + 2}",
+            f"hydra.sweeper.study_name={name}", "train.epochs=30",
+            "train.log_every=30")  # fmt: skip
     df2, study2 = pd.read_csv(csv), study_of(tmp_path, name)
     assert len(df2) == recorded + 2 and df2["trial"].is_unique
     assert set(df["trial"]) < set(df2["trial"])
@@ -279,7 +284,8 @@ def test_read_only_results_are_refused_and_left_intact(tmp_path, one_trial, targ
 
 
 def _two_sweeps_at_once(cwd: Path, *storage_args: str) -> None:
-    cmd = [sys.executable, "-m", "sweep.run", "-m", *storage_args, "hydra.sweeper.n_trials=3",
+    # n_trials is the study's total: the two processes share 6 trials
+    cmd = [sys.executable, "-m", "sweep.run", "-m", *storage_args, "hydra.sweeper.n_trials=6",
            "hydra.sweeper.study_name=shared", *FAST]  # fmt: skip
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     procs = [subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
@@ -418,6 +424,7 @@ def test_a_storage_password_stays_out_of_logs_and_files(tmp_path, postgres_url):
     assert _files_holding(tmp_path / "outputs", "s3cret") == ["sweeps/pw/trial_0/.hydra/hydra.yaml"]
     # ... so the documented way passes the URL in an environment variable: no file, no line
     env = {"L1SWEEP_STORAGE": url}
+    args = _total(args, 2)  # the study's total: one more trial
     proc = run_cli(tmp_path, *args, "hydra.sweeper.storage=${oc.env:L1SWEEP_STORAGE}", env=env)
     out = proc.stdout + proc.stderr
     assert "s3cret" not in out and "'hydra.sweeper.storage=${oc.env:L1SWEEP_STORAGE}'" in out
@@ -457,6 +464,13 @@ def test_a_failed_start_leaves_no_study_and_the_corrected_command_runs(tmp_path,
     assert [t.state.name for t in study.trials] == ["COMPLETE"]
 
 
+def _total(args: list[str], n: int) -> list[str]:
+    """`args` with hydra.sweeper.n_trials=n: the study's total (a resumed study runs the rest)."""
+    return [a for a in args if not a.startswith("hydra.sweeper.n_trials=")] + [
+        f"hydra.sweeper.n_trials={n}"
+    ]
+
+
 def test_a_second_study_is_refused_in_another_studys_directory(tmp_path):
     shared = ["hydra.sweep.dir=outputs/sweeps/fixed", "hydra.sweeper.n_trials=1", *FAST]
     run_cli(tmp_path, "-m", "hydra.sweeper.study_name=a", *shared)
@@ -471,7 +485,8 @@ def test_a_second_study_is_refused_in_another_studys_directory(tmp_path):
     _one_error_line(run_cli(tmp_path, "-m", *journal, *shared, check=False))
     assert {p: p.read_bytes() for p in sweep_dir.rglob("*") if p.is_file()} == before
     assert optuna.get_all_study_names(f"sqlite:///{tmp_path}/outputs/optuna.db") == ["a"]
-    run_cli(tmp_path, "-m", "hydra.sweeper.study_name=a", *shared)  # the owner resumes there
+    # the owner resumes there (n_trials is the study's total: one more trial)
+    run_cli(tmp_path, "-m", "hydra.sweeper.study_name=a", *_total(shared, 2))
     df = pd.read_csv(sweep_dir / "results.csv")
     assert list(df["trial"]) == [0, 1]
     assert (sweep_dir / "trial_0" / "metrics.json").read_bytes() == before[
@@ -490,7 +505,7 @@ def test_a_directory_from_before_owner_records_is_its_studys_only(tmp_path):
     # refused once its study was made (only then are the directory's trials known): the
     # study it made is deleted again
     assert optuna.get_all_study_names(f"sqlite:///{tmp_path}/outputs/optuna.db") == ["a"]
-    run_cli(tmp_path, "-m", "hydra.sweeper.study_name=a", *shared)
+    run_cli(tmp_path, "-m", "hydra.sweeper.study_name=a", *_total(shared, 2))
     assert '"study": "a"' in (sweep_dir / ".l1sweep-study").read_text()
     assert list(pd.read_csv(sweep_dir / "results.csv")["trial"]) == [0, 1]
 
@@ -629,7 +644,8 @@ def test_a_storage_locked_for_good_stops_and_the_next_start_records_the_trial(tm
     metrics = json.loads((trial1 / "metrics.json").read_text())
     assert [t.state.name for t in study_of(tmp_path, "st").trials] == ["COMPLETE", "RUNNING"]
     model = (trial1 / "model.pt").read_bytes()
-    again = run_cli(tmp_path, "-m", "hydra.sweeper.n_trials=1", "hydra.sweeper.n_jobs=1",
+    # the same total as the stopped sweep's: trial 1 recorded from its files, one more drawn
+    again = run_cli(tmp_path, "-m", "hydra.sweeper.n_trials=3", "hydra.sweeper.n_jobs=1",
                     "hydra.sweeper.study_name=st", *SLOWER)  # fmt: skip
     left = r"trial 1 was left RUNNING \(its process \d+ is gone\) after its job had finished"
     assert re.search(left + ": its result is recorded from", again.stdout + again.stderr)

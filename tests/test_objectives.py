@@ -63,7 +63,8 @@ def test_within_drop_trains_a_baseline_once_and_scores_against_it(tmp_path):
     assert study.user_attrs["baseline_val_acc"] == baseline["val_acc"]
     # resuming reuses the stored baseline instead of training it again
     (sweep_dir / "baseline" / "metrics.json").unlink()
-    run_cli(tmp_path, *args[:-2], "hydra.sweeper.n_trials=1", "hydra.sweeper.study_name=d")
+    # n_trials is the study's total: one more trial
+    run_cli(tmp_path, *args[:-2], "hydra.sweeper.n_trials=4", "hydra.sweeper.study_name=d")
     assert not (sweep_dir / "baseline" / "metrics.json").exists()
     assert len(pd.read_csv(sweep_dir / "results.csv")) == 4
 

@@ -240,6 +240,8 @@ def test_a_parallel_study_resumes(tmp_path):
     first = run_cli(tmp_path, *args)
     assert "forkserver" not in first.stdout + first.stderr
     # resumed with its trials forked from a forkserver instead (the same rows, the same study)
+    # n_trials is the study's total: 3 more make 6
+    args = [a.replace("n_trials=3", "n_trials=6") for a in args]
     second = run_cli(tmp_path, *args, "hydra.launcher.start_method=forkserver")
     out = second.stdout + second.stderr
     assert "(3 trials so far)" in out and "train.threads=1 each" in out

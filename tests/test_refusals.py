@@ -10,8 +10,6 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-import pytest
-
 from conftest import run_cli
 
 REFUSED = "error: prune.sparsity must be in [0, 1), got 1.0"
@@ -94,11 +92,6 @@ def test_a_refused_sweep_leaves_nothing_and_the_corrected_sweep_runs(tmp_path):
     assert (tmp_path / "outputs" / "sweeps" / "exp1" / "results.csv").is_file()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sweep/search/plan.py makes the sweep directory before the sampler's checks "
-    "(Planner.prepare: _check_writable before sampling.for_study)",
-)
 def test_a_sweep_the_sampler_refuses_leaves_no_directory(tmp_path):
     common = ["-m", "hydra/sweeper/sampler=grid", "hydra.sweep.dir=outputs/sweeps/exp1",
               "hydra.sweeper.n_trials=1", "train.epochs=1"]  # fmt: skip

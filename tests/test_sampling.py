@@ -34,7 +34,8 @@ def test_a_study_is_reproducible_from_its_seed(tmp_path):
 def test_enqueued_sets_run_first_and_once(tmp_path):
     run_cli(tmp_path, "-m", "hydra.sweeper.study_name=q", ENQUEUE, *FAST)
     assert _params(tmp_path, "q")[:2] == [1e-5, 1e-3]
+    # n_trials is the study's total: one more trial
     run_cli(tmp_path, "-m", "hydra.sweeper.study_name=q", ENQUEUE, "train.epochs=1",
-            "hydra.sweeper.n_trials=1")  # fmt: skip
+            "hydra.sweeper.n_trials=4")  # fmt: skip
     resumed = _params(tmp_path, "q")
     assert len(resumed) == 4 and resumed[3] not in (1e-5, 1e-3)

@@ -83,7 +83,12 @@ def test_a_killed_sweeps_trial_is_failed_and_run_again_first(tmp_path):
     before = len(_study(tmp_path, "k").trials)
     # stale_after=1: a kill between a trial's ask and its claim (two commits) leaves it with
     # no owner, which only the heartbeat's grace recovers
-    again = run_cli(tmp_path, "-m", f"hydra.sweeper.n_trials={len(lost)}",
+    # n_trials is the study's total: the trials with a result, the lost ones recorded from
+    # their files, and len(lost) more
+    counted = sum(t.state.is_finished() and t.user_attrs.get("row") is not None
+                  for t in _study(tmp_path, "k").trials)  # fmt: skip
+    total = counted + len(trained) + len(lost)
+    again = run_cli(tmp_path, "-m", f"hydra.sweeper.n_trials={total}",
                     "hydra.sweeper.study_name=k", "hydra.sweeper.stale_after=1",
                     *LONG)  # fmt: skip
     out = again.stdout + again.stderr
@@ -130,7 +135,8 @@ def test_another_hosts_trial_is_failed_only_past_the_grace(tmp_path):
         trial.set_user_attr("l1sweep_owner", {"host": "elsewhere", "pid": os.getpid()})
         trial.set_user_attr("l1sweep_heartbeat", time.time() - age)
     assert socket.gethostname() != "elsewhere"
-    proc = run_cli(tmp_path, "-m", "hydra.sweeper.n_trials=1", "hydra.sweeper.study_name=h",
+    # n_trials is the study's total, and the live trial of the other host holds one place
+    proc = run_cli(tmp_path, "-m", "hydra.sweeper.n_trials=2", "hydra.sweeper.study_name=h",
                    "hydra.sweeper.stale_after=60", "train.epochs=1")  # fmt: skip
     out = proc.stdout + proc.stderr
     left = rf"trial {silent.number} was left RUNNING \(no heartbeat for 10\d\ds, grace 60s\)"

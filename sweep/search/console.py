@@ -94,9 +94,10 @@ class SweepConsole:
     trial's line and moves the bar; `close` ends the bar and restores the logging (called by
     the sweep's end, and at exit if the sweep stops early).
 
-    n_trials: the trials this sweep runs (the bar's total). verbose: hydra.verbose.
+    n_trials: the study's total (the bar's; hydra.sweeper.n_trials). verbose: hydra.verbose.
     overrides: the sweep's command-line task overrides (`train.log_every` there keeps the
-    launch lines). bar: draw a tqdm bar (default: where stderr is a terminal)."""
+    launch lines). bar: draw a tqdm bar (default: where stderr is a terminal). done: the
+    study's trials that count already (a resumed study's): where the bar starts."""
 
     def __init__(
         self,
@@ -104,8 +105,9 @@ class SweepConsole:
         verbose: Any = False,
         overrides: list[str] | tuple[str, ...] = (),
         bar: bool | None = None,
+        done: int = 0,
     ) -> None:
-        self.n_trials = n_trials
+        self.n_trials, self.done = n_trials, done
         self.start = time.perf_counter()
         self.bar: Any = None
         self._stack = contextlib.ExitStack()
@@ -121,7 +123,8 @@ class SweepConsole:
             tqdm.monitor_interval = 0  # no monitor thread: the trials are forked from here
             # a terminal that reports no width (a bare pty) gets 100 columns
             width = shutil.get_terminal_size((100, 24)).columns
-            self.bar = tqdm(total=n_trials, unit="trial", ncols=width, desc="sweep",
+            self.bar = tqdm(total=n_trials, initial=min(done, n_trials), unit="trial",
+                            ncols=width, desc="sweep",
                             bar_format="{desc} {n_fmt}/{total_fmt} |{bar}| "
                             "[{elapsed}<{remaining}]{postfix}")  # fmt: skip
             # the log lines are written above the bar (tqdm.write), not through it
@@ -129,9 +132,10 @@ class SweepConsole:
         atexit.register(self.close)
 
     def eta(self, n_done: int) -> float:
-        """Seconds left at the mean pace so far: elapsed / n_done * trials left."""
-        elapsed = time.perf_counter() - self.start
-        return elapsed / n_done * max(self.n_trials - n_done, 0) if n_done else float("nan")
+        """Seconds left at the mean pace so far: elapsed / the trials done since the start *
+        trials left."""
+        elapsed, since = time.perf_counter() - self.start, n_done - self.done
+        return elapsed / since * max(self.n_trials - n_done, 0) if since > 0 else float("nan")
 
     def trial_done(self, line: str, n_done: int, best: str, logger: logging.Logger) -> None:
         """Log a finished trial's `line` on `logger` and move the bar to `n_done` of n_trials
@@ -145,7 +149,7 @@ class SweepConsole:
             return
         logger.info(line)
         self.bar.set_postfix_str(best, refresh=False)
-        self.bar.update(n_done - self.bar.n)
+        self.bar.update(max(0, min(n_done, self.n_trials) - self.bar.n))
 
     def close(self) -> None:
         """End the bar (its last state stays on screen) and restore the console's logging."""

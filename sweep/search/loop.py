@@ -25,18 +25,21 @@ from hydra.plugins.launcher import Launcher
 from optuna.trial import TrialState
 
 from sweep.errors import UserError
+from sweep.results import table
 from sweep.results.row import JobResult
 from sweep.search import interrupts, launcher, parallel, trials
 from sweep.search import space as search
 from sweep.search.plan import SweepPlan
 from sweep.search.storage import StorageUnavailable
-from sweep.search.study import claim, heartbeat, write_csv
+from sweep.search.study import claim, heartbeat, told_from_files, write_csv
 
 log = logging.getLogger(__name__)
+ASK_LOCK = ".l1sweep-ask"  # beside results.csv: processes sharing a study ask one at a time
 
 
 class TrialLoop:
-    """Runs `plan.n_trials` trials of the plan's study with `chosen` (the configured launcher).
+    """Runs the plan's study with `chosen` (the configured launcher) until it holds
+    `plan.n_trials` trials (`trials.tally`: those that count, with those running anywhere).
 
     The state the three steps share: `running` (asked, not yet told: for the heartbeat, and
     failed on an interrupt), `overrides` (each asked trial's job, until it is told), `told`
@@ -71,7 +74,7 @@ class TrialLoop:
         try:
             # beats often enough that a live trial is never taken for a lost one
             with heartbeat(self.running, every=min(30.0, plan.options.stale_after / 4)):
-                parallel.run(plan.n_trials, plan.jobs.jobs, self.ask, self.launch, self.tell,
+                parallel.run(plan.limit, plan.jobs.jobs, self.ask, self.launch, self.tell,
                              self.running)  # fmt: skip
         except BaseException as e:  # Ctrl-C or a launcher error: leave no trial RUNNING for ever
             interrupts.clear()  # this one is handled here
@@ -81,13 +84,20 @@ class TrialLoop:
             raise self.stop  # a programming error: stop with its traceback
         return self.told
 
-    def ask(self) -> optuna.Trial:
+    def ask(self) -> optuna.Trial | None:
         """A new trial of the study, listed as running, claimed by this process, its
-        parameters drawn and its job's overrides made (in trial_<number>)."""
+        parameters drawn and its job's overrides made (in trial_<number>); None once the
+        study holds its hydra.sweeper.n_trials, those that count (`trials.tally`) and those
+        running in any process sharing it. Processes sharing the study take turns here (a
+        lock file beside results.csv), so none asks past the total."""
         study = self.plan.study
-        with interrupts.deferred():  # a trial made but not yet listed is lost
-            trial = self.db("asking for a trial", study.ask)
-            self.running.append(trial)
+        with table.locked(self.plan.csv_path.with_name(ASK_LOCK)):
+            done, running = self.db("counting the study's trials", trials.tally, study)
+            if done + running >= self.plan.n_trials:
+                return None
+            with interrupts.deferred():  # a trial made but not yet listed is lost
+                trial = self.db("asking for a trial", study.ask)
+                self.running.append(trial)
         self.db(f"claiming trial {trial.number}", claim, trial)
         if self.reseed is not None and trial.number:  # before its parameters are drawn
             study.sampler = self.plan.sampler.reseeded(self.reseed + trial.number)
@@ -114,9 +124,19 @@ class TrialLoop:
 
     def tell(self, trial: optuna.Trial, ret: JobReturn) -> bool:
         """Record the trial's finished job (its row, its state, results.csv) and print its line;
-        returns whether to ask for more."""
+        returns whether to ask for more. A trial told as Ctrl-C comes is printed too."""
         del self.overrides[trial.number]
-        row, error = self._record(trial, ret)
+        row, error, state, values, curve = self._outcome(trial, ret)
+        told = False
+        try:
+            with interrupts.deferred():  # the row without its state would be a wrong row
+                self._record(trial, row, state, values, curve)
+                told = True
+            self.db("writing results.csv", write_csv, self.plan.study, self.plan.csv_path)
+        except KeyboardInterrupt:
+            if told:  # results.csv is rewritten on the way out (_fail_running)
+                self._log_progress(row)
+            raise
         self.told.append(error)
         self._log_progress(row)
         failed = sum(e is not None for e in self.told)
@@ -145,12 +165,12 @@ class TrialLoop:
         params = {**trial.params, **plan.fixed}
         return (*(f"{name}={value}" for name, value in params.items()), *plan.fixed_overrides)
 
-    def _record(
+    def _outcome(
         self, trial: optuna.Trial, ret: JobReturn
-    ) -> tuple[dict[str, Any], BaseException | None]:
-        """Record one finished job in the study and in results.csv; return its row, exception."""
+    ) -> tuple[dict[str, Any], BaseException | None, TrialState, list[float] | None, list]:
+        """A finished job's row, its exception, the state and values to tell, and the curve to
+        record (none where a pruning job reported its own)."""
         plan = self.plan
-        single = len(plan.directions) == 1
         error: BaseException | None = None
         try:
             result: JobResult = ret.return_value
@@ -158,7 +178,7 @@ class TrialLoop:
             error, result = e, JobResult.failed(one_line(e))
             log.warning(f"trial {trial.number} failed: {result.columns['error']}")
         run_dir = ret.hydra_cfg.hydra.runtime.output_dir if ret.hydra_cfg else None
-        row = result.to_row(trial.number, ret.overrides or [], run_dir, single)
+        row = result.to_row(trial.number, ret.overrides or [], run_dir, len(plan.directions) == 1)
         values = result.objective
         if result.status == "complete" and values and all(map(math.isfinite, values)):
             state, told_values = TrialState.COMPLETE, values
@@ -166,18 +186,27 @@ class TrialLoop:
             state, told_values = TrialState.PRUNED, None
         else:
             state, told_values = TrialState.FAIL, None
-        with interrupts.deferred():  # the row without its state would be a wrong row
-            # a pruning job reported its curve itself, as it trained
-            self.db(f"recording trial {trial.number}", trials.record, trial, row,
-                    [] if plan.pruning else result.curve, single)  # fmt: skip
-            self.db(f"telling trial {trial.number}", _tell_once, plan.study, trial, state,
-                    told_values)  # fmt: skip
-        self.db("writing results.csv", write_csv, plan.study, plan.csv_path)
-        return row, error
+        curve = [] if plan.pruning else result.curve  # a pruning job reported it as it trained
+        return row, error, state, told_values, curve
+
+    def _record(
+        self,
+        trial: optuna.Trial,
+        row: dict[str, Any],
+        state: TrialState,
+        values: list[float] | None,
+        curve: list,
+    ) -> None:
+        """Record one finished job's row and curve in its trial, and tell its state."""
+        plan = self.plan
+        single = len(plan.directions) == 1
+        self.db(f"recording trial {trial.number}", trials.record, trial, row, curve, single)
+        self.db(f"telling trial {trial.number}", _tell_once, plan.study, trial, state, values)
 
     def _log_progress(self, row: dict[str, Any]) -> None:
         """The one line a finished trial gets (under the console's progress bar)."""
-        plan, n_done = self.plan, len(self.told)
+        plan = self.plan
+        n_done, _ = self.db("counting the study's trials", trials.tally, plan.study)
         best = self.db("reading the best trials", _best_so_far, plan.study, plan.directions)
         plan.console.trial_done(
             f"trial {row['trial']} [{n_done}/{plan.n_trials}] {row['status']}"
@@ -189,25 +218,45 @@ class TrialLoop:
         )  # fmt: skip
 
     def _fail_running(self, error: BaseException) -> None:
-        """After Ctrl-C or a launcher error: the running trials failed in the study (unless
+        """After Ctrl-C or a launcher error: the running trials settled in the study (unless
         the storage is gone for good: then they stay RUNNING, and the next start records from
-        its files the one whose job had finished), results.csv rewritten, and the trials'
+        its files the one whose job had finished): one whose job had finished is recorded
+        from its files and printed, the others failed; results.csv rewritten, and the trials'
         processes ended (a second Ctrl-C meanwhile still ends them)."""
         study = self.plan.study
         try:
             if not isinstance(error, StorageUnavailable):
                 with interrupts.deferred():
-                    for t in self.running:
-                        # one told just before the interrupt, not yet off the list, is finished
-                        with contextlib.suppress(ValueError, RuntimeError):
-                            study.tell(t, state=TrialState.FAIL)
+                    finished = self._settle_running()
                     # a trial told just before the interrupt may not have its row written
                     write_csv(study, self.plan.csv_path)
+                for row in finished:
+                    self._log_progress(row)
         finally:
             if self.kind == "process":
                 parallel.stop_workers()
             elif self.kind == "fork":
                 self.launcher.kill_children()
+
+    def _settle_running(self) -> list[dict[str, Any]]:
+        """Tell each running trial what its job left: the result in its files where it had
+        finished (returns those rows), FAIL otherwise. One told just before the interrupt, not
+        yet off the list, is finished already and left alone."""
+        plan, rows = self.plan, []
+        running = plan.study.get_trials(deepcopy=False, states=[TrialState.RUNNING])
+        unfinished = {t.number: t for t in running}
+        for trial in self.running:
+            frozen = unfinished.get(trial.number)
+            if frozen is None:
+                continue
+            trial_dir = plan.csv_path.parent / f"{trials.SUBDIR}{trial.number}"
+            row = told_from_files(plan.study, plan.storage, frozen, trial_dir)
+            if row is not None:
+                rows.append(row)
+                continue
+            with contextlib.suppress(ValueError, RuntimeError):  # settled meanwhile
+                plan.study.tell(trial, state=TrialState.FAIL)
+        return rows
 
 
 def one_line(error: BaseException) -> str:

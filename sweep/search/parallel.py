@@ -153,15 +153,17 @@ def plan(
 def run(
     n_trials: int,
     jobs: int,
-    ask: Callable[[], Job],
+    ask: Callable[[], Job | None],
     launch: Callable[[Job], Callable[[], Any]],
     tell: Callable[[Job, Any], bool],
     running: list[Job],
 ) -> None:
-    """Keep `jobs` trials running until `n_trials` have been asked and all of them told.
+    """Keep `jobs` trials running until `n_trials` have been asked (or ask() says no more)
+    and all of them told.
 
     ask() makes the next job and appends it to `running` (main thread; in one step, so that
-    an interrupt cannot lose a job made but not yet listed); launch(job) starts it (main
+    an interrupt cannot lose a job made but not yet listed), or returns None to ask no more
+    (the study holds its trials: the running ones are still told); launch(job) starts it (main
     thread) and returns wait(), which blocks until its result (in a worker thread of a
     concurrent.futures pool; on the main thread when jobs == 1); tell(job, result) records it
     (main thread) and returns False to ask no more: the running ones are still waited for and
@@ -171,14 +173,7 @@ def run(
     wait(FIRST_COMPLETED), with a timeout so that Ctrl-C is seen within 0.5 s.
     """
     if jobs == 1:  # on the main thread, as a plain loop: Ctrl-C reaches an in-process job
-        for _ in range(n_trials):
-            interrupts.check()
-            job = ask()
-            result = launch(job)()  # an error leaves the job in `running` for the caller
-            keep_asking = tell(job, result)
-            running.remove(job)
-            if not keep_asking:
-                return
+        _run_inline(n_trials, ask, launch, tell, running)
         return
     pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="l1sweep-trial")
     futures: dict[Future, Job] = {}
@@ -189,13 +184,11 @@ def run(
             interrupts.check()
             while asking and asked < n_trials and len(futures) < jobs:
                 job = ask()
+                if job is None:
+                    asking = False
+                    break
                 asked += 1
-                try:
-                    futures[pool.submit(launch(job))] = job
-                except Exception as e:  # as if it had failed in its worker
-                    failed: Future = Future()
-                    failed.set_exception(e)
-                    futures[failed] = job
+                futures[_submit(pool, launch, job)] = job
             done, _ = wait(futures, timeout=0.5, return_when=FIRST_COMPLETED)
             for future in done:
                 job = futures.pop(future)
@@ -210,6 +203,38 @@ def run(
         pool.shutdown(wait=False, cancel_futures=True)
     if error is not None:
         raise error
+
+
+def _run_inline(
+    n_trials: int,
+    ask: Callable[[], Job | None],
+    launch: Callable[[Job], Callable[[], Any]],
+    tell: Callable[[Job, Any], bool],
+    running: list[Job],
+) -> None:
+    """`run` with one trial at a time, on the main thread."""
+    for _ in range(n_trials):
+        interrupts.check()
+        job = ask()
+        if job is None:
+            return
+        result = launch(job)()  # an error leaves the job in `running` for the caller
+        keep_asking = tell(job, result)
+        running.remove(job)
+        if not keep_asking:
+            return
+
+
+def _submit(
+    pool: ThreadPoolExecutor, launch: Callable[[Job], Callable[[], Any]], job: Job
+) -> Future:
+    """The future of `job`'s result: launched now, waited for in a worker thread."""
+    try:
+        return pool.submit(launch(job))
+    except Exception as e:  # as if it had failed in its worker
+        failed: Future = Future()
+        failed.set_exception(e)
+        return failed
 
 
 def stop_workers() -> None:

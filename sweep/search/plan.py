@@ -14,6 +14,7 @@ import dataclasses
 import functools
 import logging
 import os
+import shutil
 import stat
 import warnings
 from collections.abc import Callable
@@ -29,7 +30,7 @@ from optuna.distributions import BaseDistribution
 from sweep import _compat
 from sweep.config import schema
 from sweep.errors import UserError
-from sweep.search import console, launcher, parallel, sampling
+from sweep.search import console, launcher, parallel, sampling, trials
 from sweep.search import space as search
 from sweep.search.storage import retrying
 from sweep.search.study import (
@@ -38,6 +39,7 @@ from sweep.search.study import (
     claim_dir,
     drop_if_unused,
     fingerprint,
+    hydra_value,
     open_study,
     recover_stale,
     resume_command,
@@ -103,7 +105,9 @@ class SweepPlan:
     """What `Planner.prepare` settles before the first trial: the search space (Optuna
     distributions by key), the fixed values and other overrides every trial gets, the
     objective's metrics and directions, the study and its storage, where results.csv goes, how
-    many trials, how many at a time (`parallel.Plan`), the extra overrides of every job, whether
+    many trials the study holds when done (`n_trials`: those that count, `trials.tally`, in
+    every process sharing it), the most this start asks (`limit`: a grid's points left), how
+    many at a time (`parallel.Plan`), the extra overrides of every job, whether
     a pruner runs, the sampler (`reseed`: its seed base, None where it keeps its own), the
     custom search space, Hydra's number for the first trial's job, the console and the
     command that resumes the study."""
@@ -118,6 +122,7 @@ class SweepPlan:
     storage: optuna.storages.BaseStorage
     csv_path: Path
     n_trials: int
+    limit: int
     jobs: parallel.Plan
     extra: tuple[str, ...]
     pruning: bool
@@ -127,6 +132,14 @@ class SweepPlan:
     first_job: int
     console: console.SweepConsole
     resume: str
+
+
+def resume_hint(n_trials: int) -> str:
+    """What follows the resume command: n_trials is the study's total."""
+    return (
+        f" (hydra.sweeper.n_trials={n_trials} is the study's total of finished trials: the "
+        "same command finishes the study, a larger n_trials extends it)"
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,33 +177,31 @@ class Planner:
         sweep_dir = Path(cfg.hydra.sweep.dir)
         csv_path = sweep_dir / "results.csv"
         owner = check_owner(sweep_dir, options.study_name, options.storage)  # before writing
-        if owner is None:  # the study's own directory: a resumed study, whose configuration and
-            # directions are checked now, before the data, model and optimizer are built
-            resumed, _, _ = open_study(options.study_name, options.storage, searched.directions,
-                                       None, create=False)  # fmt: skip
-            if resumed is not None:
-                options.db("checking the study's configuration", check_same_config, resumed,
-                           fingerprint(cfg, searched.space, searched.directions))  # fmt: skip
+        left = self._resumed(searched) if owner is None else options.n_trials
         # the checks above read and need no torch; these build the data, model and optimizer
         # (seconds of imports), and the first write comes after them
-        jobs = self._parallel(cfg)
-        _check_writable(sweep_dir, csv_path)
+        jobs = self._parallel(cfg, left)
         sampler = sampling.for_study(options.sampler, cfg, searched.space, jobs.jobs)
-        study, storage, created = open_study(options.study_name, options.storage,
-                                             searched.directions, sampler.sampler,
-                                             options.pruner)  # fmt: skip
+        made = not sweep_dir.exists()  # a start that fails before its first trial removes it
+        _check_writable(sweep_dir, csv_path)
+        created = False
         try:  # a start that fails before its first trial leaves no study it made behind
+            study, storage, created = open_study(options.study_name, options.storage,
+                                                 searched.directions, sampler.sampler,
+                                                 options.pruner)  # fmt: skip
             self._prepare_study(study, storage, searched, sweep_dir, owner)
-            n_trials = self._announce(study, arguments, csv_path, sampler)
+            limit, done = self._announce(study, arguments, csv_path, sampler)
             threads = jobs.threads if cfg.train.threads is None else None
             extra = [f"train.threads={threads}"] if threads is not None else []
             extra += self._baseline(cfg, study, searched.fixed, searched.fixed_overrides)
         except BaseException:
             if created:
                 drop_if_unused(study, storage)
+            if made:  # all of it this start's: its owner record, results.csv, baseline/
+                shutil.rmtree(sweep_dir, ignore_errors=True)
             raise
         if searched.pruning:  # each job reaches its trial by name: the name resolved, not ${now:}
-            extra.append(f"hydra.sweeper.study_name={study.study_name}")
+            extra.append(f"hydra.sweeper.study_name={hydra_value(study.study_name)}")
         # The sampler draws with seed + the number of the first trial this process asks: numbers
         # are unique in a study, so processes sharing one (even started at the same instant on
         # an empty study) draw differently; a lone process on a new study uses `seed` itself
@@ -202,11 +213,12 @@ class Planner:
             options=options, space=searched.space, fixed=searched.fixed,
             fixed_overrides=tuple(searched.fixed_overrides),
             metrics=tuple(cfg.objective.metrics), directions=tuple(searched.directions),
-            study=study, storage=storage, csv_path=csv_path, n_trials=n_trials, jobs=jobs,
-            extra=tuple(extra), pruning=searched.pruning, sampler=sampler,
+            study=study, storage=storage, csv_path=csv_path, n_trials=options.n_trials,
+            limit=limit, jobs=jobs, extra=tuple(extra), pruning=searched.pruning, sampler=sampler,
             reseed=seed if seed is not None and sampler.grid is None else None,
             extend_space=searched.extend_space, first_job=self.job_idx,
-            console=console.SweepConsole(n_trials, cfg.hydra.verbose, cfg.hydra.overrides.task),
+            console=console.SweepConsole(options.n_trials, cfg.hydra.verbose,
+                                         cfg.hydra.overrides.task, done=done),
             resume=self.resume,
         )  # fmt: skip
 
@@ -230,16 +242,31 @@ class Planner:
             )
         return _Space(space, fixed, fixed_overrides, directions, enqueue, extend_space, pruning)
 
-    def _parallel(self, cfg: DictConfig) -> parallel.Plan:
+    def _resumed(self, searched: _Space) -> int:
+        """In the study's own directory: a resumed study's configuration and directions
+        checked now, before the data, model and optimizer are built. Returns the trials left
+        to run (at least 1: how many run at once follows from it)."""
+        options = self.options
+        resumed, _, _ = open_study(options.study_name, options.storage, searched.directions,
+                                   None, create=False)  # fmt: skip
+        if resumed is None:
+            return options.n_trials
+        options.db("checking the study's configuration", check_same_config, resumed,
+                   fingerprint(self.config, searched.space, searched.directions))  # fmt: skip
+        done, _ = options.db("counting the study's trials", trials.tally, resumed)
+        return max(1, options.n_trials - done)
+
+    def _parallel(self, cfg: DictConfig, left: int) -> parallel.Plan:
         """Whether the trials are forked, the task config's one pre-flight check (its data
-        loaded once), and how many trials run at once, with how many threads each."""
+        loaded once, its trackers reached), and how many trials run at once (for the `left`
+        trials to run), with how many threads each."""
         if isinstance(self.launcher, launcher.ForkLauncher):
             launcher.fork_or_not(self.launcher, _device(cfg))
         data_bytes = _check_task_config(cfg)
         device = _device(cfg)
         jobs = parallel.plan(
             self.options.n_jobs, launcher=launcher.class_path(self.launcher), device=device,
-            n_trials=self.options.n_trials, cores=parallel.cores(),
+            n_trials=left, cores=parallel.cores(),
             memory=parallel.available_memory(), data_bytes=data_bytes, threads=cfg.train.threads,
             gpu_memory=parallel.gpu_memory() if device == "cuda" else None,
             shares_data=launcher.start_method(self.launcher) == "fork",
@@ -281,25 +308,37 @@ class Planner:
         arguments: list[str],
         csv_path: Path,
         sampler: sampling.StudySampler,
-    ) -> int:
+    ) -> tuple[int, int]:
         """The resume command known (`self.resume`) and logged with the study and the CSV's
-        path; results.csv caught up with the study; returns the trials this start runs (fewer
-        where a grid has fewer points left)."""
-        options = self.options
+        path; results.csv caught up with the study. Returns the most trials this start may ask
+        (fewer where a grid has fewer points left) and the trials of the study that count
+        toward hydra.sweeper.n_trials (`trials.tally`); says so in one line where the study
+        holds them all already."""
+        options, n_trials = self.options, self.options.n_trials
         resume = self.resume = resume_command(self.config, study.study_name, arguments,
                                               options.storage)  # fmt: skip
         where = shown(options.storage)
         log.info(f"study {study.study_name} in {where} ({len(study.trials)} trials so far)")
         log.info(f"results: {csv_path}")
-        log.info(f"resume or extend with: {resume}")
+        log.info(f"resume or extend with: {resume}{resume_hint(n_trials)}")
         options.db("writing results.csv", write_csv, study, csv_path)  # catch up after a crash
-        n_trials = options.n_trials
+        done, running = options.db("counting the study's trials", trials.tally, study)
+        if done >= n_trials:
+            log.info(
+                f"study {study.study_name} has {done} finished trials, hydra.sweeper.n_trials="
+                f"{n_trials}: nothing to run. To extend it, raise hydra.sweeper.n_trials"
+            )
+        elif done + running >= n_trials:
+            log.info(f"study {study.study_name}: {done} trials finished and {running} running "
+                     f"in other processes make hydra.sweeper.n_trials={n_trials}: nothing to "
+                     "start here")  # fmt: skip
+        limit = n_trials
         if sampler.grid is not None:
             left = sampler.grid_left(study)
-            if left < n_trials:
+            if left < n_trials - done:
                 log.info(f"grid: {left} of its points not yet run in this study; running those")
-            n_trials = min(n_trials, left)
-        return n_trials
+            limit = min(limit, left)
+        return limit, done
 
     def _log_parallel(
         self, cfg: DictConfig, jobs: parallel.Plan, sampler: sampling.StudySampler
@@ -391,10 +430,12 @@ def _check_task_config(cfg: DictConfig) -> int:
     Building the data, model and optimizer here also pays torch's lazy imports (seconds) once
     at start-up instead of inside the first trial; the data stays cached for the trials.
     """
-    from sweep.task import job
+    from sweep.task import job, loggers
 
     task = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
-    data = job.preflight(task).data
+    parts = job.preflight(task)
+    loggers.check_reachable(parts.callbacks)  # a tracker that cannot be reached: one line
+    data = parts.data
     return sum(t.nbytes for t in (data.x_train, data.y_train, data.x_val, data.y_val,
                                   data.x_test, data.y_test))  # fmt: skip
 

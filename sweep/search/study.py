@@ -9,10 +9,12 @@ import json
 import logging
 import math
 import os
+import re
 import shlex
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -119,9 +121,10 @@ def open_study(
             error: Exception = e
         except Exception as e:  # SQLAlchemy/driver/OS errors: bad URL, server down, no such dir
             # Optuna's RDB storage creates its tables on first connect; two processes starting
-            # on a fresh database race there (duplicate key). The loser retries and finds them.
+            # on a fresh database race there (a duplicate key; SQLite: UNIQUE constraint
+            # failed, on alembic_version). The loser retries and finds them.
             error = e
-            if "duplicate key" in str(e) or "already exists" in str(e):
+            if any(m in str(e) for m in ("duplicate key", "already exists", "UNIQUE constraint")):
                 time.sleep(0.5 * (attempt + 1))
                 continue
         break
@@ -205,10 +208,18 @@ def claim_dir(sweep_dir: Path, study: optuna.Study, storage: Any, how: str) -> N
                 f"files, which study {study.study_name!r} would overwrite: choose another "
                 "directory with hydra.sweep.dir=..."
             )
-    record = {"study": study.study_name, "storage": _storage_id(storage)}
+    # `id`: the sweep's own name for trackers (MLflow's parent run is found by it), which moves
+    # with the directory; made once: a second process claiming at the same instant keeps the
+    # first's record (a hard link is made only where no file is)
+    record = {"study": study.study_name, "storage": _storage_id(storage), "id": uuid.uuid4().hex}
     tmp = sweep_dir / f".{OWNER_FILE}.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(record) + "\n")
-    os.replace(tmp, sweep_dir / OWNER_FILE)
+    try:
+        os.link(tmp, sweep_dir / OWNER_FILE)
+    except FileExistsError:  # claimed meanwhile: the owner's check says whether by this study
+        check_owner(sweep_dir, study.study_name, storage)
+    finally:
+        tmp.unlink()
 
 
 def fingerprint(cfg: DictConfig, space: dict, directions: list[str]) -> dict:
@@ -271,9 +282,18 @@ def resume_command(cfg: DictConfig, study_name: str, arguments: list[str], stora
     ]
     command = shlex.join(
         ["python", "-m", "sweep.run", "-m", *hydra_args,
-         f"hydra.sweeper.study_name={study_name}", *arguments]
+         f"hydra.sweeper.study_name={hydra_value(study_name)}", *arguments]
     )  # fmt: skip
     return masked(command, storage)
+
+
+def hydra_value(value: str) -> str:
+    """`value` as a value in Hydra's override grammar: as it is where it is a plain name, else
+    quoted ('o\\'brien': a quote, and backslashes before a quote or the end, escaped)."""
+    if re.fullmatch(r"[\w.\-/]+", value):
+        return value
+    escaped = re.sub(r"(\\*)('|$)", lambda m: m.group(1) * 2 + ("\\'" if m.group(2) else ""), value)
+    return f"'{escaped}'"
 
 
 # ---- stale trials -------------------------------------------------------------------------
@@ -354,7 +374,7 @@ def recover_stale(
         if why is None:
             continue
         trial_dir = sweep_dir / f"{SUBDIR}{t.number}" if sweep_dir is not None else None
-        if trial_dir is not None and _told_from_files(study, storage, t, trial_dir):
+        if trial_dir is not None and told_from_files(study, storage, t, trial_dir) is not None:
             log.warning(
                 f"trial {t.number} was left RUNNING ({why}) after its job had finished: its "
                 f"result is recorded from {sweep_dir / f'{SUBDIR}{t.number}'}, not trained again"
@@ -400,17 +420,17 @@ def finished_from_files(trial_dir: Path, number: int) -> tuple[dict, list, list[
     return result.to_row(number, overrides, output_dir, len(values) == 1), result.curve, values
 
 
-def _told_from_files(
+def told_from_files(
     study: optuna.Study,
     storage: optuna.storages.BaseStorage,
     t: optuna.trial.FrozenTrial,
     trial_dir: Path,
-) -> bool:
-    """Tell lost trial `t` the result its job left in `trial_dir`; False if it left none (or
-    another process settled the trial first)."""
+) -> dict | None:
+    """Tell unfinished trial `t` the result its job left in `trial_dir`; returns its row, or
+    None if the job left none (or another process settled the trial first)."""
     found = finished_from_files(trial_dir, t.number)
     if found is None:
-        return False
+        return None
     row, curve, values = found
     trial = trial_by_number(study, storage, t.number)
     single = len(study.directions) == 1
@@ -424,5 +444,5 @@ def _told_from_files(
         else:
             study.tell(t.number, state=TrialState.FAIL)
     except (ValueError, RuntimeError):  # another process settled it first
-        return False
-    return True
+        return None
+    return row

@@ -6,6 +6,9 @@ sampler and search-space parsing but runs its own ask/launch/tell loop, which:
   study never overwrites an earlier trial (Hydra's job numbering restarts at 0);
 - keeps hydra.sweeper.n_jobs trials running (auto: chosen for the machine), starting the next
   as soon as any ends, with no batch barrier (sweep/parallel.py);
+- asks until the study holds hydra.sweeper.n_trials finished trials (the study's total, as
+  Optuna's MaxTrialsCallback counts): the same command started again finishes the sweep, and
+  processes sharing a study stop together (sweep/search/trials.py `tally`, loop.py `ask`);
 - seeds its sampler by seed + its first trial's number, runs enqueued parameter sets first;
 - records each job's row in its trial and rewrites results.csv from the study after every
   trial, atomically (sweep/trials.py: what a job leaves in its trial; sweep/study.py: opening
@@ -35,7 +38,7 @@ from optuna.trial import TrialState
 from sweep.errors import UserError
 from sweep.search import interrupts, launcher
 from sweep.search.loop import TrialLoop, one_line
-from sweep.search.plan import Options, Planner, SweepPlan
+from sweep.search.plan import Options, Planner, SweepPlan, resume_hint
 from sweep.search.storage import StorageUnavailable
 
 log = logging.getLogger(__name__)
@@ -136,7 +139,7 @@ def finish(plan: SweepPlan, seconds: float) -> None:
         f" of {len(study.trials)} trials"
     )
     log.info(f"sweep took {seconds:.1f}s; results: {csv_path}")
-    log.info(f"resume or extend with: {plan.resume}")
+    log.info(f"resume or extend with: {plan.resume}{resume_hint(plan.n_trials)}")
     print(csv_path)
 
 

@@ -17,6 +17,7 @@ import optuna
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
+from optuna.trial import TrialState
 
 from sweep import _compat
 
@@ -43,6 +44,25 @@ def record(trial: optuna.Trial, row: dict, curve: list, single_objective: bool) 
     if single_objective:
         for step, value in curve:
             trial.report(float(value), int(step))
+
+
+# hydra.sweeper.n_trials is the study's total, as Optuna's MaxTrialsCallback counts (optuna#2638):
+# the same command run again finishes the same sweep, and processes sharing a study stop together.
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+def tally(study: optuna.Study) -> tuple[int, int]:
+    """(trials that count toward hydra.sweeper.n_trials, trials running now in any process).
+
+    A trial counts once it finished with a result: complete, pruned, or failed with its row
+    (diverged, raised, its process died). A trial cut off by Ctrl-C, a kill or a storage lost
+    for good is failed with no row and does not count: its place is run again (a killed one's
+    parameters first, sweep/search/study.py `recover_stale`)."""
+    trials = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
+    running = sum(t.state == TrialState.RUNNING for t in trials)
+    done = sum(t.state != TrialState.RUNNING and t.user_attrs.get(ROW_ATTR) is not None
+               for t in trials)  # fmt: skip
+    return done, running
 
 
 # The job's own side, for early stopping: a job in any process reaches its trial through the
