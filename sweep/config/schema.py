@@ -29,25 +29,30 @@ from sweep.errors import UserError
 
 @dataclass(frozen=True)
 class Rule:
-    """A range a value must lie in; `text` completes '<key> ...' in the error line."""
+    """A range a value must lie in; `text` completes '<key> ...' in the error line. A `number`
+    rule first says "must be a number" of a value that is none (a Python caller's, e.g. a
+    Regularizer built in code: a config's values are typed before the rules run)."""
 
     text: str
     test: Callable[[Any], bool]
+    number: bool = False
 
 
 def _number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v)
 
 
-NONNEGATIVE = Rule("must be >= 0", lambda v: _number(v) and v >= 0)
-POSITIVE = Rule("must be > 0", lambda v: _number(v) and v > 0)
-AT_LEAST_1 = Rule("must be an integer >= 1", lambda v: _number(v) and v >= 1)
+NONNEGATIVE = Rule("must be >= 0", lambda v: _number(v) and v >= 0, number=True)
+POSITIVE = Rule("must be > 0", lambda v: _number(v) and v > 0, number=True)
+AT_LEAST_1 = Rule(
+    "must be an integer >= 1", lambda v: _number(v) and v >= 1 and v == int(v), number=True
+)
 JOBS = Rule(
     "must be auto or an integer >= 1",
     lambda v: v == "auto" or (_number(v) and v >= 1 and v == int(v)),
 )
-FRACTION = Rule("must be in (0, 1)", lambda v: _number(v) and 0 < v < 1)
-SPARSITY = Rule("must be in [0, 1)", lambda v: _number(v) and 0 <= v < 1)
+FRACTION = Rule("must be in (0, 1)", lambda v: _number(v) and 0 < v < 1, number=True)
+SPARSITY = Rule("must be in [0, 1)", lambda v: _number(v) and 0 <= v < 1, number=True)
 PROBABILITY = Rule("must be in [0, 1]", lambda v: _number(v) and 0 <= v <= 1)
 # numpy/scikit-learn seeds (the validation split) take 0 <= seed < 2**32
 SEED = Rule("must be an integer in [0, 2**32)", lambda v: _number(v) and 0 <= v < 2**32)
@@ -222,12 +227,16 @@ class RegularizerConfig:
     params: Any = ruled(PARAMS)  # a string or a list: OmegaConf has no such union
 
 
+# The group lasso's groups (sweep/sparsity/regularizers.py): hidden units, inputs, or both.
+GROUPINGS = ("neurons", "inputs", "both")
+
+
 @dataclass
 class GroupRegularizerConfig(RegularizerConfig):
     """regularizer=group_l1 / sparse_group_l1: the group lasso's strength and groups."""
 
     group: float = ruled(NONNEGATIVE)
-    groups: str = ruled(one_of("neurons", "inputs", "both"))
+    groups: str = ruled(one_of(*GROUPINGS))
     size_weighted: bool = MISSING
 
 
@@ -438,7 +447,11 @@ def check_value(name: str, rule: Rule, value: Any) -> None:
     """`value` (of key `name`) keeps `rule`, or a UserError naming the key and the rule."""
     if isinstance(value, ListConfig):
         value = OmegaConf.to_container(value, resolve=True)
-    if value is not None and not rule.test(value):
+    if value is None:
+        return
+    if rule.number and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        raise UserError(f"{name} must be a number, got {value!r}")
+    if not rule.test(value):
         raise UserError(f"{name} {rule.text}, got {value!r}")
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from sweep.config import schema
 from sweep.errors import UserError
 from sweep.models import compact
 
@@ -64,7 +65,7 @@ class Pruner:
                 f"prune.inputs removes inputs with prune=neurons; prune={method} removes single "
                 f"weights: set prune.inputs=0 or prune=neurons (got prune.inputs={inputs})"
             )
-        _check_options(method, sparsity, scope, rounds, epochs, lr_scale)
+        _check_options(sparsity, scope, rounds, epochs, lr_scale)
         self.sparsity, self.scope, self.tol = float(sparsity), scope, float(tol)
         self.epochs, self.lr_scale = epochs, lr_scale
         self.rounds = rounds if method in ("magnitude", "neurons") else 1
@@ -346,18 +347,12 @@ class NeuronPruner(Pruner):
 
 
 def _check_options(
-    method: str, sparsity: object, scope: str, rounds: object, epochs: object, lr_scale: object
+    sparsity: object, scope: str, rounds: object, epochs: object, lr_scale: object
 ) -> None:
-    """Raise UserError naming the first prune option out of its range (a Pruner built from
-    Python, where the schema's checks of a config do not run)."""
-    if scope not in ("global", "layer"):
-        raise UserError(f"prune.scope must be 'global' or 'layer', got {scope!r}")
-    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)):
-        raise UserError(f"prune.sparsity must be a number in [0, 1), got {sparsity!r}")
-    if method in ("magnitude", "neurons") and not 0.0 <= sparsity < 1.0:
-        raise UserError(f"prune.sparsity must be in [0, 1), got {sparsity}")
-    for key, value, least in (("rounds", rounds, 1), ("epochs", epochs, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise UserError(f"prune.{key} must be an integer >= {least}, got {value!r}")
-    if isinstance(lr_scale, bool) or not isinstance(lr_scale, (int, float)) or lr_scale <= 0:
-        raise UserError(f"prune.lr_scale must be a number > 0, got {lr_scale!r}")
+    """Raise UserError naming the first prune option out of its range: the schema's rules
+    (sweep/config/schema.py, PruneConfig), for a Pruner built in code as from a config."""
+    ranges = schema.rules(schema.PruneConfig)
+    values = {"scope": scope, "sparsity": sparsity, "rounds": rounds, "epochs": epochs,
+              "lr_scale": lr_scale}  # fmt: skip
+    for key, value in values.items():
+        schema.check_value(f"prune.{key}", ranges[key], value)

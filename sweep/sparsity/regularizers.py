@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
+from sweep.config import schema
 from sweep.errors import UserError
 
 # params=weights: the `weight` of these layer types (and their subclasses) is regularized and
@@ -18,15 +19,13 @@ from sweep.errors import UserError
 WEIGHT_LAYERS = ("Linear", "Conv1d", "Conv2d", "Conv3d")
 # The layers whose weight rows are neurons (Linear) or filters (Conv): the structured groups.
 GROUP_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-GROUPINGS = ("neurons", "inputs", "both")
+GROUPINGS = schema.GROUPINGS
 
 
 def check_nonnegative(key: str, value: object) -> float:
-    """`value` as a float, or a UserError naming `key` if it is not a number >= 0."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise UserError(f"{key} must be a number, got {value!r}")
-    if not value >= 0:  # also rejects nan
-        raise UserError(f"{key} must be >= 0, got {value}")
+    """`value` as a float, or a UserError naming `key` if it is not a number >= 0 (the
+    schema's rule, for a regularizer built in code as from a config)."""
+    schema.check_value(key, schema.NONNEGATIVE, value)
     return float(value)
 
 
@@ -219,10 +218,8 @@ class GroupLasso(Regularizer):
     ) -> None:
         super().__init__(l1, l2, proximal, params)
         self.group = check_nonnegative("group_lambda", group)
-        if groups not in GROUPINGS:
-            raise UserError(
-                f"regularizer.groups must be one of {', '.join(GROUPINGS)}, got {groups!r}"
-            )
+        groups_rule = schema.rules(schema.GroupRegularizerConfig)["groups"]
+        schema.check_value("regularizer.groups", groups_rule, groups)
         self.groups, self.size_weighted = groups, bool(size_weighted)
         self.families: list[Groups] = []
 
