@@ -75,10 +75,27 @@ class MovedFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         self.specs[module.__name__] = module.__spec__
         return module
 
+    def get_code(self, fullname: str) -> object:
+        """The moved module's code, so that `python -m <old name>` (runpy) runs it."""
+        new = MOVED[fullname]
+        return importlib.util.find_spec(new).loader.get_code(new)
+
     def exec_module(self, module: ModuleType) -> None:
         """Nothing to run: the module ran under its new name. Python's import machinery set
         `__spec__` to the alias's spec on the way here; give the module back its own."""
         module.__spec__ = self.specs[module.__name__]
+
+
+def current(name: str) -> str:
+    """A dotted name (`sweep.regularizers.Regularizer`) with its module's old path replaced by
+    where the module lives now (`sweep.sparsity.regularizers.Regularizer`); other names as
+    they are. For comparing what a study recorded before the move with what it records now."""
+    parts = name.split(".")
+    for i in range(len(parts), 1, -1):
+        new = MOVED.get(".".join(parts[:i]))
+        if new is not None:
+            return ".".join([new, *parts[i:]])
+    return name
 
 
 def install() -> None:

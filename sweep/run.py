@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import os
 import shutil
@@ -30,6 +31,11 @@ assert schema  # imported for its ConfigStore entries
 # A run's results: a hydra.run.dir holding them (or a repeated run's seed_<n>/ holding them)
 # holds a run, never overwritten. A refused start's files are not results: it removes them.
 RUN_FILES = ("metrics.json", "model.pt")
+# What a run writes into its directory (the default callbacks, the tensorboard logger, a
+# repeated run's seeds, a path's levels): the only new entries a refused start removes, so a
+# file another process put beside them is never touched.
+RUN_OUTPUTS = (*RUN_FILES, "layers.csv", "model.l1z", "features.csv", "rounds.csv",
+               "tensorboard", "seed_*", "level_*.pt")  # fmt: skip
 _free: dict[str, str] = {}
 
 
@@ -66,10 +72,10 @@ class Before:
         return cls(path, None, frozenset(os.listdir(path)), saved, size)
 
     def restore(self) -> None:
-        """Undo this start: remove what it created in the directory (and the directory and its
-        ancestors where it created them, if nothing else is in them now), put .hydra/'s files
-        back and cut run.log back to its size. Best effort: a file that cannot be removed is
-        left (the refusal being reported matters more)."""
+        """Undo this start: remove what it created in the directory (a run's own outputs,
+        RUN_OUTPUTS; or the directory and its ancestors where it created them, if nothing else
+        is in them now), put .hydra/'s files back and cut run.log back to its size. Best
+        effort: a file that cannot be removed is left (the refusal being reported matters)."""
         if not self.path.is_dir():
             return
         if self.made is not None:
@@ -83,7 +89,8 @@ class Before:
                     break
             return
         for name in set(os.listdir(self.path)) - self.names - {".hydra", "run.log"}:
-            _remove(self.path / name)
+            if any(fnmatch.fnmatch(name, pattern) for pattern in RUN_OUTPUTS):
+                _remove(self.path / name)
         self._restore_hydra()
         self._restore_log()
 

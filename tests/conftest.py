@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import types
@@ -78,8 +80,9 @@ def run_module(module: str, cwd: Path, *args: str, env: dict | None = None,
         finally:
             sys.modules["__main__"] = main
         child.join(timeout)
-        if child.exitcode is None:
-            child.kill()
+        if child.exitcode is None:  # the call and its trials, forkservers, workers
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGKILL)
             child.join()
             raise subprocess.TimeoutExpired([module, *args], timeout)
         return subprocess.CompletedProcess(

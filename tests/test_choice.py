@@ -188,3 +188,13 @@ def test_choice_frame_of_a_frame_in_memory(tmp_path):
     choice = choose(frame, Want(1.0, "sparsity"))
     row = choice_frame(frame, choice).iloc[0]
     assert row["trial"] == 3 and row["reproduce"] == reproduce(frame.loc[choice.index])
+
+
+def test_no_trial_with_a_validation_accuracy_is_one_line_exit_2(tmp_path, capsys):
+    """A reference given, but no complete trial holds val_acc (and the picked column): one
+    line, not a traceback."""
+    sweep = write_sweep(tmp_path, val_acc=float("nan"))
+    code = main([str(sweep), "--max-drop", "1", "--reference", "0.97"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith("error: --max-drop: no complete trial has both val_acc and")

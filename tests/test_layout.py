@@ -227,3 +227,41 @@ def test_a_config_written_before_the_move_still_runs(tmp_path):
             "prune.epochs=1", "hydra.run.dir=out")  # fmt: skip
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["prune_sparsity"] == 0.5 and 0.45 < metrics["sparsity"] < 0.55
+
+
+def test_python_m_an_old_module_name_runs_the_moved_module(tmp_path):
+    """`python -m sweep.row` (the docs' command before the move) prints the same table as
+    `python -m sweep.results.row`."""
+    from conftest import run_module
+
+    old, new = run_module("sweep.row", tmp_path), run_module("sweep.results.row", tmp_path)
+    assert old.returncode == new.returncode == 0, old.stderr
+    assert old.stdout == new.stdout and "| `trial` | int64 |" in new.stdout
+
+
+def test_a_study_started_before_the_move_resumes(tmp_path):
+    """A study records its configuration's `_target_`s; one started before the move recorded
+    the old paths (sweep.regularizers.Regularizer, sweep.callbacks.Archive, ...). Resumed with
+    the same command, it runs on: the old paths are the same code."""
+    import optuna
+
+    from sweep import _moved
+    from sweep.search.study import CONFIG_ATTR
+
+    args = ["-m", "hydra.sweeper.study_name=old", "train.epochs=1"]
+    run_cli(tmp_path, *args, "hydra.sweeper.n_trials=1")
+    storage = f"sqlite:///{tmp_path}/outputs/optuna.db"
+    study = optuna.load_study(study_name="old", storage=storage)
+    recorded = study.user_attrs[CONFIG_ATTR]
+    back = {new: old for old, new in _moved.MOVED.items()}
+    before_move = {
+        k: next((v.replace(n, o, 1) for n, o in back.items() if v.startswith(n + ".")), v)
+        if k.endswith("_target_") and isinstance(v, str) else v
+        for k, v in recorded.items()
+    }  # fmt: skip
+    assert before_move["regularizer._target_"] == "sweep.regularizers.Regularizer"
+    assert before_move["callbacks.archive._target_"] == "sweep.callbacks.Archive"
+    study.set_user_attr(CONFIG_ATTR, before_move)
+    run_cli(tmp_path, *args, "hydra.sweeper.n_trials=2")
+    study = optuna.load_study(study_name="old", storage=storage)
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]

@@ -172,6 +172,11 @@ def choose(frame: pd.DataFrame, want: Want) -> Choice:
     ref = reference(frame, want)
     column, minimize, _ = PICKS[pick]
     pool = frame[complete(frame) & frame["val_acc"].notna() & frame[column].notna()]
+    if pool.empty:
+        raise UserError(
+            f"--max-drop: no complete trial has both val_acc and {column} to choose from; "
+            "run trials to the end, or pick another column with --pick"
+        )
     within = pool[pool["val_acc"] >= ref.val_acc - want.max_drop / 100 - EPS]
     if within.empty:
         nearest = pool.sort_values(["val_acc", column], ascending=[False, minimize], kind="stable")

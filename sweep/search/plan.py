@@ -182,8 +182,7 @@ class Planner:
         # (seconds of imports), and the first write comes after them
         jobs = self._parallel(cfg, left)
         sampler = sampling.for_study(options.sampler, cfg, searched.space, jobs.jobs)
-        made = not sweep_dir.exists()  # a start that fails before its first trial removes it
-        _check_writable(sweep_dir, csv_path)
+        made = _check_writable(sweep_dir, csv_path)  # a start that fails before trial 0 removes it
         created = False
         try:  # a start that fails before its first trial leaves no study it made behind
             study, storage, created = open_study(options.study_name, options.storage,
@@ -197,8 +196,8 @@ class Planner:
         except BaseException:
             if created:
                 drop_if_unused(study, storage)
-            if made:  # all of it this start's: its owner record, results.csv, baseline/
-                shutil.rmtree(sweep_dir, ignore_errors=True)
+            if made:  # its owner record, results.csv, baseline/: unless a worker beside it ran
+                _unmake(sweep_dir)
             raise
         if searched.pruning:  # each job reaches its trial by name: the name resolved, not ${now:}
             extra.append(f"hydra.sweeper.study_name={hydra_value(study.study_name)}")
@@ -446,15 +445,30 @@ def _read_only(path: Path) -> bool:
     return not os.access(path, os.W_OK) or not path.stat().st_mode & stat.S_IWUSR
 
 
-def _check_writable(sweep_dir: Path, csv_path: Path) -> None:
+def _check_writable(sweep_dir: Path, csv_path: Path) -> bool:
+    """Make the sweep directory if it is not there and check it and results.csv can be
+    written (UserError, one line, if not); True where this call made the directory (an atomic
+    mkdir: of several workers started at once, one)."""
+    made = True
     try:
-        sweep_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            sweep_dir.mkdir(parents=True)
+        except FileExistsError:
+            made = False
     except OSError as e:
         raise UserError(f"cannot create the sweep directory {sweep_dir}: {e.strerror}") from e
     if _read_only(sweep_dir):
         raise UserError(f"the sweep directory {sweep_dir} is read-only; make it writable")
     if csv_path.exists() and _read_only(csv_path):
         raise UserError(f"{csv_path} is read-only; make it writable or use a new study_name")
+    return made
+
+
+def _unmake(sweep_dir: Path) -> None:
+    """Remove the sweep directory a start that failed before its first trial made, unless a
+    trial ran there (a worker started beside it, sharing the study, keeps it)."""
+    if not any(sweep_dir.glob("trial_*")):
+        shutil.rmtree(sweep_dir, ignore_errors=True)
 
 
 def _device(cfg: DictConfig) -> str:

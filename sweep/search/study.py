@@ -26,7 +26,7 @@ from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from sweep import _compat
+from sweep import _compat, _moved
 from sweep.errors import UserError
 from sweep.results import points
 from sweep.results import table as results
@@ -251,6 +251,9 @@ def check_same_config(study: optuna.Study, fingerprint: dict) -> None:
     if old is None:
         study.set_user_attr(CONFIG_ATTR, fingerprint)
         return
+    # a study started before the modules moved recorded their old _target_ paths
+    old = {k: _moved.current(v) if k.endswith("_target_") and isinstance(v, str) else v
+           for k, v in old.items()}  # fmt: skip
     diff = sorted(k for k in old.keys() | fingerprint.keys() if old.get(k) != fingerprint.get(k))
     if diff:
         changes = "; ".join(f"{k}: {old.get(k)!r} -> {fingerprint.get(k)!r}" for k in diff[:4])

@@ -16,6 +16,7 @@ real interpreter where that cannot hold: an environment that changes what is imp
 from __future__ import annotations
 
 import atexit
+import contextlib
 import io
 import os
 import runpy
@@ -49,6 +50,8 @@ def main(module: str, args: list[str], cwd: str, env: dict[str, str], path: list
     """Run `module` as `__main__` with argv `args`, in `cwd`, with environment `env` and
     sys.path `path`, stdout and stderr into the files `out` and `err`; never returns: exits
     with the module's exit code (1 and a traceback on stderr for an uncaught exception)."""
+    with contextlib.suppress(OSError):  # its own process group: a timed-out call is killed
+        os.setsid()  # with every child it made
     os.chdir(cwd)
     os.environ.clear()
     os.environ.update(env)
