@@ -189,15 +189,20 @@ def test_killed_sweep_loses_at_most_the_running_trials(tmp_path, sig, jobs):
     assert_csv_agrees_with_study(df2, study2)
 
 
-@pytest.mark.parametrize("launcher", ["fork", "joblib"])
-def test_ctrl_c_ends_the_running_trials_at_once(tmp_path, launcher):
+# 'early': Ctrl-C as the second trial is launched, before joblib's call has started its worker
+# processes (the call starts them after the interrupt; the sweep still ends them)
+@pytest.mark.parametrize(
+    ("launcher", "after"), [("fork", 2.0), ("joblib", 2.0), ("joblib", 0.0)],
+    ids=["fork", "joblib", "joblib-early"],
+)  # fmt: skip
+def test_ctrl_c_ends_the_running_trials_at_once(tmp_path, launcher, after):
     name = f"cc{launcher}"
     proc = _start_sweep(tmp_path, name, 4, 2, 100_000, f"hydra/launcher={launcher}")
     try:
         end = time.time() + 120
         while time.time() < end and (tmp_path / f"{name}.log").read_text().count("#") < 2:
-            time.sleep(0.1)  # both trials launched
-        time.sleep(2)
+            time.sleep(0.02)  # both trials launched
+        time.sleep(after)
         os.killpg(proc.pid, signal.SIGINT)
         start = time.time()
         proc.wait(timeout=60)

@@ -162,6 +162,75 @@ def test_a_launcher_error_is_raised_and_its_job_left_for_the_caller():
     assert running == [0] and told == [1]  # the caller fails trial 0 in the study
 
 
+def _sleep(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+def test_stop_workers_ends_joblibs_loky_workers_and_the_call_waiting_on_them():
+    from joblib import Parallel, delayed
+
+    errors: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            Parallel(n_jobs=2)(delayed(_sleep)(60) for _ in range(2))
+        except BaseException as e:  # loky's TerminatedWorkerError once its workers are gone
+            errors.append(e)
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    end = time.monotonic() + 60
+    while time.monotonic() < end and len(parallel.multiprocessing.active_children()) < 2:
+        time.sleep(0.05)
+    workers = parallel.multiprocessing.active_children()
+    assert len(workers) >= 2, workers
+    t0 = time.monotonic()
+    parallel.stop_workers()
+    thread.join(timeout=30)
+    assert not thread.is_alive() and time.monotonic() - t0 < 30
+    assert "TerminatedWorkerError" in type(errors[0]).__name__, errors
+    assert not any(w.is_alive() for w in workers)
+
+
+def test_an_interrupt_ends_a_launcher_call_that_started_its_work_after_it():
+    """Ctrl-C can land before a launched trial's worker process exists (joblib starts its pool
+    inside the call): end() is called until every call has returned, so no worker started
+    late holds the exit while its trial trains to the end."""
+    begun, started, ended = threading.Event(), threading.Event(), threading.Event()
+
+    def launch(n: int):
+        def wait() -> int:
+            if n == 1:  # its 'worker' starts only after the interrupt
+                begun.set()
+                interrupted.wait(10)
+                started.set()
+                ended.wait(30)  # trains on until ended
+            return n
+
+        return wait
+
+    interrupted = threading.Event()
+
+    def tell(n: int, r: int) -> bool:
+        begun.wait(10)  # trial 1's call is under way, not waiting in the pool's queue
+        interrupted.set()
+        raise KeyboardInterrupt
+
+    calls: list[bool] = []
+
+    def end() -> None:
+        calls.append(started.is_set())
+        if started.is_set():
+            ended.set()
+
+    running: list[int] = []
+    t0 = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        parallel.run(2, 2, _asker(iter(range(2)), running), launch, tell, running, end)
+    assert ended.is_set() and calls[-1] is True and time.perf_counter() - t0 < 10
+
+
 def _study(cwd: Path, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=f"sqlite:///{cwd}/outputs/optuna.db")
 

@@ -75,7 +75,7 @@ class TrialLoop:
             # beats often enough that a live trial is never taken for a lost one
             with heartbeat(self.running, every=min(30.0, plan.options.stale_after / 4)):
                 parallel.run(plan.limit, plan.jobs.jobs, self.ask, self.launch, self.tell,
-                             self.running)  # fmt: skip
+                             self.running, self._end_jobs)  # fmt: skip
         except BaseException as e:  # Ctrl-C or a launcher error: leave no trial RUNNING for ever
             interrupts.clear()  # this one is handled here
             self._fail_running(e)
@@ -233,10 +233,15 @@ class TrialLoop:
                 for row in finished:
                     self._log_progress(row)
         finally:
-            if self.kind == "process":
-                parallel.stop_workers()
-            elif self.kind == "fork":
-                self.launcher.kill_children()
+            self._end_jobs()
+
+    def _end_jobs(self) -> None:
+        """End the running trials' processes: joblib's workers or the forked jobs (a cluster's
+        jobs are the cluster's to end)."""
+        if self.kind == "process":
+            parallel.stop_workers()
+        elif self.kind == "fork":
+            self.launcher.kill_children()
 
     def _settle_running(self) -> list[dict[str, Any]]:
         """Tell each running trial what its job left: the result in its files where it had

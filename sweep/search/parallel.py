@@ -13,9 +13,12 @@ main thread, where Ctrl-C lands and can be deferred.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import multiprocessing
 import os
+import signal
+import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -27,6 +30,9 @@ from sweep.search import interrupts
 
 Job = TypeVar("Job")
 
+log = logging.getLogger(__name__)
+# after Ctrl-C, how long the sweep keeps ending its trials' processes before it exits anyway
+END_WITHIN = 30.0
 # A worker process's resident memory before it holds any data: torch, Hydra and Optuna
 # imported, measured at 624 MiB on this project's machine (most of it shared libraries,
 # counted whole to stay on the safe side).
@@ -157,6 +163,7 @@ def run(
     launch: Callable[[Job], Callable[[], Any]],
     tell: Callable[[Job, Any], bool],
     running: list[Job],
+    end: Callable[[], None] | None = None,
 ) -> None:
     """Keep `jobs` trials running until `n_trials` have been asked (or ask() says no more)
     and all of them told.
@@ -171,6 +178,11 @@ def run(
     them on an interrupt. A launcher error is raised on the main thread once the others are
     told. The loop is Optuna's own `_optimize` for n_jobs > 1: submit, then
     wait(FIRST_COMPLETED), with a timeout so that Ctrl-C is seen within 0.5 s.
+
+    On an interrupt or error, `end()` (if given) ends the launcher calls still running, and is
+    called again until they have returned (within END_WITHIN seconds): a call that had not yet
+    started its worker when the interrupt came starts it afterwards, and its thread would hold
+    the process's exit until that trial trained to its end.
     """
     if jobs == 1:  # on the main thread, as a plain loop: Ctrl-C reaches an in-process job
         _run_inline(n_trials, ask, launch, tell, running)
@@ -197,12 +209,27 @@ def run(
                     continue
                 asking = tell(job, future.result()) and asking
                 running.remove(job)
-    finally:
-        # an interrupted sweep does not wait here for its launcher calls: the caller ends
-        # their processes, which ends the calls
+    except BaseException:
         pool.shutdown(wait=False, cancel_futures=True)
+        if end is not None:
+            _end_calls(futures, end)
+        raise
+    pool.shutdown(wait=False)
     if error is not None:
         raise error
+
+
+def _end_calls(futures: dict[Future, Job], end: Callable[[], None]) -> None:
+    """Call end() until every launcher call in `futures` has returned, or END_WITHIN seconds."""
+    deadline = time.monotonic() + END_WITHIN
+    while True:
+        end()
+        _, pending = wait(futures, timeout=0.2)
+        if not pending:
+            return
+        if time.monotonic() > deadline:
+            log.warning(f"{len(pending)} trial(s) still running after {END_WITHIN:.0f} s")
+            return
 
 
 def _run_inline(
@@ -241,10 +268,12 @@ def stop_workers() -> None:
     """End joblib's worker processes now (after an interrupt or an error): their trials are
     failed already, and loky would keep them running, and the exit waiting, to their end.
     They are this process's multiprocessing children (loky's processes are
-    multiprocessing.Process subclasses), so the standard library lists and kills them."""
+    multiprocessing.Process subclasses), so the standard library lists them; each gets SIGKILL
+    by its pid (loky's Popen has no kill(): Process.kill() raises AttributeError there)."""
     for child in multiprocessing.active_children():
-        with contextlib.suppress(Exception):
-            child.kill()
+        if child.pid is not None:
+            with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
+                os.kill(child.pid, signal.SIGKILL)
 
 
 def gpu_memory() -> int:
