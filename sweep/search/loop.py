@@ -178,7 +178,8 @@ class TrialLoop:
             error, result = e, JobResult.failed(one_line(e))
             log.warning(f"trial {trial.number} failed: {result.columns['error']}")
         run_dir = ret.hydra_cfg.hydra.runtime.output_dir if ret.hydra_cfg else None
-        row = result.to_row(trial.number, ret.overrides or [], run_dir, len(plan.directions) == 1)
+        single = len(plan.directions) == 1
+        row = result.to_row(trial.number, ret.overrides or [], run_dir, single, plan.flags)
         values = result.objective
         if result.status == "complete" and values and all(map(math.isfinite, values)):
             state, told_values = TrialState.COMPLETE, values

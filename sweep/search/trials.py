@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 from optuna.trial import TrialState
 
 from sweep import _compat
+from sweep.config.paths import url_started_in
 
 ROW_ATTR = "row"
 SUBDIR = "trial_"  # a trial's job runs in hydra.sweep.subdir=trial_<number>
@@ -96,6 +97,8 @@ def job_reporter() -> Reporter | None:
     storage = hc.sweeper.storage
     if isinstance(storage, DictConfig):
         storage = _compat.instantiate(storage, ("optuna.storages.*",))
+    elif isinstance(storage, str):  # under hydra.job.chdir=true this job runs elsewhere
+        storage = url_started_in(storage)
     storage = _compat.get_storage(storage)  # held: the lookup by number is its
     study = optuna.load_study(
         study_name=hc.sweeper.study_name,
