@@ -153,8 +153,7 @@ class TrialLoop:
         plan = self.plan
         for name, dist in plan.space.items():
             search.suggest(trial, name, dist)
-        for name, value in plan.fixed.items():
-            trial.set_user_attr(name, value)
+        trials.set_user_attrs(trial, plan.fixed)
         if plan.extend_space is not None:
             plan.extend_space(trial)
         overlap = trial.params.keys() & plan.fixed.keys()
