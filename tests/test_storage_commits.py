@@ -8,6 +8,8 @@ SQLAlchemy's engine event on a real SQLite file."""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
+from types import SimpleNamespace
 
 import optuna
 import pytest
@@ -17,9 +19,9 @@ from sqlalchemy import event
 
 from sweep import _compat
 from sweep.search import trials
-from sweep.search.loop import _tell_once
-from sweep.search.space import suggest
-from sweep.search.study import HEARTBEAT_ATTR, OWNER_ATTR, claim
+from sweep.search.launcher import ForkLauncher
+from sweep.search.loop import TrialLoop
+from sweep.search.study import HEARTBEAT_ATTR, OWNER_ATTR
 
 # a row as a 1-epoch digits trial returns it (sweep/results/row.py's columns)
 ROW = {
@@ -56,9 +58,10 @@ def study(tmp_path):
     """A study in a real SQLite file, opened as the sweeper opens it, and the list its
     engine's COMMITs are counted in."""
     rdb = optuna.storages.RDBStorage(f"sqlite:///{tmp_path}/optuna.db")
-    study = optuna.create_study(study_name="s", storage=_compat.get_storage(rdb))
+    held = _compat.get_storage(rdb)
+    study = optuna.create_study(study_name="s", storage=held, direction="maximize")
     commits = _counted(rdb.engine)
-    study.rdb = rdb  # for the fence's test
+    study.rdb, study.held = rdb, held  # for the fence's test, the loop's plan
     yield study, commits
     rdb.engine.dispose()
 
@@ -98,22 +101,56 @@ def test_one_at_a_time_the_same_is_stored_in_a_commit_each(study, tmp_path, monk
     assert len(plain_commits) == 1 + len(trials.figures(ROW)) + len(CURVE) == 30
 
 
-def test_a_whole_trial_is_five_commits(study):
-    """ask, claim, the draw of one parameter, the row, the tell: the sweep loop's writes for a
-    trial of the default sweep (35 commits before: 2 for the claim, 30 for the row)."""
+def _plan(study: optuna.Study, tmp_path: Path, **fields) -> SimpleNamespace:
+    """The parts of a SweepPlan that TrialLoop.ask and _record read: the default sweep's."""
+    options = SimpleNamespace(db=lambda what, fn, *a, **k: fn(*a, **k))
+    return SimpleNamespace(
+        options=options, study=study, storage=study.held, csv_path=tmp_path / "results.csv",
+        n_trials=20, reseed=None, first_job=0, directions=("maximize",), extra=(),
+        space={"l1_lambda": FloatDistribution(1e-5, 1e-3, log=True)}, fixed={},
+        extend_space=None, fixed_overrides=("train.epochs=1",), **fields,
+    )  # fmt: skip
+
+
+def test_a_whole_trial_of_the_loop_is_four_commits(study, tmp_path):
+    """TrialLoop's writes for a trial of the default sweep: the ask, its draw and claim, its
+    row, its tell (35 commits before: 2 for the claim, 30 for the row)."""
     study, commits = study
+    loop = TrialLoop(_plan(study, tmp_path), ForkLauncher())
     commits.clear()
-    trial = study.ask()
-    claim(trial)
-    suggest(trial, "l1_lambda", FloatDistribution(1e-5, 1e-3, log=True))
-    trials.set_user_attrs(trial, {})  # no fixed values: no write
-    trials.record(trial, ROW, CURVE, single_objective=True)
-    _tell_once(study, trial, TrialState.COMPLETE, [0.7118])
-    assert len(commits) == 5
+    trial = loop.ask()
+    assert len(commits) == 2  # Optuna's ask, then the draw and claim
+    loop._record(trial, ROW, TrialState.COMPLETE, [0.7118], CURVE)
+    assert len(commits) == 4
     [t] = study.get_trials()
     assert t.state == TrialState.COMPLETE and t.value == 0.7118
     assert {OWNER_ATTR, HEARTBEAT_ATTR, "row", "val_acc"} <= t.user_attrs.keys()
     assert t.intermediate_values == {1: 0.69, 2: 0.7118}
+    assert loop.overrides[0] == (f"l1_lambda={t.params['l1_lambda']}", "train.epochs=1",
+                                 "hydra.sweep.subdir=trial_0")  # fmt: skip
+
+
+def test_fixed_values_join_the_draw_and_a_retried_draw_stores_its_parameters(study, tmp_path):
+    study, commits = study
+    failed = []
+
+    def db(what, fn, *a, **k):  # the storage fails at the draw's first commit, once
+        if what.startswith("drawing") and not failed:
+            failed.append(what)
+            with pytest.raises(RuntimeError), _compat.one_transaction(study.held):
+                fn(*a, **k)
+                raise RuntimeError("database is locked")
+        return fn(*a, **k)
+
+    plan = _plan(study, tmp_path)
+    plan.fixed = {"seed": 3}
+    plan.options.db = db
+    loop = TrialLoop(plan, ForkLauncher())
+    commits.clear()
+    loop.ask()
+    assert failed and len(commits) == 2  # the ask, the retried draw with claim and fixed value
+    [t] = study.get_trials()
+    assert "l1_lambda" in t.params and t.user_attrs["seed"] == 3 and OWNER_ATTR in t.user_attrs
 
 
 def test_a_block_that_fails_stores_nothing_and_its_retry_stores_all(study):
