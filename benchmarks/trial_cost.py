@@ -12,8 +12,9 @@
    (c) the stock hydra-optuna-sweeper (basic launcher, the same SQLite storage) running a task
        that trains nothing (benchmarks/seed_task/empty.py): a Hydra sweep's own floor.
 2. Where it goes, each piece timed alone in this process (median of 5): a trial's storage
-   writes (ask, claim, one parameter drawn, the row with its figures and curve, the tell) on an
-   SQLite file, one commit each against batched, with their COMMIT counts; a trial's config
+   writes by the sweep loop (TrialLoop.ask: the ask, one parameter drawn, the claim; the row
+   with its figures and curve, the tell) on an SQLite file, one commit each against batched,
+   with their COMMIT counts; a trial's config
    composed by Hydra's compose API (the project's config and a trial's overrides, as the
    launcher composes each job); results.csv and points.csv rewritten from a study of N
    trials; a forked process that returns at once (the fork launcher's start and join).
@@ -112,36 +113,37 @@ def median_of(fn: Callable[[], object], repeats: int = 5) -> float:
 
 
 def storage_writes(tmp: Path, n: int, batched: bool) -> tuple[float, float, int, object]:
-    """(median seconds of one trial's storage writes, of rewriting results.csv and points.csv
-    from the study's n trials, the COMMITs of a trial, the study)."""
+    """(median seconds of one trial's storage writes by the sweep loop, TrialLoop.ask and its
+    record and tell, of rewriting results.csv and points.csv from the study's n trials, the
+    COMMITs of a trial, the study)."""
     import optuna
-    from optuna.distributions import FloatDistribution
     from optuna.trial import TrialState
     from sqlalchemy import event
-    from test_storage_commits import CURVE, ROW
+    from test_storage_commits import CURVE, ROW, _plan
 
     from sweep import _compat
-    from sweep.search import trials
-    from sweep.search.loop import _tell_once
-    from sweep.search.space import suggest
-    from sweep.search.study import claim, write_csv
+    from sweep.search.launcher import ForkLauncher
+    from sweep.search.loop import TrialLoop
+    from sweep.search.study import write_csv
 
     _compat.BATCH_WRITES["on"] = batched
     rdb = optuna.storages.RDBStorage(f"sqlite:///{tmp}/{'batched' if batched else 'plain'}.db")
-    study = optuna.create_study(storage=_compat.get_storage(rdb), direction="maximize")
+    held = _compat.get_storage(rdb)
+    study = optuna.create_study(storage=held, direction="maximize")
+    study.held = held
     commits: list[int] = []
     # COMMITs with writes in them (Optuna commits its read-only sessions too)
     event.listen(
         rdb.engine, "commit", lambda c: commits.append(c.connection.dbapi_connection.in_transaction)
     )
+    folder = tmp / f"loop_{batched}"
+    folder.mkdir()
+    loop = TrialLoop(_plan(study, folder, n_trials=10**6), ForkLauncher())
 
     def one_trial() -> None:
-        trial = study.ask()
-        claim(trial)
-        suggest(trial, "l1_lambda", FloatDistribution(1e-5, 1e-3, log=True))
+        trial = loop.ask()
         row = {**ROW, "trial": trial.number}
-        trials.record(trial, row, CURVE, single_objective=True)
-        _tell_once(study, trial, TrialState.COMPLETE, [row["val_acc"]])
+        loop._record(trial, row, TrialState.COMPLETE, [row["val_acc"]], CURVE)
 
     seconds = median_of(one_trial)
     commits.clear()
@@ -149,8 +151,7 @@ def storage_writes(tmp: Path, n: int, batched: bool) -> tuple[float, float, int,
     n_commits = sum(commits)
     while len(study.trials) < n:
         one_trial()
-    csv = tmp / f"results_{batched}.csv"
-    rewrite = median_of(lambda: write_csv(study, csv))
+    rewrite = median_of(lambda: write_csv(study, folder / "results.csv"))
     _compat.BATCH_WRITES["on"] = True
     return seconds, rewrite, n_commits, study
 

@@ -106,9 +106,9 @@ def _plan(study: optuna.Study, tmp_path: Path, **fields) -> SimpleNamespace:
     options = SimpleNamespace(db=lambda what, fn, *a, **k: fn(*a, **k))
     return SimpleNamespace(
         options=options, study=study, storage=study.held, csv_path=tmp_path / "results.csv",
-        n_trials=20, reseed=None, first_job=0, directions=("maximize",), extra=(),
+        reseed=None, first_job=0, directions=("maximize",), extra=(),
         space={"l1_lambda": FloatDistribution(1e-5, 1e-3, log=True)}, fixed={},
-        extend_space=None, fixed_overrides=("train.epochs=1",), **fields,
+        extend_space=None, fixed_overrides=("train.epochs=1",), **{"n_trials": 20, **fields},
     )  # fmt: skip
 
 
