@@ -32,7 +32,7 @@ from sweep.results import table as results
 from sweep.results.command import command, config_flags
 from sweep.results.row import JobResult
 from sweep.search.launcher import FORK_LOCK
-from sweep.search.trials import ROW_ATTR, SUBDIR, record, trial_by_number
+from sweep.search.trials import ROW_ATTR, SUBDIR, record, set_user_attrs, trial_by_number
 
 CONFIG_ATTR = "l1sweep_config"
 log = logging.getLogger(__name__)
@@ -308,8 +308,8 @@ RERUN_ATTR = "l1sweep_rerun_of"
 
 def claim(trial: optuna.Trial) -> None:
     """Mark a trial this process has just asked for as its own, alive now."""
-    trial.set_user_attr(OWNER_ATTR, {"host": socket.gethostname(), "pid": os.getpid()})
-    trial.set_user_attr(HEARTBEAT_ATTR, time.time())
+    owner = {"host": socket.gethostname(), "pid": os.getpid()}
+    set_user_attrs(trial, {OWNER_ATTR: owner, HEARTBEAT_ATTR: time.time()})
 
 
 @contextlib.contextmanager

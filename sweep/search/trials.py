@@ -38,13 +38,28 @@ def figures(row: dict) -> dict[str, float]:
 def record(trial: optuna.Trial, row: dict, curve: list, single_objective: bool) -> None:
     """Store the row and its figures in the trial, and `curve` ([epoch, val_acc], ...) as its
     intermediate values (Optuna keeps those for single-objective studies only), unless the job
-    reported them itself (`job_reporter`): pass curve=[] then."""
-    trial.set_user_attr(ROW_ATTR, row)
-    for key, value in figures(row).items():
-        trial.set_user_attr(key, value)
-    if single_objective:
-        for step, value in curve:
-            trial.report(float(value), int(step))
+    reported them itself (`job_reporter`): pass curve=[] then. One storage transaction
+    (`_compat.one_transaction`): all of it is stored, or none, and a retry stores it again."""
+    if curve and single_objective:
+        # a fresh Trial: its record of reported steps is the storage's, so a retry after a
+        # rolled-back attempt reports the curve again (Trial.report skips steps it has seen)
+        trial = trial_by_number(trial.study, trial.storage, trial.number)
+    with _compat.one_transaction(trial.storage):
+        trial.set_user_attr(ROW_ATTR, row)
+        for key, value in figures(row).items():
+            trial.set_user_attr(key, value)
+        if single_objective:
+            for step, value in curve:
+                trial.report(float(value), int(step))
+
+
+def set_user_attrs(trial: optuna.Trial, attrs: dict) -> None:
+    """trial.set_user_attr for each of `attrs`, in one storage transaction."""
+    if not attrs:
+        return
+    with _compat.one_transaction(trial.storage):
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
 
 
 # hydra.sweeper.n_trials is the study's total, as Optuna's MaxTrialsCallback counts (optuna#2638):
