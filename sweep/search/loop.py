@@ -142,18 +142,20 @@ class TrialLoop:
         returns whether to ask for more. A trial told as Ctrl-C comes is printed too."""
         del self.overrides[trial.number]
         row, error, state, values, curve = self._outcome(trial, ret)
-        told = False
+        told = printed = False
         try:
             with interrupts.deferred():  # the row without its state would be a wrong row
                 self._record(trial, row, state, values, curve)
                 told = True
             self.db("writing results.csv", write_csv, self.plan.study, self.plan.csv_path)
+            with interrupts.deferred():  # a Ctrl-C now comes after the trial's line
+                self.told.append(error)
+                self._log_progress(row)
+                printed = True
         except KeyboardInterrupt:
-            if told:  # results.csv is rewritten on the way out (_fail_running)
+            if told and not printed:  # results.csv is rewritten on the way out (_fail_running)
                 self._log_progress(row)
             raise
-        self.told.append(error)
-        self._log_progress(row)
         failed = sum(e is not None for e in self.told)
         rate = failed / len(self.told)
         if error is not None and self.stop is None:
