@@ -57,3 +57,23 @@ def test_structured_benchmark_smoke_compacts_and_times_dense_against_compact(tmp
     )
     assert float(figures["speedup_batch256"]) > 0 and float(figures["speedup_batch1"]) > 0
     assert (tmp_path / "structured-bench" / "simple_net_structured_0" / "model.pt").exists()
+
+
+def test_compact_artifact_benchmark_smoke_times_the_loaded_file_on_full_inputs(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "compact_artifact.py"), "--smoke",
+         "--seeds", "0", "--no-onnx"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    seed = next(ln for ln in lines if ln.startswith("seed 0:"))
+    assert "folded" in seed and "logit gap" in seed, proc.stdout  # digits: 64 pixels, most kept
+    figures = dict(pair.split("=") for pair in lines[-1].split())
+    assert {"artifact_256", "gather_256", "pre_256", "artifact_1", "max_drop_points"} <= set(
+        figures
+    )
+    assert figures["seeds"] == "1" and float(figures["artifact_256"]) > 0
+    export = tmp_path / "artifact-bench" / "simple_net_structured_0" / "export"
+    assert (export / "model.compact.l1z").exists() and (export / "export.csv").exists()

@@ -479,9 +479,9 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], name: str = "ar
                 f"{name}: shape mismatch for {k}: {tuple(state[k].shape)} in the archive, "
                 f"{tuple(t.shape)} in the model it builds"
             )
-    with torch.no_grad():
-        for k, t in own.items():
-            t.copy_(state[k].to(t.dtype))
+    # load_state_dict, not a copy into state_dict()'s tensors: a module whose state_dict is
+    # another view of its parameters (deployable.FoldedLinear) converts it in its hooks
+    model.load_state_dict({k: state[k].to(t.dtype) for k, t in own.items()})
 
 
 def read(path: str | Path, allow_targets: Sequence[str] = ()) -> nn.Module:

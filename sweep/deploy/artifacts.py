@@ -175,8 +175,7 @@ def _scores(
 
 def _structure(model: nn.Module, input_shape: tuple[int, ...]) -> dict:
     """`shape` ('777-32-10': inputs read, then each layer's units) and `flops` of a model."""
-    gather = next((m for m in model.modules() if isinstance(m, deployable.Gather)), None)
-    n_in = len(gather.index) if gather is not None else math.prod(input_shape)
+    n_in = deployable.n_read(model) or math.prod(input_shape)
     params = [m for m in model.modules() if isinstance(m, compact_.PARAM_LAYERS)]
     widths = [n_in] + [m.weight.shape[0] for m in params]
     return {"shape": "-".join(map(str, widths)), "flops": compact_.flops(model, input_shape)}
