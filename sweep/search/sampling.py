@@ -20,7 +20,8 @@ from sweep.errors import UserError
 from sweep.search import space as search
 
 SAMPLERS = ("hydra_plugins.hydra_optuna_sweeper.*", "optuna.samplers.*")
-PRUNERS = ("optuna.pruners.*",)
+# Optuna's, and l1sweep's own for several objectives (pruner=front: sweep/search/front.py)
+PRUNERS = ("optuna.pruners.*", "sweep.search.front.FrontPruner")
 # Optuna's samplers and pruners that need a package Optuna does not install, and what to
 # install: checked before trial 0 (CmaEsSampler imports `cmaes` only at its second trial).
 OPTIONAL = {
