@@ -1,7 +1,8 @@
 """The sweep's sampler and pruner: made from hydra.sweeper.sampler and .pruner (Optuna's own
-classes only), checked for the optional packages they need before trial 0, and the sampler as
-the study gets it (`for_study`): TPE with constant_liar for parallel trials, GridSampler with
-its grid (and the grid's points a study has not run), reseeded per process (`reseeded`)."""
+classes only, and l1sweep's FrontPruner), checked for the optional packages they need before
+trial 0, and the sampler as the study gets it (`for_study`): TPE with constant_liar for
+parallel trials, GridSampler with its grid (and the grid's points a study has not run),
+reseeded per process (`reseeded`)."""
 
 from __future__ import annotations
 

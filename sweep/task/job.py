@@ -236,7 +236,10 @@ def run(
 
     report(step, val_acc) -> stop? gets each measured epoch, the seeds back to back (seed i's
     epoch e is step i * span + e, span = the epochs a seed trains and fine-tunes), so a pruner
-    compares trials at the same seed and epoch; True stops the run with status 'pruned'."""
+    compares trials at the same seed and epoch; True stops the run with status 'pruned' (and
+    `stopped_at` the step). A PointReporter (several objectives) gets the objective's point at
+    the steps it wants, prune levels' ends too, never the run's last step, and is closed
+    (`close`: its points stored) when the run returns."""
     pruner: Pruner = build(cfg.prune)
     span = cfg.train.epochs + (pruner.rounds * pruner.epochs if pruner.active else 0)
     if cfg.repeats == 1:
