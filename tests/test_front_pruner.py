@@ -137,3 +137,62 @@ def test_the_front_pruner_in_joblibs_workers_with_repeats(tmp_path):
     for t in study.trials:
         if t.state == TrialState.COMPLETE:  # both seeds' steps checked, never the last (400)
             assert [p[0] for p in t.user_attrs[front.POINTS_ATTR]] == list(range(5, 400, 5))
+
+
+class Recorder:
+    """A PointReporter (sweep.task.job) that wants every step once, keeps what it was given,
+    and says stop at `stop_at`; `closed` once the run returned."""
+
+    def __init__(self, metrics: tuple[str, ...], stop_at: int | None = None) -> None:
+        self.metrics, self.stop_at = metrics, stop_at
+        self.points: list[tuple[int, dict]] = []
+        self.closed = False
+
+    def wants(self, step: int) -> bool:
+        return all(s != step for s, _ in self.points)
+
+    def __call__(self, step: int, point: dict) -> bool:
+        self.points.append((step, dict(point)))
+        return step == self.stop_at
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _job(tmp_path: Path, report: Recorder, *overrides: str) -> dict:
+    from hydra import compose, initialize_config_dir
+
+    from conftest import REPO
+    from sweep.task import job
+
+    with initialize_config_dir(str(REPO / "conf"), version_base=None):
+        cfg = compose("config", overrides=["train.log_every=1", *overrides])
+    return job.run(cfg, tmp_path, {}, report)
+
+
+def test_a_job_hands_its_points_back_to_back_over_seeds_never_its_last_step(tmp_path):
+    report = Recorder(("val_acc", "sparsity"))
+    metrics = _job(tmp_path, report, "train.epochs=3", "repeats=2")
+    assert [s for s, _ in report.points] == [1, 2, 3, 4, 5]  # seed 1's epoch e is 3 + e; not 6
+    assert all(set(p) == {"val_acc", "sparsity"} for _, p in report.points)
+    seeds = json.loads((tmp_path / "metrics.json").read_text())["seeds"]
+    assert report.points[2][1]["val_acc"] == seeds[0]["val_acc"]  # seed 0's last epoch
+    assert metrics["status"] == "complete" and metrics["stopped_at"] is None and report.closed
+
+
+def test_a_job_told_to_stop_is_pruned_at_that_step(tmp_path):
+    report = Recorder(("val_acc", "sparsity"), stop_at=5)
+    metrics = _job(tmp_path, report, "train.epochs=3", "repeats=2")
+    assert metrics["status"] == "pruned" and metrics["stopped_at"] == 5
+    assert metrics["repeats"] == 2 and metrics["epochs"] == 2  # seed 1 stopped at its epoch 2
+
+
+def test_a_prune_paths_points_carry_the_compact_flops_and_its_levels_end_it(tmp_path):
+    # 2 training epochs, then levels 0.5 and 0.8 with one fine-tuning epoch each: steps 1-4;
+    # level 1 ends at step 3 (its epoch's step, given once), level 2 at 4, the last: not asked
+    report = Recorder(("val_acc", "flops"), stop_at=3)
+    metrics = _job(tmp_path, report, "train.epochs=2", "prune=magnitude", "prune.path=[0.5,0.8]",
+                   "prune.epochs=1", "objective=pareto_flops")  # fmt: skip
+    assert [s for s, _ in report.points] == [1, 2, 3]
+    assert all(isinstance(p["flops"], int) and p["flops"] > 0 for _, p in report.points)
+    assert metrics["status"] == "pruned" and metrics["stopped_at"] == 3
