@@ -46,8 +46,10 @@ class FrontPruner(optuna.pruners.BasePruner):
 
     n_startup_trials: complete trials that checked a step before any trial stops there (>= 1).
     n_warmup_steps: steps (epochs) before the first check. interval_steps: steps between checks
-    (each check is one storage write and one read in the job). margin: the extra gain allowed
-    in each objective, as a fraction of the spread of the complete trials' values in it."""
+    (a check may read the study: FrontReporter). margin: the extra gain allowed in each
+    objective, as a fraction of the spread (max - min) of the complete trials' final values in
+    it (>= 0). Raises ValueError for options out of those ranges (the schema's rules refuse them
+    first, in one line, from the command line)."""
 
     def __init__(
         self,
