@@ -9,7 +9,12 @@ they need are gone (`missing()`).
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
+import threading
+import weakref
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -78,10 +83,99 @@ def instantiate(config: Any, allowed: tuple[str, ...], **kwargs: Any) -> Any:
 # their own storage and keep it inside the Study.
 def get_storage(storage: Any) -> Any:
     """The Optuna storage object of a URL, a storage object (returned as it is) or None (an
-    in-memory storage)."""
+    in-memory storage). An RDB storage (a database URL, or an RDBStorage) is remembered, so that
+    `one_transaction` can reach it behind Optuna's cache."""
     import optuna
 
-    return optuna.storages.get_storage(storage)
+    rdb_class = optuna.storages.RDBStorage
+    if isinstance(storage, str) and not storage.startswith("redis"):  # as get_storage does
+        storage = rdb_class(storage)
+    held = optuna.storages.get_storage(storage)
+    if isinstance(storage, rdb_class):
+        _RDB_BEHIND[held] = storage
+    return held
+
+
+# --- Optuna's RDB storage: several writes in one transaction ------------------------------------
+# RDBStorage commits every write on its own: set_user_attr, report, suggest, each a transaction,
+# each on SQLite an fsync of the file (about 18 ms on this project's machine). A finished trial's
+# row and the ~30 figures the dashboard sorts by were ~31 commits, more than a short trial's
+# training. Optuna has no public write of several attributes at once. Each RDBStorage call runs
+# in the session its `scoped_session` registry holds for the thread, and commits and closes it
+# (optuna/storages/_rdb/storage.py, `_create_scoped_session`). `one_transaction` puts there, for
+# this thread only, a Session joined to one connection's transaction in SQLAlchemy's
+# "rollback_only" mode (SQLAlchemy's documented way to join a Session into an external
+# transaction: its commits are not passed on, its rollbacks are): the calls inside are one
+# transaction, committed once at the end, or none of them on an error. RDBStorage's `engine` and
+# `scoped_session` carry no underscore but its docs say they are not for users: they are used
+# here only. Fence: the engine's COMMITs are counted, and where a block made more than one (an
+# Optuna whose calls no longer use the registry's session), batching turns itself off with one
+# log line (only this thread's COMMITs are counted: the heartbeat thread writes meanwhile);
+# `check()` runs a block on a scratch database.
+_RDB_BEHIND: Any = weakref.WeakKeyDictionary()  # the storage a Study holds -> its RDBStorage
+# the switch: L1SWEEP_BATCH_WRITES=0 turns it off (benchmarks/sweep_speed.py's "before")
+BATCH_WRITES = {"on": os.environ.get("L1SWEEP_BATCH_WRITES", "1") != "0", "why_off": ""}
+_inside = threading.local()  # .on: this thread is in a block; .commits: COMMITs it made there
+_counted: Any = weakref.WeakSet()  # engines whose COMMITs are counted
+
+
+def _count_commits(engine: Any) -> None:
+    from sqlalchemy import event
+
+    if engine not in _counted:
+        _counted.add(engine)
+
+        def counted(_conn: Any) -> None:
+            if getattr(_inside, "on", False):
+                _inside.commits += 1
+
+        event.listen(engine, "commit", counted)
+
+
+def batch_off(why: str) -> None:
+    """Turn `one_transaction` off for this process, saying why once."""
+    import logging
+
+    if BATCH_WRITES["on"]:
+        BATCH_WRITES.update(on=False, why_off=why)
+        logging.getLogger(__name__).warning(
+            f"l1sweep: each storage write is its own transaction from now on ({why})"
+        )
+
+
+@contextlib.contextmanager
+def one_transaction(storage: Any) -> Iterator[bool]:
+    """Run the Optuna writes of this thread inside the block against `storage` (the storage a
+    Study or Trial holds) as one database transaction: committed once when the block ends,
+    rolled back whole if it raises. Yields whether it batches: not for a storage other than
+    RDBStorage (journal, in-memory: their writes are no commits), inside another block, or once
+    batching is off (`BATCH_WRITES`); the writes then commit one by one, as Optuna makes them."""
+    from sqlalchemy.engine import Engine
+    from sqlalchemy.orm import Session, scoped_session
+
+    rdb = _RDB_BEHIND.get(storage) if BATCH_WRITES["on"] else None
+    if rdb is None or getattr(_inside, "on", False):
+        yield False
+        return
+    engine, scoped = getattr(rdb, "engine", None), getattr(rdb, "scoped_session", None)
+    if not (isinstance(engine, Engine) and isinstance(scoped, scoped_session)):
+        batch_off("optuna's RDBStorage no longer has an engine and a scoped_session")
+        yield False
+        return
+    _count_commits(engine)
+    _inside.on, _inside.commits = True, 0
+    try:
+        with engine.connect() as conn, conn.begin():
+            session = Session(bind=conn, join_transaction_mode="rollback_only")
+            scoped.registry.set(session)  # this thread's only
+            try:
+                yield True
+            finally:
+                scoped.remove()  # closes it; the thread's next call makes its own session
+    finally:
+        _inside.on = False
+    if _inside.commits > 1:
+        batch_off(f"a block made {_inside.commits} commits: optuna changed")
 
 
 # --- Hydra's global state and launchers --------------------------------------------------------
@@ -130,7 +224,9 @@ LAUNCH_LOGGERS = (
 __all__ = [
     "LAUNCH_LOGGERS",
     "REFUSED_TARGET",
+    "BATCH_WRITES",
     "allow_list_keyword",
+    "batch_off",
     "check",
     "config_root",
     "create_params_from_overrides",
@@ -142,6 +238,7 @@ __all__ = [
     "has_optimizer_step_hooks",
     "log_softmax_backward",
     "missing",
+    "one_transaction",
     "set_hydra_global_state",
 ]
 
@@ -247,4 +344,34 @@ def check() -> None:
         raise RuntimeError(
             "hydra_optuna_sweeper._impl.create_params_from_overrides changed: "
             f"got {space}, {fixed}, {rest}"
+        )
+    _check_one_transaction()
+
+
+def _check_one_transaction() -> None:
+    """One block of two user attributes and a report, on a scratch SQLite study: one COMMIT,
+    everything read back. RuntimeError otherwise."""
+    import tempfile
+
+    import optuna
+
+    with tempfile.TemporaryDirectory() as tmp:
+        storage = get_storage(f"sqlite:///{tmp}/check.db")
+        engine = _RDB_BEHIND[storage].engine
+        try:
+            study = optuna.create_study(storage=storage)
+            trial = study.ask()
+            with one_transaction(storage) as batched:
+                trial.set_user_attr("a", 1.0)
+                trial.set_user_attr("b", {"c": [1]})
+                trial.report(0.5, 1)
+            made = _inside.commits
+            [got] = study.get_trials()
+        finally:
+            engine.dispose()
+    read_back = (got.user_attrs, got.intermediate_values)
+    if not batched or made != 1 or read_back != ({"a": 1.0, "b": {"c": [1]}}, {1: 0.5}):
+        raise RuntimeError(
+            "optuna's RDBStorage writes no longer join one transaction (one_transaction: "
+            f"batched {batched}, {made} commits, read back {read_back})"
         )

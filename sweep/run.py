@@ -168,6 +168,25 @@ def held_run(directory: Path) -> Path | None:
     return next((p / f for p in places for f in RUN_FILES if (p / f).exists()), None)
 
 
+# Hydra's mode flags, of which it takes one (a second is a ValueError traceback from Hydra)
+MODES = {"-m": "-m", "--multirun": "-m", "-c": "--cfg", "--cfg": "--cfg", "-i": "--info",
+         "--info": "--info", "-r": "--run", "--run": "--run"}  # fmt: skip
+
+
+def check_modes(args: list[str]) -> None:
+    """UserError (one line) where the command line gives more than one of Hydra's modes: -m,
+    --cfg, --info, --run (e.g. `-m --cfg job`)."""
+    given = sorted({MODES[a.split("=")[0]] for a in args if a.split("=")[0] in MODES})
+    if len(given) < 2:
+        return
+    hint = ""
+    if "-m" in given and ("--cfg" in given or "--info" in given):
+        hint = (": --cfg and --info print and run nothing, so there is no sweep for -m; drop -m "
+                "(`python -m sweep.run --cfg job` prints what every trial starts from, "
+                "`--cfg hydra` the sweeper's settings)")  # fmt: skip
+    raise UserError(f"{' and '.join(given)} cannot be given together (Hydra takes one){hint}")
+
+
 def check_run_dir(args: list[str]) -> Before | None:
     """A single run given a hydra.run.dir on the command line that holds another run's results
     is refused before Hydra writes its .hydra/ there (UserError); else what that directory
@@ -253,6 +272,7 @@ def cli() -> None:
     full = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
+        check_modes(sys.argv[1:])
         before = check_run_dir(sys.argv[1:])
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)

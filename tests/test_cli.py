@@ -15,7 +15,7 @@ from conftest import run_cli
 REQUIRED = [
     "trial", "l1_lambda", "l2_lambda", "regularizer", "model", "data", "optimizer", "seed",
     "epochs", "val_acc", "test_acc", "sparsity", "nnz", "n_params", "train_loss",
-    "train_seconds", "overrides", "run_dir",
+    "train_seconds", "overrides", "command", "run_dir",
 ]  # fmt: skip
 
 
@@ -100,7 +100,8 @@ def test_an_unwritable_data_root_is_one_line(tmp_path):
                    f"data.fallback_dir={fallback}", check=False)  # fmt: skip
     out = proc.stdout + proc.stderr
     assert proc.returncode == 2 and "Traceback" not in out, out
-    assert "cannot write its files under afile/data/FashionMNIST/raw (Not a directory" in out
+    # named absolute: read from where the command started (sweep/config/paths.py)
+    assert f"cannot write its files under {tmp_path}/afile/data/FashionMNIST/raw (Not a dir" in out
     assert "set data.root to a writable directory" in out
 
 

@@ -41,6 +41,7 @@ def test_mlflow_has_one_run_per_trial_under_the_sweeps_parent_across_resume_and_
             row.trial
         )
         assert run["params.train.epochs"] == "2" and run["params.logger"] == "mlflow"
+        assert run["tags.l1sweep.command"] == row.command  # the command that reruns it
         seeds = json.loads((tmp_path / row.run_dir / "metrics.json").read_text())["seeds"]
         # every figure of each seed's row, the seeds as steps 0 and 1
         for key in ("val_acc", "test_acc", "sparsity", "nnz", "archive_bytes"):

@@ -98,3 +98,19 @@ def test_a_sweep_the_sampler_refuses_leaves_no_directory(tmp_path):
     proc = run_cli(tmp_path, *common, "l1_lambda=interval(1e-5,1e-3)", check=False)
     refused(proc, "Every searched key needs choice(...) or range(...) with the grid sampler")
     assert not (tmp_path / "outputs" / "sweeps" / "exp1").exists()
+
+
+def test_two_of_hydras_modes_are_one_line_and_leave_nothing(tmp_path):
+    import pytest
+
+    from sweep.errors import UserError
+    from sweep.run import check_modes
+
+    for args in (("--multirun", "--cfg=hydra"), ("-m", "--info"), ("-c", "job", "-r")):
+        with pytest.raises(UserError, match="cannot be given together"):
+            check_modes(list(args))
+    check_modes(["--cfg", "job", "data.path=-m"])  # one mode; a value is not a flag
+    proc = run_cli(tmp_path, "-m", "--cfg", "job", check=False)
+    refused(proc, "-m cannot be given together (Hydra takes one)")
+    assert len((proc.stdout + proc.stderr).strip().splitlines()) == 1 and "drop -m" in proc.stderr
+    assert tree(tmp_path) == {}

@@ -39,3 +39,30 @@ def test_enqueued_sets_run_first_and_once(tmp_path):
             "hydra.sweeper.n_trials=4")  # fmt: skip
     resumed = _params(tmp_path, "q")
     assert len(resumed) == 4 and resumed[3] not in (1e-5, 1e-3)
+
+
+@pytest.mark.parametrize(
+    ("setting", "jobs", "liar"),
+    [(None, 2, True), (None, 1, False), ("false", 2, False), ("true", 1, True), ("file", 2, False)],
+)
+def test_constant_liar_is_on_for_parallel_trials_unless_the_user_set_it(
+    tmp_path, setting, jobs, liar
+):
+    from hydra import compose, initialize_config_dir
+
+    from sweep.search import sampling
+
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    # a primary config of the user's own that sets it false (a file, not the command line)
+    (tmp_path / "mine.yaml").write_text(
+        f"defaults:\n  - config\n  - _self_\nhydra:\n  searchpath: [file://{conf}]\n"
+        "  sweeper:\n    sampler:\n      constant_liar: false\n"
+    )
+    given = [] if setting in (None, "file") else [f"hydra.sweeper.sampler.constant_liar={setting}"]
+    where, name = (tmp_path, "mine") if setting == "file" else (conf, "config")
+    with initialize_config_dir(str(where), version_base=None):
+        cfg = compose(name, overrides=given, return_hydra_config=True)
+    made = sampling.make_sampler(cfg.hydra.sweeper.sampler)
+    chosen = sampling.for_study(made, cfg, {}, jobs)
+    # Optuna keeps the option as _constant_liar (no public getter); the value TPE runs with
+    assert chosen.sampler._constant_liar is liar

@@ -23,6 +23,7 @@ import pandas as pd
 
 from sweep.analysis.fronts import baselines, direction_word, pareto_front
 from sweep.analysis.load import FRONT, complete, objectives, trial_dir
+from sweep.analysis.summary import reproduce
 from sweep.errors import UserError
 
 MARKERS = "osD^v<>p*h"  # one per method, in turn with the tab10 colours
@@ -46,7 +47,7 @@ def input_mask(frame: pd.DataFrame, index: int) -> np.ndarray:
     if not weights.is_file():
         raise UserError(
             f"trial {row['trial']} of {row['sweep']} has no saved weights ({weights}); "
-            f"rerun it with `python -m sweep.run {row['overrides']}`, or pass --no-mask"
+            f"rerun it with `{reproduce(row)}`, or pass --no-mask"
         )
     state = torch.load(weights, weights_only=True, map_location="cpu")
     first = state.get("fc1.weight", next(v for v in state.values() if v.dim() == 2))

@@ -3,6 +3,7 @@ markdown tables, the methods' comparison, and the command line that reruns a tri
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Sequence
 
 import pandas as pd
@@ -17,6 +18,7 @@ from sweep.analysis.fronts import (
 )
 from sweep.analysis.load import objectives, trial_dir
 from sweep.errors import UserError
+from sweep.results import command
 
 SHOWN = ["trial", "l1_lambda", "prune_sparsity", "val_acc", "test_acc", "trained_test_acc",
          "sparsity", "sparsity_tol", "pruned_test_acc", "archive_bytes", "compression",
@@ -92,19 +94,17 @@ def summarize(frame: pd.DataFrame) -> tuple[str, dict[str, int]]:
 
 
 def reproduce(row: pd.Series) -> str:
-    """The command that reruns a trial: its overrides, and the user's own config directory
-    and config name where the sweep used them (from the trial's .hydra/hydra.yaml)."""
-    import shlex
-
-    args = ["python", "-m", "sweep.run"]
+    """The command that reruns a trial: its `command` column (results/command.py); for a
+    results.csv written before that column, its overrides with the flags read from the
+    trial's .hydra/hydra.yaml."""
+    given = row.get("command")
+    if isinstance(given, str) and given:
+        return given
+    flags: list[str] = []
     hydra_yaml = trial_dir(row) / ".hydra" / "hydra.yaml"
     if hydra_yaml.is_file():
         from omegaconf import OmegaConf
 
-        hydra = OmegaConf.load(hydra_yaml).hydra
-        for source in hydra.runtime.config_sources:
-            if source.provider == "command-line" and source.schema == "file":
-                args += ["--config-dir", str(source.path)]
-        if hydra.job.config_name != "config":
-            args += ["--config-name", str(hydra.job.config_name)]
-    return shlex.join(args) + (f" {row['overrides']}" if row["overrides"] else "")
+        flags = command.config_flags(OmegaConf.load(hydra_yaml).hydra)
+    overrides = row["overrides"] if isinstance(row["overrides"], str) else ""
+    return command.command(flags, shlex.split(overrides))

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf
+from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf, TPESamplerConfig
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
 from sweep.errors import UserError
@@ -392,6 +392,16 @@ class MOTPERemovedConfig:
 
 
 @dataclass
+class TPEConfig(TPESamplerConfig):
+    """hydra/sweeper/sampler=tpe: the plugin's TPE options, with `constant_liar` null by
+    default: on when trials run in parallel (Optuna's option for that), off for one at a time
+    (sweep/search/sampling.py). A value the user sets, in a config file or on the command line,
+    is the one used: the plugin's `false` default could not be told from a user's `false`."""
+
+    constant_liar: bool | None = None
+
+
+@dataclass
 class ForkLauncherConfig:
     """hydra/launcher=fork: each trial in a process forked from the sweep's
     (sweep/search/launcher.py)."""
@@ -442,6 +452,7 @@ def register() -> None:
         warnings.simplefilter("ignore")
         cs.store(name="motpe", group="hydra/sweeper/sampler", node=MOTPERemovedConfig,
                  provider="l1sweep")  # fmt: skip
+        cs.store(name="tpe", group="hydra/sweeper/sampler", node=TPEConfig, provider="l1sweep")
 
 
 register()

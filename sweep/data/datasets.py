@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sweep.config.paths import started_in
 from sweep.config.searched import required
 from sweep.errors import UserError
 
@@ -333,7 +334,9 @@ def load_torchvision(
             "KMNIST or CIFAR10",
         )
     opts = tuple(sorted((str(k), v) for k, v in (options or {}).items()))
-    return _load_torchvision(seed, dataset, str(root), val_fraction, fallback_dir, opts)
+    # relative to where the command started, also in a job under hydra.job.chdir=true
+    fallback = str(started_in(fallback_dir)) if fallback_dir else None
+    return _load_torchvision(seed, dataset, str(started_in(root)), val_fraction, fallback, opts)
 
 
 @functools.lru_cache(maxsize=2)  # a sweep's trials share one seed: split and decode once

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from sweep.config.paths import started_in
 from sweep.config.searched import required
 from sweep.data.datasets import Dataset, split
 from sweep.errors import UserError
@@ -24,7 +25,7 @@ from sweep.errors import UserError
 def _file(path: str | None, kind: str, example: str) -> Path:
     if not path:
         raise required("data.path", f"data={kind} needs data.path={example}")
-    file = Path(path).expanduser()
+    file = started_in(path)  # also in a job under hydra.job.chdir=true
     if not file.is_file():
         # a trial's share of a path that -m split at its comma: a file whose name holds it
         parent = file.parent if file.parent.is_dir() else None

@@ -2,10 +2,10 @@
 
 A trial that walks a path (`prune.path`, sweep/sparsity/pruning.py) measures a model at each level
 (its rounds.csv); each is a point of the accuracy-sparsity front, reproduced on its own by the
-trial's overrides plus `prune.stop_at=<level>` (the row's `overrides`). A plain trial is one
-point, its final model. Each row carries the trial's parameters, its times (`finished`, and
-`seconds` since the sweep's first trial started: the hypervolume-against-wall-time curve of
-`sweep.analyze`), and the level's figures.
+trial's command plus `prune.stop_at=<level>` (the point's `command`; `overrides` likewise). A
+plain trial is one point, its final model. Each row carries the trial's parameters, its times
+(`finished`, and `seconds` since the sweep's first trial started: the hypervolume-against-wall-
+time curve of `sweep.analyze`), and the level's figures.
 
 Rebuilt from the study and the trials' rounds.csv with results.csv (sweep/search/study.py
 write_csv); a trial whose directory this host cannot read (another host's) has its final
@@ -37,7 +37,7 @@ FIGURES = ("val_acc", "test_acc", "sparsity", "nnz", "n_params", "pruned_test_ac
            "archive_bytes", "archive_test_acc", "flops", "flops_ratio",
            "compact_shape")  # fmt: skip
 FIRST = ("trial", "kind", "level", "round", "reached_by")
-LAST = ("finished", "seconds", "overrides", "run_dir", "model_file")
+LAST = ("finished", "seconds", "overrides", "command", "run_dir", "model_file")
 
 
 def rounds(run_dir: str | None) -> pd.DataFrame | None:
@@ -76,15 +76,19 @@ def trial_points(trial: optuna.trial.FrozenTrial, row: dict, start: float) -> li
             return []
         level = row.get("prune_sparsity")
         return [{"trial": trial.number, "kind": "trial", "level": level, **common,
-                 **{k: row.get(k) for k in FIGURES}, "overrides": overrides}]  # fmt: skip
+                 **{k: row.get(k) for k in FIGURES}, "overrides": overrides,
+                 "command": row.get("command")}]  # fmt: skip
     out = []
     for level in levels.to_dict("records"):
         # the level as Python prints it reads back as the same float: stop_at matches it
-        stop = shlex.join([*shlex.split(overrides), f"prune.stop_at={level['target']!r}"])
+        at = f"prune.stop_at={level['target']!r}"
+        stop = shlex.join([*shlex.split(overrides), at])
+        run = f"{row['command']} {shlex.quote(at)}" if row.get("command") else None
         out.append({"trial": trial.number, "kind": "path", "level": level["target"],
                     "round": level["round"], "reached_by": level.get("reached_by"), **common,
                     **{k: level.get(k) for k in FIGURES},
-                    "model_file": level.get("model_file"), "overrides": stop})  # fmt: skip
+                    "model_file": level.get("model_file"), "overrides": stop,
+                    "command": run})  # fmt: skip
     return out
 
 

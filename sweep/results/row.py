@@ -21,6 +21,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from sweep.results import command
+
 
 @dataclass(frozen=True)
 class Column:
@@ -102,7 +104,8 @@ DEFINITION: tuple[Column, ...] = (
     _c("device", "string", "where it trained"),
     _c("objective", "float64", "the value the sweeper optimized, in its direction (single-objective sweeps)"),  # noqa: E501
     _c("pareto", "boolean", "Pareto-optimal in the study's objectives (multi-objective sweeps)"),
-    _c("overrides", "string", "the exact overrides of the trial: `python -m sweep.run <overrides>` reproduces its `val_acc`, `test_acc` and `sparsity` exactly on the same machine"),  # noqa: E501
+    _c("overrides", "string", "the trial's overrides of the sweep's configuration (no hydra.*), one shell-quoted line; with the configuration's flags they are `command`"),  # noqa: E501
+    _c("command", "string", "the command that reruns the trial as a single run, from the directory the sweep was started in: `python -m sweep.run`, the flags that chose the sweep's configuration (`--config-dir`, `--config-name`, sweep/results/command.py) and `overrides`; it reproduces `val_acc`, `test_acc` and `sparsity` exactly on the same machine"),  # noqa: E501
     _c("run_dir", "string", "the trial's directory"),
 )  # fmt: skip
 
@@ -201,17 +204,24 @@ class JobResult:
         return self.columns["status"]
 
     def to_row(
-        self, trial: int, overrides: Sequence[str], run_dir: str | None, single: bool
+        self,
+        trial: int,
+        overrides: Sequence[str],
+        run_dir: str | None,
+        single: bool,
+        flags: Sequence[str] = (),
     ) -> dict[str, Any]:
         """The trial's row: `trial`, the job's columns, `overrides` (the task's overrides as
-        one shell-quoted line, no hydra.*), `run_dir` and, for a single objective,
-        `objective` (its one value, NaN if none). The sweep's trial loop (a told job) and the
-        stale-trial recovery (a finished job's files) both make it here."""
+        one shell-quoted line, no hydra.*), `command` (`flags`, the configuration's
+        command-line flags from command.config_flags, and the overrides), `run_dir` and, for
+        a single objective, `objective` (its one value, NaN if none). The sweep's trial loop
+        (a told job) and the stale-trial recovery (a finished job's files) both make it here."""
         task = [o for o in overrides if not o.startswith("hydra.")]
+        run = command.command(flags, task)
         row = {
             **columns({"trial": trial}),
             **self.columns,
-            **columns({"overrides": shlex.join(task), "run_dir": run_dir}),
+            **columns({"overrides": shlex.join(task), "command": run, "run_dir": run_dir}),
         }
         if single:
             row.update(columns({"objective": (self.objective or [math.nan])[0]}))

@@ -28,6 +28,7 @@ and of decoding the data in every trial. It is measured against `fork` in docs/p
 from __future__ import annotations
 
 import ctypes
+import functools
 import importlib
 import logging
 import multiprocessing
@@ -47,6 +48,7 @@ from omegaconf import DictConfig, open_dict
 
 from sweep import _compat
 from sweep.search import interrupts
+from sweep.search.compose import Composer
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +121,7 @@ class ForkLauncher(Launcher):
         self.hydra_context: HydraContext | None = None
         self.task_function: TaskFunction | None = None
         self.fallback: Launcher | None = None  # joblib's, where forking is not safe
+        self.composer: Composer | None = None  # the jobs' configs (forked ones)
         self._children: set[multiprocessing.process.BaseProcess] = set()
 
     def setup(
@@ -128,6 +131,7 @@ class ForkLauncher(Launcher):
         self.config = config
         self.hydra_context = hydra_context
         self.task_function = task_function
+        self.composer = Composer(hydra_context.config_loader, config)
 
     def use_joblib(self, why: str) -> Launcher:
         """Hand every job to joblib's launcher from now on; returns it."""
@@ -155,6 +159,12 @@ class ForkLauncher(Launcher):
         setup_globals()
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
+        job_config = None
+        if self.start_method == "fork" and self.composer is not None:
+            try:  # here, once a sweep through Hydra, then copies (sweep/search/compose.py)
+                job_config = self.composer.config(overrides)
+            except Exception as e:  # a failed job, as where its process composes it
+                return functools.partial(failed_return, e, overrides)
         context = multiprocessing.get_context(self.start_method)
         parent: int | None = os.getpid()
         if self.start_method == "forkserver":
@@ -162,7 +172,7 @@ class ForkLauncher(Launcher):
             parent = None  # the child's parent is the server, which ends when this process does
         receive, send = context.Pipe(duplex=False)
         child = context.Process(
-            target=self._child, args=(send, list(overrides), idx, parent),
+            target=self._child, args=(send, list(overrides), idx, parent, job_config),
             name=f"l1sweep-job-{idx}", daemon=True,  # ended with the sweep, whatever happens
         )  # fmt: skip
         # Held: a Ctrl-C that lands in an at-fork hook (logging's releases its lock after every
@@ -207,7 +217,7 @@ class ForkLauncher(Launcher):
         function by name, since `python -m sweep.run` defines it in __main__."""
         import cloudpickle  # OmegaConf's resolvers are closures, which pickle cannot carry
 
-        state = {**self.__dict__, "_children": set(), "fallback": None}
+        state = {**self.__dict__, "_children": set(), "fallback": None, "composer": None}
         state["task_function"] = by_name(self.task_function)
         state["singleton"] = _compat.hydra_global_state()
         return {"cloudpickled": cloudpickle.dumps(state)}
@@ -223,7 +233,14 @@ class ForkLauncher(Launcher):
             task = task.__wrapped__
         self.__dict__.update(state, task_function=task)
 
-    def _child(self, send: Any, overrides: list[str], idx: int, parent: int | None) -> None:
+    def _child(
+        self,
+        send: Any,
+        overrides: list[str],
+        idx: int,
+        parent: int | None,
+        job_config: DictConfig | None = None,
+    ) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the sweep ends its children
         try:
             ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -232,7 +249,7 @@ class ForkLauncher(Launcher):
         if parent is not None and os.getppid() != parent:  # the sweep died before the line above
             os._exit(1)
         try:
-            ret = self._run(overrides, idx)
+            ret = self._run(overrides, idx, job_config)
         except Exception as e:  # before the job ran (composing its config): a failed job too
             ret = failed_return(e, overrides)
         try:
@@ -243,12 +260,15 @@ class ForkLauncher(Launcher):
             send.send(ret)
         send.close()
 
-    def _run(self, overrides: list[str], idx: int) -> JobReturn:
-        """The job, as Hydra's basic launcher runs it."""
+    def _run(
+        self, overrides: list[str], idx: int, job_config: DictConfig | None = None
+    ) -> JobReturn:
+        """The job, as Hydra's basic launcher runs it; its config composed here unless given."""
         assert self.hydra_context is not None and self.config is not None
-        sweep_config = self.hydra_context.config_loader.load_sweep_config(
-            self.config, list(overrides)
-        )
+        sweep_config = job_config
+        if sweep_config is None:
+            loader = self.hydra_context.config_loader
+            sweep_config = loader.load_sweep_config(self.config, list(overrides))
         with open_dict(sweep_config):
             sweep_config.hydra.job.id = str(idx)
             sweep_config.hydra.job.num = idx

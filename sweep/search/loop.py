@@ -24,6 +24,7 @@ from hydra.core.utils import JobReturn
 from hydra.plugins.launcher import Launcher
 from optuna.trial import TrialState
 
+from sweep import _compat
 from sweep.errors import UserError
 from sweep.results import table
 from sweep.results.row import JobResult
@@ -98,12 +99,26 @@ class TrialLoop:
             with interrupts.deferred():  # a trial made but not yet listed is lost
                 trial = self.db("asking for a trial", study.ask)
                 self.running.append(trial)
-        self.db(f"claiming trial {trial.number}", claim, trial)
         if self.reseed is not None and trial.number:  # before its parameters are drawn
             study.sampler = self.plan.sampler.reseeded(self.reseed + trial.number)
         self.reseed = None
+        attempts = []
+
+        def draw_and_claim() -> tuple[str, ...]:
+            # one transaction: its parameters, fixed values and claim (sweep/_compat.py); a
+            # retry after a rollback draws on a fresh Trial (a Trial keeps what it has drawn)
+            attempts.append(1)
+            live = trial
+            if len(attempts) > 1:
+                live = trials.trial_by_number(study, self.plan.storage, trial.number)
+            with _compat.one_transaction(live.storage):
+                drawn = self._draw(live)
+                claim(live)
+            return drawn
+
+        drawn = self.db(f"drawing and claiming trial {trial.number}", draw_and_claim)
         subdir = f"hydra.sweep.subdir=trial_{trial.number}"
-        self.overrides[trial.number] = (*self._draw(trial), *self.plan.extra, subdir)
+        self.overrides[trial.number] = (*drawn, *self.plan.extra, subdir)
         return trial
 
     def launch(self, trial: optuna.Trial) -> Callable[[], JobReturn]:
@@ -153,8 +168,7 @@ class TrialLoop:
         plan = self.plan
         for name, dist in plan.space.items():
             search.suggest(trial, name, dist)
-        for name, value in plan.fixed.items():
-            trial.set_user_attr(name, value)
+        trials.set_user_attrs(trial, plan.fixed)
         if plan.extend_space is not None:
             plan.extend_space(trial)
         overlap = trial.params.keys() & plan.fixed.keys()
@@ -178,7 +192,8 @@ class TrialLoop:
             error, result = e, JobResult.failed(one_line(e))
             log.warning(f"trial {trial.number} failed: {result.columns['error']}")
         run_dir = ret.hydra_cfg.hydra.runtime.output_dir if ret.hydra_cfg else None
-        row = result.to_row(trial.number, ret.overrides or [], run_dir, len(plan.directions) == 1)
+        single = len(plan.directions) == 1
+        row = result.to_row(trial.number, ret.overrides or [], run_dir, single, plan.flags)
         values = result.objective
         if result.status == "complete" and values and all(map(math.isfinite, values)):
             state, told_values = TrialState.COMPLETE, values

@@ -179,10 +179,9 @@ def run(
     told. The loop is Optuna's own `_optimize` for n_jobs > 1: submit, then
     wait(FIRST_COMPLETED), with a timeout so that Ctrl-C is seen within 0.5 s.
 
-    On an interrupt or error, `end()` (if given) ends the launcher calls still running, and is
-    called again until they have returned (within END_WITHIN seconds): a call that had not yet
-    started its worker when the interrupt came starts it afterwards, and its thread would hold
-    the process's exit until that trial trained to its end.
+    On an interrupt, `end()` (if given) is called until the launcher calls still running have
+    returned (END_WITHIN s at most): a call may start its worker after the interrupt, and its
+    thread would hold the process's exit while that trial trained on.
     """
     if jobs == 1:  # on the main thread, as a plain loop: Ctrl-C reaches an in-process job
         _run_inline(n_trials, ask, launch, tell, running)

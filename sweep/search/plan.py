@@ -30,6 +30,7 @@ from optuna.distributions import BaseDistribution
 from sweep import _compat
 from sweep.config import schema
 from sweep.errors import UserError
+from sweep.results import command
 from sweep.search import console, front, launcher, parallel, sampling, trials
 from sweep.search import space as search
 from sweep.search.storage import retrying
@@ -109,8 +110,8 @@ class SweepPlan:
     every process sharing it), the most this start asks (`limit`: a grid's points left), how
     many at a time (`parallel.Plan`), the extra overrides of every job, whether
     a pruner runs, the sampler (`reseed`: its seed base, None where it keeps its own), the
-    custom search space, Hydra's number for the first trial's job, the console and the
-    command that resumes the study."""
+    custom search space, Hydra's number for the first trial's job, the console, the
+    command that resumes the study and the flags that chose its configuration."""
 
     options: Options
     space: dict[str, BaseDistribution]
@@ -132,6 +133,7 @@ class SweepPlan:
     first_job: int
     console: console.SweepConsole
     resume: str
+    flags: tuple[str, ...]  # how the configuration was chosen (results/command.py)
 
 
 def resume_hint(n_trials: int) -> str:
@@ -218,7 +220,7 @@ class Planner:
             extend_space=searched.extend_space, first_job=self.job_idx,
             console=console.SweepConsole(options.n_trials, cfg.hydra.verbose,
                                          cfg.hydra.overrides.task, done=done),
-            resume=self.resume,
+            resume=self.resume, flags=tuple(command.config_flags(self.config.hydra)),
         )  # fmt: skip
 
     def _search_space(self, cfg: DictConfig, arguments: list[str]) -> _Space:
@@ -344,7 +346,7 @@ class Planner:
             f"{jobs.jobs} trial(s) at a time"
             + (f", train.threads={threads} each" if threads else "")
             + f" (n_jobs={self.options.n_jobs}: {jobs.why})"
-            + (", TPE with constant_liar" if sampler.extra else "")
+            + (_liar(sampler) if jobs.jobs > 1 else "")
             + (", forked from a forkserver" if forkserver else "")
         )
 
@@ -471,3 +473,13 @@ def _device(cfg: DictConfig) -> str:
     from sweep.training import train
 
     return train.resolve_device(cfg.device).type
+
+
+def _liar(sampler: sampling.StudySampler) -> str:
+    """What the plan line says of TPE's constant_liar with parallel trials: on by default, or
+    the user's setting (nothing for other samplers)."""
+    if not isinstance(sampler.sampler, optuna.samplers.TPESampler):
+        return ""
+    if sampler.extra.get("constant_liar", sampler.config.get("constant_liar")):
+        return ", TPE with constant_liar"
+    return ", TPE without constant_liar (as configured: parallel asks may draw the same point)"

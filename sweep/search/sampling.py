@@ -117,18 +117,16 @@ class StudySampler:
 
 def for_study(made: Any, cfg: DictConfig, space: dict, jobs: int) -> StudySampler:
     """The configured sampler (`made`, from `make_sampler`) for a study of `space` with `jobs`
-    trials at a time. GridSampler (a partial) gets its grid, as the stock loop does. TPE with
-    parallel trials gets constant_liar=True (Optuna's option for that: a running trial counts
-    as a bad result, so concurrent asks do not all draw the same point), unless the command
-    line sets hydra.sweeper.sampler.constant_liar. UserError where the grid sampler meets a
-    searched key with no finite choices."""
+    trials at a time. GridSampler (a partial) gets its grid, as the stock loop does. TPE whose
+    `constant_liar` is left null (the default, config/schema.py TPEConfig) gets it on for
+    parallel trials (Optuna's option for that: a running trial counts as a bad result, so
+    concurrent asks do not all draw the same point) and off for one at a time; a value the
+    user set is kept. UserError where the grid sampler meets a searched key with no finite
+    choices."""
     config = cfg.hydra.sweeper.sampler
-    chosen = any(
-        o.startswith("hydra.sweeper.sampler.constant_liar=") for o in cfg.hydra.overrides.hydra
-    )
     extra: dict[str, Any] = {}
-    if jobs > 1 and isinstance(made, optuna.samplers.TPESampler) and not chosen:
-        extra = {"constant_liar": True}
+    if isinstance(made, optuna.samplers.TPESampler) and config.get("constant_liar") is None:
+        extra = {"constant_liar": jobs > 1}
         made = _compat.instantiate(config, SAMPLERS, **extra)
     if not isinstance(made, functools.partial):
         return StudySampler(made, config, extra, None)

@@ -10,7 +10,6 @@ import logging
 import math
 import os
 import re
-import shlex
 import socket
 import threading
 import time
@@ -30,9 +29,10 @@ from sweep import _compat, _moved
 from sweep.errors import UserError
 from sweep.results import points
 from sweep.results import table as results
+from sweep.results.command import command, config_flags
 from sweep.results.row import JobResult
 from sweep.search.launcher import FORK_LOCK
-from sweep.search.trials import ROW_ATTR, SUBDIR, record, trial_by_number
+from sweep.search.trials import ROW_ATTR, SUBDIR, record, set_user_attrs, trial_by_number
 
 CONFIG_ATTR = "l1sweep_config"
 log = logging.getLogger(__name__)
@@ -283,11 +283,8 @@ def resume_command(cfg: DictConfig, study_name: str, arguments: list[str], stora
     hydra_args = [
         o for o in overrides if not o.startswith(("hydra.sweeper.study_name=", "hydra.mode="))
     ]
-    command = shlex.join(
-        ["python", "-m", "sweep.run", "-m", *hydra_args,
-         f"hydra.sweeper.study_name={hydra_value(study_name)}", *arguments]
-    )  # fmt: skip
-    return masked(command, storage)
+    overrides = [*hydra_args, f"hydra.sweeper.study_name={hydra_value(study_name)}", *arguments]
+    return masked(command(config_flags(cfg.hydra), overrides, multirun=True), storage)
 
 
 def hydra_value(value: str) -> str:
@@ -311,8 +308,8 @@ RERUN_ATTR = "l1sweep_rerun_of"
 
 def claim(trial: optuna.Trial) -> None:
     """Mark a trial this process has just asked for as its own, alive now."""
-    trial.set_user_attr(OWNER_ATTR, {"host": socket.gethostname(), "pid": os.getpid()})
-    trial.set_user_attr(HEARTBEAT_ATTR, time.time())
+    owner = {"host": socket.gethostname(), "pid": os.getpid()}
+    set_user_attrs(trial, {OWNER_ATTR: owner, HEARTBEAT_ATTR: time.time()})
 
 
 @contextlib.contextmanager
@@ -412,7 +409,8 @@ def finished_from_files(trial_dir: Path, number: int) -> tuple[dict, list, list[
         metrics = json.loads((trial_dir / "metrics.json").read_text())
         config = OmegaConf.load(trial_dir / ".hydra" / "config.yaml")
         overrides = OmegaConf.to_container(OmegaConf.load(trial_dir / ".hydra" / "overrides.yaml"))
-        output_dir = OmegaConf.load(trial_dir / ".hydra" / "hydra.yaml").hydra.runtime.output_dir
+        hydra = OmegaConf.load(trial_dir / ".hydra" / "hydra.yaml").hydra
+        output_dir = hydra.runtime.output_dir
     except (OSError, ValueError, AttributeError):
         return None
     if metrics.get("status") not in ("complete", "pruned", "diverged"):
@@ -420,7 +418,8 @@ def finished_from_files(trial_dir: Path, number: int) -> tuple[dict, list, list[
     # what its job would have returned: the row without the curve or the seeds' own figures
     result = JobResult.of_metrics(metrics, objectives.values(metrics, config.objective))
     values = result.objective or []
-    return result.to_row(number, overrides, output_dir, len(values) == 1), result.curve, values
+    row = result.to_row(number, overrides, output_dir, len(values) == 1, config_flags(hydra))
+    return row, result.curve, values
 
 
 def told_from_files(

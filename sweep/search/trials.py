@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 from optuna.trial import TrialState
 
 from sweep import _compat
+from sweep.config.paths import url_started_in
 from sweep.search import front, sampling
 
 ROW_ATTR = "row"
@@ -38,13 +39,28 @@ def figures(row: dict) -> dict[str, float]:
 def record(trial: optuna.Trial, row: dict, curve: list, single_objective: bool) -> None:
     """Store the row and its figures in the trial, and `curve` ([epoch, val_acc], ...) as its
     intermediate values (Optuna keeps those for single-objective studies only), unless the job
-    reported them itself (`job_reporter`): pass curve=[] then."""
-    trial.set_user_attr(ROW_ATTR, row)
-    for key, value in figures(row).items():
-        trial.set_user_attr(key, value)
-    if single_objective:
-        for step, value in curve:
-            trial.report(float(value), int(step))
+    reported them itself (`job_reporter`): pass curve=[] then. One storage transaction
+    (`_compat.one_transaction`): all of it is stored, or none, and a retry stores it again."""
+    if curve and single_objective:
+        # a fresh Trial: its record of reported steps is the storage's, so a retry after a
+        # rolled-back attempt reports the curve again (Trial.report skips steps it has seen)
+        trial = trial_by_number(trial.study, trial.storage, trial.number)
+    with _compat.one_transaction(trial.storage):
+        trial.set_user_attr(ROW_ATTR, row)
+        for key, value in figures(row).items():
+            trial.set_user_attr(key, value)
+        if single_objective:
+            for step, value in curve:
+                trial.report(float(value), int(step))
+
+
+def set_user_attrs(trial: optuna.Trial, attrs: dict) -> None:
+    """trial.set_user_attr for each of `attrs`, in one storage transaction."""
+    if not attrs:
+        return
+    with _compat.one_transaction(trial.storage):
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
 
 
 # hydra.sweeper.n_trials is the study's total, as Optuna's MaxTrialsCallback counts (optuna#2638):
@@ -98,6 +114,8 @@ def job_reporter() -> Reporter | front.FrontReporter | None:
     storage = hc.sweeper.storage
     if isinstance(storage, DictConfig):
         storage = _compat.instantiate(storage, ("optuna.storages.*",))
+    elif isinstance(storage, str):  # under hydra.job.chdir=true this job runs elsewhere
+        storage = url_started_in(storage)
     storage = _compat.get_storage(storage)  # held: the lookup by number is its
     pruner = _compat.instantiate(hc.sweeper.pruner, sampling.PRUNERS)
     study = optuna.load_study(

@@ -46,8 +46,10 @@ from urllib.parse import urlsplit, urlunsplit
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
+from sweep.config.paths import started_in, url_started_in
 from sweep.errors import UserError
 from sweep.task.callbacks import Callback
+from sweep.task.where import Where
 
 if TYPE_CHECKING:
     from sweep.task.job import Run
@@ -57,6 +59,7 @@ log = logging.getLogger(__name__)
 STUDY_TAG, TRIAL_TAG, ROLE_TAG = "l1sweep.study", "l1sweep.trial", "l1sweep.role"
 SWEEP_TAG, RUN_DIR_TAG = "l1sweep.sweep_dir", "l1sweep.run_dir"  # shown, never searched
 KEY_TAG = "l1sweep.key"  # what runs are found by: hex, so no search filter needs quoting
+COMMAND_TAG = "l1sweep.command"  # the command that reruns the run (results/command.py)
 OWNER_FILE = ".l1sweep-study"  # the sweep directory's owner record (sweep/search/study.py)
 # MLflow's own HTTP retries (7, backoff factor 2, a 120 s timeout) hold a trial 4 min 16 s on
 # a server that is gone. These bound them (a user's own MLFLOW_HTTP_REQUEST_* settings win):
@@ -93,39 +96,6 @@ def numeric(row: dict[str, Any]) -> dict[str, float]:
     }
 
 
-class Where:
-    """Where a run belongs: its sweep (study name and directory) and trial number, or a single
-    run (study None). Read from Hydra's config of the running job; `run_dir` is the run's
-    directory (a `repeats` seed's seed_<s>/ is inside its trial's)."""
-
-    def __init__(self, run_dir: Path) -> None:
-        trial_dir = run_dir.parent if run_dir.name.startswith("seed_") else run_dir
-        self.run_dir = trial_dir
-        self.overrides: list[str] = []
-        self.study: str | None = None
-        self.trial: int | None = None
-        self.sweep_dir = trial_dir
-        if HydraConfig.initialized():
-            hc = HydraConfig.get()
-            self.overrides = [o for o in hc.overrides.task if not o.startswith("hydra.")]
-            if hc.mode == RunMode.MULTIRUN:
-                # the sweep directory's name: the study's (outputs/sweeps/<study>) unless
-                # hydra.sweep.dir says otherwise. Not hydra.sweeper.study_name read here: its
-                # default ${now:...} can resolve a second later in a trial's process.
-                self.sweep_dir = trial_dir.parent
-                self.study = self.sweep_dir.name
-                number = trial_dir.name.removeprefix("trial_")
-                self.trial = int(number) if number.isdigit() else None
-        self.name = f"trial_{self.trial}" if self.trial is not None else trial_dir.name
-
-    def params(self) -> dict[str, str]:
-        """The run's overrides as key -> value (what reproduces it), and its trial number."""
-        out = dict(o.lstrip("+~").split("=", 1) for o in self.overrides if "=" in o)
-        if self.trial is not None:
-            out["trial"] = str(self.trial)
-        return out
-
-
 @contextmanager
 def locked(path: Path):
     """An exclusive lock on `path` (made if missing) between the processes of one host: two
@@ -142,8 +112,9 @@ def locked(path: Path):
 class MLflowLogger(Callback):
     """logger=mlflow: the run in an MLflow tracking store (module doc).
 
-    tracking_uri: MLflow's store, e.g. sqlite:///outputs/mlflow.db (the default, relative to
-    the working directory), a directory, or http://host:5000. experiment: the MLflow
+    tracking_uri: MLflow's store, e.g. sqlite:///outputs/mlflow.db (the default; a relative
+    file reads from the directory the command was started in, also under
+    hydra.job.chdir=true: config/paths.py), a directory, or http://host:5000. experiment: the MLflow
     experiment's name. artifact_location: where a new experiment keeps its artifacts (None:
     `mlartifacts/` beside an sqlite file, else MLflow's default).
     Raises UserError where mlflow is not installed (at construction: before any trial), and,
@@ -162,7 +133,8 @@ class MLflowLogger(Callback):
         need("mlflow", "mlflow")
         for key, value in HTTP_BOUNDS.items():  # read by MLflow at each request
             os.environ.setdefault(key, value)
-        self.tracking_uri, self.experiment = tracking_uri, experiment
+        self.given_uri = tracking_uri  # as the user wrote it, for messages
+        self.tracking_uri, self.experiment = url_started_in(tracking_uri), experiment
         self.artifact_location = artifact_location
         self._client: Any = None  # made in the trial's own process, never forked
         self._run_id: str | None = None
@@ -185,7 +157,7 @@ class MLflowLogger(Callback):
             return
         if reason is not None:
             raise UserError(
-                f"logger.mlflow.tracking_uri={_shown(self.tracking_uri)} cannot be reached "
+                f"logger.mlflow.tracking_uri={_shown(self.given_uri)} cannot be reached "
                 f"({reason}): start the tracking server, correct the URI, or use logger=csv"
             )
 
@@ -328,6 +300,7 @@ class MLflowLogger(Callback):
         existing = client.get_run(run_id).data.params
         params = {k: v[:6000] for k, v in where.params().items() if k not in existing}
         tags = {k: str(metrics[k]) for k in ("status", "device") if k in metrics}
+        tags[COMMAND_TAG] = where.command()[:8000]  # MLflow's limit on a tag's value
         client.log_batch(
             run_id,
             metrics=self._pending,
@@ -455,7 +428,7 @@ class TensorBoardLogger(Callback):
             from torch.utils.tensorboard import SummaryWriter
 
             where = Where(run.out_dir)
-            root = Path(self.log_dir) if self.log_dir else where.sweep_dir / "tensorboard"
+            root = started_in(self.log_dir) if self.log_dir else where.sweep_dir / "tensorboard"
             name = (
                 where.name if run.out_dir == where.run_dir else f"{where.name}_{run.out_dir.name}"
             )
