@@ -72,7 +72,12 @@ SWEEP_MISTAKES = [
     (["hydra.sweeper.max_failure_rate=2"], "hydra.sweeper.max_failure_rate must be in [0, 1]"),
     (["hydra.sweeper.sampler.seed=abc"], "Value 'abc' of type 'str' could not be converted"),
     (["hydra/sweeper/pruner=median", "objective=pareto"],
-     "early stopping needs a single objective, and objective.metrics has 2 (val_acc, sparsity)"),
+     "Optuna's pruners need a single objective, and objective.metrics has 2 (val_acc, sparsity)"),
+    (["hydra/sweeper/pruner=front"],
+     "hydra/sweeper/pruner=front stops trials dominated by a front of several objectives, and "
+     "objective.metrics has one (val_acc): use hydra/sweeper/pruner=median, successive_halving"),
+    (["hydra/sweeper/pruner=front", "objective=pareto", "hydra.sweeper.pruner.margin=-1"],
+     "hydra.sweeper.pruner.margin must be >= 0, got -1"),
     (["hydra/sweeper/pruner=median", "hydra.sweeper.pruner.interval_steps=0"],
      "hydra.sweeper.pruner.interval_steps must be an integer >= 1, got 0"),
     (["hydra/sweeper/pruner=hyperband", "hydra.sweeper.pruner.max_resource=abc"],

@@ -354,6 +354,16 @@ class HyperbandPrunerConfig(PrunerConfig):
 
 
 @dataclass
+class FrontPrunerConfig(PrunerConfig):
+    """hydra/sweeper/pruner=front: l1sweep's rule for several objectives (sweep/search/front.py)."""
+
+    n_startup_trials: int = ruled(AT_LEAST_1)
+    n_warmup_steps: int = ruled(NONNEGATIVE)
+    interval_steps: int = ruled(AT_LEAST_1)
+    margin: float = ruled(NONNEGATIVE)
+
+
+@dataclass
 class SweeperConfig(OptunaSweeperConf):
     """The stock Optuna sweeper's options, run by sweep.search.sweeper.L1Sweeper, and a pruner."""
 
@@ -421,6 +431,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "median": MedianPrunerConfig,
         "successive_halving": SuccessiveHalvingPrunerConfig,
         "hyperband": HyperbandPrunerConfig,
+        "front": FrontPrunerConfig,
     },
 }
 

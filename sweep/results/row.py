@@ -68,6 +68,7 @@ DEFINITION: tuple[Column, ...] = (
     _c("seed", "Int64", "the run's seed (the first seed of a repeated run)"),
     _c("repeats", "Int64", "seeds per configuration: the figures are their mean, `*_std` their spread"),  # noqa: E501
     _c("epochs", "Int64", "training epochs actually run (fine-tuning's are `prune_rounds * prune_epochs`)"),  # noqa: E501
+    _c("stopped_at", "Int64", "for a `pruned` row, the step the sweep's pruner stopped it at: an epoch (fine-tuning's numbered on from training's; seed i of `repeats` from `i * span`) or a prune level's end; empty otherwise"),  # noqa: E501
     _c("val_acc", "float64", "the final model's accuracy in [0, 1] on the validation split: what the search sees", spread=True),  # noqa: E501
     _c("test_acc", "float64", "the final model's accuracy on the held-out test set, never seen by the search", spread=True),  # noqa: E501
     _c("pruned_val_acc", "float64", "`val_acc` after setting every counted weight with `|w| <= tol` to exactly zero", spread=True),  # noqa: E501

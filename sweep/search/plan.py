@@ -31,7 +31,7 @@ from sweep import _compat
 from sweep.config import schema
 from sweep.errors import UserError
 from sweep.results import command
-from sweep.search import console, launcher, parallel, sampling, trials
+from sweep.search import console, front, launcher, parallel, sampling, trials
 from sweep.search import space as search
 from sweep.search.storage import retrying
 from sweep.search.study import (
@@ -235,12 +235,7 @@ class Planner:
         extend_space = self._custom_search_space(cfg)
         search.check_composable(self.loader, cfg, space, fixed, fixed_overrides)
         pruning = not isinstance(options.pruner, optuna.pruners.NopPruner)
-        if pruning and len(directions) > 1:
-            raise UserError(
-                f"early stopping needs a single objective, and objective.metrics has "
-                f"{len(directions)} ({', '.join(cfg.objective.metrics)}): Optuna reports and "
-                "prunes single-objective trials only. Use hydra/sweeper/pruner=none"
-            )
+        front.check_pruner(options.pruner, list(cfg.objective.metrics))
         return _Space(space, fixed, fixed_overrides, directions, enqueue, extend_space, pruning)
 
     def _resumed(self, searched: _Space) -> int:

@@ -1,7 +1,8 @@
 """The sweep's sampler and pruner: made from hydra.sweeper.sampler and .pruner (Optuna's own
-classes only), checked for the optional packages they need before trial 0, and the sampler as
-the study gets it (`for_study`): TPE with constant_liar for parallel trials, GridSampler with
-its grid (and the grid's points a study has not run), reseeded per process (`reseeded`)."""
+classes only, and l1sweep's FrontPruner), checked for the optional packages they need before
+trial 0, and the sampler as the study gets it (`for_study`): TPE with constant_liar for
+parallel trials, GridSampler with its grid (and the grid's points a study has not run),
+reseeded per process (`reseeded`)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ from sweep.errors import UserError
 from sweep.search import space as search
 
 SAMPLERS = ("hydra_plugins.hydra_optuna_sweeper.*", "optuna.samplers.*")
-PRUNERS = ("optuna.pruners.*",)
+# Optuna's, and l1sweep's own for several objectives (pruner=front: sweep/search/front.py)
+PRUNERS = ("optuna.pruners.*", "sweep.search.front.FrontPruner")
 # Optuna's samplers and pruners that need a package Optuna does not install, and what to
 # install: checked before trial 0 (CmaEsSampler imports `cmaes` only at its second trial).
 OPTIONAL = {

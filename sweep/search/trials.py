@@ -21,6 +21,7 @@ from optuna.trial import TrialState
 
 from sweep import _compat
 from sweep.config.paths import url_started_in
+from sweep.search import front, sampling
 
 ROW_ATTR = "row"
 SUBDIR = "trial_"  # a trial's job runs in hydra.sweep.subdir=trial_<number>
@@ -99,9 +100,10 @@ def trial_by_number(
     return optuna.Trial(study, storage.get_trial_id_from_study_id_trial_number(study_id, number))
 
 
-def job_reporter() -> Reporter | None:
-    """report(step, val_acc) -> stop?, for the trial this job runs; None outside a sweep, for
-    the baseline job and when hydra.sweeper.pruner is NopPruner."""
+def job_reporter() -> Reporter | front.FrontReporter | None:
+    """report(step, val_acc) -> stop?, for the trial this job runs (hydra/sweeper/pruner=front:
+    a FrontReporter, sweep/search/front.py); None outside a sweep, for the baseline job and
+    when hydra.sweeper.pruner is NopPruner."""
     if not HydraConfig.initialized():
         return None
     hc = HydraConfig.get()
@@ -115,14 +117,17 @@ def job_reporter() -> Reporter | None:
     elif isinstance(storage, str):  # under hydra.job.chdir=true this job runs elsewhere
         storage = url_started_in(storage)
     storage = _compat.get_storage(storage)  # held: the lookup by number is its
+    pruner = _compat.instantiate(hc.sweeper.pruner, sampling.PRUNERS)
     study = optuna.load_study(
         study_name=hc.sweeper.study_name,
         storage=storage,
-        pruner=_compat.instantiate(hc.sweeper.pruner, ("optuna.pruners.*",)),
+        pruner=pruner,
         sampler=optuna.samplers.RandomSampler(),  # never asked: no TPE set-up for nothing
     )
     number = int(hc.sweep.subdir.removeprefix(SUBDIR))
     trial = trial_by_number(study, storage, number)
+    if isinstance(pruner, front.FrontPruner):  # several objectives: l1sweep's own rule
+        return front.FrontReporter(study, trial, pruner)
 
     def report(step: int, value: float) -> bool:
         trial.report(value, step)

@@ -15,10 +15,10 @@ import logging
 import math
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn as nn
@@ -50,7 +50,48 @@ from sweep.training.train import (
 
 log = logging.getLogger(__name__)
 
-Reporter = Callable[[int, float], bool]  # report(step, val_acc) -> stop? (a sweep's pruner)
+
+class PointReporter(Protocol):
+    """A multi-objective sweep's pruner, on the job's side (sweep/search/front.py): at a step it
+    `wants`, it gets the run's point, {name: value} for each of its `metrics` (the objective's;
+    None for a figure not measured at that step), and says whether to stop."""
+
+    metrics: tuple[str, ...]
+
+    def wants(self, step: int) -> bool: ...
+
+    def __call__(self, step: int, point: Mapping[str, float | None]) -> bool: ...
+
+
+# report(step, val_acc) -> stop? (a single-objective sweep's pruner), or a PointReporter
+Reporter = Callable[[int, float], bool] | PointReporter
+
+
+class _Shifted:
+    """A PointReporter whose steps are offset (seed i of `repeats` reports from i * span) and
+    that never checks the run's `last` step: no step remains after it to stop."""
+
+    def __init__(self, report: PointReporter, offset: int, last: int) -> None:
+        self.report, self.offset, self.last = report, offset, last
+        self.metrics = report.metrics
+
+    def wants(self, step: int) -> bool:
+        return self.offset + step < self.last and self.report.wants(self.offset + step)
+
+    def __call__(self, step: int, point: Mapping[str, float | None]) -> bool:
+        return self.report(self.offset + step, point)
+
+
+def shifted(report: Reporter | None, offset: int, last: int) -> Reporter | None:
+    """`report` with every step it is given moved on by `offset`; a PointReporter's also kept
+    off the run's `last` step."""
+    if report is None:
+        return None
+    if hasattr(report, "wants"):
+        return _Shifted(report, offset, last)  # type: ignore[arg-type]
+    if offset == 0:
+        return report
+    return lambda step, value: report(offset + step, value)  # type: ignore[operator]
 
 
 def callbacks(cfg: DictConfig) -> list[Callback]:
@@ -135,19 +176,48 @@ class Progress:
     """The run's measured epochs on one axis: training's epochs 1..E, then each prune round's
     fine-tuning numbered on from there (`advance`). Keeps the validation curve ([step, val_acc],
     ...), passes each epoch to the callbacks, and asks `report` (a sweep's pruner) whether to
-    stop."""
+    stop: with the validation accuracy, or (a PointReporter) with the objective's point at the
+    steps it wants, prune levels' ends too (`level`). `stopped_at`: the step it said stop."""
 
     def __init__(self, run: Run, callbacks: list[Callback], report: Reporter | None) -> None:
         self.run, self.callbacks, self.report = run, callbacks, report
         self.base = 0
         self.curve: list[list[float]] = []
+        self.stopped_at: int | None = None
 
     def __call__(self, epoch: int, metrics: dict[str, float]) -> bool:
         step = self.base + epoch
         self.curve.append([step, metrics["val_acc"]])
         for cb in self.callbacks:
             cb.on_epoch_end(self.run, step, metrics)
-        return bool(self.report and self.report(step, metrics["val_acc"]))
+        if self.report is None:
+            return False
+        if hasattr(self.report, "wants"):
+            return self._ask(step, metrics)
+        return self._stop(step, self.report(step, metrics["val_acc"]))  # type: ignore[arg-type]
+
+    def level(self, figures: Mapping[str, Any]) -> bool:
+        """A prune level's end, at the step its fine-tuning ended (`advance` done): its
+        measured figures (the archive's bytes among them) to a PointReporter. Stop?"""
+        if self.report is None or not hasattr(self.report, "wants"):
+            return False
+        return self._ask(self.base, figures)
+
+    def _ask(self, step: int, figures: Mapping[str, Any]) -> bool:
+        """The objective's point at `step` to the PointReporter, where it wants one; the
+        compact model's FLOPs measured only then (an epoch's metrics do not hold them)."""
+        report: PointReporter = self.report  # type: ignore[assignment]
+        if not report.wants(step):
+            return False
+        point = {m: figures.get(m) for m in report.metrics}
+        if "flops" in point and point["flops"] is None:
+            point["flops"] = compact.measures(self.run.model, self.run.data.image_shape)["flops"]
+        return self._stop(step, report(step, point))
+
+    def _stop(self, step: int, stop: bool) -> bool:
+        if stop:
+            self.stopped_at = step
+        return bool(stop)
 
     def advance(self, epochs: int) -> None:
         """Move the axis on by `epochs` (a fine-tuning round's), so the next round's epochs
@@ -166,18 +236,34 @@ def run(
 
     report(step, val_acc) -> stop? gets each measured epoch, the seeds back to back (seed i's
     epoch e is step i * span + e, span = the epochs a seed trains and fine-tunes), so a pruner
-    compares trials at the same seed and epoch; True stops the run with status 'pruned'."""
-    if cfg.repeats == 1:
-        return run_seed(cfg, out_dir, choices, report)
+    compares trials at the same seed and epoch; True stops the run with status 'pruned' (and
+    `stopped_at` the step). A PointReporter (several objectives) gets the objective's point at
+    the steps it wants, prune levels' ends too, never the run's last step, and is closed
+    (`close`: its points stored) when the run returns."""
     pruner: Pruner = build(cfg.prune)
     span = cfg.train.epochs + (pruner.rounds * pruner.epochs if pruner.active else 0)
+    if cfg.repeats == 1:
+        metrics = run_seed(cfg, out_dir, choices, shifted(report, 0, span))
+    else:
+        metrics = _repeated(cfg, out_dir, choices, report, span)
+    if hasattr(report, "close"):  # a PointReporter stores its points once, at the end
+        report.close()
+    return metrics
+
+
+def _repeated(
+    cfg: DictConfig, out_dir: Path, choices: dict[str, str], report: Reporter | None, span: int
+) -> dict[str, Any]:
+    """`run` for repeats > 1: the seeds one after another, their row combined."""
     runs = []
     for i, seed in enumerate(range(cfg.seed, cfg.seed + cfg.repeats)):
         one = cfg.copy()
         one.seed = seed
-        hook = (lambda step, acc, o=i * span: report(o + step, acc)) if report else None
+        hook = shifted(report, i * span, cfg.repeats * span)
         runs.append(run_seed(one, out_dir / f"seed_{seed}", choices, hook))
         runs[-1][row.CURVE] = [[i * span + s, v] for s, v in runs[-1][row.CURVE]]
+        if runs[-1].get("stopped_at") is not None:
+            runs[-1]["stopped_at"] += i * span
         if runs[-1]["status"] != "complete":  # diverged or pruned, whatever the other seeds do
             break
     metrics = combine(runs)
@@ -201,7 +287,8 @@ def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
     failed = [r for r in runs if r["status"] != "complete"]
     out.update(row.columns({
         "status": failed[0]["status"] if failed else "complete", "seed": first["seed"],
-        "epochs": runs[-1]["epochs"], "repeats": len(runs),
+        "epochs": runs[-1]["epochs"], "stopped_at": runs[-1].get("stopped_at"),
+        "repeats": len(runs),
         "train_seconds": sum(r["train_seconds"] for r in runs),
     }, "job.combine"))  # fmt: skip
     for key in [k for k in first if k in row.SPREAD]:
@@ -261,6 +348,10 @@ def prune_and_finetune(
             measured = measure(model, data, counted, cfg.sparsity.tol, result["val_acc"])
             reached_by = "pruning"
         points.append(_round_end(run, pruner, callbacks, r, target, reached_by, measured))
+        if progress.level(points[-1]):  # a multi-objective sweep's pruner: stop at this level
+            log.info(f"prune level {r}/{pruner.rounds}: stopped by the sweep's pruner (pruned)")
+            result = Fit(**{**result, "status": "pruned"})
+            break
     return result, oneshot_acc, points
 
 
@@ -314,6 +405,7 @@ def run_seed(
         before, result = _pruned(run, parts, progress, result)
     seconds = time.perf_counter() - start
     metrics = _row(run, parts, result, choices, epochs=epochs, seconds=seconds, before=before)
+    metrics["stopped_at"] = progress.stopped_at if metrics["status"] == "pruned" else None
     metrics[row.CURVE] = progress.curve  # metrics.json keeps it; the CSV row does not
     for cb in parts.callbacks:
         cb.on_run_end(run, metrics)
