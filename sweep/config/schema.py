@@ -54,6 +54,12 @@ JOBS = Rule(
 FRACTION = Rule("must be in (0, 1)", lambda v: _number(v) and 0 < v < 1, number=True)
 SPARSITY = Rule("must be in [0, 1)", lambda v: _number(v) and 0 <= v < 1, number=True)
 PROBABILITY = Rule("must be in [0, 1]", lambda v: _number(v) and 0 <= v <= 1)
+# ResNet's CIFAR family (He et al. 2016, sec. 4.2): 6n + 2 layers, n >= 1
+RESNET_DEPTH = Rule(
+    "must be 6n + 2 with n >= 1 (8, 14, 20, 32, ...)",
+    lambda v: _number(v) and v == int(v) and v >= 8 and (v - 2) % 6 == 0,
+    number=True,
+)
 # numpy/scikit-learn seeds (the validation split) take 0 <= seed < 2**32
 SEED = Rule("must be an integer in [0, 2**32)", lambda v: _number(v) and 0 <= v < 2**32)
 WIDTHS = Rule(
@@ -171,6 +177,21 @@ class MLPConfig(ModelConfig):
     """model=mlp / simple_net: `sweep.models.mlp` with these hidden widths."""
 
     hidden: list[int] = ruled(WIDTHS)
+
+
+@dataclass
+class ResNetConfig(ModelConfig):
+    """model=resnet: `sweep.models.resnet.resnet`, depth 6n + 2 and first-stage width."""
+
+    depth: int = ruled(RESNET_DEPTH)
+    width: int = ruled(AT_LEAST_1)
+
+
+@dataclass
+class TorchvisionModelConfig(ModelConfig):
+    """model=torchvision: a torchvision classification model by name, weights=None."""
+
+    name: str = MISSING
 
 
 @dataclass
@@ -393,7 +414,12 @@ class ForkLauncherConfig:
 
 
 SCHEMAS: dict[str, dict[str, type]] = {
-    "model": {"model": ModelConfig, "mlp": MLPConfig},
+    "model": {
+        "model": ModelConfig,
+        "mlp": MLPConfig,
+        "resnet": ResNetConfig,
+        "torchvision": TorchvisionModelConfig,
+    },
     "data": {
         "digits": DigitsConfig,
         "torchvision": TorchvisionConfig,
