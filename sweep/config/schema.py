@@ -55,11 +55,8 @@ FRACTION = Rule("must be in (0, 1)", lambda v: _number(v) and 0 < v < 1, number=
 SPARSITY = Rule("must be in [0, 1)", lambda v: _number(v) and 0 <= v < 1, number=True)
 PROBABILITY = Rule("must be in [0, 1]", lambda v: _number(v) and 0 <= v <= 1)
 # ResNet's CIFAR family (He et al. 2016, sec. 4.2): 6n + 2 layers, n >= 1
-RESNET_DEPTH = Rule(
-    "must be 6n + 2 with n >= 1 (8, 14, 20, 32, ...)",
-    lambda v: _number(v) and v == int(v) and v >= 8 and (v - 2) % 6 == 0,
-    number=True,
-)
+RESNET_DEPTH = Rule("must be 6n + 2 with n >= 1 (8, 14, 20, 32, ...)",
+                    lambda v: _number(v) and v >= 8 and (v - 2) % 6 == 0)  # fmt: skip
 # numpy/scikit-learn seeds (the validation split) take 0 <= seed < 2**32
 SEED = Rule("must be an integer in [0, 2**32)", lambda v: _number(v) and 0 <= v < 2**32)
 WIDTHS = Rule(
@@ -151,6 +148,7 @@ class Config:
     l1_lambda: float = ruled(NONNEGATIVE)
     l2_lambda: float = ruled(NONNEGATIVE)
     group_lambda: float = ruled(NONNEGATIVE)
+    bn_lambda: float = ruled(NONNEGATIVE)
     seed: int = ruled(SEED)
     repeats: int = ruled(AT_LEAST_1)
     device: str = MISSING
@@ -189,9 +187,7 @@ class ResNetConfig(ModelConfig):
 
 @dataclass
 class TorchvisionModelConfig(ModelConfig):
-    """model=torchvision: a torchvision classification model by name, weights=None."""
-
-    name: str = MISSING
+    name: str = MISSING  # model=torchvision: a torchvision classification model, weights=None
 
 
 @dataclass
@@ -262,6 +258,11 @@ class GroupRegularizerConfig(RegularizerConfig):
 
 
 @dataclass
+class BatchNormRegularizerConfig(RegularizerConfig):
+    bn: float = ruled(NONNEGATIVE)  # regularizer=bn_l1: the L1 strength on BatchNorm scales
+
+
+@dataclass
 class OptimizerConfig:
     """optimizer: a torch.optim class (partial) and its learning rate."""
 
@@ -309,6 +310,7 @@ class PruneConfig:
     stop_at: float | None = ruled(FRACTION)  # end the walk at this level
     keep_models: bool = MISSING  # each level's weights, level_<r>.pt
     inputs: float = ruled(SPARSITY)  # prune=neurons: the fraction of first-layer inputs removed
+    criterion: str = ruled(one_of("norm", "bn_scale"))  # prune=neurons: how channels rank
 
 
 @dataclass
@@ -413,20 +415,18 @@ class ForkLauncherConfig:
     start_method: str = "fork"
 
 
+# fmt: off
 SCHEMAS: dict[str, dict[str, type]] = {
-    "model": {
-        "model": ModelConfig,
-        "mlp": MLPConfig,
-        "resnet": ResNetConfig,
-        "torchvision": TorchvisionModelConfig,
-    },
+    "model": {"model": ModelConfig, "mlp": MLPConfig, "resnet": ResNetConfig,
+              "torchvision": TorchvisionModelConfig},
     "data": {
         "digits": DigitsConfig,
         "torchvision": TorchvisionConfig,
         "csv": CsvConfig,
         "npz": NpzConfig,
     },
-    "regularizer": {"regularizer": RegularizerConfig, "group": GroupRegularizerConfig},
+    "regularizer": {"regularizer": RegularizerConfig, "group": GroupRegularizerConfig,
+                    "bn": BatchNormRegularizerConfig},
     "optimizer": {"optimizer": OptimizerConfig, "sgd": SGDConfig},
     "schedule": {"schedule": ScheduleConfig, "cosine": CosineConfig},
     "prune": {"prune": PruneConfig, "threshold": ThresholdPruneConfig},
@@ -439,6 +439,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "hyperband": HyperbandPrunerConfig,
     },
 }
+# fmt: on
 
 
 def register() -> None:
