@@ -216,7 +216,7 @@ class FixedView(nn.Module):
     "make,message",
     [
         (Detached, r"layer 'a.0' runs off the autograd path .*detach\(\)"),
-        (FixedView, r"cutting channels of layer 'a.0' breaks the model: .*a channel count written"),
+        (FixedView, r"cutting channels of layer 'b.0' breaks the model: .*a channel count written"),
         (lambda: nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), "needs a hidden layer"),
     ],
     ids=["detach", "fixed-view", "no-hidden"],
