@@ -16,7 +16,7 @@ from sweep.models import graph
 from sweep.models.resnet import resnet
 from sweep.sparsity.measures import zero_scales
 from sweep.sparsity.pruning import NeuronPruner, apply_
-from sweep.sparsity.regularizers import BatchNormL1, Regularizer
+from sweep.sparsity.regularizers import BatchNormL1, GroupLasso, Regularizer
 from sweep.training.train import fit
 
 SHAPE = (8, 8)  # the digits' images
@@ -253,3 +253,21 @@ def test_a_conv_net_option_refused_is_one_line_before_training(tmp_path):
     assert proc.returncode != 0
     out = proc.stdout + proc.stderr
     assert "prune.inputs removes a plain MLP's inputs" in out and "epoch 1" not in out
+
+
+def test_group_l1_channels_groups_each_hidden_convs_filters(digits):
+    torch.manual_seed(0)
+    model = Residual()
+    reg = GroupLasso(0.0, 0.0, True, "weights", group=0.05, groups="channels")
+    counted = reg.bind(model)
+    convs = [m.weight for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert [counted[f.weight] is convs[i] for i, f in enumerate(reg.families)] == [True] * 3
+    assert all(f.dim == 0 for f in reg.families)  # filters, not the head's rows
+    fit(model, digits, reg, torch.optim.SGD(model.parameters(), lr=0.1), epochs=2,
+        batch_size=64, seed=0)  # fmt: skip
+    dead = sum(int((w.flatten(1) == 0).all(1).sum()) for w in convs)
+    assert dead > 0  # whole filters exactly zero
+    with pytest.raises(UserError, match="regularizer.groups=channels finds no hidden Conv"):
+        GroupLasso(0, 0, True, "weights", group=1e-3, groups="channels").bind(
+            nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.ReLU(), nn.Linear(8, 10))
+        )

@@ -244,8 +244,9 @@ class RegularizerConfig:
     params: Any = ruled(PARAMS)  # a string or a list: OmegaConf has no such union
 
 
-# The group lasso's groups (sweep/sparsity/regularizers.py): hidden units, inputs, or both.
-GROUPINGS = ("neurons", "inputs", "both")
+# The group lasso's groups (sweep/sparsity/regularizers.py): hidden units, inputs, both, or
+# the hidden convs' filters only.
+GROUPINGS = ("neurons", "inputs", "both", "channels")
 
 
 @dataclass

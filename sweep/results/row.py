@@ -51,7 +51,7 @@ DEFINITION: tuple[Column, ...] = (
     _c("bn_lambda", "float64", "`regularizer=bn_l1` only: the L1 strength on every BatchNorm's scale (network slimming)"),  # noqa: E501
     _c("bn_zero_scales", "float64", "BatchNorm channels whose scale (gamma) is exactly zero; empty for a model without BatchNorm"),  # noqa: E501
     _c("regularizer", "string", "the `regularizer` group option of the run", choice=True),
-    _c("groups", "string", "the group lasso's groups: `neurons`, `inputs` or `both`"),
+    _c("groups", "string", "the group lasso's groups: `neurons`, `inputs`, `both` or `channels` (conv filters only)"),  # noqa: E501
     _c("model", "string", "the `model` group option", choice=True),
     _c("data", "string", "the `data` group option", choice=True),
     _c("optimizer", "string", "the `optimizer` group option", choice=True),

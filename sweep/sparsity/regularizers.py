@@ -22,6 +22,11 @@ GROUP_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 GROUPINGS = schema.GROUPINGS
 
 
+def conv(m: nn.Module) -> bool:
+    """Whether `m` is a convolution (its rows are filters, each an output channel)."""
+    return isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d))
+
+
 def check_nonnegative(key: str, value: object) -> float:
     """`value` as a float, or a UserError naming `key` if it is not a number >= 0 (the
     schema's rule, for a regularizer built in code as from a config)."""
@@ -188,7 +193,9 @@ class GroupLasso(Regularizer):
     the neuron's bias where biases are regularized), except the output layer, whose rows are
     the classes (the last Linear/Conv module in model.modules() order); `inputs`: the first
     layer's input columns (Linear) or input channels (Conv), i.e. feature and pixel selection;
-    `both`: the two families. size_weighted=False drops the sqrt(|g|) weights.
+    `both`: the two families; `channels`: each hidden Conv layer's filters only (structured
+    sparsity learning's filter groups, Wen et al. NIPS 2016), the conv net's channels.
+    size_weighted=False drops the sqrt(|g|) weights.
 
     proximal=True: after each optimizer step, the elementwise soft-threshold at lr * l1 (as
     Regularizer does), then the block soft-threshold of every group,
@@ -229,13 +236,18 @@ class GroupLasso(Regularizer):
         index = {id(p): i for i, p in enumerate(chosen)}
         layers = [m for m in model.modules() if isinstance(m, GROUP_LAYERS)]
         self.families = []
-        if self.groups in ("neurons", "both"):
+        if self.groups in ("neurons", "both", "channels"):
             for m in layers[:-1]:
-                if id(m.weight) not in index:
+                if id(m.weight) not in index or (self.groups == "channels" and not conv(m)):
                     continue
                 bias = index.get(id(m.bias)) if m.bias is not None else None
                 size = m.weight[0].numel() + (bias is not None)
                 self.families.append(Groups(index[id(m.weight)], 0, bias, size))
+            if not self.families and self.groups == "channels":
+                raise UserError(
+                    "regularizer.groups=channels finds no hidden Conv layer with a regularized "
+                    "weight in this model; use regularizer.groups=neurons"
+                )
             if not self.families:
                 raise UserError(
                     "regularizer.groups=neurons finds no hidden Linear/Conv layer with a "
