@@ -245,6 +245,17 @@ def test_a_resnet_run_with_bn_l1_and_channel_pruning_writes_the_rows_figures(tmp
     assert row["channels_removed"] == 28 and row["flops_ratio"] > 1.5
     assert row["bn_lambda"] == 1e-3 and row["bn_zero_scales"] >= 28
     assert row["prune_criterion"] == "bn_scale" and row["compact_shape"].endswith("-10")
+    # sweep.export writes the compact conv net as ONNX, measured read back
+    import pandas as pd
+
+    from conftest import run_module
+
+    run_module("sweep.export", tmp_path, "run", "--latency-rounds", "1",
+               "--latency-seconds", "0.02")  # fmt: skip
+    table = pd.read_csv(tmp_path / "run" / "export" / "export.csv").set_index("artifact")
+    onnx = table.loc["model.compact.onnx"]
+    assert onnx["bytes"] < table.loc["model.onnx", "bytes"] and onnx["max_abs_logit_diff"] < 1e-4
+    assert onnx["flops"] == pytest.approx(row["flops"], rel=1e-6)
 
 
 def test_a_conv_net_option_refused_is_one_line_before_training(tmp_path):
