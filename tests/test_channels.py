@@ -258,6 +258,7 @@ def test_a_resnet_run_with_bn_l1_and_channel_pruning_writes_the_rows_figures(tmp
     assert onnx["flops"] == pytest.approx(row["flops"], rel=1e-6)
 
 
+@pytest.mark.slow
 def test_a_conv_net_option_refused_is_one_line_before_training(tmp_path):
     proc = run_cli(tmp_path, "model=resnet", "model.depth=8", "model.width=4",
                    "prune=neurons", "prune.inputs=0.5", check=False)  # fmt: skip
