@@ -121,9 +121,13 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="digits, 1 seed, few epochs")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--depth", type=int, default=8)
-    parser.add_argument("--width", type=int, default=8)
+    parser.add_argument("--width", type=int, default=16)
     parser.add_argument("--train", type=int, default=6000, help="training images used")
     parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--bn-lambda", type=float, default=1e-2, help="regularizer=bn_l1's")
+    parser.add_argument("--sparsity", type=float, default=0.6, help="channels cut (fraction)")
+    parser.add_argument("--finetune", type=int, default=6, help="prune.epochs")
+    parser.add_argument("--lr-scale", type=float, default=0.5, help="prune.lr_scale")
     parser.add_argument("--work", type=Path, default=None, help="scratch dir (runs, data)")
     parser.add_argument("--repeats", type=int, default=5, help="alternating timing rounds")
     parser.add_argument("--seconds", type=float, default=0.3, help="per timing run")
@@ -140,9 +144,12 @@ def main() -> None:
     common = [*data, "model=resnet", f"model.depth={a.depth}", f"model.width={a.width}",
               f"train.epochs={a.epochs}", "train.batch_size=128", "train.threads=2",
               "optimizer=sgd", "optimizer.lr=0.05", "optimizer.momentum=0.9",
-              "schedule=cosine", *a.overrides]  # fmt: skip
-    slim = ["regularizer=bn_l1", "bn_lambda=3e-2", "prune=neurons", "prune.criterion=bn_scale",
-            "prune.sparsity=0.6", "prune.epochs=3", "prune.lr_scale=0.2"]  # fmt: skip
+              "schedule=cosine", "callbacks=none",  # model.pt only: what this script reads
+              "+callbacks.model_checkpoint._target_=sweep.task.callbacks.ModelCheckpoint",
+              *a.overrides]  # fmt: skip
+    slim = ["regularizer=bn_l1", f"bn_lambda={a.bn_lambda}", "prune=neurons",
+            "prune.criterion=bn_scale", f"prune.sparsity={a.sparsity}",
+            f"prune.epochs={a.finetune}", f"prune.lr_scale={a.lr_scale}"]  # fmt: skip
     torch.set_num_threads(1)
     which = "digits (smoke)" if a.smoke else f"fashion_mnist ({a.train} training images)"
     print(f"resnet depth {a.depth} width {a.width}, {which}, {a.seeds} seeds; "
