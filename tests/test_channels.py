@@ -270,7 +270,7 @@ def test_a_conv_net_option_refused_is_one_line_before_training(tmp_path):
 def test_group_l1_channels_groups_each_hidden_convs_filters(digits):
     torch.manual_seed(0)
     model = Residual()
-    reg = GroupLasso(0.0, 0.0, True, "weights", group=0.05, groups="channels")
+    reg = GroupLasso(0.0, 0.0, True, "weights", group=0.2, groups="channels")
     counted = reg.bind(model)
     convs = [m.weight for m in model.modules() if isinstance(m, nn.Conv2d)]
     assert [counted[f.weight] is convs[i] for i, f in enumerate(reg.families)] == [True] * 3
