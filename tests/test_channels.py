@@ -283,3 +283,26 @@ def test_group_l1_channels_groups_each_hidden_convs_filters(digits):
         GroupLasso(0, 0, True, "weights", group=1e-3, groups="channels").bind(
             nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.ReLU(), nn.Linear(8, 10))
         )
+
+
+def test_resnet_and_torchvision_models_take_the_datas_images():
+    from sweep.models.resnet import torchvision_model
+
+    net = resnet(3072, 100, (3, 32, 32), depth=20, width=16)  # ResNet-20 on CIFAR-100 shapes
+    assert net(torch.zeros(2, 3, 32, 32)).shape == (2, 100)
+    n = sum(p.numel() for p in resnet(784, 10, (28, 28)).parameters())
+    assert n == 272_186  # 0.27M (He et al. 2016, table 6), with 1x1 projection shortcuts
+    tv = torchvision_model(784, 10, (28, 28), name="resnet18")
+    assert tv(torch.zeros(2, 28, 28)).shape == (2, 10)  # one channel, no channel axis
+    with pytest.raises(UserError, match="model.name must be a torchvision classification"):
+        torchvision_model(784, 10, (28, 28), name="resnet_nine")
+    with pytest.raises(UserError, match=r"model.depth must be 6n \+ 2"):
+        resnet(784, 10, (28, 28), depth=21)
+
+
+def test_a_flops_objective_takes_a_conv_net_its_graph_can_cut():
+    from sweep.models import compact
+
+    compact.check_objective(resnet(64, 10, SHAPE, depth=8, width=4), SHAPE, ["val_acc", "flops"])
+    with pytest.raises(UserError, match="the objective's flops .* runs off the autograd path"):
+        compact.check_objective(Detached(), SHAPE, ["val_acc", "flops"])
