@@ -256,6 +256,20 @@ def test_a_resnet_run_with_bn_l1_and_channel_pruning_writes_the_rows_figures(tmp
     onnx = table.loc["model.compact.onnx"]
     assert onnx["bytes"] < table.loc["model.onnx", "bytes"] and onnx["max_abs_logit_diff"] < 1e-4
     assert onnx["flops"] == pytest.approx(row["flops"], rel=1e-6)
+    small = table.loc["model.compact.l1z"]  # the archive, rebuilt from _target_ + new sizes
+    assert small["max_abs_logit_diff"] < 1e-4 and small["flops"] == onnx["flops"]
+    import os
+    import subprocess
+    import sys
+
+    from test_export import BLOCKING_LOADER, REPO
+
+    proc = subprocess.run([sys.executable, "-c", BLOCKING_LOADER,
+                           str(tmp_path / "run" / "export" / "model.compact.l1z")],
+                          capture_output=True, text=True, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "(3, 10) []"  # torch and numpy only, no pickle
 
 
 @pytest.mark.slow

@@ -85,8 +85,9 @@ def compact_l1z(src: Source, out: Path) -> Written:
     write_atomic(path, lambda p: p.write_bytes(blob))
     import pandas as pd
 
-    kept = pd.DataFrame({"index": small.arch["inputs"], "name": small.names})
-    write_atomic(out / KEPT_INPUTS, lambda p: kept.to_csv(p, index=False))
+    if "inputs" in small.arch:  # a conv net cut through its graph reads every input
+        kept = pd.DataFrame({"index": small.arch["inputs"], "name": small.names})
+        write_atomic(out / KEPT_INPUTS, lambda p: kept.to_csv(p, index=False))
     model = archive.read(path, src.allow_targets)
     return Written(path, torch_predict(model), src.shared, model)
 

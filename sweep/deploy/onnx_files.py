@@ -207,32 +207,14 @@ def check_opset(opset: int) -> None:
 
 
 def compact_onnx(src: Source, out: Path) -> Written:
-    """The compact model as ONNX (fp32), its logits against the masked shared model: the
-    plain chain's (`Source.compact`), else a conv net's channels cut through its graph
-    (`sweep.models.graph`: channels exactly zero out, BatchNorm folded)."""
+    """The compact model as ONNX (fp32), its logits against the masked shared model."""
     try:
-        small = src.compact().model
+        small = src.compact()
     except Missing:
-        small = _graph_compact(src)
-        if small is None:
-            raise Missing(f"not written: no compact model ({COMPACT} says why)") from None
-    written = onnx_fp32(src, out, "model.compact.onnx", small)
-    written.holds = small
+        raise Missing(f"not written: no compact model ({COMPACT} says why)") from None
+    written = onnx_fp32(src, out, "model.compact.onnx", small.model)
+    written.holds = small.model
     return written
-
-
-def _graph_compact(src: Source) -> nn.Module | None:
-    """The shared model with its zero channels cut (`sweep.models.graph.compact_model`), or
-    None where its graph cannot be cut."""
-    from sweep.models import graph
-
-    shape = tuple(src.data.image_shape)
-    try:
-        return graph.compact_model(
-            src.shared, shape, graph.dead_plan(graph.check(src.shared, shape))
-        )
-    except graph.CannotCut:
-        return None
 
 
 def onnx_int8(src: Source, out: Path) -> Written:

@@ -188,14 +188,19 @@ def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(model.get_submodule(parent) if parent else model, attr, new)
 
 
-def compact_model(model: nn.Module, input_shape: tuple[int, ...], plan: Plan) -> nn.Module:
-    """A copy of `model` (eval mode) with the plan's channels cut and its BatchNorms folded:
-    a real nn.Module of fewer channels. Equal to the masked model's logits where the plan's
-    channels are exactly zero (`Graph.dead`)."""
+def compact_model(
+    model: nn.Module, input_shape: tuple[int, ...], plan: Plan, fold: bool = True
+) -> nn.Module:
+    """A copy of `model` (eval mode) with the plan's channels cut and (fold) its BatchNorms
+    folded: a real nn.Module of fewer channels. Equal to the masked model's logits where the
+    plan's channels are exactly zero (`Graph.dead`). fold=False keeps the BatchNorms: the
+    weights are then a subset of the model's own values (what an archive's codebook keeps
+    exactly); ONNX Runtime folds them itself when it loads the file."""
     small = copy.deepcopy(model).eval()
     graph = Graph(small, input_shape)
     cut_(graph, plan)
-    fold_batchnorms_(graph)
+    if fold:
+        fold_batchnorms_(graph)
     return small.eval()
 
 
@@ -301,3 +306,51 @@ def measures(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, Any]:
         "flops": sparse,
         "flops_ratio": dense / sparse if sparse else math.inf,
     }
+
+
+# The layers a compact model's archive records, with the constructor arguments that rebuild
+# each at its new size (the rest of the network is the original's, built from its _target_).
+_ARGS = {
+    "Conv1d": ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation",
+               "groups", "padding_mode"),
+    "Linear": ("in_features", "out_features"),
+    "BatchNorm1d": ("num_features", "eps", "momentum", "affine", "track_running_stats"),
+    "Identity": (),
+}  # fmt: skip
+_ARGS.update(Conv2d=_ARGS["Conv1d"], Conv3d=_ARGS["Conv1d"], BatchNorm2d=_ARGS["BatchNorm1d"],
+             BatchNorm3d=_ARGS["BatchNorm1d"])  # fmt: skip
+
+
+def layout(small: nn.Module) -> dict[str, list]:
+    """{layer name: [class name, constructor arguments]} of every Conv, Linear, BatchNorm and
+    Identity of the compact model: with the original network's `_target_`, what rebuilds it
+    (`narrowed`) in a loader that has torch and numpy only (JSON values: no pickle)."""
+    out = {}
+    for name, m in small.named_modules():
+        kind = type(m).__name__
+        if name and kind in _ARGS and type(m) is getattr(nn, kind):
+            args = {k: getattr(m, k) for k in _ARGS[kind]}
+            if kind != "Identity" and "BatchNorm" not in kind:
+                args["bias"] = m.bias is not None
+            out[name] = [kind, {k: list(v) if isinstance(v, tuple) else v for k, v in args.items()}]
+    return out
+
+
+def narrowed(model: dict, layers: dict) -> nn.Module:
+    """The network `model` (an archive's architecture: a `_target_` under sweep.models and its
+    arguments) with each of `layers` (`layout`'s record) replaced by a fresh layer of the
+    recorded size: the compact model's architecture, its weights loaded after. Raises
+    UserError for a `_target_` outside sweep.models (a compact archive rebuilds l1sweep's own
+    networks only; a user's model's compact form is its ONNX file)."""
+    from sweep.config import targets
+
+    target = model.get("_target_") if isinstance(model, dict) else None
+    if not isinstance(target, str) or not targets.is_allowed(target, ("sweep.models.*",)):
+        raise UserError(f"a compact archive rebuilds networks of sweep.models only, not {target!r}")
+    factory = targets.locate(target)
+    net = factory(**targets.accepted(factory, {k: v for k, v in model.items() if k != "_target_"}))
+    for name, (kind, args) in layers.items():
+        if kind not in _ARGS:
+            raise UserError(f"a compact archive names an unknown layer {kind!r} at {name!r}")
+        _replace(net, name, getattr(nn, kind)(**args))
+    return net.eval()
