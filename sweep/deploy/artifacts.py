@@ -80,6 +80,9 @@ def compact_l1z(src: Source, out: Path) -> Written:
     (position in the example, name). Its max_abs_logit_diff is against the masked
     shared-weight model."""
     small = src.compact()
+    if not small.arch:
+        raise Missing("not written: a compact archive rebuilds networks of sweep.models only; "
+                      "model.compact.onnx holds this one")  # fmt: skip
     path = out / COMPACT
     blob = archive.encode(small.model, src.bits, small.arch)
     write_atomic(path, lambda p: p.write_bytes(blob))

@@ -78,6 +78,8 @@ def _graph_compact(src: Source) -> deployable.Deployable | None:
         gap = float((small(src.data.x_val) - src.shared(src.data.x_val)).abs().max())
     arch = {"_target_": "sweep.models.graph.narrowed", "model": src.arch,
             "layers": graph.layout(small)}  # fmt: skip
+    if not str(src.arch.get("_target_", "")).startswith("sweep.models."):
+        arch = {}  # a user's network: no archive rebuilds it (graph.narrowed), its ONNX does
     return deployable.Deployable(small, arch, torch.ones(shape, dtype=torch.bool), [], gap)
 
 
