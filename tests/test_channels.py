@@ -320,3 +320,17 @@ def test_a_flops_objective_takes_a_conv_net_its_graph_can_cut():
     compact.check_objective(resnet(64, 10, SHAPE, depth=8, width=4), SHAPE, ["val_acc", "flops"])
     with pytest.raises(UserError, match="the objective's flops .* runs off the autograd path"):
         compact.check_objective(Detached(), SHAPE, ["val_acc", "flops"])
+
+
+def test_a_compact_resnet_is_rebuilt_from_its_target_and_layer_sizes(digits):
+    model, _ = pruned(CONSTRUCTS["resnet"])
+    plan = graph.dead_plan(graph.Graph(model, SHAPE))
+    small = graph.compact_model(model, SHAPE, plan, fold=False)
+    arch = {"_target_": "sweep.models.resnet.resnet", "n_inputs": 64, "n_classes": 10,
+            "input_shape": [8, 8], "depth": 8, "width": 4}  # fmt: skip
+    again = graph.narrowed(arch, graph.layout(small))
+    again.load_state_dict(small.state_dict())
+    with torch.no_grad():
+        assert torch.allclose(again.eval()(digits.x_test), model(digits.x_test), atol=1e-5)
+    with pytest.raises(UserError, match="rebuilds networks of sweep.models only"):
+        graph.narrowed({"_target_": "mypkg.Net"}, {})
