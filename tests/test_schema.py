@@ -32,7 +32,8 @@ MISTAKES = [
     (["train.threads=-2"], "train.threads must be an integer >= 1, got -2"),
     (["train.epoch=3"], "Key 'epoch' not in 'TrainConfig'. Did you mean: 'epochs'?"),
     # groups
-    (["model=resnet"], "Could not find 'model/resnet'. Available options in 'model': lenet5"),
+    (["model=resnet9"], "Could not find 'model/resnet9'. Available options in 'model': lenet5"),
+    (["model=resnet", "model.depth=21"], "model.depth must be 6n + 2 with n >= 1"),
     (["model.hidden=[0]"], "model.hidden must be a list of integers >= 1"),
     (["model.hidden=abc"], "model.hidden=abc: Invalid value assigned: str is not a ListConfig"),
     (["data.val_fraction=1.5"], "data.val_fraction must be in (0, 1), got 1.5"),

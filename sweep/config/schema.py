@@ -54,6 +54,9 @@ JOBS = Rule(
 FRACTION = Rule("must be in (0, 1)", lambda v: _number(v) and 0 < v < 1, number=True)
 SPARSITY = Rule("must be in [0, 1)", lambda v: _number(v) and 0 <= v < 1, number=True)
 PROBABILITY = Rule("must be in [0, 1]", lambda v: _number(v) and 0 <= v <= 1)
+# ResNet's CIFAR family (He et al. 2016, sec. 4.2): 6n + 2 layers, n >= 1
+RESNET_DEPTH = Rule("must be 6n + 2 with n >= 1 (8, 14, 20, 32, ...)",
+                    lambda v: _number(v) and v >= 8 and (v - 2) % 6 == 0)  # fmt: skip
 # numpy/scikit-learn seeds (the validation split) take 0 <= seed < 2**32
 SEED = Rule("must be an integer in [0, 2**32)", lambda v: _number(v) and 0 <= v < 2**32)
 WIDTHS = Rule(
@@ -145,6 +148,7 @@ class Config:
     l1_lambda: float = ruled(NONNEGATIVE)
     l2_lambda: float = ruled(NONNEGATIVE)
     group_lambda: float = ruled(NONNEGATIVE)
+    bn_lambda: float = ruled(NONNEGATIVE)
     seed: int = ruled(SEED)
     repeats: int = ruled(AT_LEAST_1)
     device: str = MISSING
@@ -171,6 +175,19 @@ class MLPConfig(ModelConfig):
     """model=mlp / simple_net: `sweep.models.mlp` with these hidden widths."""
 
     hidden: list[int] = ruled(WIDTHS)
+
+
+@dataclass
+class ResNetConfig(ModelConfig):
+    """model=resnet: `sweep.models.resnet.resnet`, depth 6n + 2 and first-stage width."""
+
+    depth: int = ruled(RESNET_DEPTH)
+    width: int = ruled(AT_LEAST_1)
+
+
+@dataclass
+class TorchvisionModelConfig(ModelConfig):
+    name: str = MISSING  # model=torchvision: a torchvision classification model, weights=None
 
 
 @dataclass
@@ -227,8 +244,9 @@ class RegularizerConfig:
     params: Any = ruled(PARAMS)  # a string or a list: OmegaConf has no such union
 
 
-# The group lasso's groups (sweep/sparsity/regularizers.py): hidden units, inputs, or both.
-GROUPINGS = ("neurons", "inputs", "both")
+# The group lasso's groups (sweep/sparsity/regularizers.py): hidden units, inputs, both, or
+# the hidden convs' filters only.
+GROUPINGS = ("neurons", "inputs", "both", "channels")
 
 
 @dataclass
@@ -238,6 +256,11 @@ class GroupRegularizerConfig(RegularizerConfig):
     group: float = ruled(NONNEGATIVE)
     groups: str = ruled(one_of(*GROUPINGS))
     size_weighted: bool = MISSING
+
+
+@dataclass
+class BatchNormRegularizerConfig(RegularizerConfig):
+    bn: float = ruled(NONNEGATIVE)  # regularizer=bn_l1: the L1 strength on BatchNorm scales
 
 
 @dataclass
@@ -288,6 +311,7 @@ class PruneConfig:
     stop_at: float | None = ruled(FRACTION)  # end the walk at this level
     keep_models: bool = MISSING  # each level's weights, level_<r>.pt
     inputs: float = ruled(SPARSITY)  # prune=neurons: the fraction of first-layer inputs removed
+    criterion: str = ruled(one_of("norm", "bn_scale"))  # prune=neurons: how channels rank
 
 
 @dataclass
@@ -412,15 +436,18 @@ class ForkLauncherConfig:
     start_method: str = "fork"
 
 
+# fmt: off
 SCHEMAS: dict[str, dict[str, type]] = {
-    "model": {"model": ModelConfig, "mlp": MLPConfig},
+    "model": {"model": ModelConfig, "mlp": MLPConfig, "resnet": ResNetConfig,
+              "torchvision": TorchvisionModelConfig},
     "data": {
         "digits": DigitsConfig,
         "torchvision": TorchvisionConfig,
         "csv": CsvConfig,
         "npz": NpzConfig,
     },
-    "regularizer": {"regularizer": RegularizerConfig, "group": GroupRegularizerConfig},
+    "regularizer": {"regularizer": RegularizerConfig, "group": GroupRegularizerConfig,
+                    "bn": BatchNormRegularizerConfig},
     "optimizer": {"optimizer": OptimizerConfig, "sgd": SGDConfig},
     "schedule": {"schedule": ScheduleConfig, "cosine": CosineConfig},
     "prune": {"prune": PruneConfig, "threshold": ThresholdPruneConfig},
@@ -434,6 +461,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "front": FrontPrunerConfig,
     },
 }
+# fmt: on
 
 
 def register() -> None:

@@ -80,13 +80,17 @@ def compact_l1z(src: Source, out: Path) -> Written:
     (position in the example, name). Its max_abs_logit_diff is against the masked
     shared-weight model."""
     small = src.compact()
+    if not small.arch:
+        raise Missing("not written: a compact archive rebuilds networks of sweep.models only; "
+                      "model.compact.onnx holds this one")  # fmt: skip
     path = out / COMPACT
     blob = archive.encode(small.model, src.bits, small.arch)
     write_atomic(path, lambda p: p.write_bytes(blob))
     import pandas as pd
 
-    kept = pd.DataFrame({"index": small.arch["inputs"], "name": small.names})
-    write_atomic(out / KEPT_INPUTS, lambda p: kept.to_csv(p, index=False))
+    if "inputs" in small.arch:  # a conv net cut through its graph reads every input
+        kept = pd.DataFrame({"index": small.arch["inputs"], "name": small.names})
+        write_atomic(out / KEPT_INPUTS, lambda p: kept.to_csv(p, index=False))
     model = archive.read(path, src.allow_targets)
     return Written(path, torch_predict(model), src.shared, model)
 

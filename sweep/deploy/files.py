@@ -53,10 +53,34 @@ class Source:
                 names = getattr(self.data, "feature_names", None)
                 self._compact = deployable.deployable(self.shared, self.data.x_val, names)
             except compact_.CannotCompact as e:
-                self._compact = Missing(f"no compact model: {e}")
+                self._compact = _graph_compact(self) or Missing(f"no compact model: {e}")
         if isinstance(self._compact, Missing):
             raise self._compact
         return self._compact
+
+
+def _graph_compact(src: Source) -> deployable.Deployable | None:
+    """A network compact cannot follow, with its zero channels cut through its graph
+    (`sweep.models.graph`; BatchNorms kept, for the codebook's sake), as a Deployable whose
+    arch rebuilds it (`graph.narrowed`: the original's _target_ and the new layers' sizes);
+    None where its graph cannot be cut. It takes the same inputs as the model (no gather)."""
+    from sweep.models import graph
+
+    shape = tuple(src.data.image_shape)
+    try:
+        plan = graph.dead_plan(graph.check(src.shared, shape))
+        # unfolded: the archive's codebook then holds the shared model's own values exactly
+        small = graph.compact_model(src.shared, shape, plan, fold=False)
+    except graph.CannotCut:
+        return None
+    src.shared.eval()
+    with torch.no_grad():
+        gap = float((small(src.data.x_val) - src.shared(src.data.x_val)).abs().max())
+    arch = {"_target_": "sweep.models.graph.narrowed", "model": src.arch,
+            "layers": graph.layout(small)}  # fmt: skip
+    if not str(src.arch.get("_target_", "")).startswith("sweep.models."):
+        arch = {}  # a user's network: no archive rebuilds it (graph.narrowed), its ONNX does
+    return deployable.Deployable(small, arch, torch.ones(shape, dtype=torch.bool), [], gap)
 
 
 @dataclass

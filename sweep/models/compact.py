@@ -372,8 +372,7 @@ def measures(model: nn.Module, input_shape: tuple[int, ...]) -> dict:
         chain = trace(model)
         small, kept = compact(model, input_shape)
     except CannotCompact as e:
-        log.info(f"no compact figures: {e}")
-        return dict.fromkeys(("groups_removed", "compact_shape", "flops", "flops_ratio"))
+        return _graph_measures(model, input_shape, e)
     n_kept = int(kept.sum())
     units = chain.n_inputs + sum(L.module.weight.shape[0] for L in chain.hidden)
     dense, sparse = flops(model, input_shape), flops(small, (n_kept,))
@@ -385,8 +384,20 @@ def measures(model: nn.Module, input_shape: tuple[int, ...]) -> dict:
     }
 
 
+def _graph_measures(model: nn.Module, input_shape: tuple[int, ...], why: Exception) -> dict:
+    """A network with its own forward: its channels through the dependency graph
+    (`sweep.models.graph`), or empty figures with one log line saying why neither path can."""
+    from sweep.models import graph
+
+    try:
+        return graph.measures(model, tuple(input_shape))
+    except graph.CannotCut as e:
+        log.info(f"no compact figures: {why}; {e}")
+        return dict.fromkeys(MEASURES)
+
+
 # The row's figures that only a compact model has.
-MEASURES = ("groups_removed", "compact_shape", "flops", "flops_ratio")
+MEASURES = ("groups_removed", "channels_removed", "compact_shape", "flops", "flops_ratio")
 
 
 def check_objective(model: nn.Module, input_shape: tuple[int, ...], metrics: list[str]) -> None:
@@ -399,10 +410,17 @@ def check_objective(model: nn.Module, input_shape: tuple[int, ...], metrics: lis
     try:
         compact(model, input_shape)
     except CannotCompact as e:
-        raise UserError(
-            f"the objective's {', '.join(wanted)} is of the compact model, which this model "
-            f"has none of ({e}); use an objective without it, e.g. objective=pareto"
-        ) from None
+        from sweep.models import graph
+
+        try:
+            graph.check(model, tuple(input_shape))
+            return
+        except graph.CannotCut as cut:
+            raise UserError(
+                f"the objective's {', '.join(wanted)} is of the compact model, which this "
+                f"model has none of ({e}; {cut}); use an objective without it, e.g. "
+                "objective=pareto"
+            ) from None
 
 
 def _units(small: nn.Sequential) -> int:

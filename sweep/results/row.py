@@ -50,8 +50,10 @@ DEFINITION: tuple[Column, ...] = (
     _c("l1_lambda", "float64", "the L1 strength the regularizer applied (0 where it has no L1 term)"),  # noqa: E501
     _c("l2_lambda", "float64", "the L2 strength the regularizer applied (0 where it has no L2 term)"),  # noqa: E501
     _c("group_lambda", "float64", "`regularizer=group_l1` / `sparse_group_l1` only: the group lasso's strength"),  # noqa: E501
+    _c("bn_lambda", "float64", "`regularizer=bn_l1` only: the L1 strength on every BatchNorm's scale (network slimming)"),  # noqa: E501
+    _c("bn_zero_scales", "float64", "BatchNorm channels whose scale (gamma) is exactly zero; empty for a model without BatchNorm"),  # noqa: E501
     _c("regularizer", "string", "the `regularizer` group option of the run", choice=True),
-    _c("groups", "string", "the group lasso's groups: `neurons`, `inputs` or `both`"),
+    _c("groups", "string", "the group lasso's groups: `neurons`, `inputs`, `both` or `channels` (conv filters only)"),  # noqa: E501
     _c("model", "string", "the `model` group option", choice=True),
     _c("data", "string", "the `data` group option", choice=True),
     _c("optimizer", "string", "the `optimizer` group option", choice=True),
@@ -62,6 +64,7 @@ DEFINITION: tuple[Column, ...] = (
     _c("prune_rounds", "Int64", "prune rounds, each followed by masked fine-tuning"),
     _c("prune_epochs", "Int64", "fine-tuning epochs per prune round"),
     _c("prune_lr_scale", "float64", "fine-tuning's lr as a multiple of `optimizer.lr`"),
+    _c("prune_criterion", "string", "`prune=neurons`: how channels rank, `norm` (the filter's, or a coupled channel group's, L2 norm) or `bn_scale` (BatchNorm |gamma|, network slimming)"),  # noqa: E501
     _c("prune_inputs", "float64", "`prune=neurons`: the fraction of the first layer's inputs removed by norm (`prune.inputs`)"),  # noqa: E501
     _c("prune_path", "string", "a path's levels walked (`prune.path`, up to `prune.stop_at`), comma-separated; each level's model is a row of the sweep's `points.csv`"),  # noqa: E501
     _c("path_hypervolume", "float64", "a path's hypervolume: the area its levels dominate in (`-log10(1 - sparsity)`, `val_acc`) above the reference point (0, 1 / classes) (sweep/results/hypervolume.py)"),  # noqa: E501
@@ -83,6 +86,7 @@ DEFINITION: tuple[Column, ...] = (
     _c("n_classes", "Int64", "classes of the data: chance accuracy, `1 / n_classes`, is the reference of `path_hypervolume` and of `sweep.analyze`'s hypervolumes"),  # noqa: E501
     _c("n_inputs", "Int64", "input features of the data"),
     _c("groups_removed", "float64", "hidden neurons and conv filters, and inputs (features or pixels; a conv first layer's channels), that `sweep.models.compact` takes out: a unit goes when its incoming weights are all zero (its constant output folded into the next layer's bias) or its outgoing weights are (unreachable); the output layer's units never"),  # noqa: E501
+    _c("channels_removed", "float64", "a network `sweep.models.compact` cannot follow (residual adds, concatenations, BatchNorm: `sweep.models.graph`): the channels, coupled ones counted once, exactly zero wherever they are made, that its compact model cuts; the output layer's never"),  # noqa: E501
     _c("compact_shape", "string", "the compact model's widths: inputs read, then the units of each layer (`430-37-10`; lenet5: `784-4-11-70-84-10`, channels for the convolutions); empty for a model compaction cannot follow"),  # noqa: E501
     _c("flops", "float64", "multiply-adds per example of the compact model's Linear and Conv layers (biases, activations, pooling not counted)"),  # noqa: E501
     _c("flops_ratio", "float64", "the dense model's multiply-adds divided by `flops`"),

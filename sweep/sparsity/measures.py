@@ -61,3 +61,11 @@ def pruned(model: nn.Module, counted: list[nn.Parameter], tol: float) -> nn.Modu
         if id(p) in ids:
             q.masked_fill_(q.abs() <= tol, 0.0)
     return clone
+
+
+def zero_scales(model: nn.Module) -> int | None:
+    """BatchNorm channels whose scale (gamma) is exactly zero (network slimming's pruned
+    channels, `regularizer=bn_l1`); None for a model without a BatchNorm with a scale."""
+    norms = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+    scales = [m.weight for m in model.modules() if isinstance(m, norms) and m.weight is not None]
+    return sum(int((g == 0).sum()) for g in scales) if scales else None

@@ -14,6 +14,7 @@ import torch.nn as nn
 from sweep.config import schema
 from sweep.errors import UserError
 from sweep.models import compact
+from sweep.sparsity import channels
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ class Pruner:
         stop_at: float | None = None,
         keep_models: bool = False,
         inputs: float = 0.0,
+        criterion: str = "norm",
     ) -> None:
         if method not in METHODS:
             raise UserError(f"prune.method must be one of {', '.join(METHODS)}, got {method!r}")
@@ -65,6 +67,9 @@ class Pruner:
                 f"prune.inputs removes inputs with prune=neurons; prune={method} removes single "
                 f"weights: set prune.inputs=0 or prune=neurons (got prune.inputs={inputs})"
             )
+        if criterion != "norm" and type(self) is Pruner:  # NeuronPruner takes it
+            raise UserError(f"prune.criterion ranks channels for prune=neurons; prune={method} "
+                            f"removes single weights: set prune.criterion=norm")  # fmt: skip
         _check_options(sparsity, scope, rounds, epochs, lr_scale)
         self.sparsity, self.scope, self.tol = float(sparsity), scope, float(tol)
         self.epochs, self.lr_scale = epochs, lr_scale
@@ -129,8 +134,9 @@ class Pruner:
         zeros = int((flat(counted) == 0).sum())
         return zeros >= round(target * sum(p.numel() for p in counted))
 
-    def check(self, model: nn.Module) -> None:
-        """Raise UserError, before any training, if this pruning cannot act on `model`."""
+    def check(self, model: nn.Module, input_shape: tuple[int, ...] | None = None) -> None:
+        """Raise UserError, before any training, if this pruning cannot act on `model` (which
+        takes examples of `input_shape`)."""
 
     def held(self, model: nn.Module, counted: list[nn.Parameter]) -> list[nn.Parameter]:
         """The tensors `mask` covers, in its order: the regularized weights `counted`."""
@@ -211,28 +217,52 @@ class NeuronPruner(Pruner):
     the same rounds (round r reaches inputs * target_r / sparsity); an input already unread
     (its column all zero: a group lasso's `inputs` groups) is removed first. This is the
     pruning counterpart of `regularizer.groups=inputs`: pixel or feature selection by norm.
+
+    Any other traceable network (residual adds, concatenations, BatchNorm, grouped and
+    depthwise convs: a model `compact.trace` cannot follow) takes the channel path,
+    `sweep.sparsity.channels`: whole coupled channel groups cut by `criterion` (`norm`, the
+    group's L2 norm, or `bn_scale`, network slimming's |gamma|), the mask zeroing every
+    coupled parameter; `check` finds which path a model takes, before training.
     """
 
-    def __init__(self, method: str, inputs: float = 0.0, **options: Any) -> None:
-        super().__init__(method, **options)
+    def __init__(
+        self, method: str, inputs: float = 0.0, criterion: str = "norm", **options: Any
+    ) -> None:
+        super().__init__(method, **options)  # criterion: this class's own
         if isinstance(inputs, bool) or not isinstance(inputs, (int, float)):
             raise UserError(f"prune.inputs must be a number in [0, 1), got {inputs!r}")
         if not 0.0 <= inputs < 1.0:
             raise UserError(f"prune.inputs must be in [0, 1), got {inputs}")
+        schema.check_value("prune.criterion", schema.rules(schema.PruneConfig)["criterion"],
+                           criterion)  # fmt: skip
         self.inputs = float(inputs) if self.active else 0.0
+        self.criterion = criterion
+        self.graph_shape: tuple[int, ...] | None = None  # set by check: the channel path
 
     def columns(self) -> dict:
-        """The options as results.csv columns, prune_inputs among them."""
-        return {**super().columns(), "prune_inputs": self.inputs} if self.active else {}
+        """The options as results.csv columns, prune_inputs and prune_criterion among them."""
+        if not self.active:
+            return {}
+        return {**super().columns(), "prune_inputs": self.inputs,
+                "prune_criterion": self.criterion}  # fmt: skip
 
-    def check(self, model: nn.Module) -> None:
+    def check(self, model: nn.Module, input_shape: tuple[int, ...] | None = None) -> None:
         """Before training: UserError (one line) where `model` has no neurons this pruner can
-        remove: a wiring compact cannot follow, or no hidden layer; or where prune.inputs is
-        set and the first layer is not a Linear one."""
+        remove: a wiring neither compact nor the channel graph can follow, or no hidden
+        layer; or where prune.inputs is set and the first layer is not a Linear one."""
         try:
             chain = compact.trace(model)
-        except compact.CannotCompact as e:
-            raise UserError(f"prune=neurons cannot follow this model: {e}") from e
+        except compact.CannotCompact:
+            chain = None
+        if chain is None or self.criterion != "norm":
+            if self.inputs > 0:
+                raise UserError(
+                    "prune.inputs removes a plain MLP's inputs; this model's channels are "
+                    "cut through its graph: set prune.inputs=0"
+                )
+            channels.check(model, input_shape, self.criterion)
+            self.graph_shape = tuple(input_shape)  # type: ignore[arg-type]
+            return
         if not chain.hidden:
             raise UserError(
                 "prune=neurons needs a hidden layer, and this model has only its output layer "
@@ -266,6 +296,8 @@ class NeuronPruner(Pruner):
     def reached(self, model: nn.Module, counted: list[nn.Parameter], target: float) -> bool:
         """Whether the units already dead (a group lasso's) are as many as a cut to `target`
         removes, in each layer (scope=layer) or over all (scope=global)."""
+        if self.graph_shape is not None:
+            return channels.reached(model, self.graph_shape, target, self.scope)
         dead = self.removed(model, 0.0)
         if self.inputs > 0:
             first = compact.trace(model).layers[0].module.weight
@@ -314,6 +346,9 @@ class NeuronPruner(Pruner):
     def mask(self, model: nn.Module, counted: list[nn.Parameter], target: float) -> torch.Tensor:
         """The keep-mask (1 = kept, 0 = removed; one entry per parameter of `held`, flat) that
         removes the neurons with the smallest norms until `target` of the groups are gone."""
+        if self.graph_shape is not None:
+            return channels.mask(model, self.held(model, counted), counted, self.graph_shape,
+                                 target, self.criterion, self.scope)  # fmt: skip
         chain = compact.trace(model)
         cut = self.removed(model, target)
         params = self.held(model, counted)

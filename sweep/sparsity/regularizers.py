@@ -22,6 +22,11 @@ GROUP_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 GROUPINGS = schema.GROUPINGS
 
 
+def conv(m: nn.Module) -> bool:
+    """Whether `m` is a convolution (its rows are filters, each an output channel)."""
+    return isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d))
+
+
 def check_nonnegative(key: str, value: object) -> float:
     """`value` as a float, or a UserError naming `key` if it is not a number >= 0 (the
     schema's rule, for a regularizer built in code as from a config)."""
@@ -188,7 +193,9 @@ class GroupLasso(Regularizer):
     the neuron's bias where biases are regularized), except the output layer, whose rows are
     the classes (the last Linear/Conv module in model.modules() order); `inputs`: the first
     layer's input columns (Linear) or input channels (Conv), i.e. feature and pixel selection;
-    `both`: the two families. size_weighted=False drops the sqrt(|g|) weights.
+    `both`: the two families; `channels`: each hidden Conv layer's filters only (structured
+    sparsity learning's filter groups, Wen et al. NIPS 2016), the conv net's channels.
+    size_weighted=False drops the sqrt(|g|) weights.
 
     proximal=True: after each optimizer step, the elementwise soft-threshold at lr * l1 (as
     Regularizer does), then the block soft-threshold of every group,
@@ -229,13 +236,18 @@ class GroupLasso(Regularizer):
         index = {id(p): i for i, p in enumerate(chosen)}
         layers = [m for m in model.modules() if isinstance(m, GROUP_LAYERS)]
         self.families = []
-        if self.groups in ("neurons", "both"):
+        if self.groups in ("neurons", "both", "channels"):
             for m in layers[:-1]:
-                if id(m.weight) not in index:
+                if id(m.weight) not in index or (self.groups == "channels" and not conv(m)):
                     continue
                 bias = index.get(id(m.bias)) if m.bias is not None else None
                 size = m.weight[0].numel() + (bias is not None)
                 self.families.append(Groups(index[id(m.weight)], 0, bias, size))
+            if not self.families and self.groups == "channels":
+                raise UserError(
+                    "regularizer.groups=channels finds no hidden Conv layer with a regularized "
+                    "weight in this model; use regularizer.groups=neurons"
+                )
             if not self.families:
                 raise UserError(
                     "regularizer.groups=neurons finds no hidden Linear/Conv layer with a "
@@ -326,3 +338,81 @@ class GroupLasso(Regularizer):
             weight.mul_(scale.view(shape))
             if bias is not None:
                 bias.mul_(scale)
+
+
+BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+class BatchNormL1(Regularizer):
+    """Network slimming (Liu et al., "Learning Efficient Convolutional Networks through
+    Network Slimming", ICCV 2017): `bn * sum |gamma|` over the scale of every BatchNorm,
+    beside the elementwise terms of Regularizer on the parameters `params` selects (which
+    stay the counted ones: the BatchNorm scales are not counted unless params=all).
+
+    proximal=True: after each optimizer step, gamma <- sign(gamma) * max(|gamma| - lr * bn, 0),
+    so a channel's scale lands exactly on zero (the paper uses the subgradient; the proximal
+    step is what makes the zeros exact); under Adam the threshold is decoupled, as for
+    l1_prox. proximal=False: the subgradient bn * sign(gamma), as the paper.
+    The fine-tuning after pruning drops the term (`for_finetuning`), as for every penalty.
+
+    Raises UserError for bn < 0 and, at bind, a model without a BatchNorm with a scale.
+    """
+
+    def __init__(
+        self, l1: float, l2: float, proximal: bool, params: str | Sequence[str], bn: float
+    ) -> None:
+        super().__init__(l1, l2, proximal, params)
+        self.bn = check_nonnegative("bn_lambda", bn)
+        self.scales: list[nn.Parameter] = []
+
+    def bind(self, model: nn.Module) -> list[nn.Parameter]:
+        """As Regularizer.bind, and find every BatchNorm's scale (gamma)."""
+        chosen = super().bind(model)
+        self.scales = [m.weight for m in model.modules()
+                       if isinstance(m, BATCHNORMS) and m.weight is not None]  # fmt: skip
+        if not self.scales:
+            raise UserError("regularizer=bn_l1 puts its L1 term on BatchNorm scales, and this "
+                            "model has no BatchNorm with a scale; use model=resnet or "
+                            "regularizer=group_l1")  # fmt: skip
+        return chosen
+
+    def columns(self) -> dict:
+        """The strength as the results.csv column bn_lambda."""
+        return {"bn_lambda": self.bn}
+
+    def meter(self, w: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Running sums of (|w|_1, |w|_2^2, sum |gamma|)."""
+        return w.new_zeros(()), w.new_zeros(()), w.new_zeros(())
+
+    def value(self, meter: tuple[torch.Tensor, ...]) -> float:
+        """The summed penalty from `meter`: the elementwise part plus bn * sum |gamma|."""
+        return super().value(meter) + self.bn * float(meter[2])
+
+    @torch.no_grad()
+    def penalty(self, w: torch.Tensor) -> float:
+        """The penalty at these weights (the scales read from the bound BatchNorms)."""
+        return super().penalty(w) + self.bn * sum(float(g.abs().sum()) for g in self.scales)
+
+    @torch.no_grad()
+    def add_gradient_(
+        self, w: torch.Tensor, g: torch.Tensor, meter: tuple[torch.Tensor, ...] | None = None
+    ) -> None:
+        """The elementwise terms, then bn * sign(gamma) into each scale's gradient (the
+        penalty form) and sum |gamma| into `meter`."""
+        super().add_gradient_(w, g, meter)
+        if not self.bn:
+            return
+        for gamma in self.scales:
+            if meter is not None:
+                meter[2].add_(gamma.abs().sum())
+            if not self.proximal:
+                gamma.grad.add_(torch.sign(gamma), alpha=self.bn)
+
+    @torch.no_grad()
+    def prox_(self, w: torch.Tensor, lr: float) -> None:
+        """The elementwise soft-threshold, then each BatchNorm scale's at lr * bn."""
+        super().prox_(w, lr)
+        if self.proximal and self.bn:
+            t = lr * self.bn
+            for gamma in self.scales:
+                gamma.sub_(gamma.clamp(-t, t))

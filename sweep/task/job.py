@@ -31,6 +31,7 @@ from sweep.models import compact
 from sweep.results import row
 from sweep.results.hypervolume import path_hypervolume
 from sweep.sparsity import pruning
+from sweep.sparsity.measures import zero_scales
 from sweep.sparsity.pruning import Pruner
 from sweep.sparsity.regularizers import Regularizer
 from sweep.task import rules
@@ -167,7 +168,7 @@ def preflight(cfg: DictConfig, *, train: bool = False) -> Parts:
         model = model.to(device)
     optimizer = make_optimizer(cfg.optimizer, model)
     user_code.check_model(model, data)  # the factory's contract, before any training
-    pruner.check(model)  # prune=neurons: a model it can follow
+    pruner.check(model, data.image_shape)  # prune=neurons: a model it can follow
     compact.check_objective(model, data.image_shape, list(cfg.objective.metrics))
     return Parts(reg, pruner, cbs, device, data, model, optimizer)
 
@@ -457,7 +458,8 @@ def _row(
         "tol": tol,
         "n_classes": data.n_classes,
         "sparsity_params": reg.params,
-        **reg.columns(),  # group_lambda, groups of a group lasso
+        **reg.columns(),  # group_lambda, groups of a group lasso; bn_lambda
+        "bn_zero_scales": zero_scales(model),
         # groups_removed, compact_shape, flops, flops_ratio: the model with its dead units out
         **compact.measures(model, data.image_shape),
         "train_loss": result["train_loss"],

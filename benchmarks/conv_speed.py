@@ -1,0 +1,176 @@
+"""What channel pruning buys a real conv net on a CPU: a dense ResNet against its compact twin.
+
+    python benchmarks/conv_speed.py --work /tmp/conv-bench          # Fashion-MNIST, 3 seeds
+    python benchmarks/conv_speed.py --smoke                         # digits, 1 seed, quick
+
+For each seed, two ResNets (`model=resnet`, He et al. 2016's CIFAR family; `--depth`,
+`--width`) are trained as a user trains them, with `python -m sweep.run`: the dense baseline
+(`regularizer=none prune=none`) and the slimmed one (`regularizer=bn_l1`: network slimming's
+proximal L1 on every BatchNorm scale, then `prune=neurons prune.criterion=bn_scale`: the
+coupled channel groups with the smallest scales cut, masked fine-tuning). Both are read back
+from model.pt; the slimmed one is compacted (`sweep.models.graph`: its zero channels cut out
+through Torch-Pruning's dependency graph, BatchNorm folded into the convs), the script checks
+that the compact model's logits equal the masked model's on the test split (1e-5), then
+measures in one process, on one thread, torch eager, the dense model (its BatchNorms folded
+too, so that the ratio is the channels' alone) and the compact one in alternation: the
+throughput at batch 256 and the time per call at batch 1 (median call), and ONNX Runtime's
+batch-1 time of each exported (opset 18, one intra-op thread).
+
+The training set is the first `--train` images of Fashion-MNIST's 60k (two shared CPU
+cores train a ResNet on all of them in hours, not minutes); accuracies are on the whole
+10k test split, which no run sees. The last line is machine-readable (medians over seeds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import gzip
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run as a script from anywhere: import sweep from this checkout
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from structured import load, timings, train  # noqa: E402
+
+from sweep.models import compact, graph  # noqa: E402
+from sweep.training.train import accuracy  # noqa: E402
+
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+
+def subset(root: Path, n_train: int) -> None:
+    """Fashion-MNIST's IDX files under root/FashionMNIST/raw: the first n_train training
+    images and labels, the whole test split."""
+    raw = root / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for name in sorted(FASHION.glob("*-ubyte.gz")):
+        data = gzip.decompress(name.read_bytes())
+        if name.name.startswith("train"):
+            dims = data[3]
+            shape = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims)]
+            shape[0] = min(n_train, shape[0])
+            body = data[4 + 4 * dims :][: int(np.prod(shape))]
+            data = data[:4] + b"".join(d.to_bytes(4, "big") for d in shape) + body
+        (raw / name.name.removesuffix(".gz")).write_bytes(data)
+
+
+def folded(model: torch.nn.Module, shape: tuple[int, ...]) -> torch.nn.Module:
+    """The dense model with its BatchNorms folded (no channel cut): the fair baseline."""
+    return graph.compact_model(model, shape, {})
+
+
+def onnx_ms(model: torch.nn.Module, x: torch.Tensor, path: Path, seconds: float) -> float:
+    """ONNX Runtime's median batch-1 call, ms, one intra-op thread, of `model` exported."""
+    import onnxruntime as ort
+
+    torch.onnx.export(model, (x,), str(path), opset_version=18, dynamo=False)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = 1, 1
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    feed = {sess.get_inputs()[0].name: x.numpy()}
+    sess.run(None, feed)
+    times, end = [], time.perf_counter() + seconds
+    while (t0 := time.perf_counter()) < end:
+        sess.run(None, feed)
+        times.append(time.perf_counter() - t0)
+    return 1e3 * statistics.median(times)
+
+
+def measure(dense_run: Path, slim_run: Path, work: Path, a: argparse.Namespace) -> dict:
+    """One seed's figures: accuracies, the compact check, FLOPs, throughput and latency."""
+    dense, data = load(dense_run)
+    masked, _ = load(slim_run)
+    shape = data.image_shape
+    small = graph.compact_model(masked, shape, graph.dead_plan(graph.Graph(masked, shape)))
+    base = folded(dense, shape)
+    with torch.inference_mode():
+        want, got = masked(data.x_test), small(data.x_test)
+    gap = float((got - want).abs().max())
+    assert torch.allclose(got, want, atol=1e-5, rtol=1e-5), f"compact != masked logits: {gap}"
+    x256, x1 = data.x_test[:256], data.x_test[:1]
+    t = timings({"dense256": (base, x256), "compact256": (small, x256),
+                 "dense1": (base, x1), "compact1": (small, x1)}, a.repeats, a.seconds)  # fmt: skip
+    figures = graph.measures(masked, shape)
+    return {
+        "dense_acc": accuracy(dense, data.x_test, data.y_test),
+        "compact_acc": accuracy(small, data.x_test, data.y_test),
+        "gap": gap,
+        "shape": figures["compact_shape"],
+        "flops_ratio": compact.flops(dense, shape) / compact.flops(small, shape),
+        "speedup256": t["dense256"][0] / t["compact256"][0],
+        "dense_img_s": 256 / t["dense256"][0],
+        "compact_img_s": 256 / t["compact256"][0],
+        "dense_ms1": 1e3 * t["dense1"][0],
+        "compact_ms1": 1e3 * t["compact1"][0],
+        "ort_dense_ms1": onnx_ms(copy.deepcopy(base), x1, work / "dense.onnx", a.seconds * 5),
+        "ort_compact_ms1": onnx_ms(small, x1, work / "compact.onnx", a.seconds * 5),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="digits, 1 seed, few epochs")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--depth", type=int, default=8)
+    parser.add_argument("--width", type=int, default=16)
+    parser.add_argument("--train", type=int, default=6000, help="training images used")
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--bn-lambda", type=float, default=1e-2, help="regularizer=bn_l1's")
+    parser.add_argument("--sparsity", type=float, default=0.6, help="channels cut (fraction)")
+    parser.add_argument("--finetune", type=int, default=6, help="prune.epochs")
+    parser.add_argument("--lr-scale", type=float, default=0.5, help="prune.lr_scale")
+    parser.add_argument("--work", type=Path, default=None, help="scratch dir (runs, data)")
+    parser.add_argument("--repeats", type=int, default=5, help="alternating timing rounds")
+    parser.add_argument("--seconds", type=float, default=0.3, help="per timing run")
+    parser.add_argument("overrides", nargs="*", help="more sweep.run overrides, both models")
+    a = parser.parse_args()
+    work = (a.work or Path.cwd() / "conv-bench").resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    if a.smoke:
+        a.seeds, a.epochs, a.repeats, a.seconds = 1, 3, 2, 0.05
+        data = ["data=digits"]
+    else:
+        subset(work / "data", a.train)
+        data = ["data=fashion_mnist", f"data.root={work}/data", "data.fallback_dir=null"]
+    common = [*data, "model=resnet", f"model.depth={a.depth}", f"model.width={a.width}",
+              f"train.epochs={a.epochs}", "train.batch_size=128", "train.threads=2",
+              "optimizer=sgd", "optimizer.lr=0.05", "optimizer.momentum=0.9",
+              "schedule=cosine", "callbacks=none",  # model.pt only: what this script reads
+              "+callbacks.model_checkpoint._target_=sweep.task.callbacks.ModelCheckpoint",
+              *a.overrides]  # fmt: skip
+    slim = ["regularizer=bn_l1", f"bn_lambda={a.bn_lambda}", "prune=neurons",
+            "prune.criterion=bn_scale", f"prune.sparsity={a.sparsity}",
+            f"prune.epochs={a.finetune}", f"prune.lr_scale={a.lr_scale}"]  # fmt: skip
+    torch.set_num_threads(1)
+    which = "digits (smoke)" if a.smoke else f"fashion_mnist ({a.train} training images)"
+    print(f"resnet depth {a.depth} width {a.width}, {which}, {a.seeds} seeds; "
+          f"{' '.join(common + slim)}; timing on "
+          f"1 thread, torch {torch.__version__} eager, {os.cpu_count()} cores, load average "
+          f"{os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
+    rows = []
+    for seed in range(a.seeds):
+        start = time.perf_counter()
+        dense_run = train(work, "dense", seed, [*common, "regularizer=none", "prune=none"])
+        slim_run = train(work, "slim", seed, [*common, *slim])
+        row = {"seed": seed, "train_s": time.perf_counter() - start,
+               **measure(dense_run, slim_run, work, a)}  # fmt: skip
+        rows.append(row)
+        print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                       for k, v in row.items()), flush=True)  # fmt: skip
+    med = {k: statistics.median(r[k] for r in rows) for k in rows[0]
+           if isinstance(rows[0][k], float)}  # fmt: skip
+    med["acc_drop_pts"] = 100 * statistics.median(r["dense_acc"] - r["compact_acc"] for r in rows)
+    print("median " + " ".join(f"{k}={v:.4g}" for k, v in med.items()))
+
+
+if __name__ == "__main__":
+    main()
