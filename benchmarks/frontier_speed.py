@@ -29,14 +29,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
+import processes
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -66,19 +65,11 @@ def sweep(out: Path, name: str, args: list[str]) -> tuple[float, float, pd.DataF
     """Run one sweep in out/name; returns its start (POSIX time), wall seconds and points."""
     cwd = out / name
     cwd.mkdir(parents=True)
-    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": path}
     cmd = [sys.executable, "-m", "sweep.run", "-m", *args, *LAUNCH,
            f"hydra.sweeper.study_name={name}", f"hydra.sweeper.storage=sqlite:///{cwd}/o.db",
            f"hydra.sweep.dir={cwd}/sweep"]  # fmt: skip
     print(f"{name}: {' '.join(cmd[1:])}", flush=True)
-    start = time.time()
-    with open(cwd / "log.txt", "w") as log:
-        proc = subprocess.run(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
-    seconds = time.time() - start
-    if proc.returncode != 0:
-        tail = "\n".join((cwd / "log.txt").read_text().splitlines()[-25:])
-        sys.exit(f"{name} failed ({proc.returncode}):\n{tail}")
+    start, seconds = processes.timed(cmd, cwd, name=name)
     return start, seconds, pd.read_csv(cwd / "sweep" / points.NAME)
 
 

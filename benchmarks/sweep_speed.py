@@ -25,13 +25,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pandas as pd
+import processes
 
 REPO = Path(__file__).resolve().parents[1]
 DEBIAN = Path("/usr/share/datasets/fashion-mnist")
@@ -40,16 +39,7 @@ SERIAL = ["hydra/launcher=basic", "hydra.sweeper.n_jobs=1"]
 
 def timed(args: list[str], cwd: Path) -> float:
     """Seconds the whole process took; its output is kept in cwd/log.txt."""
-    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": path}
-    start = time.perf_counter()
-    with open(cwd / "log.txt", "w") as log:
-        proc = subprocess.run(args, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
-    seconds = time.perf_counter() - start
-    if proc.returncode != 0:
-        tail = "\n".join((cwd / "log.txt").read_text().splitlines()[-25:])
-        sys.exit(f"failed ({proc.returncode}): {' '.join(args)}\n{tail}")
-    return seconds
+    return processes.timed(args, cwd)[1]
 
 
 def l1sweep(tmp: Path, name: str, *args: str) -> tuple[float, pd.DataFrame, str]:

@@ -31,7 +31,6 @@ import argparse
 import multiprocessing
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,6 +38,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
+import processes
 
 REPO = Path(__file__).resolve().parents[1]
 BEFORE = {"L1SWEEP_BATCH_WRITES": "0", "L1SWEEP_COMPOSE_ONCE": "0"}  # issue 33's switches off
@@ -49,16 +49,7 @@ sys.path.insert(0, str(REPO / "tests"))  # the row a 1-epoch digits trial return
 def run(cwd: Path, args: list[str], env: dict[str, str] | None = None) -> float:
     """Seconds the whole process took; its output kept in cwd/log.txt."""
     cwd.mkdir(parents=True)
-    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": path, **(env or {})}
-    start = time.perf_counter()
-    with open(cwd / "log.txt", "w") as log:
-        proc = subprocess.run(args, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
-    seconds = time.perf_counter() - start
-    if proc.returncode != 0:
-        tail = "\n".join((cwd / "log.txt").read_text().splitlines()[-25:])
-        sys.exit(f"failed ({proc.returncode}): {' '.join(args)}\n{tail}")
-    return seconds
+    return processes.timed(args, cwd, env)[1]
 
 
 def l1sweep(cwd: Path, n: int, env: dict[str, str]) -> tuple[float, float]:
