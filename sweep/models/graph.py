@@ -105,9 +105,13 @@ class Graph:
                     getattr(dep.handler, "__self__", None),
                 ]
         memo = {id(o): o for o in keep if o is not None}
+        try:
+            model, dg = copy.deepcopy((self.model, self.dg), memo)
+        except RecursionError:  # a long chain of nodes (mobilenet): deepcopy recurses along it
+            return Graph(copy.deepcopy(self.model), self.input_shape)
         twin = copy.copy(self)
-        twin.model, twin.dg = copy.deepcopy((self.model, self.dg), memo)
-        twin.names = {m: n for n, m in twin.model.named_modules()}
+        twin.model, twin.dg = model, dg
+        twin.names = {m: n for n, m in model.named_modules()}
         return twin
 
     def groups(self) -> Iterator[tuple[str, Any]]:
@@ -316,7 +320,7 @@ def check(model: nn.Module, input_shape: tuple[int, ...]) -> Graph:
             if why is not None:
                 raise CannotCut(f"cutting channels of layer {root!r} breaks the model: {why}")
         raise CannotCut(f"cutting channels breaks the model: {_trial(model, input_shape, plan)}")
-    _remember(model, _GRAPHS[id(model)][0], graph, True)
+    _remember(model, _signature(model, input_shape), graph, True)
     return graph
 
 
