@@ -2,6 +2,7 @@
 
     python benchmarks/conv_speed.py --work /tmp/conv-bench          # Fashion-MNIST, 3 seeds
     python benchmarks/conv_speed.py --smoke                         # digits, 1 seed, quick
+    python benchmarks/conv_speed.py --torchvision resnet18 --shape 3 32 32   # no training
 
 For each seed, two ResNets (`model=resnet`, He et al. 2016's CIFAR family; `--depth`,
 `--width`) are trained as a user trains them, with `python -m sweep.run`: the dense baseline
@@ -15,6 +16,12 @@ measures in one process, on one thread, torch eager, the dense model (its BatchN
 too, so that the ratio is the channels' alone) and the compact one in alternation: the
 throughput at batch 256 and the time per call at batch 1 (median call), and ONNX Runtime's
 batch-1 time of each exported (opset 18, one intra-op thread).
+
+`--torchvision NAME` trains nothing: the untrained torchvision model (`model=torchvision`,
+its first conv for `--shape`'s channels) has `--sparsity` of its channels masked by
+prune=neurons (criterion norm, scope global, through the dependency graph), is compacted,
+checked (compact logits equal the masked model's, 1e-5, on random images) and timed against
+the dense model (BatchNorms folded in both) as above: FLOPs and latency, no accuracy.
 
 The training set is the first `--train` images of Fashion-MNIST's 60k (two shared CPU
 cores train a ResNet on all of them in hours, not minutes); accuracies are on the whole
@@ -116,6 +123,56 @@ def measure(dense_run: Path, slim_run: Path, work: Path, a: argparse.Namespace) 
     }
 
 
+def torchvision_speed(a: argparse.Namespace) -> None:
+    """`--torchvision NAME`: FLOPs and one-thread latency of an untrained torchvision model,
+    dense (BatchNorms folded) against compact (`--sparsity` of its channels cut)."""
+    import math
+
+    from sweep.models.resnet import torchvision_model
+    from sweep.sparsity.pruning import NeuronPruner, apply_
+    from sweep.sparsity.regularizers import Regularizer
+
+    shape = tuple(a.shape)
+    torch.set_num_threads(1)
+    load = os.getloadavg()[0]
+    print(f"{a.torchvision} {shape}, sparsity {a.sparsity}, timing on 1 thread, torch "
+          f"{torch.__version__} eager, load average {load:.1f}", flush=True)  # fmt: skip
+    torch.manual_seed(0)
+    model = torchvision_model(math.prod(shape), 10, shape, a.torchvision).eval()
+    with torch.no_grad():  # BatchNorm statistics and affine terms as after training, not 0 / 1
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5), m.running_var.uniform_(0.5, 1.5)
+                m.weight.uniform_(0.5, 1.5), m.bias.uniform_(-0.5, 0.5)
+    base = folded(model, shape)
+    pruner = NeuronPruner("neurons", sparsity=a.sparsity, scope="global", criterion="norm")
+    pruner.check(model, shape)
+    counted = Regularizer(0, 0, True, "weights").select(model)
+    apply_(pruner.held(model, counted), pruner.mask(model, counted, a.sparsity))
+    small = graph.compact_model(model, shape, graph.dead_plan(graph.check(model, shape)))
+    x = torch.rand(256, *shape, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        want, got = model(x), small(x)
+    gap, scale = float((got - want).abs().max()), float(want.abs().max())
+    assert torch.allclose(got, want, atol=1e-5, rtol=1e-5), f"compact != masked logits: {gap}"
+    x1 = x[:1]
+    t = timings({"dense256": (base, x), "compact256": (small, x),
+                 "dense1": (base, x1), "compact1": (small, x1)}, a.repeats, a.seconds)  # fmt: skip
+    figures = graph.measures(model, shape)
+    row = {"model": a.torchvision, "shape": "x".join(map(str, shape)), "gap": gap,
+           "max_abs_logit": scale,
+           "channels_removed": figures["channels_removed"],
+           "dense_mflops": compact.flops(base, shape) / 1e6,
+           "compact_mflops": figures["flops"] / 1e6,
+           "flops_ratio": figures["flops_ratio"],
+           "dense_ms256": 1e3 * t["dense256"][0], "compact_ms256": 1e3 * t["compact256"][0],
+           "speedup256": t["dense256"][0] / t["compact256"][0],
+           "dense_ms1": 1e3 * t["dense1"][0], "compact_ms1": 1e3 * t["compact1"][0],
+           "speedup1": t["dense1"][0] / t["compact1"][0]}  # fmt: skip
+    print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                   for k, v in row.items()), flush=True)  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="digits, 1 seed, few epochs")
@@ -131,8 +188,14 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=None, help="scratch dir (runs, data)")
     parser.add_argument("--repeats", type=int, default=5, help="alternating timing rounds")
     parser.add_argument("--seconds", type=float, default=0.3, help="per timing run")
+    parser.add_argument("--torchvision", default=None, help="a torchvision model's name: "
+                        "no training, FLOPs and latency only")  # fmt: skip
+    parser.add_argument("--shape", type=int, nargs="+", default=[3, 32, 32],
+                        help="--torchvision's example shape (C H W)")  # fmt: skip
     parser.add_argument("overrides", nargs="*", help="more sweep.run overrides, both models")
     a = parser.parse_args()
+    if a.torchvision:
+        return torchvision_speed(a)
     work = (a.work or Path.cwd() / "conv-bench").resolve()
     work.mkdir(parents=True, exist_ok=True)
     if a.smoke:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
 
@@ -153,6 +154,43 @@ class Graph:
         return ~alive
 
 
+# The graphs of the models a run measures: tracing one is what a row's figures cost most
+# (a ResNet-8's trace, seconds on a loaded core), and a model's couplings do not change as
+# its weights train. Keyed by the model's identity, checked against its modules, parameter
+# shapes and the example's shape; a few entries, since each holds its model.
+_GRAPHS: OrderedDict[int, tuple[tuple, Graph, bool]] = OrderedDict()
+_KEEP = 4
+
+
+def _signature(model: nn.Module, input_shape: tuple[int, ...]) -> tuple:
+    """What a traced graph of `model` depends on: its modules (names and identities), its
+    parameters' identities and shapes, its dtype and device, and the example's shape."""
+    modules = tuple((n, id(m)) for n, m in model.named_modules())
+    params = tuple((id(p), tuple(p.shape), p.dtype, p.device) for p in model.parameters())
+    return tuple(input_shape), modules, params
+
+
+def graph_of(model: nn.Module, input_shape: tuple[int, ...]) -> Graph:
+    """`Graph(model, input_shape)`, traced once per model: the same Graph again while the
+    model's modules and parameter shapes are those it was traced with (its weights may
+    change: every figure of a Graph reads them when asked). Raises what Graph raises."""
+    key, sig = id(model), _signature(model, input_shape)
+    found = _GRAPHS.get(key)
+    if found is not None and found[0] == sig and found[1].model is model:
+        _GRAPHS.move_to_end(key)
+        return found[1]
+    graph = Graph(model, input_shape)
+    _remember(model, sig, graph, False)
+    return graph
+
+
+def _remember(model: nn.Module, sig: tuple, graph: Graph, checked: bool) -> None:
+    _GRAPHS[id(model)] = (sig, graph, checked)
+    _GRAPHS.move_to_end(id(model))
+    while len(_GRAPHS) > _KEEP:
+        _GRAPHS.popitem(last=False)
+
+
 def cut_(graph: Graph, plan: Plan) -> None:
     """Cut, in place, the plan's channels out of `graph.model` (and every coupled layer)."""
     for root, idxs in plan.items():
@@ -197,7 +235,7 @@ def compact_model(
     weights are then a subset of the model's own values (what an archive's codebook keeps
     exactly); ONNX Runtime folds them itself when it loads the file."""
     small = copy.deepcopy(model).eval()
-    graph = Graph(small, input_shape)
+    graph = Graph(small, input_shape)  # a trace of its own: deep-copying one measured 2x slower
     cut_(graph, plan)
     if fold:
         fold_batchnorms_(graph)
@@ -241,8 +279,12 @@ def check(model: nn.Module, input_shape: tuple[int, ...]) -> Graph:
     """Before training: the graph of `model`, and a trial cut (the first unit of every group,
     masked in one copy, cut in another) whose logits must agree; raises CannotCut (one line)
     naming the layer whose channels' cut breaks and what breaks: a channel count written into
-    forward, channels joined to the model's input, a normalization across channels."""
-    graph = Graph(model, input_shape)
+    forward, channels joined to the model's input, a normalization across channels. The
+    graph is `graph_of`'s, and a model that passed is not tried again while its graph holds
+    (the trial's outcome is the couplings', not the weights')."""
+    graph = graph_of(model, input_shape)
+    if _GRAPHS[id(model)][2]:
+        return graph
     plan = {root: graph.channels_of(group, [0]) for root, group in graph.groups()
             if graph.units(group)[1] > 1}  # fmt: skip
     if not plan:
@@ -253,6 +295,7 @@ def check(model: nn.Module, input_shape: tuple[int, ...]) -> Graph:
             if why is not None:
                 raise CannotCut(f"cutting channels of layer {root!r} breaks the model: {why}")
         raise CannotCut(f"cutting channels breaks the model: {_trial(model, input_shape, plan)}")
+    _remember(model, _signature(model, input_shape), graph, True)
     return graph
 
 
@@ -279,10 +322,13 @@ def _trial(model: nn.Module, input_shape: tuple[int, ...], plan: Plan) -> str | 
     return None
 
 
-def shape_string(graph: Graph) -> str:
+def shape_string(graph: Graph, plan: Plan | None = None) -> str:
     """The short form of a graph's widths: each group's channels, then the classes
-    (`8-8-16-16-32-32-10` for a ResNet: coupled channels counted once)."""
-    widths = [graph.dg.get_out_channels(g[0].dep.target.module) for _, g in graph.groups()]
+    (`8-8-16-16-32-32-10` for a ResNet: coupled channels counted once); with `plan`, the
+    widths of the compact model that cuts it (each group's channels less the plan's)."""
+    cut = plan or {}
+    widths = [graph.dg.get_out_channels(g[0].dep.target.module) - len(cut.get(root, ()))
+              for root, g in graph.groups()]  # fmt: skip
     return "-".join(str(w) for w in [*widths, graph.dg.get_out_channels(
         graph.model.get_submodule(graph.output))])  # fmt: skip
 
@@ -302,7 +348,7 @@ def measures(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, Any]:
     return {
         "groups_removed": removed,
         "channels_removed": removed,
-        "compact_shape": shape_string(Graph(small, input_shape)),
+        "compact_shape": shape_string(graph, plan),
         "flops": sparse,
         "flops_ratio": dense / sparse if sparse else math.inf,
     }

@@ -54,7 +54,7 @@ def plan(
     scores in each group (scope=layer) or over all groups at once (scope=global), counted in
     units of a cut (`Graph.units`: channels, but for a grouped conv's); every group keeps at
     least one. Returns (plan, each group's channel count)."""
-    graph = Graph(model, input_shape)
+    graph = graphs.graph_of(model, input_shape)
     found = [(root, scores(graph, group, criterion)) for root, group in graph.groups()]
     sizes = {root: len(s) for root, s in found}
     cut = {root: [i for i in range(len(s)) if s[i] < 0] for root, s in found}
@@ -119,7 +119,7 @@ def mask(
 
 def reached(model: nn.Module, input_shape: tuple[int, ...], target: float, scope: str) -> bool:
     """Whether the channels already dead are as many as a cut to `target` removes."""
-    graph = Graph(model, input_shape)
+    graph = graphs.graph_of(model, input_shape)
     dead = [graph.dead(group) for _, group in graph.groups()]
     if scope == "layer":
         return all(int(d.sum()) >= min(round(target * len(d)), len(d) - 1) for d in dead)
