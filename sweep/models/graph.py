@@ -313,7 +313,9 @@ def _trial(model: nn.Module, input_shape: tuple[int, ...], plan: Plan) -> str | 
             want, got = masked(x), small(x)
     except CannotCut:
         raise
-    except Exception as e:  # the user's forward on fewer channels
+    # the user's forward on fewer channels: what torch raises for a shape that no longer
+    # fits; anything else (a TypeError, a KeyError) is a fault of l1sweep's, not the model's
+    except (RuntimeError, ValueError, IndexError, AssertionError) as e:
         return (f"{type(e).__name__}: {e} (a channel count written into forward, or "
                 "channels added to the model's input?)")  # fmt: skip
     if want.shape != got.shape or not torch.allclose(want, got, rtol=1e-4, atol=1e-5):
