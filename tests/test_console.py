@@ -74,3 +74,14 @@ def test_detail_comes_back_with_hydra_verbose_or_train_log_every():
     assert wants_detail(["sweep.training.train"], [])
     assert wants_detail(False, ["train.log_every=10"])
     assert wants_detail(False, ["+train.log_every=10"])
+
+
+def test_a_trials_line_shows_the_parameters_the_sweep_searches():
+    from sweep.search.loop import searched
+
+    row = {"overrides": "bn_lambda=0.0031 'prune.sparsity=0.5' train.threads=1", "l1_lambda": 0.0}
+    # a sweep over bn_lambda shows bn_lambda, not the row's l1_lambda of 0
+    assert searched(row, ("bn_lambda", "prune.sparsity")) == "bn_lambda=0.0031  prune.sparsity=0.5"
+    default = {"overrides": "l1_lambda=0.00012520653814999459 train.threads=1"}
+    assert searched(default, ("l1_lambda",)) == "l1_lambda=0.000125"  # the README's line
+    assert searched({"overrides": "", "regularizer": "l1"}, ("regularizer",)) == "regularizer=l1"

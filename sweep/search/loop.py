@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import shlex
 from collections.abc import Callable
 from typing import Any
 
@@ -227,7 +228,7 @@ class TrialLoop:
         best = self.db("reading the best trials", _best_so_far, plan.study, plan.directions)
         plan.console.trial_done(
             f"trial {row['trial']} [{n_done}/{plan.n_trials}] {row['status']}"
-            f"  l1_lambda={row.get('l1_lambda', math.nan):.3g}"
+            f"  {searched(row, tuple(plan.space) or ('l1_lambda',))}"
             f"  val_acc={row.get('val_acc', math.nan):.4f}"
             f"  sparsity={row.get('sparsity', math.nan):.4f}"
             f"  {row.get('train_seconds', math.nan):.1f}s  | {best}",
@@ -316,3 +317,17 @@ def _best_so_far(study: optuna.Study, directions: tuple[str, ...]) -> str:
     if study.get_trials(deepcopy=False, states=[TrialState.COMPLETE]):
         return f"best: trial {study.best_trial.number} {study.best_value:.4f}"
     return "best: none yet"
+
+
+def searched(row: dict[str, Any], keys: tuple[str, ...]) -> str:
+    """The trial's values of the searched `keys`, as its line shows them (`l1_lambda=0.000125
+    prune.sparsity=0.9`): from its overrides, else its row's column; numbers to 3 figures."""
+    given = dict(o.split("=", 1) for o in shlex.split(row.get("overrides") or "") if "=" in o)
+
+    def shown(value: Any) -> str:
+        try:
+            return f"{float(value):.3g}"
+        except (TypeError, ValueError):
+            return str(value)
+
+    return "  ".join(f"{k}={shown(given.get(k, row.get(k, math.nan)))}" for k in keys)
