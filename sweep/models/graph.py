@@ -340,7 +340,7 @@ def measures(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, Any]:
     exactly zero, `Graph.dead`, that the compact model leaves out), compact_shape (the
     compact model's `shape_string`), flops and flops_ratio (`compact.flops`, of the compact
     model and dense / compact). Raises CannotCut for a model it cannot follow (`check`)."""
-    from sweep.models.compact import flops
+    from sweep.models.cost import flops
 
     graph = check(model, input_shape)
     plan = dead_plan(graph)
