@@ -28,10 +28,9 @@ def searched_params(frame: pd.DataFrame) -> dict[str, list]:
     the frame's row order."""
     import shlex
 
-    parsed = [
-        dict(o.lstrip("+~").split("=", 1) for o in shlex.split(str(text)) if "=" in o)
-        for text in frame["overrides"]
-    ]
+    from sweep.results.command import by_key
+
+    parsed = [by_key(shlex.split(str(text))) for text in frame["overrides"]]
     keys = [
         k for k in dict.fromkeys(k for p in parsed for k in p) if not k.startswith(NOT_SEARCHED)
     ]

@@ -60,3 +60,9 @@ def command(flags: Sequence[str], overrides: Iterable[str], multirun: bool = Fal
     """The shell command `python -m sweep.run [-m] <flags> <overrides>`, each word quoted for a
     POSIX shell (shlex.join). `overrides` are Hydra overrides as Hydra recorded them."""
     return shlex.join([*PROGRAM, *(["-m"] if multirun else []), *flags, *overrides])
+
+
+def by_key(overrides: Iterable[str]) -> dict[str, str]:
+    """Hydra overrides `key=value` as {key: value}, the value as written; `+key` / `++key` /
+    `~key` read as `key`; an override without `=` (a bare `~key`) is left out."""
+    return dict(o.lstrip("+~").split("=", 1) for o in overrides if "=" in o)

@@ -27,7 +27,7 @@ from optuna.trial import TrialState
 
 from sweep import _compat
 from sweep.errors import UserError
-from sweep.results import table
+from sweep.results import command, table
 from sweep.results.row import JobResult
 from sweep.search import interrupts, launcher, parallel, trials
 from sweep.search import space as search
@@ -322,7 +322,7 @@ def _best_so_far(study: optuna.Study, directions: tuple[str, ...]) -> str:
 def searched(row: dict[str, Any], keys: tuple[str, ...]) -> str:
     """The trial's values of the searched `keys`, as its line shows them (`l1_lambda=0.000125
     prune.sparsity=0.9`): from its overrides, else its row's column; numbers to 3 figures."""
-    given = dict(o.split("=", 1) for o in shlex.split(row.get("overrides") or "") if "=" in o)
+    given = command.by_key(shlex.split(row.get("overrides") or ""))
 
     def shown(value: Any) -> str:
         try:

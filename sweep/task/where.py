@@ -44,7 +44,7 @@ class Where:
         trial number."""
         flags = dict(zip(self.flags[::2], self.flags[1::2]))
         out = {k.lstrip("-").replace("-", "_"): v for k, v in flags.items()}
-        out.update(o.lstrip("+~").split("=", 1) for o in self.overrides if "=" in o)
+        out.update(command.by_key(self.overrides))
         if self.trial is not None:
             out["trial"] = str(self.trial)
         return out
