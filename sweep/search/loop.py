@@ -33,10 +33,9 @@ from sweep.search import interrupts, launcher, parallel, trials
 from sweep.search import space as search
 from sweep.search.plan import SweepPlan
 from sweep.search.storage import StorageUnavailable
-from sweep.search.study import claim, heartbeat, told_from_files, write_csv
+from sweep.search.study import ASK_LOCK, claim, heartbeat, told_from_files, write_csv
 
 log = logging.getLogger(__name__)
-ASK_LOCK = ".l1sweep-ask"  # beside results.csv: processes sharing a study ask one at a time
 
 
 class TrialLoop:
@@ -91,7 +90,9 @@ class TrialLoop:
         parameters drawn and its job's overrides made (in trial_<number>); None once the
         study holds its hydra.sweeper.n_trials, those that count (`trials.tally`) and those
         running in any process sharing it. Processes sharing the study take turns here (a
-        lock file beside results.csv), so none asks past the total."""
+        lock file beside results.csv), so none asks past the total, and a trial is claimed
+        before the lock is let go (a start recovering lost trials under it takes an unclaimed
+        one for a trial whose sweep died: study.py `recover_stale`)."""
         study = self.plan.study
         with table.locked(self.plan.csv_path.with_name(ASK_LOCK)):
             done, running = self.db("counting the study's trials", trials.tally, study)
@@ -100,14 +101,22 @@ class TrialLoop:
             with interrupts.deferred():  # a trial made but not yet listed is lost
                 trial = self.db("asking for a trial", study.ask)
                 self.running.append(trial)
+            drawn = self._draw_and_claim(trial)
+        subdir = f"hydra.sweep.subdir=trial_{trial.number}"
+        self.overrides[trial.number] = (*drawn, *self.plan.extra, subdir)
+        return trial
+
+    def _draw_and_claim(self, trial: optuna.Trial) -> tuple[str, ...]:
+        """Draw the trial's parameters and claim it (`_draw`, `claim`), in one transaction
+        (sweep/_compat.py); returns its overrides. A retry after a rollback draws on a fresh
+        Trial (a Trial keeps what it has drawn)."""
+        study = self.plan.study
         if self.reseed is not None and trial.number:  # before its parameters are drawn
             study.sampler = self.plan.sampler.reseeded(self.reseed + trial.number)
         self.reseed = None
         attempts = []
 
         def draw_and_claim() -> tuple[str, ...]:
-            # one transaction: its parameters, fixed values and claim (sweep/_compat.py); a
-            # retry after a rollback draws on a fresh Trial (a Trial keeps what it has drawn)
             attempts.append(1)
             live = trial
             if len(attempts) > 1:
@@ -117,10 +126,7 @@ class TrialLoop:
                 claim(live)
             return drawn
 
-        drawn = self.db(f"drawing and claiming trial {trial.number}", draw_and_claim)
-        subdir = f"hydra.sweep.subdir=trial_{trial.number}"
-        self.overrides[trial.number] = (*drawn, *self.plan.extra, subdir)
-        return trial
+        return self.db(f"drawing and claiming trial {trial.number}", draw_and_claim)
 
     def launch(self, trial: optuna.Trial) -> Callable[[], JobReturn]:
         """Start the trial's job (on the main thread); returns wait(), which blocks until its

@@ -30,11 +30,12 @@ from optuna.distributions import BaseDistribution
 from sweep import _compat
 from sweep.config import schema
 from sweep.errors import UserError
-from sweep.results import command
+from sweep.results import command, table
 from sweep.search import console, front, launcher, parallel, sampling, trials
 from sweep.search import space as search
 from sweep.search.storage import retrying
 from sweep.search.study import (
+    ASK_LOCK,
     check_owner,
     check_same_config,
     claim_dir,
@@ -292,9 +293,11 @@ class Planner:
         with warnings.catch_warnings():  # experimental since Optuna 3.2, and what dashboards show
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             db("naming the metrics", study.set_metric_names, list(cfg.objective.metrics))
-        # before any ask: their parameters run first
-        db("recovering lost trials", recover_stale, study, self.options.stale_after, sweep_dir,
-           storage=storage)  # fmt: skip
+        # before any ask: their parameters run first; under the ask lock, so that a trial
+        # another process is claiming now is not taken for a lost one
+        with table.locked(sweep_dir / ASK_LOCK):
+            db("recovering lost trials", recover_stale, study, self.options.stale_after,
+               sweep_dir, storage=storage, unclaimed_are_lost=True)  # fmt: skip
         for params in searched.enqueue:  # run before the sampler's own; not again when resumed
             db("enqueuing", study.enqueue_trial, params, skip_if_exists=True)
 

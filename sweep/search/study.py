@@ -302,6 +302,10 @@ def hydra_value(value: str) -> str:
 # ask/tell, so each sweep marks the trials it runs with its host and pid, and beats for them.
 
 OWNER_ATTR = "l1sweep_owner"
+# beside results.csv: processes sharing a study ask, claim and recover one at a time, so a
+# RUNNING trial without an owner seen under this lock was asked by a process that died before
+# claiming it (TrialLoop.ask), not one another process is claiming now
+ASK_LOCK = ".l1sweep-ask"
 HEARTBEAT_ATTR = "l1sweep_heartbeat"
 RERUN_ATTR = "l1sweep_rerun_of"
 
@@ -343,12 +347,28 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _why_lost(t: optuna.trial.FrozenTrial, grace: float, unclaimed_are_lost: bool) -> str | None:
+    """Why RUNNING trial `t`'s sweep is gone (recover_stale's rule), or None if it may live."""
+    owner, host = t.user_attrs.get(OWNER_ATTR) or {}, socket.gethostname()
+    beat = t.user_attrs.get(HEARTBEAT_ATTR, t.datetime_start.timestamp())
+    if owner.get("host") == host and owner.get("pid") == os.getpid():
+        return None  # this process's own (none at start; kept for safety)
+    if owner.get("host") == host and isinstance(owner.get("pid"), int) and not _alive(owner["pid"]):
+        return f"its process {owner['pid']} is gone"
+    if not owner and unclaimed_are_lost:
+        return "its sweep stopped before claiming it"
+    if time.time() - beat > grace:
+        return f"no heartbeat for {time.time() - beat:.0f}s, grace {grace:g}s"
+    return None
+
+
 def recover_stale(
     study: optuna.Study,
     grace: float,
     sweep_dir: Path | None = None,
     *,
     storage: optuna.storages.BaseStorage,
+    unclaimed_are_lost: bool = False,
 ) -> list[int]:
     """Settle the study's RUNNING trials whose sweep is gone; returns their numbers. Gone: on
     this host, its pid is not alive; on any host, no heartbeat for `grace` seconds. A live
@@ -358,19 +378,12 @@ def recover_stale(
     pruned or diverged: the sweep lost the storage, or was killed, before telling it) is told
     that result, with its row, from its files (`finished_from_files`). Any other is failed,
     and its parameters (if it had drawn any) enqueued, so that they run first. `storage` is
-    the one `study` was opened with (see `trial_by_number`)."""
-    host, now, lost = socket.gethostname(), time.time(), []
+    the one `study` was opened with (see `trial_by_number`). `unclaimed_are_lost`: the caller
+    holds the study's ASK_LOCK, so a trial with no owner is one whose sweep died between its
+    ask and its claim (it would otherwise wait out `grace`, counted as running)."""
+    lost = []
     for t in study.get_trials(deepcopy=False, states=[TrialState.RUNNING]):
-        owner = t.user_attrs.get(OWNER_ATTR) or {}
-        beat = t.user_attrs.get(HEARTBEAT_ATTR, t.datetime_start.timestamp())
-        if owner.get("host") == host and owner.get("pid") == os.getpid():
-            continue  # this process's own (none at start; kept for safety)
-        if owner.get("host") == host and isinstance(owner.get("pid"), int):
-            why = None if _alive(owner["pid"]) else f"its process {owner['pid']} is gone"
-        else:
-            why = None
-        if why is None and now - beat > grace:
-            why = f"no heartbeat for {now - beat:.0f}s, grace {grace:g}s"
+        why = _why_lost(t, grace, unclaimed_are_lost)
         if why is None:
             continue
         trial_dir = sweep_dir / f"{SUBDIR}{t.number}" if sweep_dir is not None else None
