@@ -160,14 +160,12 @@ def preflight(cfg: DictConfig, *, train: bool = False) -> Parts:
         set_threads(cfg.train.threads)
         data = dataset(cfg, device)
         torch.manual_seed(cfg.seed)
-    elif device.type == "cpu":
-        # placed as each trial's job places it (split, copied, checked for finite values),
-        # so the jobs a sweep forks find it done: 10-25 ms a trial on digits (issue 33). Not
-        # on a GPU: CUDA set up before a fork is unusable in the forked jobs.
-        data = dataset(cfg, device)
     else:
-        data = build(cfg.data, seed=cfg.seed)
-    build(cfg.schedule)  # checked; its module imported once, not in each forked job
+        build(cfg.schedule)  # checked; its module imported once, not in each forked job
+        # on a CPU placed as each trial's job places it (split, copied, checked for finite
+        # values), so the jobs a sweep forks find it done: 10-25 ms a trial on digits (issue
+        # 33). Not on a GPU: CUDA set up before a fork is unusable in the forked jobs.
+        data = dataset(cfg, device) if device.type == "cpu" else build(cfg.data, seed=cfg.seed)
     model = build(cfg.model, n_inputs=data.n_inputs, n_classes=data.n_classes,
                   input_shape=data.image_shape)  # fmt: skip
     if train:
