@@ -202,7 +202,7 @@ def sqlite_wal(rdb: Any) -> bool:
 # log line (only this thread's COMMITs are counted: the heartbeat thread writes meanwhile);
 # `check()` runs a block on a scratch database.
 _RDB_BEHIND: Any = weakref.WeakKeyDictionary()  # the storage a Study holds -> its RDBStorage
-# the switch: L1SWEEP_BATCH_WRITES=0 turns it off (benchmarks/sweep_speed.py's "before")
+# the switch: L1SWEEP_BATCH_WRITES=0 turns it off (benchmarks/trial_cost.py's "before")
 BATCH_WRITES = {"on": os.environ.get("L1SWEEP_BATCH_WRITES", "1") != "0", "why_off": ""}
 _inside = threading.local()  # .on: this thread is in a block; .commits: COMMITs it made there
 _counted: Any = weakref.WeakSet()  # engines whose COMMITs are counted
