@@ -3,24 +3,31 @@
 1. The marginal cost, whole processes timed: a sweep of N and one of 2 one-epoch digits
    trials, one trial at a time (`hydra.sweeper.n_jobs=1`, the default fork launcher), give
    (T_N - T_2) / (N - 2) a trial; less the extra trials' training (results.csv's
-   `train_seconds`) that is the framework's cost of a trial. Three ways, back to back, so they
-   share the machine's load:
-   (a) l1sweep with every storage write its own commit and every job's config composed by
-       Hydra (`L1SWEEP_BATCH_WRITES=0 L1SWEEP_COMPOSE_ONCE=0`: how it ran a trial before
-       issue 33),
+   `train_seconds`) that is the framework's cost of a trial. Three ways, so they share the
+   machine's load:
+   (a) l1sweep with every storage write its own commit, SQLite's default journal (an fsync a
+       commit) and every job's config composed by Hydra (`L1SWEEP_BATCH_WRITES=0
+       L1SWEEP_SQLITE_WAL=0 L1SWEEP_COMPOSE_ONCE=0`: issue 33's switches off),
    (b) l1sweep as it is,
    (c) the stock hydra-optuna-sweeper (basic launcher, the same SQLite storage) running a task
        that trains nothing (benchmarks/seed_task/empty.py): a Hydra sweep's own floor.
+   `--repeats R` runs every way's pair of sweeps R times, the ways in turn (a, b, c, then c,
+   b, a, ...); each figure is the median of the R pairs' (one pair's T_N - T_2 is a few
+   seconds, which another process's burst can double), and the pairs' range is printed.
 2. Where it goes, each piece timed alone in this process (median of 5): a trial's storage
    writes by the sweep loop (TrialLoop.ask: the ask, one parameter drawn, the claim; the row
-   with its figures and curve, the tell) on an SQLite file, one commit each against batched,
-   with their COMMIT counts; a trial's config
+   with its figures and curve and the tell) on an SQLite file, one commit each in SQLite's
+   default journal against batched in WAL mode, with their COMMIT counts; a trial's config
    composed by Hydra's compose API (the project's config and a trial's overrides, as the
    launcher composes each job); results.csv and points.csv rewritten from a study of N
-   trials; a forked process that returns at once (the fork launcher's start and join).
+   trials; a forked process that returns at once (the fork launcher's start and join); and a
+   job's own cost beyond its training (`job.run` of a 1-epoch digits trial less its
+   `train_seconds`: the configuration's check and build, the final measures, the callbacks'
+   files, of which the archive model.l1z, written and read back).
 
-    python benchmarks/trial_cost.py              # N = 20
-    python benchmarks/trial_cost.py --trials 12  # quicker, noisier
+    python benchmarks/trial_cost.py                        # N = 42, 3 repeats
+    python benchmarks/trial_cost.py --trials 22 --repeats 1 # quicker, noisier
+    python benchmarks/trial_cost.py --only 1 --ways l1sweep,stock
 
 The last line is machine-readable: key=value pairs.
 """
@@ -41,7 +48,7 @@ import pandas as pd
 import processes
 
 REPO = Path(__file__).resolve().parents[1]
-BEFORE = {"L1SWEEP_BATCH_WRITES": "0", "L1SWEEP_COMPOSE_ONCE": "0"}  # issue 33's switches off
+BEFORE = {"L1SWEEP_BATCH_WRITES": "0", "L1SWEEP_SQLITE_WAL": "0", "L1SWEEP_COMPOSE_ONCE": "0"}
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))  # the row a 1-epoch digits trial returns
 
@@ -70,27 +77,51 @@ def stock(cwd: Path, n: int) -> tuple[float, float]:
     return run(cwd, args), 0.0
 
 
-def marginal(tmp: Path, n: int) -> dict[str, float]:
-    ways: dict[str, Callable[[Path, int], tuple[float, float]]] = {
+WAYS = {
+    "before": "(a) l1sweep before (commits, compose)",
+    "l1sweep": "(b) l1sweep as it is",
+    "stock": "(c) stock sweeper, empty task",
+}
+
+
+def pair(tmp: Path, key: str, n: int) -> tuple[float, float, float, float]:
+    """One way's (T_2, T_n, training seconds of the 2, of the n) in folders of their own."""
+    way: Callable[[Path, int], tuple[float, float]] = {
         "before": lambda cwd, k: l1sweep(cwd, k, BEFORE),
         "l1sweep": lambda cwd, k: l1sweep(cwd, k, {}),
         "stock": stock,
-    }
-    names = {"before": "(a) l1sweep before (commits, compose)",
-             "l1sweep": "(b) l1sweep as it is",
-             "stock": "(c) stock sweeper, empty task"}  # fmt: skip
-    print(f"1. marginal cost of a trial: (T_{n} - T_2) / {n - 2}, 1-epoch digits, n_jobs=1")
+    }[key]
+    wall_2, train_2 = way(tmp / "2", 2)
+    wall_n, train_n = way(tmp / str(n), n)
+    return wall_2, wall_n, train_2, train_n
+
+
+def marginal(tmp: Path, n: int, repeats: int, ways: list[str]) -> dict[str, float]:
+    """The ways' marginal cost of a trial: each way's pair of sweeps `repeats` times, the ways
+    in turn (reversed every other repeat); the median of the pairs' figures."""
+    how = f", median of {repeats} pairs a way, the ways in turn" if repeats > 1 else ""
+    print(f"1. marginal cost of a trial: (T_{n} - T_2) / {n - 2}, 1-epoch digits, n_jobs=1{how}")
+    runs: dict[str, list[tuple[float, float, float, float]]] = {k: [] for k in ways}
+    for r in range(repeats):
+        for key in ways if r % 2 == 0 else ways[::-1]:
+            runs[key].append(pair(tmp / f"{key}_{r}", key, n))
     figures = {}
-    for key, way in ways.items():
-        wall_2, train_2 = way(tmp / f"{key}_2", 2)
-        wall_n, train_n = way(tmp / f"{key}_{n}", n)
-        per_trial = (wall_n - wall_2) / (n - 2)
-        training = (train_n - train_2) / (n - 2)
-        print(f"  {names[key]:38s} T_2 {wall_2:5.1f} s  T_{n} {wall_n:5.1f} s"
-              f"  -> {per_trial:.3f} s a trial = training {training:.3f} s"
-              f" + framework {per_trial - training:.3f} s")  # fmt: skip
-        figures[f"{key}_per_trial_s"] = per_trial
-        figures[f"{key}_overhead_s"] = per_trial - training
+    for key in ways:
+        med = statistics.median
+        per_trial = [(w_n - w_2) / (n - 2) for w_2, w_n, _, _ in runs[key]]
+        framework = [(w_n - w_2 - t_n + t_2) / (n - 2) for w_2, w_n, t_2, t_n in runs[key]]
+        wall_2, wall_n = med(r[0] for r in runs[key]), med(r[1] for r in runs[key])
+        training = med(per_trial) - med(framework)
+        spread = f"  (pairs: {min(framework):.3f}-{max(framework):.3f})" if repeats > 1 else ""
+        print(f"  {WAYS[key]:38s} T_2 {wall_2:5.1f} s  T_{n} {wall_n:5.1f} s"
+              f"  -> {med(per_trial):.3f} s a trial = training {training:.3f} s"
+              f" + framework {med(framework):.3f} s{spread}")  # fmt: skip
+        figures[f"{key}_per_trial_s"] = med(per_trial)
+        figures[f"{key}_overhead_s"] = med(framework)
+    if "l1sweep" in ways and "stock" in ways:
+        above = figures["l1sweep_overhead_s"] - figures["stock_overhead_s"]
+        print(f"  (b) above the stock floor (c): {above:.3f} s a trial")
+        figures["above_stock_s"] = above
     return figures
 
 
@@ -117,7 +148,7 @@ def storage_writes(tmp: Path, n: int, batched: bool) -> tuple[float, float, int,
     from sweep.search.loop import TrialLoop
     from sweep.search.study import write_csv
 
-    _compat.BATCH_WRITES["on"] = batched
+    _compat.BATCH_WRITES["on"] = _compat.SQLITE_WAL["on"] = batched
     rdb = optuna.storages.RDBStorage(f"sqlite:///{tmp}/{'batched' if batched else 'plain'}.db")
     held = _compat.get_storage(rdb)
     study = optuna.create_study(storage=held, direction="maximize")
@@ -143,7 +174,7 @@ def storage_writes(tmp: Path, n: int, batched: bool) -> tuple[float, float, int,
     while len(study.trials) < n:
         one_trial()
     rewrite = median_of(lambda: write_csv(study, folder / "results.csv"))
-    _compat.BATCH_WRITES["on"] = True
+    _compat.BATCH_WRITES["on"] = _compat.SQLITE_WAL["on"] = True
     return seconds, rewrite, n_commits, study
 
 
@@ -180,6 +211,37 @@ def compose_seconds() -> tuple[float, float]:
         return hydra, copied
 
 
+def job_seconds(tmp: Path) -> tuple[float, float]:
+    """Median (seconds of `job.run` of a 1-epoch digits trial less its train_seconds, the
+    same without the archive callback): what a job costs beyond its training, in this process
+    (as a forked job finds it: the data placed and the modules imported by a first run)."""
+    import warnings
+
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    import sweep.run  # noqa: F401  (registers the project's config schema)
+    from sweep.task import job
+
+    warnings.simplefilter("ignore")
+    runs = iter(range(1000))
+
+    def beyond(overrides: list[str]) -> float:
+        with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
+            cfg = compose("config", ["train.epochs=1", *overrides], return_hydra_config=True)
+        choices = dict(cfg.hydra.runtime.choices)
+        task = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+        job.run(task, tmp / f"job_{next(runs)}", choices)  # the first: placed, imported
+        times = []
+        for _ in range(5):
+            start = time.perf_counter()
+            row = job.run(task, tmp / f"job_{next(runs)}", choices)
+            times.append(time.perf_counter() - start - row["train_seconds"])
+        return statistics.median(times)
+
+    return beyond([]), beyond(["~callbacks.archive"])
+
+
 def _nothing() -> None:
     pass
 
@@ -207,16 +269,33 @@ def where(tmp: Path, n: int) -> dict[str, float]:
           f" -> copied from the sweep's first {copied:.3f} s")  # fmt: skip
     forked = fork_seconds()
     print(f"  a forked process started and joined: {forked:.3f} s")
+    job_s, no_archive = job_seconds(tmp)
+    archive = job_s - no_archive
+    print(f"  a job beyond its training (job.run less train_seconds): {job_s:.3f} s, of"
+          f" which the archive (model.l1z written, read back, scored) {archive:.3f} s")  # fmt: skip
     return {"storage_before_s": plain, "storage_s": batched, "commits_before": plain_commits,
             "commits": batched_commits, "csv_s": rewrite, "compose_before_s": composed,
-            "compose_s": copied, "fork_s": forked}  # fmt: skip
+            "compose_s": copied, "fork_s": forked, "job_s": job_s,
+            "archive_s": archive}  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=20, help="N, the larger sweep (> 2)")
-    parser.add_argument("--only", type=int, choices=(1, 2))
+    parser.add_argument("--trials", type=int, default=42, help="N, the larger sweep (> 2)")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="pairs of sweeps a way (part 1), in turn; the median is reported",
+    )
+    parser.add_argument(
+        "--ways", default="before,l1sweep,stock", help="part 1's ways, of before,l1sweep,stock"
+    )
+    parser.add_argument("--only", type=int, choices=(1, 2), help="run part 1 or part 2 only")
     a = parser.parse_args()
+    ways = a.ways.split(",")
+    if a.trials <= 2 or a.repeats < 1 or not ways or not set(ways) <= WAYS.keys():
+        parser.error("--trials > 2, --repeats >= 1, --ways of before,l1sweep,stock")
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -224,7 +303,7 @@ def main() -> None:
     figures: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         if a.only in (None, 1):
-            figures.update(marginal(Path(tmp), a.trials))
+            figures.update(marginal(Path(tmp), a.trials, a.repeats, ways))
         if a.only in (None, 2):
             figures.update(where(Path(tmp), a.trials))
     print(" ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"

@@ -93,7 +93,96 @@ def get_storage(storage: Any) -> Any:
     held = optuna.storages.get_storage(storage)
     if isinstance(storage, rdb_class):
         _RDB_BEHIND[held] = storage
+        sqlite_wal(storage)
     return held
+
+
+# --- SQLite: commits without an fsync each ----------------------------------------------------
+# An SQLite commit in its default journal mode (a rollback journal, synchronous=FULL) is two
+# fsyncs of the disk: about 20 ms on this project's machine, so a trial's 3 commits were ~60 ms
+# (benchmarks/trial_cost.py). In write-ahead-log mode with synchronous=NORMAL (SQLite's own
+# advice for WAL: https://www.sqlite.org/pragma.html#pragma_synchronous) a commit is a write
+# to the -wal file and no fsync: a process killed at any point keeps every commit it made (the
+# OS holds the written pages); only a crash of the OS or a power cut may lose the last
+# commits, never the database's consistency (https://www.sqlite.org/wal.html). WAL is not
+# for a database on a network file system (its readers share memory), so a file on one keeps
+# SQLite's default. The pragmas are set on each new connection through SQLAlchemy's public
+# event API ("connect"); the engine is RDBStorage's `engine` (see one_transaction). The file
+# stays in WAL mode (SQLite records it in the file; any SQLite since 3.7.0 reads it, the
+# -wal and -shm files beside it come and go). Fence: a connection that does not end up in
+# WAL mode keeps SQLite's defaults, said in one log line. L1SWEEP_SQLITE_WAL=0 turns it off.
+SQLITE_WAL = {"on": os.environ.get("L1SWEEP_SQLITE_WAL", "1") != "0"}
+NETWORK_FILE_SYSTEMS = (
+    "nfs", "nfs4", "cifs", "smb3", "smbfs", "lustre", "gpfs", "beegfs", "ceph", "fuse.sshfs",
+    "9p", "afs", "glusterfs", "fuse.glusterfs",
+)  # fmt: skip
+_said: set[str] = set()
+
+
+def _say_once(line: str) -> None:
+    import logging
+
+    if line not in _said:
+        _said.add(line)
+        logging.getLogger(__name__).info(line)
+
+
+def file_system(path: str) -> str:
+    """The type of the file system (/proc/mounts' third field) holding `path`; '' where
+    /proc/mounts cannot be read (not Linux)."""
+    real, best, kind = os.path.realpath(path), "", ""
+    try:
+        with open("/proc/mounts") as mounts:
+            for line in mounts:
+                fields = line.split()
+                if len(fields) < 3:
+                    continue
+                point = fields[1].replace("\\040", " ")
+                inside = real == point or real.startswith(point.rstrip("/") + "/")
+                if inside and len(point) > len(best):
+                    best, kind = point, fields[2]
+    except OSError:
+        return ""
+    return kind
+
+
+def sqlite_wal(rdb: Any) -> bool:
+    """Put an RDBStorage's SQLite file in WAL mode with synchronous=NORMAL, on every
+    connection its engine opens from now on (those it holds are closed). Returns whether it
+    did: not for another database, an in-memory one, a file on a network file system
+    (NETWORK_FILE_SYSTEMS), or with L1SWEEP_SQLITE_WAL=0."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    engine = getattr(rdb, "engine", None)
+    if not SQLITE_WAL["on"] or not isinstance(engine, Engine):
+        return False
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        return False
+    kind = file_system(os.path.dirname(os.path.abspath(database)))
+    if kind in NETWORK_FILE_SYSTEMS:
+        _say_once(f"l1sweep: {database} is on {kind}: SQLite's default journal (WAL needs a "
+                  "local file system)")  # fmt: skip
+        return False
+
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            [mode] = cursor.execute("PRAGMA journal_mode=WAL").fetchone()
+            if str(mode).lower() == "wal":
+                cursor.execute("PRAGMA synchronous=NORMAL")
+            else:
+                _say_once(f"l1sweep: {database} stays in journal mode {mode} (not WAL): "
+                          "each commit waits for the disk")  # fmt: skip
+        except Exception as e:  # locked by another process meanwhile: its next connection
+            _say_once(f"l1sweep: {database}: WAL not set ({e})")
+        finally:
+            cursor.close()
+
+    event.listen(engine, "connect", on_connect)
+    engine.dispose()  # its pooled connections were opened without the pragmas
+    return True
 
 
 # --- Optuna's RDB storage: several writes in one transaction ------------------------------------
@@ -113,7 +202,7 @@ def get_storage(storage: Any) -> Any:
 # log line (only this thread's COMMITs are counted: the heartbeat thread writes meanwhile);
 # `check()` runs a block on a scratch database.
 _RDB_BEHIND: Any = weakref.WeakKeyDictionary()  # the storage a Study holds -> its RDBStorage
-# the switch: L1SWEEP_BATCH_WRITES=0 turns it off (benchmarks/sweep_speed.py's "before")
+# the switch: L1SWEEP_BATCH_WRITES=0 turns it off (benchmarks/trial_cost.py's "before")
 BATCH_WRITES = {"on": os.environ.get("L1SWEEP_BATCH_WRITES", "1") != "0", "why_off": ""}
 _inside = threading.local()  # .on: this thread is in a block; .commits: COMMITs it made there
 _counted: Any = weakref.WeakSet()  # engines whose COMMITs are counted
@@ -240,6 +329,7 @@ __all__ = [
     "missing",
     "one_transaction",
     "set_hydra_global_state",
+    "sqlite_wal",
 ]
 
 
@@ -346,6 +436,32 @@ def check() -> None:
             f"got {space}, {fixed}, {rest}"
         )
     _check_one_transaction()
+    _check_sqlite_wal()
+
+
+def _check_sqlite_wal() -> None:
+    """A scratch SQLite storage's connections are in WAL mode with synchronous=NORMAL (1),
+    where the scratch directory is on a local file system. RuntimeError otherwise."""
+    import tempfile
+
+    from sqlalchemy import text
+
+    with tempfile.TemporaryDirectory() as tmp:
+        if not SQLITE_WAL["on"] or file_system(tmp) in NETWORK_FILE_SYSTEMS:
+            return
+        engine = _RDB_BEHIND[get_storage(f"sqlite:///{tmp}/check.db")].engine
+        try:
+            with engine.connect() as conn:
+                got = [
+                    conn.execute(text(f"PRAGMA {p}")).scalar()
+                    for p in ("journal_mode", "synchronous")
+                ]
+        finally:
+            engine.dispose()
+    if got != ["wal", 1]:
+        raise RuntimeError(
+            f"sqlite_wal: a storage's connection has journal_mode, synchronous {got}"
+        )
 
 
 def _check_one_transaction() -> None:

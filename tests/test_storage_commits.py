@@ -112,22 +112,52 @@ def _plan(study: optuna.Study, tmp_path: Path, **fields) -> SimpleNamespace:
     )  # fmt: skip
 
 
-def test_a_whole_trial_of_the_loop_is_four_commits(study, tmp_path):
+def test_a_whole_trial_of_the_loop_is_three_commits(study, tmp_path):
     """TrialLoop's writes for a trial of the default sweep: the ask, its draw and claim, its
-    row, its tell (35 commits before: 2 for the claim, 30 for the row)."""
+    row with its tell (35 commits before: 2 for the claim, 30 for the row, 1 the tell)."""
     study, commits = study
     loop = TrialLoop(_plan(study, tmp_path), ForkLauncher())
     commits.clear()
     trial = loop.ask()
     assert len(commits) == 2  # Optuna's ask, then the draw and claim
     loop._record(trial, ROW, TrialState.COMPLETE, [0.7118], CURVE)
-    assert len(commits) == 4
+    assert len(commits) == 3
     [t] = study.get_trials()
     assert t.state == TrialState.COMPLETE and t.value == 0.7118
     assert {OWNER_ATTR, HEARTBEAT_ATTR, "row", "val_acc"} <= t.user_attrs.keys()
     assert t.intermediate_values == {1: 0.69, 2: 0.7118}
     assert loop.overrides[0] == (f"l1_lambda={t.params['l1_lambda']}", "train.epochs=1",
                                  "hydra.sweep.subdir=trial_0")  # fmt: skip
+
+
+def test_a_rolled_back_row_and_tell_leave_the_trial_running_and_the_retry_stores_both(
+    study, tmp_path
+):
+    """The row and the tell are one transaction: a storage failing at its commit keeps
+    neither (the trial stays RUNNING, not told as finished by Optuna's cache either), and
+    the retry (Options.db) records the row, the curve and the state."""
+    study, commits = study
+    seen = []
+
+    def db(what, fn, *a, **k):
+        if what.startswith("recording") and not seen:
+            with pytest.raises(RuntimeError), _compat.one_transaction(study.held):
+                fn(*a, **k)
+                raise RuntimeError("database is locked")
+            [t] = study.get_trials()
+            seen.append((t.state, t.user_attrs.get("row"), t.intermediate_values))
+        return fn(*a, **k)
+
+    plan = _plan(study, tmp_path)
+    plan.options.db = db
+    loop = TrialLoop(plan, ForkLauncher())
+    trial = loop.ask()
+    commits.clear()
+    loop._record(trial, ROW, TrialState.COMPLETE, [0.7118], CURVE)
+    assert seen == [(TrialState.RUNNING, None, {})]
+    [t] = study.get_trials()
+    assert (t.state, t.value, t.user_attrs["row"]) == (TrialState.COMPLETE, 0.7118, ROW)
+    assert t.intermediate_values == {1: 0.69, 2: 0.7118} and len(commits) == 1
 
 
 def test_fixed_values_join_the_draw_and_a_retried_draw_stores_its_parameters(study, tmp_path):

@@ -1,11 +1,11 @@
-"""A trial's job config: composed by Hydra once a sweep, each later trial's values set in a copy.
+"""A trial's job config: composed by Hydra once a sweep, each later trial's values set in it.
 
 Hydra composes every job's config afresh (`ConfigLoader.load_sweep_config`: the defaults tree,
 every config file loaded and merged, the overrides applied), about 0.1 s of CPU a trial here and
 0.25-0.3 s of wall time on a busy machine (benchmarks/trial_cost.py): more than a short
 trial's training. A sweep's trials differ only in their overrides' values. `Composer` composes
 the first job's config through Hydra (the template) and each later job's by setting its
-overrides' values in a copy of the template, as Hydra applies a value override
+overrides' values in the template itself, as Hydra applies a value override
 (`OmegaConf.update(cfg, key, value, merge=True)`), with the job's override lists
 (`hydra.overrides.task` and `.hydra`) as Hydra records them. Only where that is the same thing:
 every override a plain `key=value` of an element (no config group's choice, no +, ~ or sweep
@@ -13,6 +13,12 @@ syntax), with the template's keys in the template's order. The first job compose
 composed by Hydra and the two compared (unresolved); where they differ, every job is composed
 by Hydra from then on, said in one log line. `L1SWEEP_COMPOSE_ONCE=0` composes every job by
 Hydra (benchmarks/trial_cost.py's "before").
+
+The template is set in place, not copied (a deep copy of the config is ~8 ms a trial): the
+config `config` returns is the job's until the next call, which is how the fork launcher
+uses it (each job forked, with its own copy of the sweep's memory, before the next is
+composed). Every job sets the same keys (else Hydra composes it), so no value of an earlier
+job's is left in a later one's.
 """
 
 from __future__ import annotations
@@ -33,7 +39,8 @@ SCALARS = (str, int, float, bool, type(None))
 
 class Composer:
     """Job configs for a sweep's launcher: `config(overrides)` is what Hydra's
-    `config_loader.load_sweep_config(master, overrides)` returns for them.
+    `config_loader.load_sweep_config(master, overrides)` returns for them (a copied one valid
+    until the next call: see the module's doc).
 
     `loader` is the HydraContext's config loader, `master` the launcher's config (the sweep's);
     `checked` says whether the copy was compared with Hydra's composition (None: not yet), and
@@ -101,9 +108,9 @@ class Composer:
         return parsed
 
     def _apply(self, parsed: list[Override]) -> DictConfig:
-        """A copy of the template with `parsed`'s values and override lists."""
+        """The template with `parsed`'s values and override lists set in it."""
         assert self.template is not None
-        cfg = copy.deepcopy(self.template)
+        cfg = self.template
         hydra_lines = [o.input_line for o in parsed if o.is_hydra_override()]
         with read_write(cfg):
             for o in parsed:  # as Hydra applies a value override

@@ -221,11 +221,19 @@ class TrialLoop:
         values: list[float] | None,
         curve: list,
     ) -> None:
-        """Record one finished job's row and curve in its trial, and tell its state."""
+        """Record one finished job's row and curve in its trial, and tell its state: one
+        storage transaction (`_compat.one_transaction`; an SQLite commit is an fsync), retried
+        whole. The tell comes last in it: Optuna's cache keeps a trial it reads as finished,
+        so nothing reads the trials between the tell and the commit."""
         plan = self.plan
         single = len(plan.directions) == 1
-        self.db(f"recording trial {trial.number}", trials.record, trial, row, curve, single)
-        self.db(f"telling trial {trial.number}", _tell_once, plan.study, trial, state, values)
+
+        def record_and_tell() -> None:
+            with _compat.one_transaction(trial.storage):
+                trials.record(trial, row, curve, single)
+                _tell_once(plan.study, trial, state, values)
+
+        self.db(f"recording trial {trial.number}", record_and_tell)
 
     def _log_progress(self, row: dict[str, Any]) -> None:
         """The one line a finished trial gets (under the console's progress bar)."""

@@ -72,6 +72,11 @@ class ModelCheckpoint(Callback):
         state = {k: v.clone() for k, v in run.model.state_dict().items()}
         torch.save(state, run.out_dir / "model.pt")
 
+    def __init__(self) -> None:
+        # torch.save imports its settings module on first use (~5 ms); a sweep makes its
+        # callbacks once before forking its jobs (job.preflight), so they find it imported
+        import torch.utils.serialization  # noqa: F401
+
 
 class FeaturesCsv(Callback):
     """features.csv: per input feature, whether the first layer still uses it (see
@@ -106,10 +111,14 @@ class Archive(Callback):
     nothing); a model with no Linear or Conv weight to compress has none either."""
 
     def __init__(self, bits: int, epochs: int) -> None:  # defaults: conf/config.yaml's export
+        # imported here, not at the top: numpy and lzma load only where a run asks for an
+        # archive; and here, not in on_run_end: a sweep makes its callbacks once before its
+        # first trial (job.preflight), so the jobs it forks find them imported (~15 ms a trial)
+        import sweep.deploy.measure  # noqa: F401
+
         self.bits, self.epochs = bits, epochs
 
     def _figures(self, run: Run, path: Path | None) -> dict[str, Any]:
-        # imported here: numpy and lzma work only where a run asks for it
         from sweep.deploy import archive, measure
 
         arch = measure.architecture(
