@@ -71,11 +71,43 @@ def test_a_minimized_objective_is_turned_round():
     assert not stops(10, (0.80, 1000.0), done, directions, n_startup_trials=2, margin=0.0)
 
 
+def test_with_neighbors_only_the_nearest_trials_lend_their_gains():
+    # trial 2 (far: sparsity target 0.9) gained 0.40 of sparsity; the near ones (targets 0.5,
+    # 0.55) gained 0.05-0.10. (0.85, 0.40) lifted by 0.40 of sparsity would pass the front's
+    # sparsest point (0.95, 0.80); by a near trial's gain it reaches at most (0.91, 0.50)
+    done = [Finished((0.96, 0.50), {10: (0.90, 0.45)}, {"prune.sparsity": 0.0}),
+            Finished((0.95, 0.80), {10: (0.93, 0.40)}, {"prune.sparsity": 1.0}),
+            Finished((0.93, 0.55), {10: (0.87, 0.45)}, {"prune.sparsity": 0.1})]  # fmt: skip
+    here = {"prune.sparsity": 0.05}
+    opts = {"n_startup_trials": 3, "margin": 0.0}
+    assert not stops(10, (0.85, 0.40), done, MAX, **opts)  # all three: the far one's gain
+    assert not stops(10, (0.85, 0.40), done, MAX, **opts, neighbors=3, place=here)
+    assert stops(10, (0.85, 0.40), done, MAX, **opts, neighbors=2, place=here)
+    assert not stops(10, (0.85, 0.40), done, MAX, **opts, neighbors=2,
+                     place={"prune.sparsity": 0.9})  # fmt: skip  # near the far one
+
+
+def test_a_trials_place_is_its_parameters_scaled_over_their_searched_ranges():
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    lam = FloatDistribution(1e-5, 1e-3, log=True)
+    dists = {"l1_lambda": lam, "prune.sparsity": FloatDistribution(0.5, 0.99),
+             "prune.scope": CategoricalDistribution(["layer", "global", "neuron"])}  # fmt: skip
+    place = front.coordinates(
+        {"l1_lambda": 1e-4, "prune.sparsity": 0.99, "prune.scope": "neuron", "seed": 3}, dists
+    )
+    assert place == pytest.approx({"l1_lambda": 0.5, "prune.sparsity": 1.0, "prune.scope": 1.0})
+    assert front.distance(place, {"l1_lambda": 0.5, "prune.sparsity": 0.0}) == pytest.approx(1.0)
+    assert front.distance(place, {}) == 0.0
+
+
 def test_checked_steps_follow_warmup_and_interval():
     pruner = front.FrontPruner(n_warmup_steps=5, interval_steps=10)
     assert [s for s in range(1, 40) if pruner.checks(s)] == [15, 25, 35]
     with pytest.raises(ValueError, match="margin must be a finite number >= 0"):
         front.FrontPruner(margin=-0.1)
+    with pytest.raises(ValueError, match="neighbors must be an integer >= 0, got 2.5"):
+        front.FrontPruner(neighbors=2.5)  # type: ignore[arg-type]
 
 
 # A small digits sweep with a fixed order of trials: the front's four first, then trials that
