@@ -17,7 +17,9 @@ the final front's hypervolumes on validation and test without the stopped trials
 judged against the trials that completed before t started in the recording (and were not
 stopped in the replay): fewer than a live sweep, whose stopped trials end sooner, would have;
 and the sampler draws the same trials, which a live sweep's TPE, told of stopped trials, need
-not. A replay ranks option sets; the wall time comes from front_pruner.py.
+not. A replay ranks option sets; the wall time comes from front_pruner.py. `--oracle`: instead
+of the rule, stop every trial off the final front at its first check once n_startup_trials
+had completed: the most any rule with those options could save here.
 """
 
 from __future__ import annotations
@@ -56,6 +58,16 @@ def replay(trials: list, pruner: front.FrontPruner, directions: list) -> dict[in
     return stopped
 
 
+def oracle(trials: list, on_front: set[int], pruner: front.FrontPruner) -> dict[int, int]:
+    """What a rule that knew the final front would stop: every trial not on it, at its first
+    checked step, once `pruner.n_startup_trials` trials had completed before it started. The
+    most any rule with those options could save on this recording."""
+    first = next(s for s in range(1, 10**6) if pruner.checks(s))
+    return {t.number: first for t in trials if t.number not in on_front
+            and sum(c.datetime_complete <= t.datetime_start for c in trials)
+            >= pruner.n_startup_trials}  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sweep_dir", type=Path, help="the recorded sweep's hydra.sweep.dir")
@@ -66,6 +78,9 @@ def main() -> None:
     parser.add_argument("--interval", default="10,5")
     parser.add_argument("--startup", default="5,3")
     parser.add_argument("--warmup", default="0")
+    parser.add_argument(
+        "--oracle", action="store_true", help="stop what is not on the final front (a bound)"
+    )
     opts = parser.parse_args()
     study = optuna.load_study(study_name=opts.study_name, storage=opts.storage)
     trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
@@ -84,6 +99,8 @@ def main() -> None:
     for k, margin, every, start, warm in grid:
         pruner = front.FrontPruner(int(start), int(warm), int(every), margin, int(k))
         stopped = replay(trials, pruner, list(study.directions))
+        if opts.oracle:
+            stopped = oracle(trials, on_front, pruner)
         saved = sum(steps[n] - s for n, s in stopped.items()) / sum(steps.values())
         kept = points.front_figures(pts[~pts["trial"].isin(stopped)])
         lost = sorted(on_front & set(stopped))

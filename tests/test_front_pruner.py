@@ -168,7 +168,7 @@ def test_the_front_pruner_in_joblibs_workers_with_repeats(tmp_path):
         assert len(seeds) == (1 if row.stopped_at <= 200 else 2)  # no seed after the stop
     for t in study.trials:
         if t.state == TrialState.COMPLETE:  # both seeds' steps checked, never the last (400)
-            assert [p[0] for p in t.user_attrs[front.POINTS_ATTR]] == list(range(5, 400, 5))
+            assert [p[0] for p in t.user_attrs[front.POINTS_ATTR]] == list(range(10, 400, 5))
 
 
 class Recorder:

@@ -68,10 +68,10 @@ class FrontPruner(optuna.pruners.BasePruner):
     def __init__(
         self,
         n_startup_trials: int = 5,
-        n_warmup_steps: int = 0,
-        interval_steps: int = 10,
+        n_warmup_steps: int = 5,
+        interval_steps: int = 5,
         margin: float = 0.02,
-        neighbors: int = 0,
+        neighbors: int = 3,
     ) -> None:
         if n_startup_trials < 1 or n_warmup_steps < 0 or interval_steps < 1:
             raise ValueError(
