@@ -96,8 +96,12 @@ def test_a_trials_place_is_its_parameters_scaled_over_their_searched_ranges():
     place = front.coordinates(
         {"l1_lambda": 1e-4, "prune.sparsity": 0.99, "prune.scope": "neuron", "seed": 3}, dists
     )
-    assert place == pytest.approx({"l1_lambda": 0.5, "prune.sparsity": 1.0, "prune.scope": 1.0})
+    assert place == {"l1_lambda": pytest.approx(0.5), "prune.sparsity": 1.0,
+                     "prune.scope": "'neuron'"}  # fmt: skip
     assert front.distance(place, {"l1_lambda": 0.5, "prune.sparsity": 0.0}) == pytest.approx(1.0)
+    # another choice is 1 apart, whichever: (0.5^2 + 0 + 1)^0.5
+    other = {"l1_lambda": 1.0, "prune.sparsity": 1.0, "prune.scope": "'layer'"}
+    assert front.distance(place, other) == pytest.approx(1.25**0.5)
     assert front.distance(place, {}) == 0.0
 
 

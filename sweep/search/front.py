@@ -38,12 +38,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import optuna
-from optuna.distributions import (
-    BaseDistribution,
-    CategoricalDistribution,
-    FloatDistribution,
-    IntDistribution,
-)
+from optuna.distributions import BaseDistribution, FloatDistribution, IntDistribution
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
@@ -118,33 +113,36 @@ def check_pruner(pruner: optuna.pruners.BasePruner, metrics: list[str]) -> None:
         )
 
 
-def unit(value: object, distribution: BaseDistribution) -> float:
+def unit(value: object, distribution: BaseDistribution) -> float | str:
     """`value` of a parameter searched over `distribution`, scaled to [0, 1] over its range:
     log-scaled where the range is searched on a log scale (Optuna's `log=True`), 0 for a range
-    of one value; a categorical's index over (choices - 1), so two choices are 0 or 1 apart.
-    Raises TypeError for a distribution of another kind."""
+    of one value; a categorical's choice as its repr (`distance`: 0 apart or 1)."""
     if isinstance(distribution, (FloatDistribution, IntDistribution)):
         low, high, v = float(distribution.low), float(distribution.high), float(value)  # type: ignore[arg-type]
         if distribution.log:
             low, high, v = math.log(low), math.log(high), math.log(v)
         return 0.0 if high == low else (v - low) / (high - low)
-    if isinstance(distribution, CategoricalDistribution):
-        n = len(distribution.choices)
-        return 0.0 if n < 2 else distribution.choices.index(value) / (n - 1)
-    raise TypeError(f"no scale for a {type(distribution).__name__}")
+    return repr(value)  # CategoricalDistribution: unordered choices
 
 
 def coordinates(
     params: Mapping[str, object], distributions: Mapping[str, BaseDistribution]
-) -> dict[str, float]:
+) -> dict[str, float | str]:
     """A trial's place in the search space: each searched parameter scaled by `unit`."""
     return {k: unit(v, distributions[k]) for k, v in params.items() if k in distributions}
 
 
-def distance(a: Mapping[str, float], b: Mapping[str, float]) -> float:
-    """Euclidean distance over the parameters both trials have (`coordinates`); 0 for none:
+def distance(a: Mapping[str, float | str], b: Mapping[str, float | str]) -> float:
+    """Euclidean distance over the parameters both trials have (`coordinates`): a scaled
+    number's difference, a categorical's 0 (the same choice) or 1; 0 where they share none:
     trials of unknown place are all alike."""
-    return math.sqrt(sum((a[k] - b[k]) ** 2 for k in a.keys() & b.keys()))
+
+    def apart(x: float | str, y: float | str) -> float:
+        if isinstance(x, str) or isinstance(y, str):
+            return float(x != y)
+        return x - y
+
+    return math.sqrt(sum(apart(a[k], b[k]) ** 2 for k in a.keys() & b.keys()))
 
 
 @dataclass(frozen=True)
@@ -154,7 +152,7 @@ class Finished:
 
     values: tuple[float, ...]
     points: dict[int, tuple[float, ...]]
-    place: dict[str, float] = field(default_factory=dict)
+    place: dict[str, float | str] = field(default_factory=dict)
 
     @classmethod
     def of(cls, trial: FrozenTrial) -> Finished:
@@ -183,7 +181,7 @@ def stops(
     n_startup_trials: int,
     margin: float,
     neighbors: int = 0,
-    place: Mapping[str, float] | None = None,
+    place: Mapping[str, float | str] | None = None,
 ) -> bool:
     """Whether a trial whose objective values at `step` are `point` (one per direction) is
     stopped, by the rule of this module's docstring, given the complete trials `done`; with
