@@ -71,11 +71,47 @@ def test_a_minimized_objective_is_turned_round():
     assert not stops(10, (0.80, 1000.0), done, directions, n_startup_trials=2, margin=0.0)
 
 
+def test_with_neighbors_only_the_nearest_trials_lend_their_gains():
+    # trial 2 (far: sparsity target 0.9) gained 0.40 of sparsity; the near ones (targets 0.5,
+    # 0.55) gained 0.05-0.10. (0.85, 0.40) lifted by 0.40 of sparsity would pass the front's
+    # sparsest point (0.95, 0.80); by a near trial's gain it reaches at most (0.91, 0.50)
+    done = [Finished((0.96, 0.50), {10: (0.90, 0.45)}, {"prune.sparsity": 0.0}),
+            Finished((0.95, 0.80), {10: (0.93, 0.40)}, {"prune.sparsity": 1.0}),
+            Finished((0.93, 0.55), {10: (0.87, 0.45)}, {"prune.sparsity": 0.1})]  # fmt: skip
+    here = {"prune.sparsity": 0.05}
+    opts = {"n_startup_trials": 3, "margin": 0.0}
+    assert not stops(10, (0.85, 0.40), done, MAX, **opts)  # all three: the far one's gain
+    assert not stops(10, (0.85, 0.40), done, MAX, **opts, neighbors=3, place=here)
+    assert stops(10, (0.85, 0.40), done, MAX, **opts, neighbors=2, place=here)
+    assert not stops(10, (0.85, 0.40), done, MAX, **opts, neighbors=2,
+                     place={"prune.sparsity": 0.9})  # fmt: skip  # near the far one
+
+
+def test_a_trials_place_is_its_parameters_scaled_over_their_searched_ranges():
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    lam = FloatDistribution(1e-5, 1e-3, log=True)
+    dists = {"l1_lambda": lam, "prune.sparsity": FloatDistribution(0.5, 0.99),
+             "prune.scope": CategoricalDistribution(["layer", "global", "neuron"])}  # fmt: skip
+    place = front.coordinates(
+        {"l1_lambda": 1e-4, "prune.sparsity": 0.99, "prune.scope": "neuron", "seed": 3}, dists
+    )
+    assert place == {"l1_lambda": pytest.approx(0.5), "prune.sparsity": 1.0,
+                     "prune.scope": "'neuron'"}  # fmt: skip
+    assert front.distance(place, {"l1_lambda": 0.5, "prune.sparsity": 0.0}) == pytest.approx(1.0)
+    # another choice is 1 apart, whichever: (0.5^2 + 0 + 1)^0.5
+    other = {"l1_lambda": 1.0, "prune.sparsity": 1.0, "prune.scope": "'layer'"}
+    assert front.distance(place, other) == pytest.approx(1.25**0.5)
+    assert front.distance(place, {}) == 0.0
+
+
 def test_checked_steps_follow_warmup_and_interval():
     pruner = front.FrontPruner(n_warmup_steps=5, interval_steps=10)
     assert [s for s in range(1, 40) if pruner.checks(s)] == [15, 25, 35]
     with pytest.raises(ValueError, match="margin must be a finite number >= 0"):
         front.FrontPruner(margin=-0.1)
+    with pytest.raises(ValueError, match="neighbors must be an integer >= 0, got 2.5"):
+        front.FrontPruner(neighbors=2.5)  # type: ignore[arg-type]
 
 
 # A small digits sweep with a fixed order of trials: the front's four first, then trials that
@@ -85,8 +121,8 @@ DOMINATED = [5.85e-5, 3.46e-5, 1.1e-5]
 SWEEP = ["objective=pareto", "hydra.sweeper.n_jobs=1", f"hydra.sweeper.n_trials={7}",
          "hydra.sweeper.enqueue=[" + ",".join(f"{{l1_lambda:{v}}}"
                                              for v in FRONT_FIRST + DOMINATED) + "]"]  # fmt: skip
-FRONT = ["hydra/sweeper/pruner=front", "hydra.sweeper.pruner.n_startup_trials=4",
-         "hydra.sweeper.pruner.interval_steps=5"]  # fmt: skip
+# the shipped options (3 neighbours, checks at 10, 15, ...) but for 4 start-up trials: the front's
+FRONT = ["hydra/sweeper/pruner=front", "hydra.sweeper.pruner.n_startup_trials=4"]
 
 
 def _sweep(cwd: Path, name: str, *args: str) -> tuple[pd.DataFrame, optuna.Study]:
@@ -101,15 +137,16 @@ def test_the_front_pruner_stops_dominated_trials_and_none_on_the_front(tmp_path)
     cut, study = _sweep(tmp_path, "cut", *FRONT)
     on_front = set(full.loc[full["pareto"].astype(bool), "l1_lambda"])
     pruned = cut[cut["status"] == "pruned"]
-    # at least one stopped, each one that the full sweep shows dominated, none of the front's
-    assert len(pruned) >= 1, cut[["trial", "status", "epochs"]]
-    assert set(pruned["l1_lambda"]) <= set(DOMINATED) and not set(pruned["l1_lambda"]) & on_front
+    # every trial that the full sweep shows dominated is stopped, none of the front's
+    assert set(pruned["l1_lambda"]) == set(DOMINATED), cut[["trial", "status", "epochs"]]
+    assert not set(pruned["l1_lambda"]) & on_front
     assert set(cut.loc[cut["pareto"].astype(bool), "l1_lambda"]) == on_front  # the same front
     states = {t.number: t.state for t in study.trials}
     for row in pruned.itertuples():
         # a PRUNED trial whose row is the model where it stopped, at a checked step
         assert states[row.trial] == TrialState.PRUNED
-        assert row.epochs == row.stopped_at < 200 and row.stopped_at % 5 == 0
+        assert row.epochs == row.stopped_at and 10 <= row.stopped_at < 200
+        assert row.stopped_at % 5 == 0
         points = study.trials[row.trial].user_attrs[front.POINTS_ATTR]
         assert points[-1] == [row.stopped_at, row.val_acc, row.sparsity]
         metrics = json.loads((Path(row.run_dir) / "metrics.json").read_text())
@@ -136,7 +173,7 @@ def test_the_front_pruner_in_joblibs_workers_with_repeats(tmp_path):
         assert len(seeds) == (1 if row.stopped_at <= 200 else 2)  # no seed after the stop
     for t in study.trials:
         if t.state == TrialState.COMPLETE:  # both seeds' steps checked, never the last (400)
-            assert [p[0] for p in t.user_attrs[front.POINTS_ATTR]] == list(range(5, 400, 5))
+            assert [p[0] for p in t.user_attrs[front.POINTS_ATTR]] == list(range(10, 400, 5))
 
 
 class Recorder:

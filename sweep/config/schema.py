@@ -331,6 +331,7 @@ class FrontPrunerConfig(PrunerConfig):
     n_warmup_steps: int = ruled(NONNEGATIVE)
     interval_steps: int = ruled(AT_LEAST_1)
     margin: float = ruled(NONNEGATIVE)
+    neighbors: int = ruled(NONNEGATIVE)
 
 
 @dataclass

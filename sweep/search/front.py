@@ -15,6 +15,13 @@ objective space the sweep searches (`objective.metrics`, e.g. val_acc and sparsi
   values in each objective. It is stopped when every such optimistic point p(s) + g_c + margin
   is dominated by the front of the complete trials' final values: no remaining steps that any
   finished trial took from the same step would bring it onto the front.
+- `neighbors` k > 0: only the k complete trials that checked step s nearest the trial in the
+  search space lend it their gains (its parameters, each scaled to [0, 1] over its searched
+  range, on a log scale where it is searched on one; Euclidean distance; a categorical
+  differs by 1 or 0): a trial at a low `l1_lambda`, or a low `prune.sparsity` target, is
+  judged by what trials like it still gained, not by the sparsest finished trial's gain.
+  0: all of them. What a trial's options fix in advance (its pruning target) reaches the rule
+  this way, learned from the trials that share it, not assumed.
 - Nothing is stopped at a step fewer than `n_startup_trials` complete trials checked.
 
 Gains are taken whole, one finished trial at a time, not as a per-objective maximum: a trial
@@ -28,9 +35,10 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import optuna
+from optuna.distributions import BaseDistribution, FloatDistribution, IntDistribution
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
@@ -48,15 +56,17 @@ class FrontPruner(optuna.pruners.BasePruner):
     n_warmup_steps: steps (epochs) before the first check. interval_steps: steps between checks
     (a check may read the study: FrontReporter). margin: the extra gain allowed in each
     objective, as a fraction of the spread (max - min) of the complete trials' final values in
-    it (>= 0). Raises ValueError for options out of those ranges (the schema's rules refuse them
-    first, in one line, from the command line)."""
+    it (>= 0). neighbors: how many of the complete trials nearest in the search space lend
+    their gains (0: all; >= 0). Raises ValueError for options out of those ranges (the
+    schema's rules refuse them first, in one line, from the command line)."""
 
     def __init__(
         self,
         n_startup_trials: int = 5,
-        n_warmup_steps: int = 0,
-        interval_steps: int = 10,
+        n_warmup_steps: int = 5,
+        interval_steps: int = 5,
         margin: float = 0.02,
+        neighbors: int = 3,
     ) -> None:
         if n_startup_trials < 1 or n_warmup_steps < 0 or interval_steps < 1:
             raise ValueError(
@@ -64,10 +74,13 @@ class FrontPruner(optuna.pruners.BasePruner):
             )
         if not (margin >= 0 and math.isfinite(margin)):
             raise ValueError(f"margin must be a finite number >= 0, got {margin}")
+        if neighbors < 0 or neighbors != int(neighbors):
+            raise ValueError(f"neighbors must be an integer >= 0, got {neighbors}")
         self.n_startup_trials = n_startup_trials
         self.n_warmup_steps = n_warmup_steps
         self.interval_steps = interval_steps
         self.margin = margin
+        self.neighbors = int(neighbors)
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
         """Never stops a trial through Optuna's own path: the job applies `stops`."""
@@ -100,19 +113,53 @@ def check_pruner(pruner: optuna.pruners.BasePruner, metrics: list[str]) -> None:
         )
 
 
+def unit(value: object, distribution: BaseDistribution) -> float | str:
+    """`value` of a parameter searched over `distribution`, scaled to [0, 1] over its range:
+    log-scaled where the range is searched on a log scale (Optuna's `log=True`), 0 for a range
+    of one value; a categorical's choice as its repr (`distance`: 0 apart or 1)."""
+    if isinstance(distribution, (FloatDistribution, IntDistribution)):
+        low, high, v = float(distribution.low), float(distribution.high), float(value)  # type: ignore[arg-type]
+        if distribution.log:
+            low, high, v = math.log(low), math.log(high), math.log(v)
+        return 0.0 if high == low else (v - low) / (high - low)
+    return repr(value)  # CategoricalDistribution: unordered choices
+
+
+def coordinates(
+    params: Mapping[str, object], distributions: Mapping[str, BaseDistribution]
+) -> dict[str, float | str]:
+    """A trial's place in the search space: each searched parameter scaled by `unit`."""
+    return {k: unit(v, distributions[k]) for k, v in params.items() if k in distributions}
+
+
+def distance(a: Mapping[str, float | str], b: Mapping[str, float | str]) -> float:
+    """Euclidean distance over the parameters both trials have (`coordinates`): a scaled
+    number's difference, a categorical's 0 (the same choice) or 1; 0 where they share none:
+    trials of unknown place are all alike."""
+
+    def apart(x: float | str, y: float | str) -> float:
+        if isinstance(x, str) or isinstance(y, str):
+            return float(x != y)
+        return x - y
+
+    return math.sqrt(sum(apart(a[k], b[k]) ** 2 for k in a.keys() & b.keys()))
+
+
 @dataclass(frozen=True)
 class Finished:
-    """One complete trial, as the rule sees it: its final objective `values` and its checked
-    `points` {step: values at that step}."""
+    """One complete trial, as the rule sees it: its final objective `values`, its checked
+    `points` {step: values at that step} and its place in the search space (`coordinates`)."""
 
     values: tuple[float, ...]
     points: dict[int, tuple[float, ...]]
+    place: dict[str, float | str] = field(default_factory=dict)
 
     @classmethod
     def of(cls, trial: FrozenTrial) -> Finished:
-        """From a complete trial of the study (its values and POINTS_ATTR)."""
+        """From a complete trial of the study (its values, POINTS_ATTR and parameters)."""
         pts = {int(p[0]): tuple(map(float, p[1:])) for p in trial.user_attrs.get(POINTS_ATTR, [])}
-        return cls(tuple(map(float, trial.values)), pts)
+        place = coordinates(trial.params, trial.distributions)
+        return cls(tuple(map(float, trial.values)), pts, place)
 
 
 def finished(study: optuna.Study) -> list[Finished]:
@@ -133,10 +180,14 @@ def stops(
     *,
     n_startup_trials: int,
     margin: float,
+    neighbors: int = 0,
+    place: Mapping[str, float | str] | None = None,
 ) -> bool:
     """Whether a trial whose objective values at `step` are `point` (one per direction) is
-    stopped, by the rule of this module's docstring, given the complete trials `done`.
-    False where `point` has a NaN, or fewer than n_startup_trials of `done` checked `step`."""
+    stopped, by the rule of this module's docstring, given the complete trials `done`; with
+    `neighbors` k > 0, only the k of those that checked `step` nearest the trial's `place`
+    (`coordinates`; ties in `done`'s order) lend their gains. False where `point` has a NaN,
+    or fewer than n_startup_trials of `done` checked `step`."""
     if len(done) == 0 or any(map(math.isnan, point)):
         return False
     sign = [1.0 if d == StudyDirection.MAXIMIZE else -1.0 for d in directions]
@@ -144,9 +195,13 @@ def stops(
     def oriented(values: Sequence[float]) -> list[float]:
         return [s * v for s, v in zip(sign, values)]
 
-    at_step = [(oriented(f.values), oriented(f.points[step])) for f in done if step in f.points]
-    if len(at_step) < n_startup_trials:
+    checked = [f for f in done if step in f.points]
+    if len(checked) < n_startup_trials:
         return False
+    if neighbors > 0:
+        here = place or {}
+        checked = sorted(checked, key=lambda f: distance(f.place, here))[:neighbors]
+    at_step = [(oriented(f.values), oriented(f.points[step])) for f in checked]
     finals = [oriented(f.values) for f in done]
     front = [f for f in finals if not any(_dominates(g, f) for g in finals)]
     slack = [margin * (max(col) - min(col)) for col in zip(*finals)]
@@ -172,6 +227,8 @@ class FrontReporter:
         self.stored = 0  # points already in the trial
         self.done: list[Finished] = []
         self.read_at, self.read_cost = -math.inf, 0.0  # perf_counter seconds
+        # its parameters are suggested before the job starts: its place is fixed
+        self.place = coordinates(trial.params, trial.distributions)
 
     def finished(self) -> list[Finished]:
         """The study's complete trials, read again only once READ_SHARE of the time since the
@@ -199,7 +256,8 @@ class FrontReporter:
         self.points.append([step, *map(float, values)])  # type: ignore[arg-type]
         stop = stops(step, self.points[-1][1:], self.finished(), self.study.directions,
                      n_startup_trials=self.pruner.n_startup_trials,
-                     margin=self.pruner.margin)  # fmt: skip
+                     margin=self.pruner.margin, neighbors=self.pruner.neighbors,
+                     place=self.place)  # fmt: skip
         if stop:
             self.close()
         return stop
