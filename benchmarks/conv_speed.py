@@ -67,7 +67,32 @@ def subset(root: Path, n_train: int) -> None:
             shape[0] = min(n_train, shape[0])
             body = data[4 + 4 * dims :][: int(np.prod(shape))]
             data = data[:4] + b"".join(d.to_bytes(4, "big") for d in shape) + body
-        (raw / name.name.removesuffix(".gz")).write_bytes(data)
+        out = raw / name.name.removesuffix(".gz")
+        if not out.exists() or out.read_bytes() != data:  # another benchmark may be reading it
+            out.write_bytes(data)
+
+
+def held_out(n_val: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The validation images: the last `n_val` of Fashion-MNIST's 60k training images, which
+    no run trains on (`subset` keeps the first `--train`), scaled to [0, 1] as the data
+    module scales them (torchvision's ToTensor); (N, 1, 28, 28) float and (N,) int64. The
+    recipe is chosen on these, never on the test split."""
+    with gzip.open(FASHION / "train-images-idx3-ubyte.gz") as f:
+        x = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 1, 28, 28)[-n_val:]
+    with gzip.open(FASHION / "train-labels-idx1-ubyte.gz") as f:
+        y = np.frombuffer(f.read(), np.uint8, offset=8)[-n_val:]
+    return torch.from_numpy(x.astype(np.float32) / 255.0), torch.from_numpy(y.astype(np.int64))
+
+
+def run(work: Path, name: str, seed: int, args: list[str]) -> Path:
+    """`structured.train`, reusing a run directory whose model.pt is already written (the
+    dense baseline is shared by every recipe with the same epochs budget)."""
+    import fcntl
+
+    out = work / f"{name}_{seed}"
+    with open(work / f"{name}_{seed}.lock", "w") as lock:  # benchmarks run side by side
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return out if (out / "model.pt").exists() else train(work, name, seed, args)
 
 
 def folded(model: torch.nn.Module, shape: tuple[int, ...]) -> torch.nn.Module:
@@ -107,7 +132,13 @@ def measure(dense_run: Path, slim_run: Path, work: Path, a: argparse.Namespace) 
     t = timings({"dense256": (base, x256), "compact256": (small, x256),
                  "dense1": (base, x1), "compact1": (small, x1)}, a.repeats, a.seconds)  # fmt: skip
     figures = graph.measures(masked, shape)
+    val = {}
+    if a.val and not a.smoke:
+        x_val, y_val = held_out(a.val)
+        val = {"dense_val": accuracy(dense, x_val, y_val),
+               "compact_val": accuracy(small, x_val, y_val)}  # fmt: skip
     return {
+        **val,
         "dense_acc": accuracy(dense, data.x_test, data.y_test),
         "compact_acc": accuracy(small, data.x_test, data.y_test),
         "gap": gap,
@@ -182,8 +213,19 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=6000, help="training images used")
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--bn-lambda", type=float, default=1e-2, help="regularizer=bn_l1's")
+    parser.add_argument("--criterion", default="bn_scale", help="prune.criterion: bn_scale "
+                        "(network slimming) or norm")  # fmt: skip
     parser.add_argument("--sparsity", type=float, default=0.6, help="channels cut (fraction)")
     parser.add_argument("--finetune", type=int, default=6, help="prune.epochs")
+    parser.add_argument("--name", default="slim", help="the slimmed runs' directory prefix")
+    parser.add_argument("--rounds", type=int, default=1, help="prune.rounds")
+    parser.add_argument(
+        "--val",
+        type=int,
+        default=10000,
+        help="held-out training images "
+        "(the last of the 60k, never trained on) to choose the recipe on",
+    )
     parser.add_argument("--lr-scale", type=float, default=0.5, help="prune.lr_scale")
     parser.add_argument("--work", type=Path, default=None, help="scratch dir (runs, data)")
     parser.add_argument("--repeats", type=int, default=5, help="alternating timing rounds")
@@ -211,8 +253,10 @@ def main() -> None:
               "+callbacks.model_checkpoint._target_=sweep.task.callbacks.ModelCheckpoint",
               *a.overrides]  # fmt: skip
     slim = ["regularizer=bn_l1", f"bn_lambda={a.bn_lambda}", "prune=neurons",
-            "prune.criterion=bn_scale", f"prune.sparsity={a.sparsity}",
-            f"prune.epochs={a.finetune}", f"prune.lr_scale={a.lr_scale}"]  # fmt: skip
+            f"prune.criterion={a.criterion}", f"prune.sparsity={a.sparsity}",
+            f"prune.epochs={a.finetune}", f"prune.lr_scale={a.lr_scale}",
+            f"prune.rounds={a.rounds}"]  # fmt: skip
+    budget = a.epochs + a.rounds * a.finetune  # the dense model trains as many epochs
     torch.set_num_threads(1)
     which = "digits (smoke)" if a.smoke else f"fashion_mnist ({a.train} training images)"
     print(f"resnet depth {a.depth} width {a.width}, {which}, {a.seeds} seeds; "
@@ -222,8 +266,13 @@ def main() -> None:
     rows = []
     for seed in range(a.seeds):
         start = time.perf_counter()
-        dense_run = train(work, "dense", seed, [*common, "regularizer=none", "prune=none"])
-        slim_run = train(work, "slim", seed, [*common, *slim])
+        slim_run = run(work, a.name, seed, [*common, *slim])
+        dense_run = run(
+            work,
+            f"dense{budget}",
+            seed,
+            [*common, "regularizer=none", "prune=none", f"train.epochs={budget}"],
+        )
         row = {"seed": seed, "train_s": time.perf_counter() - start,
                **measure(dense_run, slim_run, work, a)}  # fmt: skip
         rows.append(row)
@@ -231,6 +280,10 @@ def main() -> None:
                        for k, v in row.items()), flush=True)  # fmt: skip
     med = {k: statistics.median(r[k] for r in rows) for k in rows[0]
            if isinstance(rows[0][k], float)}  # fmt: skip
+    if "dense_val" in rows[0]:
+        med["val_drop_pts"] = 100 * statistics.median(
+            r["dense_val"] - r["compact_val"] for r in rows
+        )
     med["acc_drop_pts"] = 100 * statistics.median(r["dense_acc"] - r["compact_acc"] for r in rows)
     print("median " + " ".join(f"{k}={v:.4g}" for k, v in med.items()))
 
