@@ -206,7 +206,8 @@ def torchvision_speed(a: argparse.Namespace) -> None:
                    for k, v in row.items()), flush=True)  # fmt: skip
 
 
-def main() -> None:
+def arguments() -> argparse.Namespace:
+    """The command line (see the module's docstring)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="digits, 1 seed, few epochs")
     parser.add_argument("--seeds", type=int, default=3)
@@ -217,8 +218,12 @@ def main() -> None:
     parser.add_argument("--bn-lambda", type=float, default=1e-2, help="regularizer=bn_l1's")
     parser.add_argument("--criterion", default="bn_scale", help="prune.criterion: bn_scale "
                         "(network slimming) or norm")  # fmt: skip
-    parser.add_argument("--sparsity", type=float, default=0.6, help="channels cut (fraction)")
-    parser.add_argument("--finetune", type=int, default=6, help="prune.epochs")
+    parser.add_argument("--sparsity", type=float, default=0.5, help="channels cut (fraction)")
+    parser.add_argument("--finetune", type=int, default=8, help="prune.epochs")
+    parser.add_argument("--seed-list", type=int, nargs="+", default=None,
+                        help="these seeds instead of 0 .. --seeds - 1")  # fmt: skip
+    parser.add_argument("--train-only", action="store_true",
+                        help="train (or find) the runs, measure nothing")  # fmt: skip
     parser.add_argument("--name", default="slim", help="the slimmed runs' directory prefix")
     parser.add_argument("--rounds", type=int, default=1, help="prune.rounds")
     parser.add_argument(
@@ -228,7 +233,7 @@ def main() -> None:
         help="held-out training images "
         "(the last of the 60k, never trained on) to choose the recipe on",
     )
-    parser.add_argument("--lr-scale", type=float, default=0.5, help="prune.lr_scale")
+    parser.add_argument("--lr-scale", type=float, default=1.0, help="prune.lr_scale")
     parser.add_argument("--work", type=Path, default=None, help="scratch dir (runs, data)")
     parser.add_argument("--repeats", type=int, default=5, help="alternating timing rounds")
     parser.add_argument("--seconds", type=float, default=0.3, help="per timing run")
@@ -237,11 +242,12 @@ def main() -> None:
     parser.add_argument("--shape", type=int, nargs="+", default=[3, 32, 32],
                         help="--torchvision's example shape (C H W)")  # fmt: skip
     parser.add_argument("overrides", nargs="*", help="more sweep.run overrides, both models")
-    a = parser.parse_args()
-    if a.torchvision:
-        return torchvision_speed(a)
-    work = (a.work or Path.cwd() / "conv-bench").resolve()
-    work.mkdir(parents=True, exist_ok=True)
+    return parser.parse_args()
+
+
+def recipe(a: argparse.Namespace, work: Path) -> tuple[list[str], list[str], int]:
+    """The sweep.run overrides of both models, the slimmed model's own, and the dense
+    model's epochs (the slimmed one's training and fine-tuning together: the same budget)."""
     if a.smoke:
         a.seeds, a.epochs, a.repeats, a.seconds = 1, 3, 2, 0.05
         data = ["data=digits"]
@@ -258,7 +264,16 @@ def main() -> None:
             f"prune.criterion={a.criterion}", f"prune.sparsity={a.sparsity}",
             f"prune.epochs={a.finetune}", f"prune.lr_scale={a.lr_scale}",
             f"prune.rounds={a.rounds}"]  # fmt: skip
-    budget = a.epochs + a.rounds * a.finetune  # the dense model trains as many epochs
+    return common, slim, a.epochs + a.rounds * a.finetune
+
+
+def main() -> None:
+    a = arguments()
+    if a.torchvision:
+        return torchvision_speed(a)
+    work = (a.work or Path.cwd() / "conv-bench").resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    common, slim, budget = recipe(a, work)
     torch.set_num_threads(1)
     which = "digits (smoke)" if a.smoke else f"fashion_mnist ({a.train} training images)"
     print(f"resnet depth {a.depth} width {a.width}, {which}, {a.seeds} seeds; "
@@ -266,7 +281,7 @@ def main() -> None:
           f"1 thread, torch {torch.__version__} eager, {os.cpu_count()} cores, load average "
           f"{os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
     rows = []
-    for seed in range(a.seeds):
+    for seed in a.seed_list if a.seed_list is not None else range(a.seeds):
         start = time.perf_counter()
         slim_run = run(work, a.name, seed, [*common, *slim])
         dense_run = run(
@@ -275,11 +290,15 @@ def main() -> None:
             seed,
             [*common, "regularizer=none", "prune=none", f"train.epochs={budget}"],
         )
+        if a.train_only:  # training several seeds side by side: measure in one later run
+            continue
         row = {"seed": seed, "train_s": time.perf_counter() - start,
                **measure(dense_run, slim_run, work, a)}  # fmt: skip
         rows.append(row)
         print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                        for k, v in row.items()), flush=True)  # fmt: skip
+    if not rows:  # --train-only
+        return
     med = {k: statistics.median(r[k] for r in rows) for k in rows[0]
            if isinstance(rows[0][k], float)}  # fmt: skip
     if "dense_val" in rows[0]:
