@@ -4,6 +4,7 @@ masked model's and FLOPs down; and the graph of a model traced once per run
 (`sweep.models.graph.graph_of`), the same figures as a fresh trace."""
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -113,3 +114,31 @@ def test_the_trainer_runs_a_conv_net_channels_last_with_fast_and_nchw_without(ca
     with caplog.at_level("INFO", logger="sweep.training.train"):
         training_step(model, grad, fast=False)
     assert "channels-last" not in caplog.text
+
+
+def test_the_fashion_resnet_preset_is_the_conv_benchmarks_recipe(monkeypatch):
+    import sys
+
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from sweep.config import schema
+
+    repo = Path(__file__).resolve().parents[1]
+    with initialize_config_dir(str(repo / "conf"), version_base=None):
+        cfg = compose("config", overrides=["experiment=fashion_resnet"])
+        own = compose("config", overrides=["experiment=fashion_resnet", "model=torchvision"])
+    schema.check(cfg)
+    monkeypatch.syspath_prepend(str(repo / "benchmarks"))
+    monkeypatch.setattr(sys, "argv", ["conv_speed.py"])
+    import conv_speed
+
+    a = conv_speed.arguments()  # the benchmark's defaults: the figures in docs/deploy.md
+    assert cfg.model._target_ == "sweep.models.resnet.resnet"
+    assert (cfg.model.depth, cfg.model.width) == (a.depth, a.width) == (8, 16)
+    assert cfg.regularizer._target_.endswith("BatchNormL1") and cfg.bn_lambda == a.bn_lambda
+    assert (cfg.prune.method, cfg.prune.criterion) == ("neurons", a.criterion)
+    assert (cfg.prune.sparsity, cfg.prune.epochs) == (a.sparsity, a.finetune)
+    assert (cfg.prune.lr_scale, cfg.prune.rounds) == (a.lr_scale, a.rounds)
+    assert (cfg.train.epochs, cfg.optimizer.lr, cfg.optimizer.momentum) == (a.epochs, 0.05, 0.9)
+    assert "depth" not in OmegaConf.to_container(own.model)  # a user's model keeps its keys
