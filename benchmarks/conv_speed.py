@@ -23,9 +23,14 @@ prune=neurons (criterion norm, scope global, through the dependency graph), is c
 checked (compact logits equal the masked model's, 1e-5, on random images) and timed against
 the dense model (BatchNorms folded in both) as above: FLOPs and latency, no accuracy.
 
-The training set is the first `--train` images of Fashion-MNIST's 60k (two shared CPU
-cores train a ResNet on all of them in hours, not minutes); accuracies are on the whole
-10k test split, which no run sees. The last line is machine-readable (medians over seeds).
+The dense model trains as many epochs as the slimmed one trains and fine-tunes together
+(the same budget). The training set is the first `--train` images of Fashion-MNIST's 60k
+(two shared CPU cores train a ResNet on all of them in hours, not minutes); validation
+accuracies (`dense_val`, `compact_val`: what a recipe is chosen on) are on the last `--val`
+training images, which no run trains on, test accuracies on the whole 10k test split, which
+no run sees and no choice uses. Run directories are reused where their model.pt exists
+(`--train-only --seed-list N` trains seeds side by side; a later run measures them all in
+one process). The last line is machine-readable (medians over seeds).
 """
 
 from __future__ import annotations
