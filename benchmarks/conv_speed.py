@@ -23,9 +23,14 @@ prune=neurons (criterion norm, scope global, through the dependency graph), is c
 checked (compact logits equal the masked model's, 1e-5, on random images) and timed against
 the dense model (BatchNorms folded in both) as above: FLOPs and latency, no accuracy.
 
-The training set is the first `--train` images of Fashion-MNIST's 60k (two shared CPU
-cores train a ResNet on all of them in hours, not minutes); accuracies are on the whole
-10k test split, which no run sees. The last line is machine-readable (medians over seeds).
+The dense model trains as many epochs as the slimmed one trains and fine-tunes together
+(the same budget). The training set is the first `--train` images of Fashion-MNIST's 60k
+(two shared CPU cores train a ResNet on all of them in hours, not minutes); validation
+accuracies (`dense_val`, `compact_val`: what a recipe is chosen on) are on the last `--val`
+training images, which no run trains on, test accuracies on the whole 10k test split, which
+no run sees and no choice uses. Run directories are reused where their model.pt exists
+(`--train-only --seed-list N` trains seeds side by side; a later run measures them all in
+one process). The last line is machine-readable (medians over seeds).
 """
 
 from __future__ import annotations
@@ -67,7 +72,32 @@ def subset(root: Path, n_train: int) -> None:
             shape[0] = min(n_train, shape[0])
             body = data[4 + 4 * dims :][: int(np.prod(shape))]
             data = data[:4] + b"".join(d.to_bytes(4, "big") for d in shape) + body
-        (raw / name.name.removesuffix(".gz")).write_bytes(data)
+        out = raw / name.name.removesuffix(".gz")
+        if not out.exists() or out.read_bytes() != data:  # another benchmark may be reading it
+            out.write_bytes(data)
+
+
+def held_out(n_val: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The validation images: the last `n_val` of Fashion-MNIST's 60k training images, which
+    no run trains on (`subset` keeps the first `--train`), scaled to [0, 1] as the data
+    module scales them (torchvision's ToTensor); (N, 1, 28, 28) float and (N,) int64. The
+    recipe is chosen on these, never on the test split."""
+    with gzip.open(FASHION / "train-images-idx3-ubyte.gz") as f:
+        x = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 1, 28, 28)[-n_val:]
+    with gzip.open(FASHION / "train-labels-idx1-ubyte.gz") as f:
+        y = np.frombuffer(f.read(), np.uint8, offset=8)[-n_val:]
+    return torch.from_numpy(x.astype(np.float32) / 255.0), torch.from_numpy(y.astype(np.int64))
+
+
+def run(work: Path, name: str, seed: int, args: list[str]) -> Path:
+    """`structured.train`, reusing a run directory whose model.pt is already written (the
+    dense baseline is shared by every recipe with the same epochs budget)."""
+    import fcntl
+
+    out = work / f"{name}_{seed}"
+    with open(work / f"{name}_{seed}.lock", "w") as lock:  # benchmarks run side by side
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return out if (out / "model.pt").exists() else train(work, name, seed, args)
 
 
 def folded(model: torch.nn.Module, shape: tuple[int, ...]) -> torch.nn.Module:
@@ -107,7 +137,14 @@ def measure(dense_run: Path, slim_run: Path, work: Path, a: argparse.Namespace) 
     t = timings({"dense256": (base, x256), "compact256": (small, x256),
                  "dense1": (base, x1), "compact1": (small, x1)}, a.repeats, a.seconds)  # fmt: skip
     figures = graph.measures(masked, shape)
+    val = {}
+    if a.val and not a.smoke:
+        x_val, y_val = held_out(a.val)
+        val = {"dense_val": accuracy(dense, x_val, y_val),
+               "compact_val": accuracy(small, x_val, y_val)}  # fmt: skip
+    ort_s = a.seconds * 5
     return {
+        **val,
         "dense_acc": accuracy(dense, data.x_test, data.y_test),
         "compact_acc": accuracy(small, data.x_test, data.y_test),
         "gap": gap,
@@ -118,8 +155,9 @@ def measure(dense_run: Path, slim_run: Path, work: Path, a: argparse.Namespace) 
         "compact_img_s": 256 / t["compact256"][0],
         "dense_ms1": 1e3 * t["dense1"][0],
         "compact_ms1": 1e3 * t["compact1"][0],
-        "ort_dense_ms1": onnx_ms(copy.deepcopy(base), x1, work / "dense.onnx", a.seconds * 5),
-        "ort_compact_ms1": onnx_ms(small, x1, work / "compact.onnx", a.seconds * 5),
+        # one file per run: benchmarks of other recipes may be measuring beside this one
+        "ort_dense_ms1": onnx_ms(copy.deepcopy(base), x1, work / f"{dense_run.name}.onnx", ort_s),
+        "ort_compact_ms1": onnx_ms(small, x1, work / f"{slim_run.name}.compact.onnx", ort_s),
     }
 
 
@@ -173,7 +211,8 @@ def torchvision_speed(a: argparse.Namespace) -> None:
                    for k, v in row.items()), flush=True)  # fmt: skip
 
 
-def main() -> None:
+def arguments() -> argparse.Namespace:
+    """The command line (see the module's docstring)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="digits, 1 seed, few epochs")
     parser.add_argument("--seeds", type=int, default=3)
@@ -182,9 +221,24 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=6000, help="training images used")
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--bn-lambda", type=float, default=1e-2, help="regularizer=bn_l1's")
-    parser.add_argument("--sparsity", type=float, default=0.6, help="channels cut (fraction)")
-    parser.add_argument("--finetune", type=int, default=6, help="prune.epochs")
-    parser.add_argument("--lr-scale", type=float, default=0.5, help="prune.lr_scale")
+    parser.add_argument("--criterion", default="bn_scale", help="prune.criterion: bn_scale "
+                        "(network slimming) or norm")  # fmt: skip
+    parser.add_argument("--sparsity", type=float, default=0.5, help="channels cut (fraction)")
+    parser.add_argument("--finetune", type=int, default=8, help="prune.epochs")
+    parser.add_argument("--seed-list", type=int, nargs="+", default=None,
+                        help="these seeds instead of 0 .. --seeds - 1")  # fmt: skip
+    parser.add_argument("--train-only", action="store_true",
+                        help="train (or find) the runs, measure nothing")  # fmt: skip
+    parser.add_argument("--name", default="slim", help="the slimmed runs' directory prefix")
+    parser.add_argument("--rounds", type=int, default=1, help="prune.rounds")
+    parser.add_argument(
+        "--val",
+        type=int,
+        default=10000,
+        help="held-out training images "
+        "(the last of the 60k, never trained on) to choose the recipe on",
+    )
+    parser.add_argument("--lr-scale", type=float, default=1.0, help="prune.lr_scale")
     parser.add_argument("--work", type=Path, default=None, help="scratch dir (runs, data)")
     parser.add_argument("--repeats", type=int, default=5, help="alternating timing rounds")
     parser.add_argument("--seconds", type=float, default=0.3, help="per timing run")
@@ -193,11 +247,12 @@ def main() -> None:
     parser.add_argument("--shape", type=int, nargs="+", default=[3, 32, 32],
                         help="--torchvision's example shape (C H W)")  # fmt: skip
     parser.add_argument("overrides", nargs="*", help="more sweep.run overrides, both models")
-    a = parser.parse_args()
-    if a.torchvision:
-        return torchvision_speed(a)
-    work = (a.work or Path.cwd() / "conv-bench").resolve()
-    work.mkdir(parents=True, exist_ok=True)
+    return parser.parse_args()
+
+
+def recipe(a: argparse.Namespace, work: Path) -> tuple[list[str], list[str], int]:
+    """The sweep.run overrides of both models, the slimmed model's own, and the dense
+    model's epochs (the slimmed one's training and fine-tuning together: the same budget)."""
     if a.smoke:
         a.seeds, a.epochs, a.repeats, a.seconds = 1, 3, 2, 0.05
         data = ["data=digits"]
@@ -211,8 +266,19 @@ def main() -> None:
               "+callbacks.model_checkpoint._target_=sweep.task.callbacks.ModelCheckpoint",
               *a.overrides]  # fmt: skip
     slim = ["regularizer=bn_l1", f"bn_lambda={a.bn_lambda}", "prune=neurons",
-            "prune.criterion=bn_scale", f"prune.sparsity={a.sparsity}",
-            f"prune.epochs={a.finetune}", f"prune.lr_scale={a.lr_scale}"]  # fmt: skip
+            f"prune.criterion={a.criterion}", f"prune.sparsity={a.sparsity}",
+            f"prune.epochs={a.finetune}", f"prune.lr_scale={a.lr_scale}",
+            f"prune.rounds={a.rounds}"]  # fmt: skip
+    return common, slim, a.epochs + a.rounds * a.finetune
+
+
+def main() -> None:
+    a = arguments()
+    if a.torchvision:
+        return torchvision_speed(a)
+    work = (a.work or Path.cwd() / "conv-bench").resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    common, slim, budget = recipe(a, work)
     torch.set_num_threads(1)
     which = "digits (smoke)" if a.smoke else f"fashion_mnist ({a.train} training images)"
     print(f"resnet depth {a.depth} width {a.width}, {which}, {a.seeds} seeds; "
@@ -220,17 +286,30 @@ def main() -> None:
           f"1 thread, torch {torch.__version__} eager, {os.cpu_count()} cores, load average "
           f"{os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
     rows = []
-    for seed in range(a.seeds):
+    for seed in a.seed_list if a.seed_list is not None else range(a.seeds):
         start = time.perf_counter()
-        dense_run = train(work, "dense", seed, [*common, "regularizer=none", "prune=none"])
-        slim_run = train(work, "slim", seed, [*common, *slim])
+        slim_run = run(work, a.name, seed, [*common, *slim])
+        dense_run = run(
+            work,
+            f"dense{budget}",
+            seed,
+            [*common, "regularizer=none", "prune=none", f"train.epochs={budget}"],
+        )
+        if a.train_only:  # training several seeds side by side: measure in one later run
+            continue
         row = {"seed": seed, "train_s": time.perf_counter() - start,
                **measure(dense_run, slim_run, work, a)}  # fmt: skip
         rows.append(row)
         print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                        for k, v in row.items()), flush=True)  # fmt: skip
+    if not rows:  # --train-only
+        return
     med = {k: statistics.median(r[k] for r in rows) for k in rows[0]
            if isinstance(rows[0][k], float)}  # fmt: skip
+    if "dense_val" in rows[0]:
+        med["val_drop_pts"] = 100 * statistics.median(
+            r["dense_val"] - r["compact_val"] for r in rows
+        )
     med["acc_drop_pts"] = 100 * statistics.median(r["dense_acc"] - r["compact_acc"] for r in rows)
     print("median " + " ".join(f"{k}={v:.4g}" for k, v in med.items()))
 

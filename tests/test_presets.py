@@ -25,6 +25,7 @@ REFUSED = {
     ("fashion_path", "prune", "none"),
     ("fashion_frontier", "objective", "path_hypervolume"),
     ("fashion_structured", "objective", "path_hypervolume"),
+    ("fashion_resnet", "objective", "path_hypervolume"),
 }
 
 
@@ -41,7 +42,7 @@ def chosen_groups(preset: str) -> list[str]:
 
 
 def test_every_preset_chooses_the_groups_it_is_tested_with():
-    assert PRESETS == ["fashion_frontier", "fashion_path", "fashion_structured"]
+    assert PRESETS == ["fashion_frontier", "fashion_path", "fashion_resnet", "fashion_structured"]
     for preset in PRESETS:
         groups = chosen_groups(preset)
         assert {"data", "regularizer", "optimizer", "prune", "objective"} <= set(groups), preset

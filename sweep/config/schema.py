@@ -54,7 +54,7 @@ class TrainConfig:
     batch_size: int = ruled(AT_LEAST_1)
     threads: int | None = ruled(AT_LEAST_1)
     log_every: int = ruled(AT_LEAST_1)
-    fast: bool = True  # fastmlp.py and fastsgd.py where they serve; false = autograd
+    fast: bool = True  # fastmlp.py, fastsgd.py, conv nets channels-last; false = autograd
 
 
 @dataclass

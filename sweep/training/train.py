@@ -23,7 +23,7 @@ from sweep.errors import UserError
 from sweep.results import row
 from sweep.sparsity import measures as sparsity
 from sweep.sparsity.regularizers import Regularizer
-from sweep.training import fastmlp, fastsgd
+from sweep.training import fastmlp, fastsgd, layout
 
 log = logging.getLogger(__name__)
 
@@ -123,14 +123,20 @@ def training_step(
 ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """step(x, y): writes every gradient of `model` (views of `grad`) for the batch's mean
     cross-entropy and returns that loss; the fast MLP step where it serves (the same bits),
-    autograd otherwise, saying why in the log."""
+    autograd otherwise, saying why in the log. With `fast`, a model with 2-D convolutions on
+    the CPU runs channels-last (`layout.channels_last_forward`: 1.3x to 1.6x a ResNet step
+    here, benchmarks/conv_train_speed.py; the same model, float rounding may differ)."""
     reason = fastmlp.unsupported(model) if fast else "train.fast=false"
     if reason is None:
         return fastmlp.FastMLP(model).step
     log.info(f"fast MLP path off: {reason}")
+    forward = model
+    if fast and layout.has_conv2d(model) and grad.device.type == "cpu":
+        log.info("conv layers on the CPU: channels-last layout (train.fast=false: NCHW)")
+        forward = layout.channels_last_forward(model)
 
     def autograd_step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        loss = F.cross_entropy(model(x), y)
+        loss = F.cross_entropy(forward(x), y)
         grad.zero_()  # instead of optimizer.zero_grad(): one kernel, and the views stay
         loss.backward()
         return loss.detach()
