@@ -72,8 +72,8 @@ def measure(run: Path, bits: int, epochs: int) -> dict:
     seconds = time.perf_counter() - start
     metrics = json.loads((run / "metrics.json").read_text())
     d = src.data
-    val = measures.logits_of(written.predict, d.x_val)
-    test = measures.logits_of(written.predict, d.x_test)
+    val = measures.logits_of(written.predict, d.x_val, 4096)
+    test = measures.logits_of(written.predict, d.x_test, 4096)
     return {
         "bytes": os.path.getsize(written.path),
         "dense_bytes": os.path.getsize(run / "model.pt"),

@@ -47,6 +47,7 @@ from sweep.deploy.measure import accuracy, compressed_nnz, logits_of, torch_pred
 from sweep.deploy.onnx_files import compact_onnx, onnx_fp32, onnx_int8
 from sweep.models import compact as compact_
 from sweep.models import deployable
+from sweep.models.cost import eval_batch
 
 CSR = "model.l1z (torch CSR)"
 COLUMNS = ["artifact", "bytes", "ratio_to_dense_fp32", "ratio_to_gzip_dense",
@@ -162,9 +163,10 @@ def _scores(
     written: Written, data: object, size: int | None, dense: int, gzipped: int, nnz: int
 ) -> dict:
     """A file's size ratios (size None: no file) and its accuracies as read back."""
-    val = logits_of(written.predict, data.x_val)
-    test = logits_of(written.predict, data.x_test)
-    ref = logits_of(torch_predict(written.reference), data.x_test)
+    batch = eval_batch(written.reference)
+    val = logits_of(written.predict, data.x_val, batch)
+    test = logits_of(written.predict, data.x_test, batch)
+    ref = logits_of(torch_predict(written.reference), data.x_test, batch)
     sizes = {}
     if size is not None:
         sizes = {"bytes": size, "ratio_to_dense_fp32": dense / size,

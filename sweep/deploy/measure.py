@@ -20,13 +20,16 @@ import torch.nn as nn
 from sweep.config import targets
 from sweep.deploy import archive, codebook
 from sweep.errors import UserError
+from sweep.models.cost import eval_batch
 
-BATCH = 4096  # examples per predict call: bounds the memory of one forward pass
 
-
-def logits_of(predict: Callable[[np.ndarray], np.ndarray], x: torch.Tensor) -> np.ndarray:
-    """predict's logits (N, classes) for the inputs x (N, ...) (CPU), BATCH at a time."""
-    return np.concatenate([predict(x[i : i + BATCH].numpy()) for i in range(0, len(x), BATCH)])
+def logits_of(
+    predict: Callable[[np.ndarray], np.ndarray], x: torch.Tensor, batch: int
+) -> np.ndarray:
+    """predict's logits (N, classes) for the inputs x (N, ...) (CPU), `batch` examples a call
+    (models/cost.py `eval_batch` of the model behind `predict`: it also bounds the memory of
+    one forward pass)."""
+    return np.concatenate([predict(x[i : i + batch].numpy()) for i in range(0, len(x), batch)])
 
 
 def torch_predict(model: nn.Module) -> Callable[[np.ndarray], np.ndarray]:
@@ -110,10 +113,11 @@ def archive_metrics(
         path.write_bytes(blob)
     decoded = copy.deepcopy(model).cpu()  # the module; its weights replaced by the decoded
     archive.load_state(decoded, archive.decode(blob))
-    predict = torch_predict(decoded)
+    predict, batch = torch_predict(decoded), eval_batch(decoded)
+    val, test = (logits_of(predict, x.cpu(), batch) for x in (data.x_val, data.x_test))
     return {
         "archive_bytes": len(blob),
         "compression": dense_bytes(model) / len(blob),
-        "archive_val_acc": accuracy(logits_of(predict, data.x_val.cpu()), data.y_val.cpu()),
-        "archive_test_acc": accuracy(logits_of(predict, data.x_test.cpu()), data.y_test.cpu()),
+        "archive_val_acc": accuracy(val, data.y_val.cpu()),
+        "archive_test_acc": accuracy(test, data.y_test.cpu()),
     }

@@ -317,7 +317,8 @@ def prune_and_finetune(
     counted = run.counted
     oneshot = copy.deepcopy(model)
     held = pruner.held(oneshot, reg.select(oneshot))  # what the pruner's masks cover
-    pruning.apply_(held, pruner.mask(model, counted, pruner.target))
+    at_once = pruner.mask(model, counted, pruner.target)
+    pruning.apply_(held, at_once)
     oneshot_acc = {
         "oneshot_val_acc": accuracy(oneshot, data.x_val, data.y_val),
         "oneshot_test_acc": accuracy(oneshot, data.x_test, data.y_test),
@@ -336,7 +337,10 @@ def prune_and_finetune(
                                    val_acc=measured["val_acc"])  # fmt: skip
             reached_by = "training"
         else:
-            keep = pruner.mask(model, counted, target)  # zeros so far stay pruned
+            # zeros so far stay pruned; a first round to the final target cuts the model
+            # still as trained: the one-shot cut's mask (a conv net's graph not traced again)
+            first = r == 1 and target == pruner.target
+            keep = at_once if first else pruner.mask(model, counted, target)
             optimizer = make_optimizer(cfg.optimizer, model, lr_scale=pruner.lr_scale)
             log.info(
                 f"prune round {r}/{pruner.rounds} ({pruner.method}): "
