@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 
 CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 # Examples per forward pass when a whole split is scored without gradients (training.accuracy,
 # the archive's and exported files' read-back). A network of Linear layers is a few matmuls a
 # batch, fastest in big batches. A conv net's activations are (batch, channels, H, W): a

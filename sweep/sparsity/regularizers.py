@@ -12,6 +12,7 @@ import torch.nn as nn
 
 from sweep.config import schema
 from sweep.errors import UserError
+from sweep.models.cost import BATCHNORMS
 
 # params=weights: the `weight` of these layer types (and their subclasses) is regularized and
 # counted. Biases, normalization scales and embeddings are not; regularizer.params=[...] names
@@ -338,9 +339,6 @@ class GroupLasso(Regularizer):
             weight.mul_(scale.view(shape))
             if bias is not None:
                 bias.mul_(scale)
-
-
-BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
 class BatchNormL1(Regularizer):
