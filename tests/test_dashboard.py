@@ -43,21 +43,27 @@ def dashboard(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    log = tmp_path / "dashboard.log"  # what the server said, for a failure's message
     server = subprocess.Popen(
         [exe, f"sqlite:///{tmp_path}/outputs/optuna.db", "--host", "127.0.0.1",
          "--port", str(port), "--quiet"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ},
+        stdout=log.open("w"), stderr=subprocess.STDOUT, env={**os.environ},
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}/api"
     try:
-        end = time.time() + 60
+        # its start (imports, the storage) took over 60 s once in CI beside another worker's
+        # sweeps on 2 cores; it takes 1-8 s alone
+        end = time.time() + 180
         while True:
             try:
                 studies = _get(f"{base}/studies")["study_summaries"]
                 break
-            except OSError:
+            except OSError as e:
                 if time.time() > end or server.poll() is not None:
-                    raise
+                    raise AssertionError(
+                        f"optuna-dashboard did not answer ({e}; exit {server.poll()}): "
+                        f"{log.read_text()[-2000:]}"
+                    ) from e
                 time.sleep(0.2)
         [study] = [s for s in studies if s["study_name"] == "dash"]
         detail = _get(f"{base}/studies/{study['study_id']}")
