@@ -141,11 +141,17 @@ def test_unrecorded_classes_are_said_to_be_assumed(tmp_path):
     ) in hypervolume_report(pts)
 
 
-def test_a_missing_fashion_mnist_names_what_helps_not_itself(tmp_path, monkeypatch):
+def test_a_missing_fashion_mnist_names_what_helps_not_itself(tmp_path, monkeypatch, request):
+    import urllib.request
+
     from sweep.data import datasets
 
     monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")  # no download, wherever it runs
     monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")
+    # urlopen builds its shared opener once, with the proxies of that moment: dropped after
+    # this test, or every later urlopen in this worker would go to 127.0.0.1:9 (test_dashboard
+    # was refused so in CI)
+    request.addfinalizer(lambda: urllib.request.install_opener(None))
     nowhere = tmp_path / "debian"
     with pytest.raises(UserError) as e:
         datasets.load_torchvision(seed=0, dataset="FashionMNIST", root=str(tmp_path),
