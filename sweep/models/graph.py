@@ -29,11 +29,11 @@ import torch
 import torch.nn as nn
 
 from sweep.errors import UserError
-from sweep.models.cost import BATCHNORMS
+from sweep.models.cost import BATCHNORMS, CONVS
 
 log = logging.getLogger(__name__)
 
-ROOTS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+ROOTS = (*CONVS, nn.Linear)
 Plan = dict[str, list[int]]
 
 
