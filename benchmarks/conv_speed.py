@@ -217,7 +217,7 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--smoke", action="store_true", help="digits, 1 seed, few epochs")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--depth", type=int, default=8)
-    parser.add_argument("--width", type=int, default=16)
+    parser.add_argument("--width", type=int, default=32)
     parser.add_argument("--train", type=int, default=6000, help="training images used")
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--bn-lambda", type=float, default=1e-2, help="regularizer=bn_l1's")
@@ -231,6 +231,8 @@ def arguments() -> argparse.Namespace:
                         help="train (or find) the runs, measure nothing")  # fmt: skip
     parser.add_argument("--name", default="slim", help="the slimmed runs' directory prefix")
     parser.add_argument("--rounds", type=int, default=1, help="prune.rounds")
+    parser.add_argument("--round-to", type=int, default=16, help="prune.round_to: each group's "
+                        "kept channels a multiple of it (oneDNN's block)")  # fmt: skip
     parser.add_argument(
         "--val",
         type=int,
@@ -268,7 +270,7 @@ def recipe(a: argparse.Namespace, work: Path) -> tuple[list[str], list[str], int
     slim = ["regularizer=bn_l1", f"bn_lambda={a.bn_lambda}", "prune=neurons",
             f"prune.criterion={a.criterion}", f"prune.sparsity={a.sparsity}",
             f"prune.epochs={a.finetune}", f"prune.lr_scale={a.lr_scale}",
-            f"prune.rounds={a.rounds}"]  # fmt: skip
+            f"prune.rounds={a.rounds}", f"prune.round_to={a.round_to}"]  # fmt: skip
     return common, slim, a.epochs + a.rounds * a.finetune
 
 

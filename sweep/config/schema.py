@@ -254,6 +254,7 @@ class PruneConfig:
     keep_models: bool = MISSING  # each level's weights, level_<r>.pt
     inputs: float = ruled(SPARSITY)  # prune=neurons: the fraction of first-layer inputs removed
     criterion: str = ruled(one_of("norm", "bn_scale"))  # prune=neurons: how channels rank
+    round_to: int = ruled(AT_LEAST_1)  # prune=neurons: kept channels a multiple of this
 
 
 @dataclass

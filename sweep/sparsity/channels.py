@@ -11,6 +11,12 @@ The criterion (`prune.criterion`):
   Torch-Pruning's BNScaleImportance), divided by the group's mean; a group with no BatchNorm
   falls back to `norm`.
 Channels already exactly zero (`Graph.dead`) are cut first, whatever the target.
+
+`prune.round_to` (1: off) rounds each group's kept channels to the nearest multiple of it
+(`_rounded`): oneDNN's CPU convolutions work on blocks of 16 channels on AVX-512 (8 on
+AVX2), so a conv's time steps with ceil(channels / 16), not with its FLOPs (docs/deploy.md:
+17 channels cost as much as 32, three times 16); Torch-Pruning's pruners take the same
+`round_to` (they round up; here the nearest, so the cut stays near its target).
 """
 
 from __future__ import annotations
@@ -48,12 +54,18 @@ def scores(graph: Graph, group: object, criterion: str) -> torch.Tensor:
 
 
 def plan(
-    model: nn.Module, input_shape: tuple[int, ...], target: float, criterion: str, scope: str
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    target: float,
+    criterion: str,
+    scope: str,
+    round_to: int = 1,
 ) -> tuple[Plan, dict[str, int]]:
     """The channels to cut for `target` (the fraction of all groups' channels): the lowest
     scores in each group (scope=layer) or over all groups at once (scope=global), counted in
     units of a cut (`Graph.units`: channels, but for a grouped conv's); every group keeps at
-    least one. Returns (plan, each group's channel count)."""
+    least one, and with `round_to` > 1 a multiple of it (`_rounded`). Returns (plan, each
+    group's channel count)."""
     graph = graphs.graph_of(model, input_shape)
     found = [(root, scores(graph, group, criterion)) for root, group in graph.groups()]
     sizes = {root: len(s) for root, s in found}
@@ -64,7 +76,7 @@ def plan(
         for root, s in found:
             k = min(round(target * len(s)), len(s) - 1)
             cut[root] = sorted(set(cut[root]) | set(s.argsort(stable=True)[:k].tolist()))
-        return _channels(graph, cut)
+        return _channels(graph, _rounded(found, cut, round_to))
     every = [(float(s[i]), root, i) for root, s in found for i in range(len(s))]
     every.sort(key=lambda t: t[0])
     k = round(target * len(every)) - sum(len(c) for c in cut.values())
@@ -76,7 +88,25 @@ def plan(
             cut[root].append(i)
             left[root] -= 1
             k -= 1
-    return _channels(graph, cut)
+    return _channels(graph, _rounded(found, cut, round_to))
+
+
+def _rounded(
+    found: list[tuple[str, torch.Tensor]], cut: dict[str, list[int]], round_to: int
+) -> dict[str, list[int]]:
+    """`cut` with each group's kept units rounded to the nearest multiple of `round_to`
+    (halves up; at least `round_to`, at most the group): the kept ones are the group's
+    highest scores, so rounding up keeps the best of those cut, down cuts the worst of those
+    kept. A group of fewer than `round_to` units, or round_to = 1, is left as it is."""
+    if round_to <= 1:
+        return cut
+    out = {}
+    for root, s in found:
+        n, kept = len(s), len(s) - len(cut[root])
+        want = min(n, max(round_to, round_to * math.floor(kept / round_to + 0.5)))
+        worst = s.argsort(stable=True)[: n - want].tolist()  # dead ones (-1) first
+        out[root] = cut[root] if n < round_to else sorted(worst)
+    return out
 
 
 def _channels(graph: Graph, cut: dict[str, list[int]]) -> tuple[Plan, dict[str, int]]:
@@ -96,11 +126,12 @@ def mask(
     target: float,
     criterion: str,
     scope: str,
+    round_to: int = 1,
 ) -> torch.Tensor:
     """The flat keep-mask (True = kept) over `held`, in its order, that zeroes every entry
     the cut of `plan(...)` removes (filters, biases, BatchNorm scales and shifts, the next
     layers' input columns); a counted weight already zero stays zero."""
-    cut, sizes = plan(model, input_shape, target, criterion, scope)
+    cut, sizes = plan(model, input_shape, target, criterion, scope, round_to)
     masks = graphs.index_masks(model, input_shape, cut)
     names = {id(p): n for n, p in model.named_parameters()}
     ids = {id(p) for p in counted}

@@ -56,6 +56,7 @@ class Pruner:
         keep_models: bool = False,
         inputs: float = 0.0,
         criterion: str = "norm",
+        round_to: int = 1,
     ) -> None:
         if method not in METHODS:
             raise UserError(f"prune.method must be one of {', '.join(METHODS)}, got {method!r}")
@@ -70,6 +71,9 @@ class Pruner:
         if criterion != "norm" and type(self) is Pruner:  # NeuronPruner takes it
             raise UserError(f"prune.criterion ranks channels for prune=neurons; prune={method} "
                             f"removes single weights: set prune.criterion=norm")  # fmt: skip
+        if round_to != 1 and type(self) is Pruner:  # NeuronPruner takes it
+            raise UserError(f"prune.round_to rounds the channels prune=neurons keeps; prune="
+                            f"{method} removes single weights: set prune.round_to=1")  # fmt: skip
         _check_options(sparsity, scope, rounds, epochs, lr_scale)
         self.sparsity, self.scope, self.tol = float(sparsity), scope, float(tol)
         self.epochs, self.lr_scale = epochs, lr_scale
@@ -226,15 +230,23 @@ class NeuronPruner(Pruner):
     """
 
     def __init__(
-        self, method: str, inputs: float = 0.0, criterion: str = "norm", **options: Any
+        self,
+        method: str,
+        inputs: float = 0.0,
+        criterion: str = "norm",
+        round_to: int = 1,
+        **options: Any,
     ) -> None:
-        super().__init__(method, **options)  # criterion: this class's own
+        super().__init__(method, **options)  # criterion, round_to: this class's own
         if isinstance(inputs, bool) or not isinstance(inputs, (int, float)):
             raise UserError(f"prune.inputs must be a number in [0, 1), got {inputs!r}")
         if not 0.0 <= inputs < 1.0:
             raise UserError(f"prune.inputs must be in [0, 1), got {inputs}")
         schema.check_value("prune.criterion", schema.rules(schema.PruneConfig)["criterion"],
                            criterion)  # fmt: skip
+        schema.check_value("prune.round_to", schema.rules(schema.PruneConfig)["round_to"],
+                           round_to)  # fmt: skip
+        self.round_to = int(round_to)
         self.inputs = float(inputs) if self.active else 0.0
         self.criterion = criterion
         self.graph_shape: tuple[int, ...] | None = None  # set by check: the channel path
@@ -254,7 +266,7 @@ class NeuronPruner(Pruner):
             chain = compact.trace(model)
         except compact.CannotCompact:
             chain = None
-        if chain is None or self.criterion != "norm":
+        if chain is None or self.criterion != "norm" or self.round_to > 1:
             if self.inputs > 0:
                 raise UserError(
                     "prune.inputs removes a plain MLP's inputs; this model's channels are "
@@ -348,7 +360,7 @@ class NeuronPruner(Pruner):
         removes the neurons with the smallest norms until `target` of the groups are gone."""
         if self.graph_shape is not None:
             return channels.mask(model, self.held(model, counted), counted, self.graph_shape,
-                                 target, self.criterion, self.scope)  # fmt: skip
+                                 target, self.criterion, self.scope, self.round_to)  # fmt: skip
         chain = compact.trace(model)
         cut = self.removed(model, target)
         params = self.held(model, counted)
