@@ -15,7 +15,8 @@ from sweep.errors import UserError
 from sweep.models import graph
 from sweep.models.resnet import resnet
 from sweep.sparsity.measures import zero_scales
-from sweep.sparsity.pruning import NeuronPruner, apply_
+from sweep.sparsity import channels
+from sweep.sparsity.pruning import NeuronPruner, Pruner, apply_
 from sweep.sparsity.regularizers import BatchNormL1, GroupLasso, Regularizer
 from sweep.training.train import fit
 
@@ -148,6 +149,41 @@ def test_bn_scale_ranks_coupled_channels_by_their_batchnorm_scales():
     for bn in (model.stem[1], model.b[1]):
         assert bn.weight.nonzero().flatten().tolist() == [0, 2, 3, 4, 5, 7]
     assert int((model.a[1].weight == 0).sum()) == 2  # 0.25 of a's own group too
+
+
+def test_round_to_keeps_each_groups_nearest_multiple_of_channels(digits):
+    torch.manual_seed(0)
+    model = resnet(64, 10, SHAPE, depth=8, width=16)  # groups of 16, 16, 32, 32, 64, 64
+    random_batchnorms(model)
+    free, sizes = channels.plan(model, SHAPE, 0.5, "bn_scale", "global")
+    cut, _ = channels.plan(model, SHAPE, 0.5, "bn_scale", "global", round_to=8)
+    kept = {root: sizes[root] - len(c) for root, c in free.items()}
+    rounded = {root: sizes[root] - len(c) for root, c in cut.items()}
+    assert rounded == {r: max(8, 8 * round(k / 8 + 1e-9)) for r, k in kept.items()}  # ties up
+    assert rounded != kept  # the cut without rounding leaves other counts here
+    for root in cut:  # rounding moves the line in the group's own order: one set holds the other
+        a, b = set(free[root]), set(cut[root])
+        assert a <= b or b <= a
+    pruner = NeuronPruner("neurons", sparsity=0.5, criterion="bn_scale", round_to=8)
+    pruner.check(model, SHAPE)
+    counted = Regularizer(0, 0, True, "weights").select(model)
+    apply_(pruner.held(model, counted), pruner.mask(model, counted, 0.5))
+    model.eval()
+    small = graph.compact_model(model, SHAPE, graph.dead_plan(graph.Graph(model, SHAPE)))
+    convs = [m.out_channels for m in small.modules() if isinstance(m, nn.Conv2d)]
+    assert all(c % 8 == 0 for c in convs) and convs != [m.out_channels for m in model.modules()
+                                                       if isinstance(m, nn.Conv2d)]  # fmt: skip
+    with torch.no_grad():
+        assert torch.allclose(small(digits.x_test), model(digits.x_test), atol=1e-5, rtol=1e-5)
+
+
+def test_round_to_is_refused_where_it_does_not_apply_in_one_line():
+    with pytest.raises(UserError, match="prune.round_to rounds the channels prune=neurons") as e:
+        Pruner("magnitude", sparsity=0.5, round_to=16)
+    assert "\n" not in str(e.value)
+    with pytest.raises(UserError, match="prune.round_to") as e:
+        NeuronPruner("neurons", sparsity=0.5, round_to=0)
+    assert "\n" not in str(e.value)
 
 
 def test_a_grouped_conv_loses_the_same_positions_in_every_channel_group():

@@ -135,10 +135,11 @@ def test_the_fashion_resnet_preset_is_the_conv_benchmarks_recipe(monkeypatch):
 
     a = conv_speed.arguments()  # the benchmark's defaults: the figures in docs/deploy.md
     assert cfg.model._target_ == "sweep.models.resnet.resnet"
-    assert (cfg.model.depth, cfg.model.width) == (a.depth, a.width) == (8, 16)
+    assert (cfg.model.depth, cfg.model.width) == (a.depth, a.width) == (8, 32)
     assert cfg.regularizer._target_.endswith("BatchNormL1") and cfg.bn_lambda == a.bn_lambda
     assert (cfg.prune.method, cfg.prune.criterion) == ("neurons", a.criterion)
     assert (cfg.prune.sparsity, cfg.prune.epochs) == (a.sparsity, a.finetune)
     assert (cfg.prune.lr_scale, cfg.prune.rounds) == (a.lr_scale, a.rounds)
+    assert cfg.prune.round_to == a.round_to == 16
     assert (cfg.train.epochs, cfg.optimizer.lr, cfg.optimizer.momentum) == (a.epochs, 0.05, 0.9)
     assert "depth" not in OmegaConf.to_container(own.model)  # a user's model keeps its keys
