@@ -3,6 +3,7 @@
     python benchmarks/conv_speed.py --work /tmp/conv-bench          # Fashion-MNIST, 3 seeds
     python benchmarks/conv_speed.py --smoke                         # digits, 1 seed, quick
     python benchmarks/conv_speed.py --torchvision resnet18 --shape 3 32 32   # no training
+    python benchmarks/conv_speed.py --blocks 16 17 24 32 33 48 64 65         # a conv's cost
 
 For each seed, two ResNets (`model=resnet`, He et al. 2016's CIFAR family; `--depth`,
 `--width`) are trained as a user trains them, with `python -m sweep.run`: the dense baseline
@@ -211,6 +212,29 @@ def torchvision_speed(a: argparse.Namespace) -> None:
                    for k, v in row.items()), flush=True)  # fmt: skip
 
 
+def blocks(a: argparse.Namespace) -> None:
+    """`--blocks C ...`: what a channel count costs. One 3x3 convolution (stride 1, padding
+    1) of C channels in and out on a (256, C, 14, 14) batch, one thread, torch eager: the
+    median call in ms (the counts in alternation, `--repeats` rounds of `--seconds`), the
+    rate in GFLOP/s (2 * 9 * C^2 * 14^2 * 256 FLOPs a call) and the time against the
+    smallest count's. oneDNN packs channels in blocks (16 floats: an AVX-512 register), so
+    the time steps with ceil(C / 16) where the FLOPs grow with C^2: why `prune.round_to`."""
+    torch.set_num_threads(1)
+    print(f"3x3 conv, 14x14 maps, batch 256, 1 thread, torch {torch.__version__} eager, "
+          f"load average {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
+    gen = torch.Generator().manual_seed(0)
+    convs = {}
+    for c in a.blocks:
+        conv = torch.nn.Conv2d(c, c, 3, padding=1).eval()
+        convs[c] = (conv, torch.rand(256, c, 14, 14, generator=gen))
+    t = timings(convs, a.repeats, a.seconds)
+    base = t[a.blocks[0]][0]
+    for c in a.blocks:
+        ms, rate = 1e3 * t[c][0], 2 * 9 * c * c * 196 * 256 / t[c][0] / 1e9
+        print(f"channels={c} ms={ms:.2f} gflops={rate:.1f} time_vs_{a.blocks[0]}="
+              f"{t[c][0] / base:.2f}", flush=True)  # fmt: skip
+
+
 def arguments() -> argparse.Namespace:
     """The command line (see the module's docstring)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -248,6 +272,8 @@ def arguments() -> argparse.Namespace:
                         "no training, FLOPs and latency only")  # fmt: skip
     parser.add_argument("--shape", type=int, nargs="+", default=[3, 32, 32],
                         help="--torchvision's example shape (C H W)")  # fmt: skip
+    parser.add_argument("--blocks", type=int, nargs="+", default=None,
+                        help="time a 3x3 conv at these channel counts, train nothing")  # fmt: skip
     parser.add_argument("overrides", nargs="*", help="more sweep.run overrides, both models")
     return parser.parse_args()
 
@@ -278,6 +304,8 @@ def main() -> None:
     a = arguments()
     if a.torchvision:
         return torchvision_speed(a)
+    if a.blocks:
+        return blocks(a)
     work = (a.work or Path.cwd() / "conv-bench").resolve()
     work.mkdir(parents=True, exist_ok=True)
     common, slim, budget = recipe(a, work)
