@@ -9,7 +9,9 @@ For each seed, two ResNets (`model=resnet`, He et al. 2016's CIFAR family; `--de
 `--width`) are trained as a user trains them, with `python -m sweep.run`: the dense baseline
 (`regularizer=none prune=none`) and the slimmed one (`regularizer=bn_l1`: network slimming's
 proximal L1 on every BatchNorm scale, then `prune=neurons prune.criterion=bn_scale`: the
-coupled channel groups with the smallest scales cut, masked fine-tuning). Both are read back
+coupled channel groups with the smallest scales cut, each group's kept channels rounded to a
+multiple of `--round-to` (`prune.round_to`: oneDNN's channel block, see `--blocks`), masked
+fine-tuning). Both are read back
 from model.pt; the slimmed one is compacted (`sweep.models.graph`: its zero channels cut out
 through Torch-Pruning's dependency graph, BatchNorm folded into the convs), the script checks
 that the compact model's logits equal the masked model's on the test split (1e-5), then
