@@ -249,7 +249,7 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--bn-lambda", type=float, default=1e-2, help="regularizer=bn_l1's")
     parser.add_argument("--criterion", default="bn_scale", help="prune.criterion: bn_scale "
                         "(network slimming) or norm")  # fmt: skip
-    parser.add_argument("--sparsity", type=float, default=0.5, help="channels cut (fraction)")
+    parser.add_argument("--sparsity", type=float, default=0.4, help="channels cut (fraction)")
     parser.add_argument("--finetune", type=int, default=8, help="prune.epochs")
     parser.add_argument("--seed-list", type=int, nargs="+", default=None,
                         help="these seeds instead of 0 .. --seeds - 1")  # fmt: skip
