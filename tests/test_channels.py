@@ -14,8 +14,8 @@ from sweep.data.datasets import load_digits
 from sweep.errors import UserError
 from sweep.models import graph
 from sweep.models.resnet import resnet
-from sweep.sparsity.measures import zero_scales
 from sweep.sparsity import channels
+from sweep.sparsity.measures import zero_scales
 from sweep.sparsity.pruning import NeuronPruner, Pruner, apply_
 from sweep.sparsity.regularizers import BatchNormL1, GroupLasso, Regularizer
 from sweep.training.train import fit
