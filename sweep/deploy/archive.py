@@ -141,8 +141,21 @@ def _unpack_stream(buf: memoryview, pos: int) -> tuple[bytes, int]:
     return raw, pos + size
 
 
-def _coded_size(raw: bytes) -> int:
-    return len(min(_candidates(raw), key=len))
+def _estimated_size(raw: bytes) -> int:
+    """About the bytes `raw` codes to, for choosing a layer's layout: lzma at preset 1 (its
+    fast match finder, no extreme search, one set of properties) and never more than `raw`
+    stored. The streams written are coded by `pack_stream`, every codec tried, so this
+    changes which layout a layer gets, never how the chosen streams are coded.
+
+    Why not the coder itself: a layer's eight layouts and two code orders are ten streams,
+    each coded five ways with lzma's extreme preset twice among them: 30 ms of a 1-epoch
+    digits trial's archive (issue 33). Preset 1 ranks them as the full search does: on
+    digits and Fashion-MNIST MLPs at 0-98% zeros its archives were 0-1.2% smaller (the
+    layers' streams are coded together, not one by one as the choice measures them) and
+    5-8x faster to make (benchmarks/trial_cost.py's notes in docs/performance.md)."""
+    filters = [{"id": lzma.FILTER_LZMA1, "preset": 1,
+                "dict_size": _lzma_filters(0, len(raw))[0]["dict_size"]}]  # fmt: skip
+    return min(len(raw), len(lzma.compress(raw, format=lzma.FORMAT_RAW, filters=filters)))
 
 
 # ---- positions: bitmap or relative indices -----------------------------------------------
@@ -210,12 +223,13 @@ def _layouts(s: Shared) -> list[_Layout]:
 
 
 def _best_layout(s: Shared) -> _Layout:
-    """The layout whose index and code streams code smallest, each measured on its own."""
+    """The layout whose index and code streams code smallest, each measured on its own by a
+    fast estimate (`_estimated_size`)."""
     sizes: dict[bytes, int] = {}  # the codes are the same for every layout of one scan order
 
     def size(raw: bytes) -> int:
         if raw not in sizes:
-            sizes[raw] = _coded_size(raw)
+            sizes[raw] = _estimated_size(raw)
         return sizes[raw]
 
     return min(_layouts(s), key=lambda lay: size(lay.data) + size(lay.codes))
