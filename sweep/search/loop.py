@@ -228,9 +228,12 @@ class TrialLoop:
         plan = self.plan
         single = len(plan.directions) == 1
 
+        attempts = []
+
         def record_and_tell() -> None:
+            attempts.append(1)  # a retry reports the curve on a Trial fresh from the storage
             with _compat.one_transaction(trial.storage):
-                trials.record(trial, row, curve, single)
+                trials.record(trial, row, curve, single, fresh=len(attempts) > 1)
                 _tell_once(plan.study, trial, state, values)
 
         self.db(f"recording trial {trial.number}", record_and_tell)
