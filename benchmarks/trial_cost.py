@@ -10,7 +10,10 @@
        L1SWEEP_SQLITE_WAL=0 L1SWEEP_COMPOSE_ONCE=0`: issue 33's switches off),
    (b) l1sweep as it is,
    (c) the stock hydra-optuna-sweeper (basic launcher, the same SQLite storage) running a task
-       that trains nothing (benchmarks/seed_task/empty.py): a Hydra sweep's own floor.
+       that trains nothing (benchmarks/seed_task/empty.py): a Hydra sweep's own floor;
+   (d) only where --ways names it (`threads1`): (b) with `train.threads=1`. With n_jobs=1 a
+       trial's torch uses every core; on a machine other processes keep busy, its threads
+       wait for each other, in training and in the job's measuring alike (issue 33's notes).
    `--repeats R` runs every way's pair of sweeps R times, the ways in turn (a, b, c, then c,
    b, a, ...); each figure is the median of the R pairs' (one pair's T_N - T_2 is a few
    seconds, which another process's burst can double), and the pairs' range is printed.
@@ -59,10 +62,11 @@ def run(cwd: Path, args: list[str], env: dict[str, str] | None = None) -> float:
     return processes.timed(args, cwd, env)[1]
 
 
-def l1sweep(cwd: Path, n: int, env: dict[str, str]) -> tuple[float, float]:
+def l1sweep(cwd: Path, n: int, env: dict[str, str], *extra: str) -> tuple[float, float]:
     """(wall seconds, summed training seconds) of an n-trial 1-epoch digits sweep."""
     args = [sys.executable, "-m", "sweep.run", "-m", "hydra.sweeper.study_name=b",
-            f"hydra.sweeper.n_trials={n}", "train.epochs=1", "hydra.sweeper.n_jobs=1"]  # fmt: skip
+            f"hydra.sweeper.n_trials={n}", "train.epochs=1", "hydra.sweeper.n_jobs=1",
+            *extra]  # fmt: skip
     wall = run(cwd, args, env)
     results = pd.read_csv(cwd / "outputs" / "sweeps" / "b" / "results.csv")
     assert len(results) == n, f"{len(results)} rows of {n}"
@@ -81,6 +85,7 @@ WAYS = {
     "before": "(a) l1sweep before (commits, compose)",
     "l1sweep": "(b) l1sweep as it is",
     "stock": "(c) stock sweeper, empty task",
+    "threads1": "(d) l1sweep, train.threads=1",
 }
 
 
@@ -90,6 +95,7 @@ def pair(tmp: Path, key: str, n: int) -> tuple[float, float, float, float]:
         "before": lambda cwd, k: l1sweep(cwd, k, BEFORE),
         "l1sweep": lambda cwd, k: l1sweep(cwd, k, {}),
         "stock": stock,
+        "threads1": lambda cwd, k: l1sweep(cwd, k, {}, "train.threads=1"),
     }[key]
     wall_2, train_2 = way(tmp / "2", 2)
     wall_n, train_n = way(tmp / str(n), n)
@@ -289,13 +295,15 @@ def main() -> None:
         help="pairs of sweeps a way (part 1), in turn; the median is reported",
     )
     parser.add_argument(
-        "--ways", default="before,l1sweep,stock", help="part 1's ways, of before,l1sweep,stock"
+        "--ways",
+        default="before,l1sweep,stock",
+        help="part 1's ways, of before,l1sweep,stock,threads1",
     )
     parser.add_argument("--only", type=int, choices=(1, 2), help="run part 1 or part 2 only")
     a = parser.parse_args()
     ways = a.ways.split(",")
     if a.trials <= 2 or a.repeats < 1 or not ways or not set(ways) <= WAYS.keys():
-        parser.error("--trials > 2, --repeats >= 1, --ways of before,l1sweep,stock")
+        parser.error("--trials > 2, --repeats >= 1, --ways of before,l1sweep,stock,threads1")
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -85,14 +85,14 @@ def _read_varint(buf: memoryview, pos: int) -> tuple[int, int]:
             raise ValueError("varint too long")
 
 
-def _lzma_filters(props: int, n_raw: int) -> list[dict]:
+def _lzma_filters(props: int, n_raw: int, preset: int = 9 | lzma.PRESET_EXTREME) -> list[dict]:
     """LZMA1 with the properties byte `props` ((pb * 5 + lp) * 9 + lc, as in .lzma files) and
     a dictionary of the raw length rounded up to a power of two (4 KiB to 64 MiB): no larger
     than the stream needs, which keeps small streams fast to code."""
     lc, rest = props % 9, props // 9
     lp, pb = rest % 5, rest // 5
     dict_size = min(max(4096, 1 << max(n_raw - 1, 1).bit_length()), 1 << 26)
-    return [{"id": lzma.FILTER_LZMA1, "preset": 9 | lzma.PRESET_EXTREME, "dict_size": dict_size,
+    return [{"id": lzma.FILTER_LZMA1, "preset": preset, "dict_size": dict_size,
              "lc": lc, "lp": lp, "pb": pb}]  # fmt: skip
 
 
@@ -142,20 +142,10 @@ def _unpack_stream(buf: memoryview, pos: int) -> tuple[bytes, int]:
 
 
 def _estimated_size(raw: bytes) -> int:
-    """About the bytes `raw` codes to, for choosing a layer's layout: lzma at preset 1 (its
-    fast match finder, no extreme search, one set of properties) and never more than `raw`
-    stored. The streams written are coded by `pack_stream`, every codec tried, so this
-    changes which layout a layer gets, never how the chosen streams are coded.
-
-    Why not the coder itself: a layer's eight layouts and two code orders are ten streams,
-    each coded five ways with lzma's extreme preset twice among them: 30 ms of a 1-epoch
-    digits trial's archive (issue 33). Preset 1 ranks them as the full search does: on
-    digits and Fashion-MNIST MLPs at 0-98% zeros its archives were 0-1.2% smaller (the
-    layers' streams are coded together, not one by one as the choice measures them) and
-    5-8x faster to make (benchmarks/trial_cost.py's notes in docs/performance.md)."""
-    filters = [{"id": lzma.FILTER_LZMA1, "preset": 1,
-                "dict_size": _lzma_filters(0, len(raw))[0]["dict_size"]}]  # fmt: skip
-    return min(len(raw), len(lzma.compress(raw, format=lzma.FORMAT_RAW, filters=filters)))
+    """~ the bytes `raw` codes to, to choose a layout by (`pack_stream` still tries every codec):
+    lzma preset 1, or stored. 5-8x faster than that search; archives 0-1.2% smaller (issue 33)."""
+    coded = lzma.compress(raw, format=lzma.FORMAT_RAW, filters=_lzma_filters(93, len(raw), 1))
+    return min(len(raw), len(coded))
 
 
 # ---- positions: bitmap or relative indices -----------------------------------------------
@@ -223,8 +213,7 @@ def _layouts(s: Shared) -> list[_Layout]:
 
 
 def _best_layout(s: Shared) -> _Layout:
-    """The layout whose index and code streams code smallest, each measured on its own by a
-    fast estimate (`_estimated_size`)."""
+    """The layout whose index and code streams code smallest, each on its own (estimated)."""
     sizes: dict[bytes, int] = {}  # the codes are the same for every layout of one scan order
 
     def size(raw: bytes) -> int:
