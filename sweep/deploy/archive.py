@@ -3,8 +3,8 @@
 Deep Compression's pipeline (Han, Mao, Dally, ICLR 2016), on a model l1sweep made sparse:
 each compressible layer (the weight of every Linear and Conv layer) keeps only its nonzeros,
 their positions as a bitmap or as relative indices (gaps, with filler entries where a gap
-overflows the index width), whichever is smaller; their values shared through a per-layer
-codebook of at most 2^bits centroids (sweep.deploy.codebook: 1-D k-means, and its
+overflows the index width), whichever codes smaller (by an estimate); their values shared
+through a per-layer codebook of 2^bits centroids at most (sweep.deploy.codebook: k-means and its
 fine-tuning); then the entropy coder of the standard library (lzma or zlib, whichever is
 smaller per stream). Biases, codebooks and any other floating-point tensor are kept as
 float16. The decoded model is what every accuracy measures.
