@@ -155,7 +155,7 @@ def preflight(cfg: DictConfig, *, train: bool = False, pruner: Pruner | None = N
     the one `run` built from cfg.prune already (not built twice)."""
     rules.check(cfg)
     reg: Regularizer = build(cfg.regularizer)
-    pruner = pruner or build(cfg.prune)
+    pruner = build(cfg.prune) if pruner is None else pruner
     cbs = callbacks(cfg)
     device = resolve_device(cfg.device)
     if train:
