@@ -10,7 +10,10 @@
        L1SWEEP_SQLITE_WAL=0 L1SWEEP_COMPOSE_ONCE=0`: issue 33's switches off),
    (b) l1sweep as it is,
    (c) the stock hydra-optuna-sweeper (basic launcher, the same SQLite storage) running a task
-       that trains nothing (benchmarks/seed_task/empty.py): a Hydra sweep's own floor.
+       that trains nothing (benchmarks/seed_task/empty.py): a Hydra sweep's own floor;
+   (d) only where --ways names it (`threads1`): (b) with `train.threads=1`. With n_jobs=1 a
+       trial's torch uses every core; on a machine other processes keep busy, its threads
+       wait for each other, in training and in the job's measuring alike (issue 33's notes).
    `--repeats R` runs every way's pair of sweeps R times, the ways in turn (a, b, c, then c,
    b, a, ...); each figure is the median of the R pairs' (one pair's T_N - T_2 is a few
    seconds, which another process's burst can double), and the pairs' range is printed.
@@ -23,7 +26,10 @@
    trials; a forked process that returns at once (the fork launcher's start and join); and a
    job's own cost beyond its training (`job.run` of a 1-epoch digits trial less its
    `train_seconds`: the configuration's check and build, the final measures, the callbacks'
-   files, of which the archive model.l1z, written and read back).
+   files, of which the archive model.l1z, written and read back); and the archive's two
+   searches before issue 33 and now, on that trial's model: layouts chosen by the full codec
+   search or by an estimate (ms of `encode`, the archive's bytes), k-means by each value or
+   by the sorted values' runs.
 
     python benchmarks/trial_cost.py                        # N = 42, 3 repeats
     python benchmarks/trial_cost.py --trials 22 --repeats 1 # quicker, noisier
@@ -59,10 +65,11 @@ def run(cwd: Path, args: list[str], env: dict[str, str] | None = None) -> float:
     return processes.timed(args, cwd, env)[1]
 
 
-def l1sweep(cwd: Path, n: int, env: dict[str, str]) -> tuple[float, float]:
+def l1sweep(cwd: Path, n: int, env: dict[str, str], *extra: str) -> tuple[float, float]:
     """(wall seconds, summed training seconds) of an n-trial 1-epoch digits sweep."""
     args = [sys.executable, "-m", "sweep.run", "-m", "hydra.sweeper.study_name=b",
-            f"hydra.sweeper.n_trials={n}", "train.epochs=1", "hydra.sweeper.n_jobs=1"]  # fmt: skip
+            f"hydra.sweeper.n_trials={n}", "train.epochs=1", "hydra.sweeper.n_jobs=1",
+            *extra]  # fmt: skip
     wall = run(cwd, args, env)
     results = pd.read_csv(cwd / "outputs" / "sweeps" / "b" / "results.csv")
     assert len(results) == n, f"{len(results)} rows of {n}"
@@ -81,6 +88,7 @@ WAYS = {
     "before": "(a) l1sweep before (commits, compose)",
     "l1sweep": "(b) l1sweep as it is",
     "stock": "(c) stock sweeper, empty task",
+    "threads1": "(d) l1sweep, train.threads=1",
 }
 
 
@@ -90,6 +98,7 @@ def pair(tmp: Path, key: str, n: int) -> tuple[float, float, float, float]:
         "before": lambda cwd, k: l1sweep(cwd, k, BEFORE),
         "l1sweep": lambda cwd, k: l1sweep(cwd, k, {}),
         "stock": stock,
+        "threads1": lambda cwd, k: l1sweep(cwd, k, {}, "train.threads=1"),
     }[key]
     wall_2, train_2 = way(tmp / "2", 2)
     wall_n, train_n = way(tmp / str(n), n)
@@ -257,6 +266,65 @@ def fork_seconds() -> float:
     return median_of(once)
 
 
+def lloyd_per_value(x, k: int, iterations: int = 100):  # type: ignore[no-untyped-def]
+    """k-means as sweep/deploy/codebook.py ran it before issue 33: every value assigned anew
+    each step (np.searchsorted of the n values into the k - 1 midpoints)."""
+    import numpy as np
+
+    x = x.astype(np.float64)
+    centroids, labels = np.linspace(x.min(), x.max(), k), np.zeros(len(x), dtype=np.int64)
+    for i in range(iterations):
+        new = np.searchsorted((centroids[1:] + centroids[:-1]) / 2, x)
+        if i and np.array_equal(new, labels):
+            break
+        labels = new
+        counts = np.bincount(labels, minlength=k)
+        sums = np.bincount(labels, weights=x, minlength=k)
+        centroids = np.where(counts > 0, sums / np.maximum(counts, 1), centroids)
+    return centroids, labels
+
+
+def archive_pieces(trained: Path) -> dict[str, float]:
+    """The archive's two searches, before issue 33 and now, on a 1-epoch digits trial's model
+    (`trained`, its model.pt: 64-128-10), as trained and with 90% of each weight (the smallest)
+    zeroed: a layer's layout chosen by the full codec search or by `_estimated_size` (seconds
+    of `encode`, the archive's bytes), and fc1's k-means (8,192 weights, 32 centroids) by each
+    value or by the sorted values' runs."""
+    import torch
+
+    from sweep.deploy import archive, codebook
+    from sweep.models import builtin
+
+    model = builtin.mlp(64, 10, [128])
+    model.load_state_dict(torch.load(trained))
+    weights = model.fc1.weight.detach().numpy().ravel().copy()
+    arch = {"_target_": "sweep.models.mlp", "hidden": [128], "n_inputs": 64, "n_classes": 10}
+    estimate = archive._estimated_size
+    out = {}
+    for zeros in (0.0, 0.9):
+        with torch.no_grad():
+            for layer in (model.fc1, model.fc2):
+                w = layer.weight
+                w.mul_(w.abs() > w.abs().flatten().quantile(zeros)) if zeros else None
+        shared = codebook.quantize(model, 5)
+        for way, size in (("full", lambda raw: len(min(archive._candidates(raw), key=len))),
+                          ("estimate", estimate)):  # fmt: skip
+            archive._estimated_size = size
+            out[f"encode_{way}_{zeros}_s"] = median_of(lambda m=shared: archive.encode(m, 5, arch))
+            out[f"bytes_{way}_{zeros}"] = len(archive.encode(shared, 5, arch))
+        archive._estimated_size = estimate
+        print(f"  archive of the trained digits MLP, {zeros:.0%} zeros: layouts by the full codec"
+              f" search {out[f'encode_full_{zeros}_s'] * 1e3:.1f} ms, {out[f'bytes_full_{zeros}']}"
+              f" B -> by the estimate {out[f'encode_estimate_{zeros}_s'] * 1e3:.1f} ms,"
+              f" {out[f'bytes_estimate_{zeros}']} B")  # fmt: skip
+    out["kmeans_before_s"] = median_of(lambda: lloyd_per_value(weights, 32))
+    out["kmeans_s"] = median_of(lambda: codebook.kmeans_1d(weights, 32))
+    print(f"  k-means of fc1's 8,192 weights, 32 centroids: each value assigned"
+          f" {out['kmeans_before_s'] * 1e3:.1f} ms -> the sorted values' runs"
+          f" {out['kmeans_s'] * 1e3:.1f} ms")  # fmt: skip
+    return out
+
+
 def where(tmp: Path, n: int) -> dict[str, float]:
     print("2. where it goes, each piece alone in this process (median of 5):")
     plain, _, plain_commits, _ = storage_writes(tmp, n, batched=False)
@@ -273,8 +341,9 @@ def where(tmp: Path, n: int) -> dict[str, float]:
     archive = job_s - no_archive
     print(f"  a job beyond its training (job.run less train_seconds): {job_s:.3f} s, of"
           f" which the archive (model.l1z written, read back, scored) {archive:.3f} s")  # fmt: skip
+    pieces = archive_pieces(tmp / "job_1" / "model.pt")
     return {"storage_before_s": plain, "storage_s": batched, "commits_before": plain_commits,
-            "commits": batched_commits, "csv_s": rewrite, "compose_before_s": composed,
+            **pieces, "commits": batched_commits, "csv_s": rewrite, "compose_before_s": composed,
             "compose_s": copied, "fork_s": forked, "job_s": job_s,
             "archive_s": archive}  # fmt: skip
 
@@ -289,13 +358,15 @@ def main() -> None:
         help="pairs of sweeps a way (part 1), in turn; the median is reported",
     )
     parser.add_argument(
-        "--ways", default="before,l1sweep,stock", help="part 1's ways, of before,l1sweep,stock"
+        "--ways",
+        default="before,l1sweep,stock",
+        help="part 1's ways, of before,l1sweep,stock,threads1",
     )
     parser.add_argument("--only", type=int, choices=(1, 2), help="run part 1 or part 2 only")
     a = parser.parse_args()
     ways = a.ways.split(",")
     if a.trials <= 2 or a.repeats < 1 or not ways or not set(ways) <= WAYS.keys():
-        parser.error("--trials > 2, --repeats >= 1, --ways of before,l1sweep,stock")
+        parser.error("--trials > 2, --repeats >= 1, --ways of before,l1sweep,stock,threads1")
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

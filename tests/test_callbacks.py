@@ -102,3 +102,43 @@ def test_a_callback_that_is_not_one_is_one_line(user):
     out = proc.stdout + proc.stderr
     assert proc.returncode == 2 and "Traceback" not in out, out
     assert "callbacks: mycb.NotOne made a NotOne, not a sweep.task.callbacks.Callback" in out
+
+
+def test_l1sweeps_own_callbacks_are_made_without_hydras_instantiate():
+    """Issue 33: the default callbacks (plain keys, l1sweep's own classes) are made by calling
+    their class (`made_directly`), with the values Hydra would pass; a key the class does not
+    take, or another module's target, goes to Hydra's instantiate and its one-line refusal."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import open_dict
+
+    import sweep.run  # noqa: F401  (the config schema)
+    from conftest import REPO
+    from sweep.errors import UserError
+    from sweep.task import callbacks as cbs
+    from sweep.task import job
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
+        cfg = compose("config", ["export.bits=3", "+callbacks.x._target_=mycb.Mine"])
+    archive = cbs.made_directly(cfg.callbacks.archive)
+    assert type(archive) is cbs.Archive and (archive.bits, archive.epochs) == (3, 0)
+    assert isinstance(cbs.made_directly(cfg.callbacks.rounds_csv), cbs.RoundsCsv)
+    assert cbs.made_directly(cfg.callbacks.x) is None  # not l1sweep's: built, allow-listed
+    made = job.callbacks(compose_without(cfg, "x"))
+    names = ["LayersCsv", "ModelCheckpoint", "Archive", "FeaturesCsv", "RoundsCsv", "MetricsJson"]
+    assert [type(c).__name__ for c in made] == names
+    assert made[4].rows == [] and made[4] is not job.callbacks(compose_without(cfg, "x"))[4]
+    with open_dict(cfg):
+        cfg.callbacks.archive.colour = "red"  # a key Archive does not take
+    assert cbs.made_directly(cfg.callbacks.archive) is None
+    with pytest.raises(UserError, match=r"callbacks.archive: sweep.task.callbacks.Archive.*colour"):
+        job.callbacks(compose_without(cfg, "x"))
+
+
+def compose_without(cfg, key: str):
+    """`cfg` with callbacks.<key> dropped (a copy)."""
+    from omegaconf import open_dict
+
+    out = cfg.copy()
+    with open_dict(out):
+        del out.callbacks[key]
+    return out

@@ -118,6 +118,59 @@ def test_the_archive_is_far_smaller_than_the_dense_state_dict():
     assert len(blob) < 10_000
 
 
+def test_a_layers_layout_is_chosen_by_the_estimate_and_only_the_written_streams_are_coded(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """Issue 33: the full codec search (`_candidates`: stored, deflate, huffman, lzma extreme
+    twice) runs once for each of the archive's four streams, not for each layout of each layer;
+    the archive is no larger than with the full search choosing the layouts."""
+    torch.manual_seed(0)
+    model = codebook.quantize(sparsify(models.mlp(784, 10, [300, 100]), 0.9), 5)
+    arch = {"_target_": "sweep.models.mlp", "hidden": [300, 100], "n_inputs": 784,
+            "n_classes": 10}  # fmt: skip
+    searched = []
+    full_search = archive._candidates
+    monkeypatch.setattr(archive, "_candidates", lambda raw: searched.append(raw) or
+                        full_search(raw))  # fmt: skip
+    blob = archive.encode(model, 5, arch)
+    assert len(searched) == 4  # the table, the indices, the codes, the float16 values
+    monkeypatch.setattr(archive, "_estimated_size", lambda raw: len(min(full_search(raw),
+                                                                        key=len)))  # fmt: skip
+    assert len(blob) <= len(archive.encode(model, 5, arch))
+    decoded = archive.decode(blob)
+    assert all(torch.equal(decoded[k], v) for k, v in model.state_dict().items())
+
+
+def test_kmeans_on_sorted_runs_is_lloyds_per_value_assignment():
+    """kmeans_1d finds each step's clusters as runs of the sorted values; the labels and
+    centroids are those of assigning every value to its nearest centroid (Lloyd's steps as
+    written), on a trained-like weight with ties and on a handful of values."""
+
+    def per_value(x: np.ndarray, k: int, iterations: int) -> tuple[np.ndarray, np.ndarray]:
+        centroids, labels = np.linspace(x.min(), x.max(), k), np.zeros(len(x), dtype=np.int64)
+        for i in range(iterations):
+            new = np.searchsorted((centroids[1:] + centroids[:-1]) / 2, x)
+            if i and np.array_equal(new, labels):
+                break
+            labels = new
+            counts = np.bincount(labels, minlength=k)
+            sums = np.bincount(labels, weights=x, minlength=k)
+            centroids = np.where(counts > 0, sums / np.maximum(counts, 1), centroids)
+        used = np.unique(labels)
+        remap = np.zeros(k, dtype=np.int64)
+        remap[used] = np.arange(len(used))
+        return centroids[used], remap[labels]
+
+    torch.manual_seed(0)
+    weight = models.mlp(64, 10, [128])[1].weight.detach().numpy().ravel().astype(np.float64)
+    for values in (weight, np.round(weight, 2), weight[:5]):
+        for k, iterations in ((32, 100), (4, 100), (256, 3), (1, 10)):
+            centroids, labels = codebook.kmeans_1d(values, k, iterations)
+            want_c, want_l = per_value(values, k, iterations)
+            assert np.array_equal(labels, want_l)
+            np.testing.assert_allclose(centroids, want_c, rtol=1e-12, atol=1e-15)
+
+
 def test_relative_indices_use_fillers_where_a_gap_overflows():
     positions = np.array([0, 3, 40, 41])
     entries = archive.relative_indices(positions, 4)  # filler 15

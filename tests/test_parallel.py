@@ -428,3 +428,31 @@ def test_a_forkserver_child_finds_the_task_function_by_name():
     assert by_name(task) == ("sweep.run", "main", 1)
     with pytest.raises(TypeError, match="at a module's top level"):
         by_name(lambda cfg: None)
+
+
+def test_a_forked_jobs_return_crosses_the_pipe_without_its_configs():
+    """The fork launcher sends back what the sweep reads of a JobReturn (its result, status,
+    overrides, the run directory) and not the job's and Hydra's whole configs (issue 33)."""
+    import pickle
+
+    from hydra.core.utils import JobReturn, JobStatus
+    from omegaconf import OmegaConf
+
+    from sweep.search.launcher import failed_return, lightened
+
+    hydra_cfg = OmegaConf.create({"hydra": {"runtime": {"output_dir": "/s/trial_3"},
+                                            "job": {"name": "run", "num": 3}}})  # fmt: skip
+    ret = JobReturn(overrides=["l1_lambda=0.001"], cfg=OmegaConf.create({"seed": 0}),
+                    hydra_cfg=hydra_cfg, working_dir="/s", task_name="run",
+                    status=JobStatus.COMPLETED)  # fmt: skip
+    ret.return_value = {"val_acc": 0.7}
+    sent = pickle.loads(pickle.dumps(lightened(ret)))
+    assert sent.cfg is None and sent.return_value == {"val_acc": 0.7}
+    run_dir = {"hydra": {"runtime": {"output_dir": "/s/trial_3"}}}
+    assert OmegaConf.to_container(sent.hydra_cfg) == run_dir
+    assert sent.overrides == ["l1_lambda=0.001"] and sent.working_dir == "/s"
+    assert sent.status == JobStatus.COMPLETED
+    failed = lightened(failed_return(ValueError("bad"), ["x=1"]))
+    assert failed.hydra_cfg is None and failed.status == JobStatus.FAILED
+    with pytest.raises(ValueError, match="bad"):
+        _ = failed.return_value

@@ -42,3 +42,20 @@ def test_the_csv_and_the_analysis_follow_the_definition(small_sweep, tmp_path):
     out = tmp_path / "results.csv"
     results.write_atomic([{"trial": 1, "mine": 2.0, "status": "complete"}], out)
     assert list(pd.read_csv(out).columns) == ["trial", "status", "mine"]
+
+
+def test_results_csv_is_renamed_into_place_without_an_fsync(tmp_path, monkeypatch):
+    """write_atomic renames a whole file into place (a reader never sees half of it) and no
+    longer fsyncs it (issue 33: results.csv is rebuilt from the study at every start)."""
+    import os
+
+    synced = []
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd))
+    out = tmp_path / "results.csv"
+    out.write_text("trial,status\n0,complete\n")
+    before = os.stat(out).st_ino
+    results.write_atomic([{"trial": 1, "status": "complete"}, {"trial": 0, "status": "pruned"}],
+                         out)  # fmt: skip
+    assert synced == [] and os.stat(out).st_ino != before  # a new file, renamed over the old
+    assert pd.read_csv(out).to_dict("list") == {"trial": [0, 1], "status": ["pruned", "complete"]}
+    assert [p.name for p in tmp_path.iterdir()] == ["results.csv"]  # no temporary file left

@@ -228,3 +228,19 @@ def test_a_journal_storage_writes_as_optuna_does(tmp_path):
         trials.record(trial, ROW, CURVE, single_objective=True)
     assert not batched
     assert _stored(study)[1] == {1: 0.69, 2: 0.7118}
+
+
+def test_the_loops_first_record_uses_the_asked_trial_not_a_lookup(study, tmp_path):
+    """The row, curve and tell of a trial go through the Trial the loop asked for (nothing
+    reported to it yet): no lookup of the study by name and of the trial by number, two
+    queries a trial (issue 33); the curve is stored all the same."""
+    study, _ = study
+    loop = TrialLoop(_plan(study, tmp_path), ForkLauncher())
+    trial = loop.ask()
+    statements: list[str] = []
+    event.listen(study.rdb.engine, "before_cursor_execute",
+                 lambda conn, cursor, sql, *rest: statements.append(sql))  # fmt: skip
+    loop._record(trial, ROW, TrialState.COMPLETE, [0.7118], CURVE)
+    assert statements and not [s for s in statements if "studies.study_name =" in s]
+    [t] = study.get_trials()
+    assert t.state == TrialState.COMPLETE and t.intermediate_values == {1: 0.69, 2: 0.7118}

@@ -3,8 +3,8 @@
 Deep Compression's pipeline (Han, Mao, Dally, ICLR 2016), on a model l1sweep made sparse:
 each compressible layer (the weight of every Linear and Conv layer) keeps only its nonzeros,
 their positions as a bitmap or as relative indices (gaps, with filler entries where a gap
-overflows the index width), whichever is smaller; their values shared through a per-layer
-codebook of at most 2^bits centroids (sweep.deploy.codebook: 1-D k-means, and its
+overflows the index width), whichever codes smaller (by an estimate); their values shared
+through a per-layer codebook of 2^bits centroids at most (sweep.deploy.codebook: k-means and its
 fine-tuning); then the entropy coder of the standard library (lzma or zlib, whichever is
 smaller per stream). Biases, codebooks and any other floating-point tensor are kept as
 float16. The decoded model is what every accuracy measures.
@@ -85,14 +85,14 @@ def _read_varint(buf: memoryview, pos: int) -> tuple[int, int]:
             raise ValueError("varint too long")
 
 
-def _lzma_filters(props: int, n_raw: int) -> list[dict]:
+def _lzma_filters(props: int, n_raw: int, preset: int = 9 | lzma.PRESET_EXTREME) -> list[dict]:
     """LZMA1 with the properties byte `props` ((pb * 5 + lp) * 9 + lc, as in .lzma files) and
     a dictionary of the raw length rounded up to a power of two (4 KiB to 64 MiB): no larger
     than the stream needs, which keeps small streams fast to code."""
     lc, rest = props % 9, props // 9
     lp, pb = rest % 5, rest // 5
     dict_size = min(max(4096, 1 << max(n_raw - 1, 1).bit_length()), 1 << 26)
-    return [{"id": lzma.FILTER_LZMA1, "preset": 9 | lzma.PRESET_EXTREME, "dict_size": dict_size,
+    return [{"id": lzma.FILTER_LZMA1, "preset": preset, "dict_size": dict_size,
              "lc": lc, "lp": lp, "pb": pb}]  # fmt: skip
 
 
@@ -141,8 +141,11 @@ def _unpack_stream(buf: memoryview, pos: int) -> tuple[bytes, int]:
     return raw, pos + size
 
 
-def _coded_size(raw: bytes) -> int:
-    return len(min(_candidates(raw), key=len))
+def _estimated_size(raw: bytes) -> int:
+    """~ the bytes `raw` codes to, to choose a layout by (`pack_stream` still tries every codec):
+    lzma preset 1, or stored. 5-8x faster than that search; archives 0-1.2% smaller (issue 33)."""
+    coded = lzma.compress(raw, format=lzma.FORMAT_RAW, filters=_lzma_filters(93, len(raw), 1))
+    return min(len(raw), len(coded))
 
 
 # ---- positions: bitmap or relative indices -----------------------------------------------
@@ -210,12 +213,12 @@ def _layouts(s: Shared) -> list[_Layout]:
 
 
 def _best_layout(s: Shared) -> _Layout:
-    """The layout whose index and code streams code smallest, each measured on its own."""
+    """The layout whose index and code streams code smallest, each on its own (estimated)."""
     sizes: dict[bytes, int] = {}  # the codes are the same for every layout of one scan order
 
     def size(raw: bytes) -> int:
         if raw not in sizes:
-            sizes[raw] = _coded_size(raw)
+            sizes[raw] = _estimated_size(raw)
         return sizes[raw]
 
     return min(_layouts(s), key=lambda lay: size(lay.data) + size(lay.codes))

@@ -59,20 +59,34 @@ def kmeans_1d(values: np.ndarray, k: int, iterations: int = 100) -> tuple[np.nda
     """Lloyd's k-means on scalars, centroids started evenly from min to max (Deep Compression's
     "linear initialization", their best for accuracy: it keeps the rare large weights).
     Deterministic. Returns (centroids ascending, float64; labels, int64 per value); clusters
-    left empty are dropped, so there may be fewer than k centroids."""
+    left empty are dropped, so there may be fewer than k centroids.
+
+    On a line a cluster is a run of the sorted values between two midpoints of neighbouring
+    centroids, so the values are sorted once and each step finds the k - 1 run ends
+    (`searchsorted` of the midpoints) and the runs' sums from a prefix sum: O(k log n) a step
+    after the O(n log n) sort, where assigning every value anew is O(n log k) a step (8x
+    faster on a 64x128 layer, 20x on a 784x300 one: issue 33). The same steps, labels and
+    stopping rule as assigning each value; a centroid differs from the per-value sum in the
+    last bits of float64 (1e-16, far below the float16 the archive stores)."""
     x = values.astype(np.float64)
+    ascending = np.sort(x)
+    prefix = np.concatenate(([0.0], np.cumsum(ascending)))
     centroids = np.linspace(x.min(), x.max(), k)
-    labels = np.zeros(len(x), dtype=np.int64)
-    for i in range(iterations):
-        # nearest centroid: the centroids are sorted, so the midpoints split the line
-        new = np.searchsorted((centroids[1:] + centroids[:-1]) / 2, x)
-        if i and np.array_equal(new, labels):
+    ends = mids = None
+    for i in range(max(iterations, 1)):
+        # nearest centroid: the centroids are sorted, so the midpoints split the line; a
+        # value on a midpoint goes to the lower centroid (searchsorted's side="left" below)
+        new_mids = (centroids[1:] + centroids[:-1]) / 2
+        new = np.searchsorted(ascending, new_mids, side="right")
+        if i and np.array_equal(new, ends):
             break
-        labels = new
-        counts = np.bincount(labels, minlength=len(centroids))
-        sums = np.bincount(labels, weights=x, minlength=len(centroids))
+        ends, mids = new, new_mids
+        edges = np.concatenate(([0], ends, [len(x)]))
+        counts = np.diff(edges)
+        sums = prefix[edges[1:]] - prefix[edges[:-1]]
         used = counts > 0
         centroids = np.where(used, sums / np.maximum(counts, 1), centroids)
+    labels = np.searchsorted(mids, x)  # each value's cluster, by the last step's midpoints
     used = np.unique(labels)
     remap = np.zeros(len(centroids), dtype=np.int64)
     remap[used] = np.arange(len(used))

@@ -228,9 +228,12 @@ class TrialLoop:
         plan = self.plan
         single = len(plan.directions) == 1
 
+        attempts = []
+
         def record_and_tell() -> None:
+            attempts.append(1)  # a retry reports the curve on a Trial fresh from the storage
             with _compat.one_transaction(trial.storage):
-                trials.record(trial, row, curve, single)
+                trials.record(trial, row, curve, single, fresh=len(attempts) > 1)
                 _tell_once(plan.study, trial, state, values)
 
         self.db(f"recording trial {trial.number}", record_and_tell)
@@ -328,9 +331,11 @@ def _tell_once(
 def _best_so_far(study: optuna.Study, directions: tuple[str, ...]) -> str:
     if len(directions) > 1:
         return f"pareto front: {len(study.best_trials)} trials"
-    if study.get_trials(deepcopy=False, states=[TrialState.COMPLETE]):
-        return f"best: trial {study.best_trial.number} {study.best_value:.4f}"
-    return "best: none yet"
+    try:  # one query of the storage (best_value would ask again)
+        best = study.best_trial
+    except ValueError:  # no trial complete yet
+        return "best: none yet"
+    return f"best: trial {best.number} {best.value:.4f}"
 
 
 def searched(row: dict[str, Any], keys: tuple[str, ...]) -> str:

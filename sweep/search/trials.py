@@ -36,12 +36,16 @@ def figures(row: dict) -> dict[str, float]:
     }
 
 
-def record(trial: optuna.Trial, row: dict, curve: list, single_objective: bool) -> None:
+def record(
+    trial: optuna.Trial, row: dict, curve: list, single_objective: bool, fresh: bool = True
+) -> None:
     """Store the row and its figures in the trial, and `curve` ([epoch, val_acc], ...) as its
     intermediate values (Optuna keeps those for single-objective studies only), unless the job
     reported them itself (`job_reporter`): pass curve=[] then. One storage transaction
-    (`_compat.one_transaction`): all of it is stored, or none, and a retry stores it again."""
-    if curve and single_objective:
+    (`_compat.one_transaction`): all of it is stored, or none, and a retry stores it again.
+    fresh=False: `trial` has reported nothing (the sweep loop's first attempt with the Trial
+    it asked for), so it is used as it is, not looked up again (two queries, issue 33)."""
+    if curve and single_objective and fresh:
         # a fresh Trial: its record of reported steps is the storage's, so a retry after a
         # rolled-back attempt reports the curve again (Trial.report skips steps it has seen)
         trial = trial_by_number(trial.study, trial.storage, trial.number)

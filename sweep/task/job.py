@@ -34,6 +34,7 @@ from sweep.sparsity import pruning
 from sweep.sparsity.measures import zero_scales
 from sweep.sparsity.pruning import Pruner
 from sweep.sparsity.regularizers import Regularizer
+from sweep.task import callbacks as callback_classes
 from sweep.task import rules
 from sweep.task.callbacks import Callback, write_json
 from sweep.task.context import Run
@@ -102,7 +103,7 @@ def callbacks(cfg: DictConfig) -> list[Callback]:
     or one that makes no Callback."""
     groups = [cfg.get("callbacks") or {}, cfg.get("logger") or {}]
     chosen = [node for group in groups for node in group.values() if node is not None]
-    made = [build(node) for node in chosen]
+    made = [callback_classes.made_directly(node) or build(node) for node in chosen]
     for cb, node in zip(made, chosen):
         if not isinstance(cb, Callback):
             raise UserError(
@@ -141,7 +142,7 @@ class Parts:
     optimizer: torch.optim.Optimizer
 
 
-def preflight(cfg: DictConfig, *, train: bool = False) -> Parts:
+def preflight(cfg: DictConfig, *, train: bool = False, pruner: Pruner | None = None) -> Parts:
     """The one check of a configuration before anything trains: each run's (`run_seed`, with
     train=True: this process's torch threads set, the data and the seeded model on the
     device) and a sweep's before its first trial (the sweeper, on its task config: the data
@@ -150,10 +151,11 @@ def preflight(cfg: DictConfig, *, train: bool = False) -> Parts:
     Raises UserError (one line) naming the first problem: a key out of range or keys that
     disagree (`rules.check`), the regularizer's or the pruner's own complaint, a callback
     refused or not a Callback, an unusable device, data that cannot be read, a model factory
-    that breaks its contract, a model the pruner or the objective cannot follow."""
+    that breaks its contract, a model the pruner or the objective cannot follow. `pruner`:
+    the one `run` built from cfg.prune already (not built twice)."""
     rules.check(cfg)
     reg: Regularizer = build(cfg.regularizer)
-    pruner: Pruner = build(cfg.prune)
+    pruner = build(cfg.prune) if pruner is None else pruner
     cbs = callbacks(cfg)
     device = resolve_device(cfg.device)
     if train:
@@ -248,7 +250,7 @@ def run(
     pruner: Pruner = build(cfg.prune)
     span = cfg.train.epochs + (pruner.rounds * pruner.epochs if pruner.active else 0)
     if cfg.repeats == 1:
-        metrics = run_seed(cfg, out_dir, choices, shifted(report, 0, span))
+        metrics = run_seed(cfg, out_dir, choices, shifted(report, 0, span), pruner)
     else:
         metrics = _repeated(cfg, out_dir, choices, report, span)
     if hasattr(report, "close"):  # a PointReporter stores its points once, at the end
@@ -390,14 +392,19 @@ def _round_end(
 
 
 def run_seed(
-    cfg: DictConfig, out_dir: Path, choices: dict[str, str], report: Reporter | None = None
+    cfg: DictConfig,
+    out_dir: Path,
+    choices: dict[str, str],
+    report: Reporter | None = None,
+    pruner: Pruner | None = None,
 ) -> dict[str, Any]:
     """Train one configuration with one seed (and prune and fine-tune it, where cfg.prune says
     so); returns its row (sweep/results/row.py, every column checked) with its validation curve
     under `row.CURVE`, after the callbacks (by default: metrics.json, layers.csv, model.pt,
     features.csv, rounds.csv in out_dir) ran and added theirs. Raises UserError before any
-    training for a configuration that cannot run (`preflight`)."""
-    parts = preflight(cfg, train=True)
+    training for a configuration that cannot run (`preflight`). `pruner`: cfg.prune's, where
+    the caller built it already."""
+    parts = preflight(cfg, train=True, pruner=pruner)
     out_dir.mkdir(parents=True, exist_ok=True)
     run = Run(cfg, parts.data, parts.model, parts.reg, parts.reg.select(parts.model), out_dir)
     progress = Progress(run, parts.callbacks, report)
