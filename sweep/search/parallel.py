@@ -164,6 +164,7 @@ def run(
     tell: Callable[[Job, Any], bool],
     running: list[Job],
     end: Callable[[], None] | None = None,
+    meanwhile: Callable[[], None] = lambda: None,
 ) -> None:
     """Keep `jobs` trials running until `n_trials` have been asked (or ask() says no more)
     and all of them told.
@@ -179,13 +180,31 @@ def run(
     told. The loop is Optuna's own `_optimize` for n_jobs > 1: submit, then
     wait(FIRST_COMPLETED), with a timeout so that Ctrl-C is seen within 0.5 s.
 
+    `meanwhile()` is called (main thread) each time the loop is about to wait for
+    its running jobs, after launching what it could: the work a told trial leaves that need not
+    hold the next launch (results.csv) is done while the next trial's job runs.
+
     On an interrupt, `end()` (if given) is called until the launcher calls still running have
     returned (END_WITHIN s at most): a call may start its worker after the interrupt, and its
     thread would hold the process's exit while that trial trained on.
     """
     if jobs == 1:  # on the main thread, as a plain loop: Ctrl-C reaches an in-process job
-        _run_inline(n_trials, ask, launch, tell, running)
-        return
+        _run_inline(n_trials, ask, launch, tell, running, meanwhile)
+    else:
+        _run_pool(n_trials, jobs, ask, launch, tell, running, end, meanwhile)
+
+
+def _run_pool(
+    n_trials: int,
+    jobs: int,
+    ask: Callable[[], Job | None],
+    launch: Callable[[Job], Callable[[], Any]],
+    tell: Callable[[Job, Any], bool],
+    running: list[Job],
+    end: Callable[[], None] | None,
+    meanwhile: Callable[[], None],
+) -> None:
+    """`run` with `jobs` > 1 trials at a time: their waits in a thread pool."""
     pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="l1sweep-trial")
     futures: dict[Future, Job] = {}
     asked, asking = 0, True
@@ -200,6 +219,7 @@ def run(
                     break
                 asked += 1
                 futures[_submit(pool, launch, job)] = job
+            meanwhile()
             done, _ = wait(futures, timeout=0.5, return_when=FIRST_COMPLETED)
             for future in done:
                 job = futures.pop(future)
@@ -237,6 +257,7 @@ def _run_inline(
     launch: Callable[[Job], Callable[[], Any]],
     tell: Callable[[Job, Any], bool],
     running: list[Job],
+    meanwhile: Callable[[], None] = lambda: None,
 ) -> None:
     """`run` with one trial at a time, on the main thread."""
     for _ in range(n_trials):
@@ -244,7 +265,9 @@ def _run_inline(
         job = ask()
         if job is None:
             return
-        result = launch(job)()  # an error leaves the job in `running` for the caller
+        wait_for = launch(job)
+        meanwhile()
+        result = wait_for()  # an error leaves the job in `running` for the caller
         keep_asking = tell(job, result)
         running.remove(job)
         if not keep_asking:
