@@ -266,24 +266,6 @@ def fork_seconds() -> float:
     return median_of(once)
 
 
-def lloyd_per_value(x, k: int, iterations: int = 100):  # type: ignore[no-untyped-def]
-    """k-means as sweep/deploy/codebook.py ran it before issue 33: every value assigned anew
-    each step (np.searchsorted of the n values into the k - 1 midpoints)."""
-    import numpy as np
-
-    x = x.astype(np.float64)
-    centroids, labels = np.linspace(x.min(), x.max(), k), np.zeros(len(x), dtype=np.int64)
-    for i in range(iterations):
-        new = np.searchsorted((centroids[1:] + centroids[:-1]) / 2, x)
-        if i and np.array_equal(new, labels):
-            break
-        labels = new
-        counts = np.bincount(labels, minlength=k)
-        sums = np.bincount(labels, weights=x, minlength=k)
-        centroids = np.where(counts > 0, sums / np.maximum(counts, 1), centroids)
-    return centroids, labels
-
-
 def archive_pieces(trained: Path) -> dict[str, float]:
     """The archive's two searches, before issue 33 and now, on a 1-epoch digits trial's model
     (`trained`, its model.pt: 64-128-10), as trained and with 90% of each weight (the smallest)
@@ -291,6 +273,7 @@ def archive_pieces(trained: Path) -> dict[str, float]:
     of `encode`, the archive's bytes), and fc1's k-means (8,192 weights, 32 centroids) by each
     value or by the sorted values' runs."""
     import torch
+    from test_export import lloyd_per_value
 
     from sweep.deploy import archive, codebook
     from sweep.models import builtin

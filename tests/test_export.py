@@ -141,32 +141,38 @@ def test_a_layers_layout_is_chosen_by_the_estimate_and_only_the_written_streams_
     assert all(torch.equal(decoded[k], v) for k, v in model.state_dict().items())
 
 
+def lloyd_per_value(x: np.ndarray, k: int, iterations: int = 100) -> tuple[np.ndarray, np.ndarray]:
+    """k-means as sweep/deploy/codebook.py's kmeans_1d ran it before issue 33 (the reference
+    its sorted-runs version is held to, and benchmarks/trial_cost.py's "before"): every value
+    assigned anew each step (np.searchsorted of the n values into the k - 1 midpoints), empty
+    clusters dropped. Returns (centroids ascending, labels)."""
+    x = x.astype(np.float64)
+    centroids, labels = np.linspace(x.min(), x.max(), k), np.zeros(len(x), dtype=np.int64)
+    for i in range(iterations):
+        new = np.searchsorted((centroids[1:] + centroids[:-1]) / 2, x)
+        if i and np.array_equal(new, labels):
+            break
+        labels = new
+        counts = np.bincount(labels, minlength=k)
+        sums = np.bincount(labels, weights=x, minlength=k)
+        centroids = np.where(counts > 0, sums / np.maximum(counts, 1), centroids)
+    used = np.unique(labels)
+    remap = np.zeros(k, dtype=np.int64)
+    remap[used] = np.arange(len(used))
+    return centroids[used], remap[labels]
+
+
 def test_kmeans_on_sorted_runs_is_lloyds_per_value_assignment():
     """kmeans_1d finds each step's clusters as runs of the sorted values; the labels and
     centroids are those of assigning every value to its nearest centroid (Lloyd's steps as
     written), on a trained-like weight with ties and on a handful of values."""
-
-    def per_value(x: np.ndarray, k: int, iterations: int) -> tuple[np.ndarray, np.ndarray]:
-        centroids, labels = np.linspace(x.min(), x.max(), k), np.zeros(len(x), dtype=np.int64)
-        for i in range(iterations):
-            new = np.searchsorted((centroids[1:] + centroids[:-1]) / 2, x)
-            if i and np.array_equal(new, labels):
-                break
-            labels = new
-            counts = np.bincount(labels, minlength=k)
-            sums = np.bincount(labels, weights=x, minlength=k)
-            centroids = np.where(counts > 0, sums / np.maximum(counts, 1), centroids)
-        used = np.unique(labels)
-        remap = np.zeros(k, dtype=np.int64)
-        remap[used] = np.arange(len(used))
-        return centroids[used], remap[labels]
 
     torch.manual_seed(0)
     weight = models.mlp(64, 10, [128])[1].weight.detach().numpy().ravel().astype(np.float64)
     for values in (weight, np.round(weight, 2), weight[:5]):
         for k, iterations in ((32, 100), (4, 100), (256, 3), (1, 10)):
             centroids, labels = codebook.kmeans_1d(values, k, iterations)
-            want_c, want_l = per_value(values, k, iterations)
+            want_c, want_l = lloyd_per_value(values, k, iterations)
             assert np.array_equal(labels, want_l)
             np.testing.assert_allclose(centroids, want_c, rtol=1e-12, atol=1e-15)
 
