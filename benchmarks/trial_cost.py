@@ -7,13 +7,17 @@
    machine's load:
    (a) l1sweep with every storage write its own commit, SQLite's default journal (an fsync a
        commit) and every job's config composed by Hydra (`L1SWEEP_BATCH_WRITES=0
-       L1SWEEP_SQLITE_WAL=0 L1SWEEP_COMPOSE_ONCE=0`: issue 33's switches off),
+       L1SWEEP_SQLITE_WAL=0 L1SWEEP_COMPOSE_ONCE=0 L1SWEEP_BULK_ATTRS=0`: issue 33's switches
+       off),
    (b) l1sweep as it is,
    (c) the stock hydra-optuna-sweeper (basic launcher, the same SQLite storage) running a task
        that trains nothing (benchmarks/seed_task/empty.py): a Hydra sweep's own floor;
    (d) only where --ways names it (`threads1`): (b) with `train.threads=1`. With n_jobs=1 a
        trial's torch uses every core; on a machine other processes keep busy, its threads
        wait for each other, in training and in the job's measuring alike (issue 33's notes).
+   (e) only where --ways names it (`attrs1`): (b) with a trial's attributes written one by
+       one through Optuna (`L1SWEEP_BULK_ATTRS=0`), the switch of sweep/_compat/rdb.py's
+       two-statement write, so that its gain is measured in the same run.
    `--repeats R` runs every way's pair of sweeps R times, the ways in turn (a, b, c, then c,
    b, a, ...); each figure is the median of the R pairs' (one pair's T_N - T_2 is a few
    seconds, which another process's burst can double), and the pairs' range is printed.
@@ -54,7 +58,8 @@ import pandas as pd
 import processes
 
 REPO = Path(__file__).resolve().parents[1]
-BEFORE = {"L1SWEEP_BATCH_WRITES": "0", "L1SWEEP_SQLITE_WAL": "0", "L1SWEEP_COMPOSE_ONCE": "0"}
+BEFORE = {"L1SWEEP_BATCH_WRITES": "0", "L1SWEEP_SQLITE_WAL": "0", "L1SWEEP_COMPOSE_ONCE": "0",
+          "L1SWEEP_BULK_ATTRS": "0"}  # fmt: skip
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))  # the row a 1-epoch digits trial returns
 
@@ -89,6 +94,7 @@ WAYS = {
     "l1sweep": "(b) l1sweep as it is",
     "stock": "(c) stock sweeper, empty task",
     "threads1": "(d) l1sweep, train.threads=1",
+    "attrs1": "(e) l1sweep, attributes one by one",
 }
 
 
@@ -99,6 +105,7 @@ def pair(tmp: Path, key: str, n: int) -> tuple[float, float, float, float]:
         "l1sweep": lambda cwd, k: l1sweep(cwd, k, {}),
         "stock": stock,
         "threads1": lambda cwd, k: l1sweep(cwd, k, {}, "train.threads=1"),
+        "attrs1": lambda cwd, k: l1sweep(cwd, k, {"L1SWEEP_BULK_ATTRS": "0"}),
     }[key]
     wall_2, train_2 = way(tmp / "2", 2)
     wall_n, train_n = way(tmp / str(n), n)
@@ -157,7 +164,7 @@ def storage_writes(tmp: Path, n: int, batched: bool) -> tuple[float, float, int,
     from sweep.search.loop import TrialLoop
     from sweep.search.study import write_csv
 
-    _compat.BATCH_WRITES["on"] = _compat.SQLITE_WAL["on"] = batched
+    _compat.BATCH_WRITES["on"] = _compat.SQLITE_WAL["on"] = _compat.BULK_ATTRS["on"] = batched
     rdb = optuna.storages.RDBStorage(f"sqlite:///{tmp}/{'batched' if batched else 'plain'}.db")
     held = _compat.get_storage(rdb)
     study = optuna.create_study(storage=held, direction="maximize")
@@ -183,7 +190,7 @@ def storage_writes(tmp: Path, n: int, batched: bool) -> tuple[float, float, int,
     while len(study.trials) < n:
         one_trial()
     rewrite = median_of(lambda: write_csv(study, folder / "results.csv"))
-    _compat.BATCH_WRITES["on"] = _compat.SQLITE_WAL["on"] = True
+    _compat.BATCH_WRITES["on"] = _compat.SQLITE_WAL["on"] = _compat.BULK_ATTRS["on"] = True
     return seconds, rewrite, n_commits, study
 
 
@@ -343,13 +350,13 @@ def main() -> None:
     parser.add_argument(
         "--ways",
         default="before,l1sweep,stock",
-        help="part 1's ways, of before,l1sweep,stock,threads1",
+        help="part 1's ways, of before,l1sweep,stock,threads1,attrs1",
     )
     parser.add_argument("--only", type=int, choices=(1, 2), help="run part 1 or part 2 only")
     a = parser.parse_args()
     ways = a.ways.split(",")
     if a.trials <= 2 or a.repeats < 1 or not ways or not set(ways) <= WAYS.keys():
-        parser.error("--trials > 2, --repeats >= 1, --ways of before,l1sweep,stock,threads1")
+        parser.error("--trials > 2, --repeats >= 1, --ways of " + ",".join(WAYS))
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -1,4 +1,4 @@
-"""The private API l1sweep still uses sits in sweep/_compat.py, and fails loudly, by name, when a
+"""The private API l1sweep still uses sits in sweep/_compat/, and fails loudly, by name, when a
 library changes; the rest of sweep/ uses public API only."""
 
 from pathlib import Path

@@ -30,7 +30,7 @@ os.kill(os.getpid(), 9)
 
 def _pragmas(db) -> tuple[str, int]:
     storage = _compat.get_storage(f"sqlite:///{db}")
-    engine = _compat._RDB_BEHIND[storage].engine
+    engine = _compat.rdb._RDB_BEHIND[storage].engine
     with engine.connect() as conn:
         mode = conn.exec_driver_sql("PRAGMA journal_mode").scalar()
         sync = conn.exec_driver_sql("PRAGMA synchronous").scalar()
@@ -58,8 +58,8 @@ def test_off_switch_and_a_network_file_system_keep_sqlites_defaults(tmp_path, mo
     monkeypatch.setitem(_compat.SQLITE_WAL, "on", False)
     assert _pragmas(tmp_path / "off.db") == ("delete", 2)  # 2: FULL, SQLite's default
     monkeypatch.setitem(_compat.SQLITE_WAL, "on", True)
-    monkeypatch.setattr(_compat, "file_system", lambda path: "nfs4")
-    with caplog.at_level(logging.INFO, logger="sweep._compat"):
+    monkeypatch.setattr(_compat.rdb, "file_system", lambda path: "nfs4")
+    with caplog.at_level(logging.INFO, logger="sweep._compat.rdb"):
         assert _pragmas(tmp_path / "nfs.db") == ("delete", 2)
     assert any("is on nfs4: SQLite's default journal" in r.getMessage() for r in caplog.records)
 

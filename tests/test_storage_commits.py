@@ -244,3 +244,68 @@ def test_the_loops_first_record_uses_the_asked_trial_not_a_lookup(study, tmp_pat
     assert statements and not [s for s in statements if "studies.study_name =" in s]
     [t] = study.get_trials()
     assert t.state == TrialState.COMPLETE and t.intermediate_values == {1: 0.69, 2: 0.7118}
+
+
+def _attr_writes(engine) -> list[str]:
+    """The statements `engine` sends from now on that write trial_user_attributes."""
+    writes: list[str] = []
+
+    def seen(conn, cursor, sql, *rest) -> None:
+        verb = sql.split()[0].upper()
+        if "trial_user_attributes" in sql and verb in ("INSERT", "UPDATE", "DELETE"):
+            writes.append(verb)
+
+    event.listen(engine, "before_cursor_execute", seen)
+    return writes
+
+
+def test_a_trials_attributes_are_three_statements_and_store_what_one_by_one_does(
+    study, tmp_path, monkeypatch
+):
+    """The row and its 27 figures: one DELETE, one multi-row INSERT and Optuna's own upsert of
+    the last, where Optuna alone sends one write each; the study holds the same."""
+    batched, _ = study
+    writes = _attr_writes(batched.rdb.engine)
+    trials.record(batched.ask(), ROW, CURVE, single_objective=True)
+    assert writes == ["DELETE", "INSERT", "INSERT"]
+    monkeypatch.setitem(_compat.BULK_ATTRS, "on", False)
+    rdb = optuna.storages.RDBStorage(f"sqlite:///{tmp_path}/plain.db")
+    plain = optuna.create_study(study_name="s", storage=_compat.get_storage(rdb))
+    plain_writes = _attr_writes(rdb.engine)
+    trials.record(plain.ask(), ROW, CURVE, single_objective=True)
+    rdb.engine.dispose()
+    assert len(plain_writes) == 28
+    assert _stored(plain) == _stored(batched)
+
+
+def test_attributes_of_a_finished_trial_are_refused_and_none_is_written(study):
+    """Optuna's own check (the last attribute goes through set_user_attr) refuses a finished
+    trial, and the block's rollback takes the bulk-written ones with it."""
+    study, _ = study
+    trial = study.ask()
+    study.tell(trial, 0.5)
+    with pytest.raises(RuntimeError, match="finished"):
+        _compat.set_trial_user_attrs(trial, {"a": 1.0, "b": 2.0, "row": {"c": 1}})
+    assert _stored(study)[0] == {}
+
+
+def test_a_table_optuna_changed_turns_the_two_statements_off_in_one_line(
+    study, caplog, monkeypatch
+):
+    """The fence: a trial_user_attributes table whose columns are not the four it was written
+    for (here one more, as a schema change would add) is left to Optuna, said once."""
+    study, _ = study
+    monkeypatch.setitem(_compat.BULK_ATTRS, "on", True)
+    with study.rdb.engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE trial_user_attributes ADD COLUMN value_type TEXT")
+    writes = _attr_writes(study.rdb.engine)
+    with caplog.at_level(logging.WARNING):
+        trials.record(study.ask(), ROW, CURVE, single_objective=True)
+    assert _compat.BULK_ATTRS["on"] is False and len(writes) == 28
+    lines = [r.getMessage() for r in caplog.records if "one by one" in r.getMessage()]
+    assert lines == [
+        "l1sweep: a trial's attributes are written one by one from now on (optuna's "
+        "trial_user_attributes table has columns ['key', 'trial_id', 'trial_user_attribute_id', "
+        "'value_json', 'value_type'])"
+    ]
+    assert _stored(study)[0]["row"] == ROW

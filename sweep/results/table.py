@@ -35,7 +35,7 @@ def write_atomic(rows: list[dict], path: Path) -> pd.DataFrame:
     No fsync: a sweep's results.csv is rebuilt from its study after every trial and at every
     start (sweep/search/plan.py), so what an OS crash or a power cut could lose of it (the
     last rename) comes back from the study; the study's own SQLite commits make the same
-    trade (sweep/_compat.py, WAL with synchronous=NORMAL). An fsync was 7-20 ms of every
+    trade (sweep/_compat/rdb.py, WAL with synchronous=NORMAL). An fsync was 7-20 ms of every
     trial on this project's machine (issue 33)."""
     frame = pd.DataFrame(rows) if rows else pd.DataFrame(columns=COLUMNS)
     frame = frame.sort_values("trial", kind="stable")

@@ -111,7 +111,7 @@ class TrialLoop:
 
     def _draw_and_claim(self, trial: optuna.Trial) -> tuple[str, ...]:
         """Draw the trial's parameters and claim it (`_draw`, `claim`), in one transaction
-        (sweep/_compat.py); returns its overrides. A retry after a rollback draws on a fresh
+        (sweep/_compat/rdb.py); returns its overrides. A retry after a rollback draws on a fresh
         Trial (a Trial keeps what it has drawn)."""
         study = self.plan.study
         if self.reseed is not None and trial.number:  # before its parameters are drawn

@@ -2,7 +2,7 @@
 
 `parse` reads hydra.sweeper.params and the command line in the Optuna sweeper plugin's syntax
 (`choice`, `range`, `interval`, `tag(log, ...)`, and Hydra's `glob` over a config group), with
-the plugin's own parser (sweep/_compat.py); `check_composable` composes every config group
+the plugin's own parser (sweep/_compat/__init__.py); `check_composable` composes every config group
 option the search can choose; `suggest` draws a trial's values through Optuna's public API;
 `grid_choices` lists GridSampler's points.
 """

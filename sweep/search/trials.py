@@ -50,9 +50,7 @@ def record(
         # rolled-back attempt reports the curve again (Trial.report skips steps it has seen)
         trial = trial_by_number(trial.study, trial.storage, trial.number)
     with _compat.one_transaction(trial.storage):
-        trial.set_user_attr(ROW_ATTR, row)
-        for key, value in figures(row).items():
-            trial.set_user_attr(key, value)
+        _compat.set_trial_user_attrs(trial, {**figures(row), ROW_ATTR: row})
         if single_objective:
             for step, value in curve:
                 trial.report(float(value), int(step))

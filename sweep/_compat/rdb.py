@@ -1,79 +1,19 @@
-"""Every private API of another library that l1sweep uses, in one place, each with why.
-
-A private name can change in any release. Each one is used only through this module, and
-`check()` (run by tests/test_compat.py) fails naming the one that the installed libraries no
-longer have, so an upgrade breaks one test with a clear message instead of a sweep at run time.
-The fast training steps (`train.fast`) turn themselves off, with one log line, where the names
-they need are gone (`missing()`).
+"""Optuna's RDB storage as l1sweep drives it: the storage a URL names, SQLite in WAL mode,
+several writes in one transaction, a trial's attributes in two statements; each coupling to
+Optuna's or SQLAlchemy's surface that Optuna does not document for users, with its why, its
+switch and its fence (`check()` in sweep/_compat/__init__.py runs the two checks at the end).
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
+import json
+import logging
 import os
 import threading
 import weakref
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    # Each imported where it is used: the archive loader needs only torch and numpy, and the
-    # sweeper (which Hydra imports for every command) parses a search space without torch,
-    # so a mistaken override is refused before torch's seconds of import.
-    import torch
-    from omegaconf import DictConfig
-    from torch import nn
-
-
-# --- Hydra's Optuna sweeper -----------------------------------------------------------------
-# The plugin turns Hydra's sweep overrides (choice, range, interval, tag(log)) into Optuna
-# distributions in `create_params_from_overrides`, with care for ranges Optuna cannot hold
-# (float steps, Hydra's exclusive stop). The function has no public home; using it keeps
-# l1sweep's search space exactly the plugin's documented one.
-def create_params_from_overrides(arguments: list[str]) -> tuple[dict, dict[str, Any], list[str]]:
-    """(search space: Optuna distributions by key, fixed values by key, other overrides) of
-    Hydra override strings, as the Optuna sweeper plugin parses them."""
-    from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides as parse
-
-    return parse(arguments)
-
-
-# --- Hydra's instantiate allow-list -----------------------------------------------------------
-# hydra-core 1.4.0rc3 restricts which `_target_`s a call may run through the keyword
-# `_execution_whitelist_`; Hydra's main branch spells it `_target_whitelist_`, and l1sweep's pin
-# admits any 1.4. Every instantiate that runs a name from a config goes through `instantiate`
-# here, which passes the spelling the installed Hydra takes (read from its signature).
-ALLOW_LIST_KEYWORDS = ("_target_whitelist_", "_execution_whitelist_")
-# Hydra's message for a nested `_target_` the allow-list refused (both spellings' releases).
-REFUSED_TARGET = r"Target '([^']+)' is not in the Hydra (?:execution|target) whitelist"
-
-
-@functools.cache
-def allow_list_keyword() -> str:
-    """The keyword `hydra.utils.instantiate` takes for its allow-list of `_target_`s.
-    Raises RuntimeError where it takes neither spelling (l1sweep would run any target)."""
-    import inspect
-
-    from hydra.utils import instantiate as hydra_instantiate
-
-    params = inspect.signature(hydra_instantiate).parameters
-    for keyword in ALLOW_LIST_KEYWORDS:
-        if keyword in params:
-            return keyword
-    raise RuntimeError(
-        "hydra.utils.instantiate takes no allow-list of _target_s "
-        f"(neither of {', '.join(ALLOW_LIST_KEYWORDS)}): install hydra-core 1.4.0rc3"
-    )
-
-
-def instantiate(config: Any, allowed: tuple[str, ...], **kwargs: Any) -> Any:
-    """`hydra.utils.instantiate(config, **kwargs)` allowed to run only the `_target_`s in
-    `allowed` (exact names, or `prefix.*`). Raises Hydra's InstantiationException for a
-    refused or failing target, as Hydra does."""
-    from hydra.utils import instantiate as hydra_instantiate
-
-    return hydra_instantiate(config, **kwargs, **{allow_list_keyword(): tuple(allowed)})
+from typing import Any
 
 
 # --- Optuna's storage from a URL ---------------------------------------------------------------
@@ -120,8 +60,6 @@ _said: set[str] = set()
 
 
 def _say_once(line: str) -> None:
-    import logging
-
     if line not in _said:
         _said.add(line)
         logging.getLogger(__name__).info(line)
@@ -223,8 +161,6 @@ def _count_commits(engine: Any) -> None:
 
 def batch_off(why: str) -> None:
     """Turn `one_transaction` off for this process, saying why once."""
-    import logging
-
     if BATCH_WRITES["on"]:
         BATCH_WRITES.update(on=False, why_off=why)
         logging.getLogger(__name__).warning(
@@ -267,176 +203,82 @@ def one_transaction(storage: Any) -> Iterator[bool]:
         batch_off(f"a block made {_inside.commits} commits: optuna changed")
 
 
-# --- Hydra's global state and launchers --------------------------------------------------------
-# A forkserver's child runs a job in a fresh process: it needs Hydra's ConfigStore and plugin
-# registry as the sweep process has them. Hydra's joblib launcher sends them the same way
-# (`Singleton.get_state()` / `set_state()`, hydra.core.singleton; not in Hydra's docs).
-def hydra_global_state() -> Any:
-    """Hydra's global singletons (ConfigStore, plugins) as one picklable object."""
-    from hydra.core.singleton import Singleton
-
-    return Singleton.get_state()
-
-
-def set_hydra_global_state(state: Any) -> None:
-    """Restore what `hydra_global_state` returned, in a fresh process."""
-    from hydra.core.singleton import Singleton
-
-    Singleton.set_state(state)
-
-
-def joblib_launcher(**setup: Any) -> Any:
-    """Hydra's joblib launcher with its documented defaults, set up with `setup`
-    (hydra_context, task_function, config): the fork launcher hands its jobs to it where forking
-    is unsafe. The class sits in the plugin's module, not a documented API."""
-    import dataclasses
-
-    from hydra_plugins.hydra_joblib_launcher.config import JobLibLauncherConf
-    from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
-
-    options = dataclasses.asdict(JobLibLauncherConf())
-    options.pop("_target_")
-    launcher = JoblibLauncher(**options)
-    launcher.setup(**setup)
-    return launcher
+# --- Optuna's RDB storage: a trial's attributes in two statements ------------------------------
+# Inside one transaction, RDBStorage.set_trial_user_attr is still an ORM lookup of the trial and
+# an upsert for each attribute, about 1 ms each on this project's machine: a finished trial's row
+# and the 28 figures the dashboard sorts by were 29 ms of a 1-epoch digits trial's 0.24 s (issue
+# 33, benchmarks/trial_cost.py). Optuna has no write of several attributes. `set_trial_user_attrs`
+# writes all but the last with one DELETE and one multi-row INSERT into the storage's
+# `trial_user_attributes` table (its columns read from the database by SQLAlchemy's reflection,
+# not from Optuna's private models; each value JSON as Optuna stores it; the trial's row id from
+# `Trial._trial_id`, which the public lookups by study name and number would take two queries to
+# learn), and the last through Optuna's own `set_user_attr`, which checks that the trial may still
+# be written: inside `one_transaction`, so an error leaves none of them. Fence: a table whose
+# columns are not Optuna's four (trial_user_attribute_id, trial_id, key, value_json: a schema
+# Optuna changed), or a Trial without `_trial_id`, turns it off with one log line, the attributes
+# then written one by one; `check()` reads a scratch trial's attributes back through Optuna.
+# L1SWEEP_BULK_ATTRS=0 turns it off. The live Trial object's own copy (`trial.user_attrs`) lacks
+# those written so: the sweep reads its trials from the storage.
+BULK_ATTRS = {"on": os.environ.get("L1SWEEP_BULK_ATTRS", "1") != "0", "why_off": ""}
+ATTR_COLUMNS = {"trial_user_attribute_id", "trial_id", "key", "value_json"}
+_attr_tables: Any = weakref.WeakKeyDictionary()  # engine -> its trial_user_attributes Table
 
 
-# The loggers whose INFO lines announce each launched job: Hydra's launchers log under their
-# (private) module names.
-LAUNCH_LOGGERS = (
-    "hydra._internal.core_plugins.basic_launcher",
-    "hydra_plugins.hydra_joblib_launcher",
-    "hydra_plugins.hydra_submitit_launcher",
-)
-
-
-__all__ = [
-    "LAUNCH_LOGGERS",
-    "REFUSED_TARGET",
-    "BATCH_WRITES",
-    "allow_list_keyword",
-    "batch_off",
-    "check",
-    "config_root",
-    "create_params_from_overrides",
-    "get_storage",
-    "hydra_global_state",
-    "instantiate",
-    "joblib_launcher",
-    "has_module_hooks",
-    "has_optimizer_step_hooks",
-    "log_softmax_backward",
-    "missing",
-    "one_transaction",
-    "set_hydra_global_state",
-    "sqlite_wal",
-]
-
-
-# --- torch.nn.Module hooks -----------------------------------------------------------------
-# The hand-written MLP step (sweep/training/fastmlp.py) bypasses module calls, so a hook would be
-# skipped silently, and the compactor (sweep/models/compact.py) cannot carry a forward hook over to
-# the smaller layers. torch registers hooks publicly but has no public way to ask whether a
-# module has any.
-def has_module_hooks(module: nn.Module, forward_only: bool = False) -> bool:
-    """Whether `module` itself (not its children) has a forward, forward-pre or (unless
-    `forward_only`) backward hook registered."""
-    if module._forward_hooks or module._forward_pre_hooks:
-        return True
-    return not forward_only and bool(module._backward_hooks)
-
-
-# --- torch.optim.Optimizer step hooks --------------------------------------------------------
-# The flat SGD step (sweep/training/fastsgd.py) stands in for optimizer.step(), which runs the step
-# hooks; it must step aside where any is registered, and torch has no public query for them.
-def has_optimizer_step_hooks(optimizer: torch.optim.Optimizer) -> bool:
-    """Whether a step pre/post hook is registered on `optimizer` or globally."""
-    from torch.optim import optimizer as torch_optimizer
-
-    return any(
-        (
-            optimizer._optimizer_step_pre_hooks,
-            optimizer._optimizer_step_post_hooks,
-            torch_optimizer._global_optimizer_pre_hooks,
-            torch_optimizer._global_optimizer_post_hooks,
+def bulk_off(why: str) -> None:
+    """Turn `set_trial_user_attrs`'s two statements off for this process, saying why once."""
+    if BULK_ATTRS["on"]:
+        BULK_ATTRS.update(on=False, why_off=why)
+        logging.getLogger(__name__).warning(
+            f"l1sweep: a trial's attributes are written one by one from now on ({why})"
         )
-    )
 
 
-# --- ATen's log-softmax backward ---------------------------------------------------------------
-# The kernel autograd runs for log_softmax's gradient; the same arithmetic in public ops
-# (grad - exp(out) * grad.sum) differs in the last bits in about 9 batches of 10 (measured),
-# and the fast MLP step promises autograd's bits.
-@functools.cache
-def _log_softmax_kernel() -> Any:
-    import torch
-
-    return getattr(torch, "_log_softmax_backward_data", None)
-
-
-def log_softmax_backward(
-    grad: torch.Tensor, output: torch.Tensor, dim: int, dtype: torch.dtype
-) -> torch.Tensor:
-    """d(loss)/d(logits) from d(loss)/d(log_softmax) `grad` and log_softmax's `output`, both
-    (batch, classes): autograd's own kernel (torch._log_softmax_backward_data)."""
-    return _log_softmax_kernel()(grad, output, dim, dtype)
+def set_trial_user_attrs(trial: Any, attrs: dict[str, Any]) -> None:
+    """`trial.set_user_attr(key, value)` for each of `attrs` (JSON-serializable values) in one
+    storage transaction; on an RDB storage all but the last in two statements (see above).
+    Raises what Optuna's `set_user_attr` raises (a finished trial: RuntimeError), with none of
+    them written."""
+    items = list(attrs.items())
+    with one_transaction(trial.storage):
+        rdb = _RDB_BEHIND.get(trial.storage)
+        inside = getattr(_inside, "on", False)  # this block, or the caller's
+        if BULK_ATTRS["on"] and rdb is not None and inside and len(items) > 1:
+            if _insert_attrs(rdb, trial, items[:-1]):
+                items = items[-1:]
+        for key, value in items:
+            trial.set_user_attr(key, value)
 
 
-# --- OmegaConf: a node's root ------------------------------------------------------------------
-# `allow_targets` sits at the config's root, and a `_target_` is checked where it is built,
-# from the node alone (`sweep.config.user_code.instantiate_checked`): OmegaConf has no public way
-# from a node to its root.
-def config_root(node: DictConfig) -> DictConfig:
-    """The root config that `node` belongs to (itself, if it is one)."""
-    return node._get_root()
+def _insert_attrs(rdb: Any, trial: Any, items: list[tuple[str, Any]]) -> bool:
+    """`items` written as the trial's user attributes in the open block's session: False
+    (nothing written) where the table is not the one this was written for."""
+    import sqlalchemy as sa
 
-
-@functools.cache
-def missing() -> tuple[str, ...]:
-    """The private names above that the installed torch lacks (empty: all present)."""
-    import torch
-
-    out = []
-    probe = torch.nn.Linear(1, 1)
-    try:
-        has_module_hooks(probe)
-    except AttributeError as e:
-        out.append(f"torch.nn.Module hooks ({e})")
-    try:
-        has_optimizer_step_hooks(torch.optim.SGD(probe.parameters(), lr=0.1))
-    except AttributeError as e:
-        out.append(f"torch.optim step hooks ({e})")
-    from omegaconf import OmegaConf
-
-    try:
-        config_root(OmegaConf.create({"a": {}}).a)
-    except AttributeError as e:
-        out.append(f"omegaconf's node root ({e})")
-    if _log_softmax_kernel() is None:
-        out.append("torch._log_softmax_backward_data")
-    return tuple(out)
-
-
-def check() -> None:
-    """Raise RuntimeError naming every private API above that the installed libraries no
-    longer have or that no longer behaves as l1sweep relies on."""
-    gone = missing()
-    try:
-        allow_list_keyword()
-    except RuntimeError as e:
-        gone += (str(e),)
-    if gone:
-        raise RuntimeError(f"private API gone from the installed libraries: {', '.join(gone)}")
-    space, fixed, rest = create_params_from_overrides(
-        ["a=tag(log, interval(1e-5, 1e-3))", "b=choice(x,y)", "c=3", "~d"]
-    )
-    if (sorted(space), fixed, rest) != (["a", "b"], {"c": "3"}, ["~d"]):
-        raise RuntimeError(
-            "hydra_optuna_sweeper._impl.create_params_from_overrides changed: "
-            f"got {space}, {fixed}, {rest}"
-        )
-    _check_one_transaction()
-    _check_sqlite_wal()
+    table = _attr_tables.get(rdb.engine)
+    if table is None:
+        try:
+            session = rdb.scoped_session()
+            table = sa.Table("trial_user_attributes", sa.MetaData(),
+                             autoload_with=session.connection())  # fmt: skip
+        except sa.exc.NoSuchTableError:
+            table = False
+        _attr_tables[rdb.engine] = table
+        columns = {c.name for c in table.columns} if table is not False else set()
+        if columns != ATTR_COLUMNS:
+            bulk_off(f"optuna's trial_user_attributes table has columns {sorted(columns)}")
+    if table is False or not BULK_ATTRS["on"]:
+        return False
+    trial_id = getattr(trial, "_trial_id", None)  # what Optuna's own set_user_attr passes
+    if not isinstance(trial_id, int):
+        bulk_off("optuna's Trial no longer holds its _trial_id")
+        return False
+    keys = [k for k, _ in items]
+    session = rdb.scoped_session()
+    session.execute(sa.delete(table).where(table.c.trial_id == trial_id, table.c.key.in_(keys)))
+    session.execute(sa.insert(table), [
+        {"trial_id": trial_id, "key": k, "value_json": json.dumps(v)} for k, v in items
+    ])  # fmt: skip
+    return True
 
 
 def _check_sqlite_wal() -> None:
@@ -490,4 +332,32 @@ def _check_one_transaction() -> None:
         raise RuntimeError(
             "optuna's RDBStorage writes no longer join one transaction (one_transaction: "
             f"batched {batched}, {made} commits, read back {read_back})"
+        )
+
+
+def _check_bulk_attrs() -> None:
+    """Thirty attributes by `set_trial_user_attrs` on a scratch SQLite trial, one of them
+    written before: read back by Optuna as written, in one COMMIT. RuntimeError otherwise."""
+    import tempfile
+
+    import optuna
+
+    attrs = {f"k{i}": float(i) for i in range(29)} | {"row": {"a": [1, None], "b": "x"}}
+    with tempfile.TemporaryDirectory() as tmp:
+        storage = get_storage(f"sqlite:///{tmp}/check.db")
+        engine = _RDB_BEHIND[storage].engine
+        try:
+            study = optuna.create_study(storage=storage)
+            trial = study.ask()
+            trial.set_user_attr("k3", "before")
+            with one_transaction(storage):
+                set_trial_user_attrs(trial, attrs)
+            made = _inside.commits
+            [got] = study.get_trials()
+        finally:
+            engine.dispose()
+    if not BULK_ATTRS["on"] or made != 1 or got.user_attrs != attrs:
+        raise RuntimeError(
+            "set_trial_user_attrs: optuna's storage no longer reads back what it wrote (on "
+            f"{BULK_ATTRS['on']}, {made} commits, read back {got.user_attrs})"
         )
