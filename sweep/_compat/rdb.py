@@ -6,6 +6,7 @@ switch and its fence (`check()` in sweep/_compat/__init__.py runs the two checks
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import logging
@@ -34,7 +35,23 @@ def get_storage(storage: Any) -> Any:
     if isinstance(storage, rdb_class):
         _RDB_BEHIND[held] = storage
         sqlite_wal(storage)
+        if not _ENGINES:
+            atexit.register(close_all)
+        _ENGINES.add(storage.engine)
     return held
+
+
+_ENGINES: Any = weakref.WeakSet()  # the RDB storages' engines this process opened
+
+
+def close_all() -> None:
+    """Close every remembered RDB storage's pooled connections (at exit): SQLite then moves
+    its write-ahead log into the database file and removes the -wal and -shm files beside it,
+    a PostgreSQL server sees the sessions end. Python's own teardown would close them only
+    where its last garbage collections reach them (sweep/run.py freezes those)."""
+    for engine in list(_ENGINES):
+        with contextlib.suppress(Exception):  # at exit: nothing left to report it to
+            engine.dispose()
 
 
 # --- SQLite: commits without an fsync each ----------------------------------------------------
