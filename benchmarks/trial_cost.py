@@ -24,7 +24,8 @@
 2. Where it goes, each piece timed alone in this process (median of 5): a trial's storage
    writes by the sweep loop (TrialLoop.ask: the ask, one parameter drawn, the claim; the row
    with its figures and curve and the tell) on an SQLite file, one commit each in SQLite's
-   default journal against batched in WAL mode, with their COMMIT counts; a trial's config
+   default journal against batched in WAL mode, with their COMMIT counts, and batched with the
+   row's attributes written one by one (`L1SWEEP_BULK_ATTRS=0`); a trial's config
    composed by Hydra's compose API (the project's config and a trial's overrides, as the
    launcher composes each job); results.csv and points.csv rewritten from a study of N
    trials; a forked process that returns at once (the fork launcher's start and join); and a
@@ -150,10 +151,13 @@ def median_of(fn: Callable[[], object], repeats: int = 5) -> float:
     return statistics.median(times)
 
 
-def storage_writes(tmp: Path, n: int, batched: bool) -> tuple[float, float, int, object]:
+def storage_writes(
+    tmp: Path, n: int, batched: bool, bulk: bool | None = None
+) -> tuple[float, float, int, object]:
     """(median seconds of one trial's storage writes by the sweep loop, TrialLoop.ask and its
     record and tell, of rewriting results.csv and points.csv from the study's n trials, the
-    COMMITs of a trial, the study)."""
+    COMMITs of a trial, the study). `bulk`: the row's attributes in one statement (default:
+    as `batched`)."""
     import optuna
     from optuna.trial import TrialState
     from sqlalchemy import event
@@ -164,8 +168,10 @@ def storage_writes(tmp: Path, n: int, batched: bool) -> tuple[float, float, int,
     from sweep.search.loop import TrialLoop
     from sweep.search.study import write_csv
 
-    _compat.BATCH_WRITES["on"] = _compat.SQLITE_WAL["on"] = _compat.BULK_ATTRS["on"] = batched
-    rdb = optuna.storages.RDBStorage(f"sqlite:///{tmp}/{'batched' if batched else 'plain'}.db")
+    _compat.BATCH_WRITES["on"] = _compat.SQLITE_WAL["on"] = batched
+    _compat.BULK_ATTRS["on"] = batched if bulk is None else bulk
+    name = ("batched" if batched else "plain") + ("" if bulk in (None, batched) else "_attrs1")
+    rdb = optuna.storages.RDBStorage(f"sqlite:///{tmp}/{name}.db")
     held = _compat.get_storage(rdb)
     study = optuna.create_study(storage=held, direction="maximize")
     study.held = held
@@ -174,7 +180,7 @@ def storage_writes(tmp: Path, n: int, batched: bool) -> tuple[float, float, int,
     event.listen(
         rdb.engine, "commit", lambda c: commits.append(c.connection.dbapi_connection.in_transaction)
     )
-    folder = tmp / f"loop_{batched}"
+    folder = tmp / f"loop_{name}"
     folder.mkdir()
     loop = TrialLoop(_plan(study, folder, n_trials=10**6), ForkLauncher())
 
@@ -319,8 +325,10 @@ def where(tmp: Path, n: int) -> dict[str, float]:
     print("2. where it goes, each piece alone in this process (median of 5):")
     plain, _, plain_commits, _ = storage_writes(tmp, n, batched=False)
     batched, rewrite, batched_commits, _ = storage_writes(tmp, n, batched=True)
+    attrs1, _, _, _ = storage_writes(tmp, 2, batched=True, bulk=False)
     print(f"  a trial's storage writes, SQLite: {plain:.3f} s in {plain_commits} commits (before)"
-          f" -> {batched:.3f} s in {batched_commits} commits")  # fmt: skip
+          f" -> {batched:.3f} s in {batched_commits} commits ({attrs1:.3f} s with the row's"
+          f" attributes one by one, L1SWEEP_BULK_ATTRS=0)")  # fmt: skip
     print(f"  results.csv and points.csv rewritten from {n} trials: {rewrite:.3f} s")
     composed, copied = compose_seconds()
     print(f"  a trial's job config: composed by Hydra {composed:.3f} s (before)"
@@ -332,7 +340,8 @@ def where(tmp: Path, n: int) -> dict[str, float]:
     print(f"  a job beyond its training (job.run less train_seconds): {job_s:.3f} s, of"
           f" which the archive (model.l1z written, read back, scored) {archive:.3f} s")  # fmt: skip
     pieces = archive_pieces(tmp / "job_1" / "model.pt")
-    return {"storage_before_s": plain, "storage_s": batched, "commits_before": plain_commits,
+    return {"storage_before_s": plain, "storage_s": batched, "storage_attrs1_s": attrs1,
+            "commits_before": plain_commits,
             **pieces, "commits": batched_commits, "csv_s": rewrite, "compose_before_s": composed,
             "compose_s": copied, "fork_s": forked, "job_s": job_s,
             "archive_s": archive}  # fmt: skip

@@ -267,13 +267,14 @@ def main(cfg: DictConfig) -> JobResult:
     return result
 
 
-# At exit, after the atexit handlers registered later (the storages closed, loggers' runs
-# ended, logging flushed: sweep/_compat/rdb.py `close_all`), the objects still alive are frozen
+# At exit, after the atexit handlers registered later (the storages' connections closed,
+# sweep/_compat/rdb.py `close_all`; the loggers' runs ended), the objects still alive are frozen
 # (`gc.freeze`, public and documented), so the interpreter's final garbage collections skip
-# them: a sweep process that imported torch, scikit-learn and torch._dynamo spent 2.2 s of the
-# README's 20.7 s digits sweep in its teardown, 0.5 s with the freeze (docs/performance.md,
-# Start-up). Nothing l1sweep writes is left to those collections. L1SWEEP_FREEZE_AT_EXIT=0
-# turns it off.
+# them: a sweep process that imported torch, scikit-learn and torch._dynamo spent 1.72 s of the
+# README's 17.5 s digits sweep with two objectives after its last trial, 0.36 s with the freeze
+# (benchmarks/exit_cost.py, docs/performance.md, Start-up). logging's own handler, registered
+# at its import, runs after it: flushing and closing needs no garbage collection. Nothing
+# l1sweep writes is left to those collections. L1SWEEP_FREEZE_AT_EXIT=0 turns it off.
 FREEZE_AT_EXIT = os.environ.get("L1SWEEP_FREEZE_AT_EXIT", "1") != "0"
 
 

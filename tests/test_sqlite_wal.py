@@ -4,6 +4,7 @@ and a killed process keeps every commit it made. Real SQLite files, a real kille
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import subprocess
 import sys
@@ -80,5 +81,27 @@ def test_a_finished_sweep_leaves_its_sqlite_file_whole(tmp_path):
     outputs = tmp_path / "outputs"
     assert sorted(p.name for p in outputs.glob("optuna.db*")) == ["optuna.db"]
     con = sqlite3.connect(outputs / "optuna.db")
+    assert con.execute("PRAGMA journal_mode").fetchone() == ("wal",)  # it was in WAL mode
     assert con.execute("SELECT count(*) FROM trials WHERE state = 'COMPLETE'").fetchone() == (2,)
     con.close()
+
+
+# at exit, after sweep.run's own handlers (registered later, so run earlier): frozen or not
+FROZEN = """
+import atexit, gc, runpy, sys
+atexit.register(lambda: print("frozen objects:", gc.get_freeze_count() > 0))
+sys.argv = ["sweep.run", "train.epochs=-1"]
+runpy.run_module("sweep.run", run_name="__main__")
+"""
+
+
+def test_sweep_run_freezes_at_exit_unless_switched_off(tmp_path):
+    """`python -m sweep.run` freezes what is alive at exit (a refused command here: quick),
+    in a process without the test suite's own freeze (tests/harness/sitecustomize.py)."""
+    path = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if "harness" not in p]
+    for switch, said in (("1", "frozen objects: True"), ("0", "frozen objects: False")):
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(path), "L1SWEEP_FREEZE_AT_EXIT": switch}
+        done = subprocess.run([sys.executable, "-c", FROZEN], cwd=tmp_path, env=env, timeout=120,
+                              capture_output=True, text=True)  # fmt: skip
+        assert done.returncode == 2 and "train.epochs must be an integer" in done.stdout
+        assert done.stdout.strip().splitlines()[-1] == said

@@ -1,6 +1,7 @@
-"""Every private API of another library that l1sweep uses, in one place, each with why.
+"""Every private API of another library that l1sweep uses, in one place, each with why: this
+package (here: torch, Hydra, OmegaConf; in `rdb.py`: Optuna's RDB storage).
 
-A private name can change in any release. Each one is used only through this module, and
+A private name can change in any release. Each one is used only through this package, and
 `check()` (run by tests/test_compat.py) fails naming the one that the installed libraries no
 longer have, so an upgrade breaks one test with a clear message instead of a sweep at run time.
 The fast training steps (`train.fast`) turn themselves off, with one log line, where the names

@@ -1,7 +1,8 @@
 """Optuna's RDB storage as l1sweep drives it: the storage a URL names, SQLite in WAL mode,
-several writes in one transaction, a trial's attributes in two statements; each coupling to
-Optuna's or SQLAlchemy's surface that Optuna does not document for users, with its why, its
-switch and its fence (`check()` in sweep/_compat/__init__.py runs the two checks at the end).
+several writes in one transaction, a trial's attributes in one statement, the connections
+closed at exit; each coupling to Optuna's or SQLAlchemy's surface that Optuna does not document
+for users, with its why, its switch and its fence (`check()` in sweep/_compat/__init__.py runs
+the three `_check_*` at the end).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import contextlib
 import json
 import logging
 import os
+import sqlite3
 import threading
 import weakref
 from collections.abc import Iterator
@@ -35,13 +37,16 @@ def get_storage(storage: Any) -> Any:
     if isinstance(storage, rdb_class):
         _RDB_BEHIND[held] = storage
         sqlite_wal(storage)
-        if not _ENGINES:
-            atexit.register(close_all)
-        _ENGINES.add(storage.engine)
+        with _ENGINES_LOCK:
+            if not _ENGINES_CLOSED_AT_EXIT:
+                _ENGINES_CLOSED_AT_EXIT.append(atexit.register(close_all))
+            _ENGINES.add(storage.engine)
     return held
 
 
 _ENGINES: Any = weakref.WeakSet()  # the RDB storages' engines this process opened
+_ENGINES_LOCK = threading.Lock()
+_ENGINES_CLOSED_AT_EXIT: list[Any] = []  # close_all, once registered with atexit
 
 
 def close_all() -> None:
@@ -49,7 +54,9 @@ def close_all() -> None:
     its write-ahead log into the database file and removes the -wal and -shm files beside it,
     a PostgreSQL server sees the sessions end. Python's own teardown would close them only
     where its last garbage collections reach them (sweep/run.py freezes those)."""
-    for engine in list(_ENGINES):
+    with _ENGINES_LOCK:
+        engines = list(_ENGINES)
+    for engine in engines:
         with contextlib.suppress(Exception):  # at exit: nothing left to report it to
             engine.dispose()
 
@@ -220,20 +227,22 @@ def one_transaction(storage: Any) -> Iterator[bool]:
         batch_off(f"a block made {_inside.commits} commits: optuna changed")
 
 
-# --- Optuna's RDB storage: a trial's attributes in two statements ------------------------------
+# --- Optuna's RDB storage: a trial's attributes in one statement ------------------------------
 # Inside one transaction, RDBStorage.set_trial_user_attr is still an ORM lookup of the trial and
 # an upsert for each attribute, about 1 ms each on this project's machine: a finished trial's row
-# and the 28 figures the dashboard sorts by were 29 ms of a 1-epoch digits trial's 0.24 s (issue
-# 33, benchmarks/trial_cost.py). Optuna has no write of several attributes. `set_trial_user_attrs`
-# writes all but the last with one DELETE and one multi-row INSERT into the storage's
-# `trial_user_attributes` table (its columns read from the database by SQLAlchemy's reflection,
-# not from Optuna's private models; each value JSON as Optuna stores it; the trial's row id from
-# `Trial._trial_id`, which the public lookups by study name and number would take two queries to
-# learn), and the last through Optuna's own `set_user_attr`, which checks that the trial may still
-# be written: inside `one_transaction`, so an error leaves none of them. Fence: a table whose
-# columns are not Optuna's four (trial_user_attribute_id, trial_id, key, value_json: a schema
-# Optuna changed), or a Trial without `_trial_id`, turns it off with one log line, the attributes
-# then written one by one; `check()` reads a scratch trial's attributes back through Optuna.
+# and its figures (28 on a digits trial) were 29 ms of a 1-epoch digits trial's 0.24 s (issue 33,
+# benchmarks/trial_cost.py). Optuna has no write of several attributes. `set_trial_user_attrs`
+# writes all but the last in one statement, a multi-row INSERT ... ON CONFLICT (trial_id, key) DO
+# UPDATE, the upsert Optuna makes for one (SQLite 3.24 and later, PostgreSQL; another database is
+# left to Optuna), into the storage's `trial_user_attributes` table (its columns and unique key
+# read from the database by SQLAlchemy's reflection, not from Optuna's private models; each value
+# JSON as Optuna stores it; the trial's row id from `Trial._trial_id`, which the public lookups by
+# study name and number would take two queries to learn), and the last through Optuna's own
+# `set_user_attr`, which checks that the trial may still be written: inside `one_transaction`, so
+# an error leaves none of them. Fence: a table whose columns are not Optuna's four
+# (trial_user_attribute_id, trial_id, key, value_json) or without its unique (trial_id, key), or a
+# Trial without `_trial_id`, turns it off with one log line, the attributes then written one by
+# one; `check()` writes a scratch trial's 30 attributes and reads them back through Optuna.
 # L1SWEEP_BULK_ATTRS=0 turns it off. The live Trial object's own copy (`trial.user_attrs`) lacks
 # those written so: the sweep reads its trials from the storage.
 BULK_ATTRS = {"on": os.environ.get("L1SWEEP_BULK_ATTRS", "1") != "0", "why_off": ""}
@@ -242,7 +251,7 @@ _attr_tables: Any = weakref.WeakKeyDictionary()  # engine -> its trial_user_attr
 
 
 def bulk_off(why: str) -> None:
-    """Turn `set_trial_user_attrs`'s two statements off for this process, saying why once."""
+    """Turn `set_trial_user_attrs`'s one statement off for this process, saying why once."""
     if BULK_ATTRS["on"]:
         BULK_ATTRS.update(on=False, why_off=why)
         logging.getLogger(__name__).warning(
@@ -251,50 +260,75 @@ def bulk_off(why: str) -> None:
 
 
 def set_trial_user_attrs(trial: Any, attrs: dict[str, Any]) -> None:
-    """`trial.set_user_attr(key, value)` for each of `attrs` (JSON-serializable values) in one
-    storage transaction; on an RDB storage all but the last in two statements (see above).
-    Raises what Optuna's `set_user_attr` raises (a finished trial: RuntimeError), with none of
-    them written."""
+    """`trial.set_user_attr(key, value)` for each of `attrs` (JSON-serializable values); on an
+    RDB storage in one transaction, all but the last in one statement (see above), so an
+    error leaves none of them written. Raises what Optuna's `set_user_attr` raises (a finished
+    trial: RuntimeError; a value JSON cannot hold: TypeError) or, from the one statement,
+    SQLAlchemy's error (a lost connection: OperationalError, which the sweep retries)."""
     items = list(attrs.items())
     with one_transaction(trial.storage):
         rdb = _RDB_BEHIND.get(trial.storage)
         inside = getattr(_inside, "on", False)  # this block, or the caller's
         if BULK_ATTRS["on"] and rdb is not None and inside and len(items) > 1:
-            if _insert_attrs(rdb, trial, items[:-1]):
+            if _upsert_attrs(rdb, trial, items[:-1]):
                 items = items[-1:]
         for key, value in items:
             trial.set_user_attr(key, value)
 
 
-def _insert_attrs(rdb: Any, trial: Any, items: list[tuple[str, Any]]) -> bool:
-    """`items` written as the trial's user attributes in the open block's session: False
-    (nothing written) where the table is not the one this was written for."""
+def _attr_table(rdb: Any) -> Any:
+    """The storage's trial_user_attributes Table (reflected once an engine), or False where it
+    is not the one `_upsert_attrs` was written for (said once, by `bulk_off`)."""
     import sqlalchemy as sa
 
     table = _attr_tables.get(rdb.engine)
-    if table is None:
+    if table is not None:
+        return table
+    table, why = False, ""
+    dialect = rdb.engine.dialect.name
+    if dialect not in ("sqlite", "postgresql") or (
+        dialect == "sqlite" and sqlite3.sqlite_version_info < (3, 24, 0)
+    ):
+        why = f"no multi-row upsert written for {dialect} {sqlite3.sqlite_version}"
+    else:
+        conn = rdb.scoped_session().connection()
         try:
-            session = rdb.scoped_session()
-            table = sa.Table("trial_user_attributes", sa.MetaData(),
-                             autoload_with=session.connection())  # fmt: skip
+            table = sa.Table("trial_user_attributes", sa.MetaData(), autoload_with=conn)
+            keys = [set(u["column_names"]) for u in sa.inspect(conn).get_unique_constraints(
+                "trial_user_attributes")]  # fmt: skip
         except sa.exc.NoSuchTableError:
-            table = False
-        _attr_tables[rdb.engine] = table
+            table, keys = False, []
         columns = {c.name for c in table.columns} if table is not False else set()
-        if columns != ATTR_COLUMNS:
-            bulk_off(f"optuna's trial_user_attributes table has columns {sorted(columns)}")
+        if columns != ATTR_COLUMNS or {"trial_id", "key"} not in keys:
+            table = False
+            why = f"optuna's trial_user_attributes table has columns {sorted(columns)}"
+            why += "" if {"trial_id", "key"} in keys else ", no unique (trial_id, key)"
+    _attr_tables[rdb.engine] = table
+    if why:
+        bulk_off(why)
+    return table
+
+
+def _upsert_attrs(rdb: Any, trial: Any, items: list[tuple[str, Any]]) -> bool:
+    """`items` written as the trial's user attributes, each inserted or its value replaced,
+    in one statement in the open block's session: False (nothing written) where the table,
+    the database or the Trial is not what this was written for."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    table = _attr_table(rdb)
     if table is False or not BULK_ATTRS["on"]:
         return False
     trial_id = getattr(trial, "_trial_id", None)  # what Optuna's own set_user_attr passes
     if not isinstance(trial_id, int):
         bulk_off("optuna's Trial no longer holds its _trial_id")
         return False
-    keys = [k for k, _ in items]
-    session = rdb.scoped_session()
-    session.execute(sa.delete(table).where(table.c.trial_id == trial_id, table.c.key.in_(keys)))
-    session.execute(sa.insert(table), [
-        {"trial_id": trial_id, "key": k, "value_json": json.dumps(v)} for k, v in items
-    ])  # fmt: skip
+    dialect = sqlite if rdb.engine.dialect.name == "sqlite" else postgresql
+    rows = [{"trial_id": trial_id, "key": k, "value_json": json.dumps(v)} for k, v in items]
+    insert = dialect.insert(table).values(rows)
+    upsert = insert.on_conflict_do_update(
+        index_elements=["trial_id", "key"], set_={"value_json": insert.excluded.value_json}
+    )
+    rdb.scoped_session().execute(upsert)
     return True
 
 
@@ -323,27 +357,46 @@ def _check_sqlite_wal() -> None:
         )
 
 
-def _check_one_transaction() -> None:
-    """One block of two user attributes and a report, on a scratch SQLite study: one COMMIT,
-    everything read back. RuntimeError otherwise."""
+def _scratch_block(before: Any, write: Any) -> tuple[bool, int, int, Any]:
+    """On a scratch SQLite study's new trial: `before(trial)` on its own, then `write(trial)`
+    inside `one_transaction`; returns (whether it batched, the COMMITs it made, the statements
+    it sent that write trial_user_attributes, the trial as the study reads it back)."""
     import tempfile
 
     import optuna
+    from sqlalchemy import event
 
     with tempfile.TemporaryDirectory() as tmp:
         storage = get_storage(f"sqlite:///{tmp}/check.db")
         engine = _RDB_BEHIND[storage].engine
+        writes: list[str] = []
         try:
             study = optuna.create_study(storage=storage)
             trial = study.ask()
+            before(trial)
+            event.listen(engine, "before_cursor_execute",
+                         lambda conn, cursor, sql, *rest: writes.append(sql))  # fmt: skip
             with one_transaction(storage) as batched:
-                trial.set_user_attr("a", 1.0)
-                trial.set_user_attr("b", {"c": [1]})
-                trial.report(0.5, 1)
+                write(trial)
             made = _inside.commits
             [got] = study.get_trials()
         finally:
             engine.dispose()
+    attr_writes = sum(w.lstrip().upper().startswith("INSERT INTO TRIAL_USER_ATTRIBUTES")
+                      for w in writes)  # fmt: skip
+    return batched, made, attr_writes, got
+
+
+def _check_one_transaction() -> None:
+    """One block of two user attributes and a report, on a scratch SQLite study: one COMMIT,
+    everything read back. RuntimeError otherwise."""
+
+    def write(trial: Any) -> None:
+        trial.set_user_attr("a", 1.0)
+        trial.set_user_attr("b", {"c": [1]})
+        trial.report(0.5, 1)
+
+    batched, made, _, got = _scratch_block(lambda trial: None, write)
     read_back = (got.user_attrs, got.intermediate_values)
     if not batched or made != 1 or read_back != ({"a": 1.0, "b": {"c": [1]}}, {1: 0.5}):
         raise RuntimeError(
@@ -354,27 +407,17 @@ def _check_one_transaction() -> None:
 
 def _check_bulk_attrs() -> None:
     """Thirty attributes by `set_trial_user_attrs` on a scratch SQLite trial, one of them
-    written before: read back by Optuna as written, in one COMMIT. RuntimeError otherwise."""
-    import tempfile
-
-    import optuna
-
+    written before: two INSERTs (the upsert of 29, Optuna's of the last) in one COMMIT, read
+    back by Optuna as written. RuntimeError otherwise; nothing checked where it is switched
+    off (L1SWEEP_BULK_ATTRS=0)."""
+    if not BULK_ATTRS["on"]:
+        return
     attrs = {f"k{i}": float(i) for i in range(29)} | {"row": {"a": [1, None], "b": "x"}}
-    with tempfile.TemporaryDirectory() as tmp:
-        storage = get_storage(f"sqlite:///{tmp}/check.db")
-        engine = _RDB_BEHIND[storage].engine
-        try:
-            study = optuna.create_study(storage=storage)
-            trial = study.ask()
-            trial.set_user_attr("k3", "before")
-            with one_transaction(storage):
-                set_trial_user_attrs(trial, attrs)
-            made = _inside.commits
-            [got] = study.get_trials()
-        finally:
-            engine.dispose()
-    if not BULK_ATTRS["on"] or made != 1 or got.user_attrs != attrs:
+    before = lambda trial: trial.set_user_attr("k3", "before")  # noqa: E731
+    _, made, inserts, got = _scratch_block(before, lambda t: set_trial_user_attrs(t, attrs))
+    if not BULK_ATTRS["on"] or made != 1 or inserts != 2 or got.user_attrs != attrs:
         raise RuntimeError(
-            "set_trial_user_attrs: optuna's storage no longer reads back what it wrote (on "
-            f"{BULK_ATTRS['on']}, {made} commits, read back {got.user_attrs})"
+            "set_trial_user_attrs: optuna's storage no longer takes or reads back what it "
+            f"wrote (on {BULK_ATTRS['on']}, {made} commits, {inserts} INSERTs, read back "
+            f"{got.user_attrs})"
         )
