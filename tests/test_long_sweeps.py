@@ -164,7 +164,12 @@ def test_killed_sweep_loses_at_most_the_running_trials(tmp_path, sig, jobs):
             os.killpg(proc.pid, signal.SIGKILL)
     df = pd.read_csv(csv)  # parses: never half-written
     study = study_of(tmp_path, name)
-    assert_csv_agrees_with_study(df, study)
+    if sig == signal.SIGINT:  # handled: results.csv rewritten on the way out
+        assert_csv_agrees_with_study(df, study)
+    else:  # a SIGKILL between a tell and its rewrite: every row as the study has it, no more
+        complete = {t.number: t.value for t in study.trials if t.state.name == "COMPLETE"}
+        rows = df[df["status"] == "complete"]
+        assert dict(zip(rows["trial"], rows["objective"])).items() <= complete.items()
     states = [t.state.name for t in study.trials]
     assert states.count("RUNNING") <= (jobs if sig == signal.SIGKILL else 0)
     if sig == signal.SIGINT:  # one line, and the command that goes on

@@ -141,40 +141,6 @@ def test_one_at_a_time_runs_on_the_main_thread():
     assert told == [0, 1, 2] and set(threads) == {threading.main_thread()}
 
 
-@pytest.mark.parametrize("jobs", [1, 2])
-def test_meanwhile_runs_after_the_next_launch_and_before_every_wait(jobs):
-    """results.csv's rewrite (the loop's `meanwhile`) waits for the next trial's launch, not
-    the other way round (issue 33), and never for a running trial: where nothing is left to
-    launch it runs before the loop waits, so a told trial's row is never held by another's."""
-    events: list[str] = []
-    running: list[int] = []
-    lengths = {0: 0.05, 1: 0.3, 2: 0.05}
-
-    def launch(n: int):
-        events.append(f"launch {n}")
-
-        def wait() -> int:
-            time.sleep(lengths[n])
-            return n
-
-        return wait
-
-    def tell(n: int, result: int) -> bool:
-        events.append(f"tell {n}")
-        return True
-
-    parallel.run(3, jobs, _asker(iter(range(3)), running), launch, tell, running,
-                 meanwhile=lambda: events.append("meanwhile"))  # fmt: skip
-    after_tell_0 = events[events.index("tell 0") + 1 :]
-    # the next launch comes first, then the rewrite, then the wait for the trials running
-    assert after_tell_0[:2] == ["launch 2" if jobs == 2 else "launch 1", "meanwhile"]
-    if jobs == 2:  # trial 2 told, nothing left to launch: rewritten before waiting on trial 1
-        after_tell_2 = events[events.index("tell 2") + 1 :]
-        assert after_tell_2 == ["meanwhile", "tell 1"]
-    else:  # the last told trial's rewrite is the caller's (TrialLoop.run), after the loop
-        assert events == [x for n in range(3) for x in (f"launch {n}", "meanwhile", f"tell {n}")]
-
-
 def test_stopping_asks_no_more_and_waits_for_the_running():
     told, times = _loop([0.3, 0.05, 0.05, 0.05, 0.05], jobs=2, stop_after=1)
     assert told == [1, 0] and sorted(times) == [0, 1]  # trial 0 was still told

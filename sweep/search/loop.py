@@ -4,8 +4,7 @@
     TrialLoop(plan, launcher).run()   # parallel.run keeps the slots full (wait FIRST_COMPLETED)
       ask()                          # study.ask, the trial claimed, its parameters drawn
       launch(trial)                  # its job started (forked now, or in a worker thread)
-      tell(trial, ret)               # its row recorded and told, its line printed
-      meanwhile()                    # results.csv rewritten, while the next trial's job runs
+      tell(trial, ret)               # its row recorded and told; results.csv rewritten
 
 Everything that touches the study runs on the main thread, where Ctrl-C lands and is deferred
 around the steps that must not be cut in half (sweep/search/interrupts.py); every storage call
@@ -57,7 +56,6 @@ class TrialLoop:
         self.overrides: dict[int, tuple[str, ...]] = {}
         self.told: list[BaseException | None] = []
         self.stop: BaseException | None = None
-        self.csv_due = False  # a trial told since results.csv was last written
         self.job_idx = plan.first_job
         self.reseed = plan.reseed
 
@@ -78,8 +76,7 @@ class TrialLoop:
             # beats often enough that a live trial is never taken for a lost one
             with heartbeat(self.running, every=min(30.0, plan.options.stale_after / 4)):
                 parallel.run(plan.limit, plan.jobs.jobs, self.ask, self.launch, self.tell,
-                             self.running, self._end_jobs, self.meanwhile)  # fmt: skip
-            self.meanwhile()  # the last trial's row
+                             self.running, self._end_jobs)  # fmt: skip
         except BaseException as e:  # Ctrl-C or a launcher error: leave no trial RUNNING for ever
             interrupts.clear()  # this one is handled here
             self._fail_running(e)
@@ -157,7 +154,7 @@ class TrialLoop:
             with interrupts.deferred():  # the row without its state would be a wrong row
                 self._record(trial, row, state, values, curve)
                 told = True
-            self.csv_due = True
+            self.db("writing results.csv", write_csv, self.plan.study, self.plan.csv_path)
             with interrupts.deferred():  # a Ctrl-C now comes after the trial's line
                 self.told.append(error)
                 self._log_progress(row)
@@ -172,15 +169,6 @@ class TrialLoop:
             if isinstance(error, UserError) or rate > self.plan.options.max_failure_rate:
                 self.stop = error  # a UserError is bad input: every trial would fail so
         return self.stop is None
-
-    def meanwhile(self) -> None:
-        """results.csv (and points.csv) rewritten from the study if a trial was told since the
-        last time: called by the loop once it has launched what it could, so that a sweep's
-        next trial trains while this runs (13-35 ms a trial at 42 to 400 trials on this
-        project's machine, issue 33); never later than the loop's next wait for a job."""
-        if self.csv_due:
-            self.db("writing results.csv", write_csv, self.plan.study, self.plan.csv_path)
-            self.csv_due = False
 
     def _draw(self, trial: optuna.Trial) -> tuple[str, ...]:
         """Draw the trial's parameters (Optuna's public suggest API) and return its overrides:

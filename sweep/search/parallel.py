@@ -164,26 +164,27 @@ def run(
     tell: Callable[[Job, Any], bool],
     running: list[Job],
     end: Callable[[], None] | None = None,
-    meanwhile: Callable[[], None] = lambda: None,
 ) -> None:
-    """Keep `jobs` trials running until `n_trials` have been asked (or ask() says no more) and
-    all of them told. ask() makes the next job and appends it to `running` (main thread; in one
-    step, so that an interrupt cannot lose a job made but not yet listed), or returns None to
-    ask no more (the study holds its trials: the running ones are still told); launch(job)
-    starts it (main thread) and returns wait(), which blocks until its result (in a worker
-    thread of a concurrent.futures pool; on the main thread when jobs == 1); tell(job, result)
-    records it (main thread) and returns False to ask no more: the running ones are still waited
-    for and told, then run returns. `running` holds the jobs in flight, for a heartbeat and for
-    failing them on an interrupt. A launcher error is raised on the main thread once the others
-    are told. The loop is Optuna's own `_optimize` for n_jobs > 1: submit, then
-    wait(FIRST_COMPLETED), with a timeout so that Ctrl-C is seen within 0.5 s. meanwhile() (main
-    thread) runs before each wait, after launching what it could: what a told trial leaves that
-    need not hold the next launch (results.csv) is done while the next trial's job runs. On an
-    interrupt, end() (if given) is called until the launcher calls still running have returned
-    (END_WITHIN s at most): a call may start its worker after it, and hold the exit while its
-    trial trains on."""
+    """Keep `jobs` trials running until `n_trials` have been asked (or ask() says no more)
+    and all of them told.
+
+    ask() makes the next job and appends it to `running` (main thread; in one step, so that
+    an interrupt cannot lose a job made but not yet listed), or returns None to ask no more
+    (the study holds its trials: the running ones are still told); launch(job) starts it (main
+    thread) and returns wait(), which blocks until its result (in a worker thread of a
+    concurrent.futures pool; on the main thread when jobs == 1); tell(job, result) records it
+    (main thread) and returns False to ask no more: the running ones are still waited for and
+    told, then run returns. `running` holds the jobs in flight, for a heartbeat and for failing
+    them on an interrupt. A launcher error is raised on the main thread once the others are
+    told. The loop is Optuna's own `_optimize` for n_jobs > 1: submit, then
+    wait(FIRST_COMPLETED), with a timeout so that Ctrl-C is seen within 0.5 s.
+
+    On an interrupt, `end()` (if given) is called until the launcher calls still running have
+    returned (END_WITHIN s at most): a call may start its worker after the interrupt, and its
+    thread would hold the process's exit while that trial trained on.
+    """
     if jobs == 1:  # on the main thread, as a plain loop: Ctrl-C reaches an in-process job
-        _run_inline(n_trials, ask, launch, tell, running, meanwhile)
+        _run_inline(n_trials, ask, launch, tell, running)
         return
     pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="l1sweep-trial")
     futures: dict[Future, Job] = {}
@@ -199,7 +200,6 @@ def run(
                     break
                 asked += 1
                 futures[_submit(pool, launch, job)] = job
-            meanwhile()
             done, _ = wait(futures, timeout=0.5, return_when=FIRST_COMPLETED)
             for future in done:
                 job = futures.pop(future)
@@ -237,7 +237,6 @@ def _run_inline(
     launch: Callable[[Job], Callable[[], Any]],
     tell: Callable[[Job, Any], bool],
     running: list[Job],
-    meanwhile: Callable[[], None] = lambda: None,
 ) -> None:
     """`run` with one trial at a time, on the main thread."""
     for _ in range(n_trials):
@@ -245,9 +244,7 @@ def _run_inline(
         job = ask()
         if job is None:
             return
-        wait_for = launch(job)
-        meanwhile()
-        result = wait_for()  # an error leaves the job in `running` for the caller
+        result = launch(job)()  # an error leaves the job in `running` for the caller
         keep_asking = tell(job, result)
         running.remove(job)
         if not keep_asking:
