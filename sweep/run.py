@@ -267,21 +267,21 @@ def main(cfg: DictConfig) -> JobResult:
     return result
 
 
-# At exit, after the atexit handlers registered later (the storages' connections closed,
-# sweep/_compat/rdb.py `close_all`; the loggers' runs ended), the objects still alive are frozen
-# (`gc.freeze`, public and documented), so the interpreter's final garbage collections skip
-# them: a sweep process that imported torch, scikit-learn and torch._dynamo spent 1.72 s of the
-# README's 17.5 s digits sweep with two objectives after its last trial, 0.36 s with the freeze
-# (benchmarks/exit_cost.py, docs/performance.md, Start-up). logging's own handler, registered
-# at its import, runs after it: flushing and closing needs no garbage collection. Nothing
-# l1sweep writes is left to those collections. L1SWEEP_FREEZE_AT_EXIT=0 turns it off.
+# At exit, after the atexit handlers registered later (the loggers' runs ended), the objects still
+# alive are frozen (`gc.freeze`, public and documented), so the interpreter's final garbage
+# collections skip them: a sweep process that imported torch, scikit-learn and torch._dynamo spent
+# 1.72 s of the README's 17.5 s digits sweep with two objectives after its last trial, 0.36 s with
+# the freeze (benchmarks/exit_cost.py, docs/performance.md, Start-up). Nothing l1sweep leaves to
+# those collections: the storages' connections are closed by their own handler
+# (sweep/_compat/rdb.py `close_all`), logging's handler flushes and closes without one.
+# L1SWEEP_FREEZE_AT_EXIT=0 turns it off.
 FREEZE_AT_EXIT = os.environ.get("L1SWEEP_FREEZE_AT_EXIT", "1") != "0"
 
 
 def cli() -> None:
     """Hydra's main, but a config error is one line and exit code 2, as other bad input is."""
     if FREEZE_AT_EXIT:
-        atexit.register(gc.freeze)  # before any other of l1sweep's: it runs after them
+        atexit.register(gc.freeze)  # runs after the handlers registered from here on
     # Hydra prints such errors over several lines and exits 1; HYDRA_FULL_ERROR makes it raise
     # them instead. Anything else keeps its traceback (and a user's own HYDRA_FULL_ERROR=1 all).
     full = os.environ.get("HYDRA_FULL_ERROR") == "1"

@@ -38,15 +38,12 @@ def get_storage(storage: Any) -> Any:
         _RDB_BEHIND[held] = storage
         sqlite_wal(storage)
         with _ENGINES_LOCK:
-            if not _ENGINES_CLOSED_AT_EXIT:
-                _ENGINES_CLOSED_AT_EXIT.append(atexit.register(close_all))
             _ENGINES.add(storage.engine)
     return held
 
 
 _ENGINES: Any = weakref.WeakSet()  # the RDB storages' engines this process opened
-_ENGINES_LOCK = threading.Lock()
-_ENGINES_CLOSED_AT_EXIT: list[Any] = []  # close_all, once registered with atexit
+_ENGINES_LOCK = threading.Lock()  # another thread may open one while close_all reads them
 
 
 def close_all() -> None:
@@ -59,6 +56,9 @@ def close_all() -> None:
     for engine in engines:
         with contextlib.suppress(Exception):  # at exit: nothing left to report it to
             engine.dispose()
+
+
+atexit.register(close_all)  # a forked job leaves by os._exit: only the sweep process runs it
 
 
 # --- SQLite: commits without an fsync each ----------------------------------------------------
