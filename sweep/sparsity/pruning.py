@@ -68,12 +68,14 @@ class Pruner:
                 f"prune.inputs removes inputs with prune=neurons; prune={method} removes single "
                 f"weights: set prune.inputs=0 or prune=neurons (got prune.inputs={inputs})"
             )
-        if criterion != "norm" and type(self) is Pruner:  # NeuronPruner takes it
-            raise UserError(f"prune.criterion ranks channels for prune=neurons; prune={method} "
-                            f"removes single weights: set prune.criterion=norm")  # fmt: skip
-        if round_to != 1 and type(self) is Pruner:  # NeuronPruner takes it
-            raise UserError(f"prune.round_to rounds the channels prune=neurons keeps; prune="
-                            f"{method} removes single weights: set prune.round_to=1")  # fmt: skip
+        neuron_options = (  # NeuronPruner's own: (key, value, its default, what it does)
+            ("criterion", criterion, "norm", "ranks channels for prune=neurons"),
+            ("round_to", round_to, 1, "rounds the channels prune=neurons keeps"),
+        )
+        for key, value, default, does in neuron_options:
+            if value != default and type(self) is Pruner:
+                raise UserError(f"prune.{key} {does}; prune={method} removes single weights: "
+                                f"set prune.{key}={default}")  # fmt: skip
         _check_options(sparsity, scope, rounds, epochs, lr_scale)
         self.sparsity, self.scope, self.tol = float(sparsity), scope, float(tol)
         self.epochs, self.lr_scale = epochs, lr_scale
@@ -242,10 +244,9 @@ class NeuronPruner(Pruner):
             raise UserError(f"prune.inputs must be a number in [0, 1), got {inputs!r}")
         if not 0.0 <= inputs < 1.0:
             raise UserError(f"prune.inputs must be in [0, 1), got {inputs}")
-        schema.check_value("prune.criterion", schema.rules(schema.PruneConfig)["criterion"],
-                           criterion)  # fmt: skip
-        schema.check_value("prune.round_to", schema.rules(schema.PruneConfig)["round_to"],
-                           round_to)  # fmt: skip
+        rules = schema.rules(schema.PruneConfig)
+        for key, value in (("criterion", criterion), ("round_to", round_to)):
+            schema.check_value(f"prune.{key}", rules[key], value)
         self.round_to = int(round_to)
         self.inputs = float(inputs) if self.active else 0.0
         self.criterion = criterion
