@@ -396,7 +396,7 @@ def test_a_trials_attributes_on_postgresql_are_one_upsert_and_read_back(postgres
     """On PostgreSQL too (sweep/_compat/rdb.py): the row and its figures in one multi-row
     upsert plus Optuna's own write of the last, a value written before replaced, and Optuna
     reads back what one-by-one writes would have left."""
-    from sqlalchemy import event
+    from test_storage_commits import _attr_writes
 
     from sweep import _compat
     from sweep.search.trials import figures
@@ -406,16 +406,10 @@ def test_a_trials_attributes_on_postgresql_are_one_upsert_and_read_back(postgres
     study = optuna.create_study(study_name=f"attrs-{time.time_ns()}", storage=storage)
     trial = study.ask()
     trial.set_user_attr("val_acc", "before")
-    inserts: list[str] = []
-
-    def seen(conn, cursor, sql, *rest) -> None:
-        if sql.lstrip().startswith("INSERT INTO trial_user_attributes"):
-            inserts.append(sql)
-
-    event.listen(_compat.rdb._RDB_BEHIND[storage].engine, "before_cursor_execute", seen)
+    writes = _attr_writes(_compat.rdb._RDB_BEHIND[storage].engine)
     with _compat.one_transaction(storage):
         _compat.set_trial_user_attrs(trial, {**figures(row), "row": row})
-    assert len(inserts) == 2
+    assert writes == ["INSERT", "INSERT"]
     [got] = optuna.load_study(study_name=study.study_name, storage=postgres_url).trials
     assert got.user_attrs == {"val_acc": 0.7118, "sparsity": 0.5, "nnz": 9563.0, "trial": 0.0,
                               "row": row}  # fmt: skip
