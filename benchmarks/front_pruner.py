@@ -19,6 +19,7 @@ far), and when (b) first reaches (a)'s final validation hypervolume within 1%. T
     python benchmarks/front_pruner.py --data fashion         # experiment=fashion_frontier
     python benchmarks/front_pruner.py --smoke                # digits, 4 short trials (a check)
     python benchmarks/front_pruner.py -- hydra.sweeper.n_trials=12   # overrides for both arms
+    python benchmarks/front_pruner.py -- hydra.sweeper.pruner.margin=0.05   # the front arm only
 
 Each sweep gets a fresh directory and SQLite storage under --out (default a temporary one). The
 last line is machine-readable: key=value pairs (the arms' mean wall seconds; the lower
@@ -97,7 +98,11 @@ def main() -> None:
         default="base,front,front,base",
         help="the arms in the order run (ABBA: the machine's drift cancels)",
     )
-    parser.add_argument("overrides", nargs="*", help="overrides for both arms (after --)")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        help="after --: overrides for both arms (hydra.sweeper.pruner.*: front only)",
+    )
     opts = parser.parse_args()
     out = opts.out or Path(tempfile.mkdtemp(prefix="front-pruner-"))
     args = SMOKE if opts.smoke else DATA[opts.data]
@@ -106,10 +111,12 @@ def main() -> None:
     print(f"{datetime.now():%Y-%m-%d %H:%M} on {os.cpu_count()} CPUs; sweeps in {out}")
     runs: dict[str, list[dict]] = {"base": [], "front": []}
     for i, arm in enumerate(opts.order.split(",")):
-        # the smoke run's pruner option needs the pruner chosen: base runs without it
-        given = [a for a in args if arm == "front" or not a.startswith("hydra.sweeper.pruner.")]
+        # a pruner option (the smoke run's, or one given after --) needs the pruner chosen:
+        # base runs without it
+        given = [a for a in [*args, *opts.overrides]
+                 if arm == "front" or not a.startswith("hydra.sweeper.pruner.")]  # fmt: skip
         name = f"{arm}{i}"
-        start, seconds = sweep(out, name, [*given, *ARMS[arm], *opts.overrides])
+        start, seconds = sweep(out, name, [*given, *ARMS[arm]])
         runs[arm].append(report(out, name, start, seconds))
     base, front = runs["base"], runs["front"]
     mean = {k: sum(r["seconds"] for r in v) / len(v) for k, v in runs.items()}

@@ -28,7 +28,8 @@
    row's attributes written one by one (`L1SWEEP_BULK_ATTRS=0`); a trial's config
    composed by Hydra's compose API (the project's config and a trial's overrides, as the
    launcher composes each job); results.csv and points.csv rewritten from a study of N
-   trials; a forked process that returns at once (the fork launcher's start and join); and a
+   trials (by the loop's ResultFiles, which built the earlier trials' rows once); a forked
+   process that returns at once (the fork launcher's start and join); and a
    job's own cost beyond its training (`job.run` of a 1-epoch digits trial less its
    `train_seconds`: the configuration's check and build, the final measures, the callbacks'
    files, of which the archive model.l1z, written and read back); and the archive's two
@@ -166,7 +167,7 @@ def storage_writes(
     from sweep import _compat
     from sweep.search.launcher import ForkLauncher
     from sweep.search.loop import TrialLoop
-    from sweep.search.study import write_csv
+    from sweep.search.study import ResultFiles
 
     _compat.BATCH_WRITES["on"] = _compat.SQLITE_WAL["on"] = batched
     _compat.BULK_ATTRS["on"] = batched if bulk is None else bulk
@@ -195,7 +196,9 @@ def storage_writes(
     n_commits = sum(commits)
     while len(study.trials) < n:
         one_trial()
-    rewrite = median_of(lambda: write_csv(study, folder / "results.csv"))
+    files = ResultFiles(folder / "results.csv")  # the loop's: each trial's row built once
+    files.write(study)
+    rewrite = median_of(lambda: files.write(study))
     _compat.BATCH_WRITES["on"] = _compat.SQLITE_WAL["on"] = _compat.BULK_ATTRS["on"] = True
     return seconds, rewrite, n_commits, study
 

@@ -177,3 +177,42 @@ def test_a_level_is_reached_when_the_zeros_are_already_there():
     assert magnitude.reached(model, counted, 0.3) and not magnitude.reached(model, counted, 0.5)
     neurons = NeuronPruner("neurons", path=[0.25, 0.5])  # 1 of 4 hidden units dead
     assert neurons.reached(model, counted, 0.25) and not neurons.reached(model, counted, 0.5)
+
+
+def test_the_result_files_build_a_finished_trials_points_once(tmp_path):
+    """ResultFiles rewrites points.csv after every trial without reading a finished trial's
+    rounds.csv again (issue 33: a rewrite used to grow with the sweep), and moves every
+    point's `seconds` when a trial that started earlier finishes later."""
+    from datetime import datetime, timedelta
+
+    import optuna
+    from optuna.trial import FrozenTrial, TrialState
+
+    from sweep.search.study import ResultFiles
+
+    def finished(number: int, start: datetime, **row: object) -> FrozenTrial:
+        attrs = {"row": {"trial": number, "status": "complete", "val_acc": 0.9, **row}}
+        return FrozenTrial(number, TrialState.COMPLETE, 0.9, start, start + timedelta(1 / 24),
+                           {}, {}, attrs, {}, {}, number)  # fmt: skip
+
+    t0 = datetime(2026, 1, 1, 12)
+    run = tmp_path / "trial_0"
+    run.mkdir()
+    pd.DataFrame({"round": [1, 2], "target": [0.5, 0.9], "val_acc": [0.95, 0.9],
+                  "sparsity": [0.5, 0.9]}).to_csv(run / "rounds.csv", index=False)  # fmt: skip
+    study = optuna.create_study(direction="maximize")
+    study.add_trial(finished(0, t0, prune_path="[0.5, 0.9]", run_dir=str(run)))
+    files = ResultFiles(tmp_path / "results.csv")
+    files.write(study)
+    (run / "rounds.csv").unlink()  # read once: the next rewrites do not need it
+    study.add_trial(finished(1, t0 + timedelta(minutes=5), sparsity=0.7))
+    files.write(study)
+    pts = pd.read_csv(tmp_path / "points.csv")
+    assert pts["kind"].tolist() == ["path", "path", "trial"] and pts["trial"].tolist() == [0, 0, 1]
+    assert pts["level"].tolist()[:2] == [0.5, 0.9] and pts["val_acc"].tolist() == [0.95, 0.9, 0.9]
+    assert pts["seconds"].tolist() == [3600.0, 3600.0, 3900.0]
+    study.add_trial(finished(2, t0 - timedelta(minutes=10)))  # started first, finished last
+    files.write(study)
+    pts = pd.read_csv(tmp_path / "points.csv")
+    assert pts["seconds"].tolist() == [4200.0, 4200.0, 4500.0, 3600.0]
+    assert pd.read_csv(tmp_path / "results.csv")["trial"].tolist() == [0, 1, 2]

@@ -3,6 +3,7 @@ follow it."""
 
 from __future__ import annotations
 
+import csv
 import re
 
 import pandas as pd
@@ -59,3 +60,27 @@ def test_results_csv_is_renamed_into_place_without_an_fsync(tmp_path, monkeypatc
     assert synced == [] and os.stat(out).st_ino != before  # a new file, renamed over the old
     assert pd.read_csv(out).to_dict("list") == {"trial": [0, 1], "status": ["pruned", "complete"]}
     assert [p.name for p in tmp_path.iterdir()] == ["results.csv"]  # no temporary file left
+
+
+def test_results_csv_reads_back_as_the_frame_pandas_would_have_written(tmp_path):
+    """write_atomic writes with the csv module, not a DataFrame (issue 33): read back, every
+    kind of cell a row holds is what pandas' own to_csv gives (gaps, NaN, whole numbers
+    beside gaps, bools, quotes, commas and line breaks in a string, tiny and huge floats)."""
+    rows = [
+        {"trial": 2, "status": "pruned", "stopped_at": 35, "val_acc": float("nan"),
+         "error": 'said "no", twice\nthen stopped', "l1_lambda": 1.2345678901234567e-05},
+        {"trial": 0, "status": "complete", "stopped_at": None, "val_acc": 0.9721,
+         "pareto": True, "overrides": "a=1,b=[2,3]", "nnz": 10**12, "mine": 3.0e300},
+        {"trial": 1, "status": "failed", "pareto": False, "val_acc": 0.1, "mine": -0.0},
+    ]  # fmt: skip
+    ours, pandas_own = tmp_path / "results.csv", tmp_path / "pandas.csv"
+    results.write_atomic(rows, ours)
+    frame = pd.DataFrame(rows).sort_values("trial", kind="stable")
+    first = [c for c in results.COLUMNS if c in frame]
+    frame[first + [c for c in frame if c not in first]].to_csv(pandas_own, index=False)
+    pd.testing.assert_frame_equal(pd.read_csv(ours), pd.read_csv(pandas_own), check_exact=True)
+    header, *cells = list(csv.reader(ours.open()))
+    assert [c[header.index("stopped_at")] for c in cells] == ["", "", "35"]  # not 35.0
+    assert [c[header.index("val_acc")] for c in cells] == ["0.9721", "0.1", ""]  # NaN: a gap
+    results.write_atomic([], ours)  # no trial yet: the defined columns, no row
+    assert list(pd.read_csv(ours).columns) == results.COLUMNS and len(pd.read_csv(ours)) == 0

@@ -15,7 +15,6 @@ model only.
 from __future__ import annotations
 
 import math
-import os
 import shlex
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,6 +22,7 @@ from pathlib import Path
 import optuna
 import pandas as pd
 
+from sweep.results import table
 from sweep.results.hypervolume import ASSUMED_CLASSES, front, hypervolume, kept_axis
 from sweep.results.hypervolume import reference as chance_reference
 
@@ -92,23 +92,29 @@ def trial_points(trial: optuna.trial.FrozenTrial, row: dict, start: float) -> li
     return out
 
 
-def write(trials: Sequence[optuna.trial.FrozenTrial], rows: Sequence[dict], path: Path) -> None:
-    """Rewrite points.csv at `path` from the finished trials and their rows (results.csv's),
-    atomically (a temporary file renamed); nothing is written for a sweep without a point."""
-    if not trials:
-        return
-    start = min(t.datetime_start.timestamp() for t in trials if t.datetime_start)
-    points = [p for t, r in zip(trials, rows) for p in trial_points(t, r, start)]
+def first_start(trials: Sequence[optuna.trial.FrozenTrial]) -> float | None:
+    """The sweep's first trial's start among `trials` (a POSIX time; `trial_points`' start),
+    None where none has one."""
+    starts = [t.datetime_start.timestamp() for t in trials if t.datetime_start]
+    return min(starts) if starts else None
+
+
+def write(points: Sequence[dict], path: Path) -> None:
+    """Rewrite points.csv at `path` from the finished trials' points (`trial_points`),
+    sorted by trial and level, atomically (sweep/results/table.py `write_rows`); a column no
+    point has a value in is left out; nothing is written for a sweep without a point."""
     if not points:
         return
-    frame = pd.DataFrame(points).sort_values(["trial", "level"], kind="stable")
-    first = [c for c in FIRST if c in frame]
-    last = [c for c in LAST if c in frame]
-    frame = frame[first + [c for c in frame if c not in first + last] + last]
-    frame = frame.dropna(axis=1, how="all")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    frame.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    pts = sorted(points, key=lambda p: (p["trial"], _level_key(p.get("level"))))
+    filled = {k for p in pts for k, v in p.items() if not table.missing(v)}
+    columns = [c for c in table.ordered(pts, FIRST) if c not in LAST and c in filled]
+    table.write_rows(pts, columns + [c for c in LAST if c in filled], path)
+
+
+def _level_key(level: object) -> tuple[bool, float]:
+    """Levels ascending, a point without one (None, NaN) last, as pandas sorts them."""
+    gap = table.missing(level)
+    return (gap, 0.0 if gap else float(level))  # type: ignore[arg-type]
 
 
 def frame_classes(frame: pd.DataFrame) -> int | None:

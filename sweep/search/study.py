@@ -57,21 +57,48 @@ def masked(text: str, storage: Any) -> str:
     return text.replace(f":{password}@", ":***@") if password else text
 
 
+class ResultFiles:
+    """results.csv and points.csv of one sweep directory, rewritten whole from the study after
+    every trial (a process sharing the study may have added trials): every finished trial
+    once, keyed by trial number. A finished trial's row and points never change, so each is
+    built once per process, not at every rewrite (a path trial's rounds.csv read again after
+    every trial made a rewrite grow with the sweep: issue 33)."""
+
+    def __init__(self, csv_path: Path) -> None:
+        self.csv_path = csv_path
+        # trial -> (row, points); the points' `seconds` counted from 0 (the POSIX time they
+        # finished), moved to the sweep's first start at each rewrite: that start moves when
+        # a trial that started earlier finishes later
+        self.built: dict[int, tuple[dict, list[dict]]] = {}
+
+    def write(self, study: optuna.Study) -> None:
+        """Rewrite both files from `study`, under the directory's lock."""
+        with results.locked(self.csv_path):
+            # Finished trials only: another process's trial may hold its row a moment before
+            # its state, and a trial failed over by Ctrl-C keeps a row that no longer
+            # describes it.
+            finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+            told = study.get_trials(deepcopy=False, states=finished)
+            trials = [t for t in told if t.user_attrs.get(ROW_ATTR) is not None]
+            for t in trials:
+                if t.number not in self.built:
+                    row = dict(t.user_attrs[ROW_ATTR])
+                    self.built[t.number] = (row, points.trial_points(t, row, start=0.0))
+            rows = [dict(self.built[t.number][0]) for t in trials]
+            if len(study.directions) > 1:
+                front = {t.number for t in study.best_trials}
+                for row in rows:
+                    row["pareto"] = row["trial"] in front
+            results.write_atomic(rows, self.csv_path)
+            start = points.first_start(trials) or 0.0
+            every = [{**p, "seconds": p["seconds"] - start}  # every level's model
+                     for t in trials for p in self.built[t.number][1]]  # fmt: skip
+            points.write(every, self.csv_path.with_name(points.NAME))
+
+
 def write_csv(study: optuna.Study, csv_path: Path) -> None:
-    """Rewrite results.csv from the study: every finished trial once, keyed by trial number."""
-    with results.locked(csv_path):
-        # Finished trials only: another process's trial may hold its row a moment before its
-        # state, and a trial failed over by Ctrl-C keeps a row that no longer describes it.
-        finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-        told = study.get_trials(deepcopy=False, states=finished)
-        trials = [t for t in told if t.user_attrs.get(ROW_ATTR) is not None]
-        rows = [dict(t.user_attrs[ROW_ATTR]) for t in trials]
-        if len(study.directions) > 1:
-            front = {t.number for t in study.best_trials}
-            for row in rows:
-                row["pareto"] = row["trial"] in front
-        results.write_atomic(rows, csv_path)
-        points.write(trials, rows, csv_path.with_name(points.NAME))  # every level's model
+    """Rewrite results.csv and points.csv from the study once (`ResultFiles`)."""
+    ResultFiles(csv_path).write(study)
 
 
 def open_study(
