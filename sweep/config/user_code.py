@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn as nn
 from hydra.errors import InstantiationException
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from sweep import _compat
 from sweep.config import targets
@@ -145,14 +145,21 @@ def instantiate_checked(node: DictConfig, base: tuple[str, ...], **offered: obje
         if not is_allowed(name, base):
             log.info(f"{key}: running outside code {name} (allowed by {ALLOW_KEY}={list(user)})")
     try:
-        made = _compat.instantiate(node, whitelist, **offered)
+        # The node resolved into a plain copy, not the node itself: Hydra's instantiate of a
+        # node inside a config guards the whole config read-only (a walk of every node) and
+        # deep-copies it for the offered arguments, 2-5 ms a build and several builds a
+        # trial (issue 33). No target can reach the config through a copy, and the
+        # allow-list applies to it the same; a nested target's key is prefixed below.
+        made = _compat.instantiate(OmegaConf.to_container(node, resolve=True), whitelist,
+                                   **offered)  # fmt: skip
     except InstantiationException as e:
         if isinstance(e.__cause__, UserError):
             raise e.__cause__ from None
         refused = _REFUSED.search(str(e))
         if refused:  # a nested _target_ inside the node
             nested = re.search(r"full_key: (\S+)", str(e))
-            raise refusal(nested.group(1) if nested else key, refused.group(1)) from None
+            where = f"{key}.{nested.group(1)}" if nested else key
+            raise refusal(where, refused.group(1)) from None
         raise
     if "n_classes" in offered and not isinstance(made, nn.Module):  # a model factory
         raise UserError(
