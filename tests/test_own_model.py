@@ -145,8 +145,8 @@ def test_nested_outside_target_is_refused_before_import():
         {"allow_targets": [], "model": {"_target_": "torch.nn.Sequential",
                                         "_args_": [{"_target_": "evil.layer"}]}}
     )  # fmt: skip
-    with pytest.raises(UserError, match=r"_target_=evil.layer is code outside l1sweep"):
-        build(cfg.model)
+    with pytest.raises(UserError, match=r"^model\._args_0\._target_=evil.layer is code outside"):
+        build(cfg.model)  # the nested node's whole key, though Hydra is given a copy
 
 
 def test_counting_rule_on_any_module():
