@@ -145,8 +145,10 @@ def test_nested_outside_target_is_refused_before_import():
         {"allow_targets": [], "model": {"_target_": "torch.nn.Sequential",
                                         "_args_": [{"_target_": "evil.layer"}]}}
     )  # fmt: skip
-    with pytest.raises(UserError, match=r"^model\._args_0\._target_=evil.layer is code outside"):
-        build(cfg.model)  # the nested node's whole key, though Hydra is given a copy
+    # the nested node's whole key, though Hydra is given a copy (omegaconf 2.4.1rc2 writes a
+    # list index as _args_[0], rc1 as _args_0)
+    with pytest.raises(UserError, match=r"^model\._args_\[?0\]?\._target_=evil\.layer is code"):
+        build(cfg.model)
 
 
 def test_counting_rule_on_any_module():
