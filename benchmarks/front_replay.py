@@ -17,7 +17,10 @@ the final front's hypervolumes on validation and test without the stopped trials
 judged against the trials that completed before t started in the recording (and were not
 stopped in the replay): fewer than a live sweep, whose stopped trials end sooner, would have;
 and the sampler draws the same trials, which a live sweep's TPE, told of stopped trials, need
-not. A replay ranks option sets; the wall time comes from front_pruner.py. `--oracle`: instead
+not. A replay ranks option sets; the wall time comes from front_pruner.py. It is optimistic
+for a setting that stops many trials early: live, the trials after them start sooner, against
+fewer complete ones (two such settings kept the front here and lost 30% of its hypervolume
+live: docs/long_sweeps.md, "Where the replay misleads"). `--oracle`: instead
 of the rule, stop every trial off the final front at its first check once n_startup_trials
 had completed: the most any rule with those options could save here.
 """
