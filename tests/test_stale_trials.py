@@ -81,8 +81,8 @@ def test_a_killed_sweeps_trial_is_failed_and_run_again_first(tmp_path):
     # one whose job had written its result by the kill is recorded from it, not run again
     trained = {t.number for t in lost if _trained(tmp_path / "outputs" / "sweeps" / "k", t.number)}
     before = len(_study(tmp_path, "k").trials)
-    # stale_after=1: a kill between a trial's ask and its claim (two commits) leaves it with
-    # no owner, which only the heartbeat's grace recovers
+    # a kill between a trial's ask and its claim (two commits) leaves it with no owner: the
+    # start, holding the ask lock, takes it for lost (its sweep stopped before claiming it)
     # n_trials is the study's total: the trials with a result, the lost ones recorded from
     # their files, and len(lost) more
     counted = sum(t.state.is_finished() and t.user_attrs.get("row") is not None
@@ -94,7 +94,8 @@ def test_a_killed_sweeps_trial_is_failed_and_run_again_first(tmp_path):
     out = again.stdout + again.stderr
     trials = _study(tmp_path, "k").trials
     for t in lost:
-        why = f"its process {proc.pid} is gone" if "l1sweep_owner" in t.user_attrs else "no heart"
+        why = (f"its process {proc.pid} is gone" if "l1sweep_owner" in t.user_attrs
+               else "its sweep stopped before claiming it")  # fmt: skip
         [line] = [x for x in out.splitlines() if f"trial {t.number} was left RUNNING ({why}" in x]
         # a trial killed between its ask and its draw has no point to run again
         assert ("drawn no parameters" in line) == (not t.params), line
