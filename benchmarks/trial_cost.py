@@ -28,7 +28,7 @@
    row's attributes written one by one (`L1SWEEP_BULK_ATTRS=0`); a trial's config
    composed by Hydra's compose API (the project's config and a trial's overrides, as the
    launcher composes each job); results.csv and points.csv rewritten from a study of N
-   trials (by the loop's ResultFiles, which built the earlier trials' rows once); a forked
+   trials (by the plan's ResultFiles, which built the earlier trials' rows once); a forked
    process that returns at once (the fork launcher's start and join); and a
    job's own cost beyond its training (`job.run` of a 1-epoch digits trial less its
    `train_seconds`: the configuration's check and build, the final measures, the callbacks'

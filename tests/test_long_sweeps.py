@@ -247,16 +247,16 @@ def test_a_rerun_grid_study_runs_only_the_points_it_has_not_run(tmp_path):
 
 
 def test_the_csv_holds_only_trials_the_study_has_finished(tmp_path):
-    from sweep.search.study import write_csv
+    from sweep.search.study import ResultFiles
 
     study = optuna.create_study()
     running = study.ask()
     running.set_user_attr("row", {"trial": 0, "status": "complete", "objective": 0.9})
     csv = tmp_path / "results.csv"
-    write_csv(study, csv)  # another process may hold a row a moment before its state
+    ResultFiles(csv).write(study)  # another process may hold a row a moment before its state
     assert len(pd.read_csv(csv)) == 0
     study.tell(running, 0.9)
-    write_csv(study, csv)
+    ResultFiles(csv).write(study)
     assert pd.read_csv(csv).to_dict("records") == [
         {"trial": 0, "status": "complete", "objective": 0.9}
     ]

@@ -19,7 +19,7 @@ import pytest
 from optuna.distributions import FloatDistribution
 
 from conftest import run_cli
-from sweep.search.study import recover_stale, write_csv
+from sweep.search.study import ResultFiles, recover_stale
 
 # killed processes and their stale trials
 pytestmark = pytest.mark.slow
@@ -162,7 +162,7 @@ def test_a_trial_killed_between_its_row_and_its_state_leaves_no_row(tmp_path):
     assert failed.state.name == "FAIL" and failed.user_attrs["row"] is None
     assert enqueued.params == {} and enqueued.state.name == "WAITING"
     csv = tmp_path / "results.csv"
-    write_csv(study, csv)
+    ResultFiles(csv).write(study)
     assert not csv.exists() or pd.read_csv(csv).empty
 
 
@@ -202,7 +202,7 @@ def test_a_lost_trial_whose_job_finished_is_recorded_from_its_files(tmp_path):
     assert failed.state.name == "FAIL" and rerun.state.name == "WAITING"
     assert rerun.system_attrs["fixed_params"] == unfinished.params  # runs again first
     csv = tmp_path / "results.csv"
-    write_csv(study, csv)
+    ResultFiles(csv).write(study)
     [row] = pd.read_csv(csv).to_dict("records")
     assert row["trial"] == 0 and row["status"] == "complete" and row["objective"] == told.value
     assert row["val_acc"] == metrics["val_acc"] and row["run_dir"] == str(sweep_dir / "trial_0")

@@ -21,7 +21,7 @@ from sweep import _compat
 from sweep.search import trials
 from sweep.search.launcher import ForkLauncher
 from sweep.search.loop import TrialLoop
-from sweep.search.study import HEARTBEAT_ATTR, OWNER_ATTR
+from sweep.search.study import HEARTBEAT_ATTR, OWNER_ATTR, ResultFiles
 
 # a row as a 1-epoch digits trial returns it (sweep/results/row.py's columns)
 ROW = {
@@ -106,6 +106,7 @@ def _plan(study: optuna.Study, tmp_path: Path, **fields) -> SimpleNamespace:
     options = SimpleNamespace(db=lambda what, fn, *a, **k: fn(*a, **k))
     return SimpleNamespace(
         options=options, study=study, storage=study.held, csv_path=tmp_path / "results.csv",
+        files=ResultFiles(tmp_path / "results.csv"),
         reseed=None, first_job=0, directions=("maximize",), extra=(),
         space={"l1_lambda": FloatDistribution(1e-5, 1e-3, log=True)}, fixed={},
         extend_space=None, fixed_overrides=("train.epochs=1",), **{"n_trials": 20, **fields},

@@ -8,7 +8,7 @@ plain trial is one point, its final model. Each row carries the trial's paramete
 time curve of `sweep.analyze`), and the level's figures.
 
 Rebuilt from the study and the trials' rounds.csv with results.csv (sweep/search/study.py
-write_csv); a trial whose directory this host cannot read (another host's) has its final
+ResultFiles); a trial whose directory this host cannot read (another host's) has its final
 model only.
 """
 

@@ -33,7 +33,7 @@ from sweep.search import interrupts, launcher, parallel, trials
 from sweep.search import space as search
 from sweep.search.plan import SweepPlan
 from sweep.search.storage import StorageUnavailable
-from sweep.search.study import ASK_LOCK, ResultFiles, claim, heartbeat, told_from_files
+from sweep.search.study import ASK_LOCK, claim, heartbeat, told_from_files
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,6 @@ class TrialLoop:
         self.stop: BaseException | None = None
         self.job_idx = plan.first_job
         self.reseed = plan.reseed
-        self.files = ResultFiles(plan.csv_path)  # results.csv, points.csv
 
     def run(self) -> list[BaseException | None]:
         """Run the trials, plan.jobs.jobs at a time (sweep/parallel.py); each is told and its
@@ -155,7 +154,7 @@ class TrialLoop:
             with interrupts.deferred():  # the row without its state would be a wrong row
                 self._record(trial, row, state, values, curve)
                 told = True
-            self.db("writing results.csv", self.files.write, self.plan.study)
+            self.db("writing results.csv", self.plan.files.write, self.plan.study)
             with interrupts.deferred():  # a Ctrl-C now comes after the trial's line
                 self.told.append(error)
                 self._log_progress(row)
@@ -265,7 +264,7 @@ class TrialLoop:
                 with interrupts.deferred():
                     finished = self._settle_running()
                     # a trial told just before the interrupt may not have its row written
-                    self.files.write(study)
+                    self.plan.files.write(study)
                 for row in finished:
                     self._log_progress(row)
         finally:

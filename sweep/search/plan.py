@@ -36,6 +36,7 @@ from sweep.search import space as search
 from sweep.search.storage import retrying
 from sweep.search.study import (
     ASK_LOCK,
+    ResultFiles,
     check_owner,
     check_same_config,
     claim_dir,
@@ -46,7 +47,6 @@ from sweep.search.study import (
     recover_stale,
     resume_command,
     shown,
-    write_csv,
 )
 
 log = logging.getLogger(__name__)
@@ -122,7 +122,7 @@ class SweepPlan:
     directions: tuple[str, ...]
     study: optuna.Study
     storage: optuna.storages.BaseStorage
-    csv_path: Path
+    files: ResultFiles  # results.csv and points.csv: the start's catch-up built their rows
     n_trials: int
     limit: int
     jobs: parallel.Plan
@@ -135,6 +135,11 @@ class SweepPlan:
     console: console.SweepConsole
     resume: str
     flags: tuple[str, ...]  # how the configuration was chosen (results/command.py)
+
+    @property
+    def csv_path(self) -> Path:
+        """results.csv (`files`' path)."""
+        return self.files.csv_path
 
 
 def resume_hint(n_trials: int) -> str:
@@ -192,7 +197,8 @@ class Planner:
                                                  searched.directions, sampler.sampler,
                                                  options.pruner)  # fmt: skip
             self._prepare_study(study, storage, searched, sweep_dir, owner)
-            limit, done = self._announce(study, arguments, csv_path, sampler)
+            files = ResultFiles(csv_path)  # kept for the loop: each row built once a process
+            limit, done = self._announce(study, arguments, files, sampler)
             threads = jobs.threads if cfg.train.threads is None else None
             extra = [f"train.threads={threads}"] if threads is not None else []
             extra += self._baseline(cfg, study, searched.fixed, searched.fixed_overrides)
@@ -215,7 +221,7 @@ class Planner:
             options=options, space=searched.space, fixed=searched.fixed,
             fixed_overrides=tuple(searched.fixed_overrides),
             metrics=tuple(cfg.objective.metrics), directions=tuple(searched.directions),
-            study=study, storage=storage, csv_path=csv_path, n_trials=options.n_trials,
+            study=study, storage=storage, files=files, n_trials=options.n_trials,
             limit=limit, jobs=jobs, extra=tuple(extra), pruning=searched.pruning, sampler=sampler,
             reseed=seed if seed is not None and sampler.grid is None else None,
             extend_space=searched.extend_space, first_job=self.job_idx,
@@ -305,7 +311,7 @@ class Planner:
         self,
         study: optuna.Study,
         arguments: list[str],
-        csv_path: Path,
+        files: ResultFiles,
         sampler: sampling.StudySampler,
     ) -> tuple[int, int]:
         """The resume command known (`self.resume`) and logged with the study and the CSV's
@@ -318,9 +324,9 @@ class Planner:
                                               options.storage)  # fmt: skip
         where = shown(options.storage)
         log.info(f"study {study.study_name} in {where} ({len(study.trials)} trials so far)")
-        log.info(f"results: {csv_path}")
+        log.info(f"results: {files.csv_path}")
         log.info(f"resume or extend with: {resume}{resume_hint(n_trials)}")
-        options.db("writing results.csv", write_csv, study, csv_path)  # catch up after a crash
+        options.db("writing results.csv", files.write, study)  # catch up after a crash
         done, running = options.db("counting the study's trials", trials.tally, study)
         if done >= n_trials:
             log.info(

@@ -61,8 +61,9 @@ class ResultFiles:
     """results.csv and points.csv of one sweep directory, rewritten whole from the study after
     every trial (a process sharing the study may have added trials): every finished trial
     once, keyed by trial number. A finished trial's row and points never change, so each is
-    built once per process, not at every rewrite (a path trial's rounds.csv read again after
-    every trial made a rewrite grow with the sweep: issue 33)."""
+    built once per process (the plan's, from the start's catch-up on), not at every rewrite (a
+    path trial's rounds.csv read again after every trial made a rewrite grow with the sweep:
+    issue 33)."""
 
     def __init__(self, csv_path: Path) -> None:
         self.csv_path = csv_path
@@ -94,11 +95,6 @@ class ResultFiles:
             every = [{**p, "seconds": p["seconds"] - start}  # every level's model
                      for t in trials for p in self.built[t.number][1]]  # fmt: skip
             points.write(every, self.csv_path.with_name(points.NAME))
-
-
-def write_csv(study: optuna.Study, csv_path: Path) -> None:
-    """Rewrite results.csv and points.csv from the study once (`ResultFiles`)."""
-    ResultFiles(csv_path).write(study)
 
 
 def open_study(
